@@ -1,0 +1,314 @@
+//! Client commands (RFC 959, 2428, 1639, 2228): the few verbs the proxy must understand
+//! are parsed into typed values; every other line is kept as its verb and argument so it
+//! can be forwarded unchanged.
+//!
+//! A command line is only ever parsed here for text that came from the *client*; server
+//! text never reaches this module.
+
+use std::net::{SocketAddr, SocketAddrV4};
+
+use super::addr;
+
+/// The argument of `EPSV` (RFC 2428 section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpsvArg {
+    /// Plain `EPSV`: the family of the control connection.
+    Any,
+    /// `EPSV 1` or `EPSV 2` (or another protocol number).
+    Family(u8),
+    /// `EPSV ALL`: from now on only `EPSV` may set up data connections.
+    All,
+}
+
+/// What a data connection carries, derived from the verb that uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    /// `RETR`: server to client.
+    Download,
+    /// `STOR`, `STOU`, `APPE`: client to server.
+    Upload,
+    /// `LIST`, `NLST`, `MLSD`: a directory listing, server to client.
+    Listing,
+}
+
+impl TransferKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Download => "download",
+            TransferKind::Upload => "upload",
+            TransferKind::Listing => "listing",
+        }
+    }
+}
+
+/// A parsed client command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Port(SocketAddrV4),
+    Eprt(SocketAddr),
+    Lprt(SocketAddr),
+    Pasv,
+    Epsv(EpsvArg),
+    Lpsv,
+    User(Vec<u8>),
+    Auth(Vec<u8>),
+    Abor,
+    /// Any other verb, upper-cased, with its argument kept verbatim.
+    Other {
+        verb: String,
+        arg: Option<Vec<u8>>,
+    },
+}
+
+/// A command whose verb the proxy understands but whose argument does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{verb}: {reason}")]
+pub struct SyntaxError {
+    pub verb: &'static str,
+    pub reason: &'static str,
+}
+
+/// Longest verb kept as text; longer ones are still forwarded but named `?` for
+/// logs and metrics.
+const MAX_VERB: usize = 8;
+
+impl Command {
+    /// The verb, upper-cased, as used in logs, metrics and rules.
+    pub fn verb(&self) -> &str {
+        match self {
+            Command::Port(_) => "PORT",
+            Command::Eprt(_) => "EPRT",
+            Command::Lprt(_) => "LPRT",
+            Command::Pasv => "PASV",
+            Command::Epsv(_) => "EPSV",
+            Command::Lpsv => "LPSV",
+            Command::User(_) => "USER",
+            Command::Auth(_) => "AUTH",
+            Command::Abor => "ABOR",
+            Command::Other { verb, .. } => verb,
+        }
+    }
+
+    /// The kind of transfer this command starts on a data connection, if any.
+    pub fn transfer_kind(&self) -> Option<TransferKind> {
+        match self.verb() {
+            "RETR" => Some(TransferKind::Download),
+            "STOR" | "STOU" | "APPE" => Some(TransferKind::Upload),
+            "LIST" | "NLST" | "MLSD" => Some(TransferKind::Listing),
+            _ => None,
+        }
+    }
+
+    /// The canonical text of this command, CRLF-terminated.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = match self {
+            Command::Port(a) => format!("PORT {}", addr::format_host_port(*a)).into_bytes(),
+            Command::Eprt(a) => format!("EPRT {}", addr::format_extended_addr(*a)).into_bytes(),
+            Command::Lprt(a) => format!("LPRT {}", format_long(*a)).into_bytes(),
+            Command::Epsv(EpsvArg::Any) => b"EPSV".to_vec(),
+            Command::Epsv(EpsvArg::Family(f)) => format!("EPSV {f}").into_bytes(),
+            Command::Epsv(EpsvArg::All) => b"EPSV ALL".to_vec(),
+            Command::User(name) => [&b"USER "[..], name].concat(),
+            Command::Auth(mech) => [&b"AUTH "[..], mech].concat(),
+            Command::Other {
+                verb,
+                arg: Some(arg),
+            } => [verb.as_bytes(), b" ", arg].concat(),
+            Command::Pasv | Command::Lpsv | Command::Abor | Command::Other { arg: None, .. } => {
+                self.verb().as_bytes().to_vec()
+            }
+        };
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+}
+
+fn format_long(a: SocketAddr) -> String {
+    let (af, host): (u8, Vec<u8>) = match a {
+        SocketAddr::V4(v4) => (4, v4.ip().octets().to_vec()),
+        SocketAddr::V6(v6) => (6, v6.ip().octets().to_vec()),
+    };
+    let [p1, p2] = a.port().to_be_bytes();
+    let mut parts = vec![af.to_string(), host.len().to_string()];
+    parts.extend(host.iter().map(u8::to_string));
+    parts.extend(["2".to_string(), p1.to_string(), p2.to_string()]);
+    parts.join(",")
+}
+
+/// Splits `VERB[ SP arg]`; the verb is the run of ASCII letters at the start.
+fn split_verb(text: &[u8]) -> (String, Option<&[u8]>) {
+    let end = text
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let verb = if end <= MAX_VERB {
+        String::from_utf8_lossy(&text[..end]).to_ascii_uppercase()
+    } else {
+        "?".to_string()
+    };
+    let arg = match &text[end..] {
+        [] => None,
+        [b' ', rest @ ..] => Some(rest),
+        rest => Some(rest),
+    };
+    (verb, arg)
+}
+
+/// Runs `parser` over the whole argument, which must be consumed entirely.
+fn whole<T>(
+    arg: Option<&[u8]>,
+    verb: &'static str,
+    parser: impl Fn(&[u8]) -> nom::IResult<&[u8], T>,
+) -> Result<T, SyntaxError> {
+    let reason = "malformed argument";
+    match arg.map(|a| parser(a.trim_ascii_end())) {
+        Some(Ok((rest, value))) if rest.is_empty() => Ok(value),
+        _ => Err(SyntaxError { verb, reason }),
+    }
+}
+
+/// Parses one Telnet-decoded command line (without its terminator).
+pub fn parse_command(text: &[u8]) -> Result<Command, SyntaxError> {
+    let (verb, arg) = split_verb(text);
+    Ok(match verb.as_str() {
+        "PORT" => Command::Port(whole(arg, "PORT", addr::host_port)?),
+        "EPRT" => Command::Eprt(whole(arg, "EPRT", addr::extended_addr)?),
+        "LPRT" => Command::Lprt(whole(arg, "LPRT", addr::long_host_port)?),
+        "PASV" => Command::Pasv,
+        "LPSV" => Command::Lpsv,
+        "EPSV" => Command::Epsv(epsv_arg(arg)?),
+        "USER" => Command::User(arg.unwrap_or_default().to_vec()),
+        "AUTH" => Command::Auth(arg.unwrap_or_default().to_vec()),
+        "ABOR" => Command::Abor,
+        _ => Command::Other {
+            verb,
+            arg: arg.map(<[u8]>::to_vec),
+        },
+    })
+}
+
+fn epsv_arg(arg: Option<&[u8]>) -> Result<EpsvArg, SyntaxError> {
+    let Some(arg) = arg.map(<[u8]>::trim_ascii) else {
+        return Ok(EpsvArg::Any);
+    };
+    if arg.is_empty() {
+        return Ok(EpsvArg::Any);
+    }
+    if arg.eq_ignore_ascii_case(b"ALL") {
+        return Ok(EpsvArg::All);
+    }
+    whole(Some(arg), "EPSV", |a| {
+        let (rest, n) = addr::port(a)?;
+        match u8::try_from(n) {
+            Ok(n) => Ok((rest, EpsvArg::Family(n))),
+            Err(_) => Err(nom::Err::Error(nom::error::Error::new(
+                a,
+                nom::error::ErrorKind::Verify,
+            ))),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn port_is_parsed_case_insensitively() {
+        assert_eq!(
+            parse_command(b"port 127,0,0,1,4,1"),
+            Ok(Command::Port("127.0.0.1:1025".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn port_with_octet_256_is_a_syntax_error_not_port_22() {
+        assert!(parse_command(b"PORT 127,0,0,1,256,22").is_err());
+    }
+
+    #[test]
+    fn port_with_trailing_garbage_is_a_syntax_error() {
+        assert!(parse_command(b"PORT 127,0,0,1,4,1,9").is_err());
+        assert!(parse_command(b"PORT").is_err());
+    }
+
+    #[test]
+    fn eprt_in_both_families() {
+        assert_eq!(
+            parse_command(b"EPRT |2|::1|4242|"),
+            Ok(Command::Eprt("[::1]:4242".parse().unwrap()))
+        );
+        assert!(parse_command(b"EPRT |1|::1|4242|").is_err());
+    }
+
+    #[test]
+    fn epsv_forms() {
+        assert_eq!(parse_command(b"EPSV"), Ok(Command::Epsv(EpsvArg::Any)));
+        assert_eq!(
+            parse_command(b"EPSV 2"),
+            Ok(Command::Epsv(EpsvArg::Family(2)))
+        );
+        assert_eq!(parse_command(b"epsv all"), Ok(Command::Epsv(EpsvArg::All)));
+        assert!(parse_command(b"EPSV 999").is_err());
+        assert!(parse_command(b"EPSV x").is_err());
+    }
+
+    #[test]
+    fn lprt_and_lpsv_are_recognised() {
+        assert_eq!(
+            parse_command(b"LPRT 4,4,127,0,0,1,2,4,1"),
+            Ok(Command::Lprt("127.0.0.1:1025".parse().unwrap()))
+        );
+        assert_eq!(parse_command(b"LPSV"), Ok(Command::Lpsv));
+    }
+
+    #[test]
+    fn port_text_inside_a_filename_is_just_a_filename() {
+        let cmd = parse_command(b"RETR PORT 10,0,0,1,0,22").unwrap();
+        assert_eq!(cmd.verb(), "RETR");
+        assert_eq!(cmd.transfer_kind(), Some(TransferKind::Download));
+    }
+
+    #[test]
+    fn over_long_verbs_are_named_question_mark() {
+        assert_eq!(parse_command(b"ABCDEFGHIJ x").unwrap().verb(), "?");
+    }
+
+    fn canonical_command() -> impl Strategy<Value = Command> {
+        let arg = proptest::collection::vec(0x20u8..0x7f, 1..40);
+        prop_oneof![
+            any::<([u8; 4], u16)>()
+                .prop_map(|(ip, p)| Command::Port(SocketAddrV4::new(ip.into(), p))),
+            any::<(std::net::IpAddr, u16)>()
+                .prop_map(|(ip, p)| Command::Eprt(SocketAddr::new(ip, p))),
+            any::<(std::net::IpAddr, u16)>()
+                .prop_map(|(ip, p)| Command::Lprt(SocketAddr::new(ip, p))),
+            Just(Command::Pasv),
+            Just(Command::Lpsv),
+            Just(Command::Abor),
+            Just(Command::Epsv(EpsvArg::Any)),
+            Just(Command::Epsv(EpsvArg::All)),
+            any::<u8>().prop_map(|f| Command::Epsv(EpsvArg::Family(f))),
+            arg.clone().prop_map(Command::User),
+            ("(RETR|STOR|CWD|NOOP|SITE|PASS)", proptest::option::of(arg))
+                .prop_map(|(verb, arg)| { Command::Other { verb, arg } }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parse_of_encode_is_identity(cmd in canonical_command()) {
+            let line = cmd.encode();
+            let text = &line[..line.len() - 2];
+            let parsed = parse_command(text).unwrap();
+            prop_assert_eq!(&parsed, &cmd);
+            prop_assert_eq!(parsed.encode(), line);
+        }
+
+        #[test]
+        fn never_panics_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_command(&data);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The control-channel codec: bytes to typed commands and replies and back.
+//!
+//! Pure functions and small state machines over bytes; no sockets, no clocks, no policy.
+//! `line` frames the stream, `command` reads client lines, `reply` server lines and
+//! `addr` the address forms both carry.
+
+pub mod addr;
+pub mod command;
+pub mod line;
+pub mod reply;
+
+pub use command::{Command, EpsvArg, SyntaxError, TransferKind, parse_command};
+pub use line::{Frame, Line, LineFramer, Signals};
+pub use reply::{Reply, ReplyAssembler, parse_227, parse_228, parse_229};

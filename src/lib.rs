@@ -1,0 +1,6 @@
+//! ftpgate: an FTP-aware firewall proxy and connection tracker.
+//!
+//! The pure core (`codec`, `session`, `rules`, `track`) never touches a socket or a
+//! clock; the shell (`net`, `proxy`, `admin`) drives it with tokio.
+
+pub mod codec;
