@@ -4,3 +4,4 @@
 //! clock; the shell (`net`, `proxy`, `admin`) drives it with tokio.
 
 pub mod codec;
+pub mod rules;

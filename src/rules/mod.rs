@@ -1,0 +1,307 @@
+//! The rule file: what the operator writes, compiled into an immutable [`Config`] and
+//! evaluated as pure functions.
+//!
+//! Parsing lives in `parse`; this module holds the compiled form and the decisions. It
+//! never touches a socket or the clock: the shell asks, the rules answer.
+
+mod parse;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use parse::parse_str;
+
+/// Where a rule was written, carried into logs and metrics with every decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<str>,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// A rule file that does not parse or does not make sense, located at `file:line:col`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{col}: {message}")]
+pub struct RuleError {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// An inclusive range of TCP ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.lo..=self.hi).contains(&port)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// The FTP server a reverse listener forwards to; the host is resolved at connect time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How a listener finds the server for each client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenMode {
+    /// Every session goes to one fixed server.
+    Reverse { upstream: Upstream },
+}
+
+/// One `listen` statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub mode: ListenMode,
+    pub origin: Origin,
+}
+
+/// Global settings (`set NAME VALUE`), with their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// How long an expectation waits for its peer.
+    pub data_timeout: Duration,
+    /// How long a control session may stay silent in both directions.
+    pub idle_timeout: Duration,
+    /// How long connecting to a server or an active-mode client may take.
+    pub connect_timeout: Duration,
+    /// The ports the proxy listens on for data connections.
+    pub data_ports: PortRange,
+    /// Longest control line, terminator included.
+    pub max_line: usize,
+    /// The address announced in `227` replies instead of the proxy's own (NAT).
+    pub advertise: Option<IpAddr>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(15 * 60),
+            connect_timeout: Duration::from_secs(10),
+            data_ports: PortRange {
+                lo: 40000,
+                hi: 40999,
+            },
+            max_line: 4096,
+            advertise: None,
+        }
+    }
+}
+
+/// What a rule does with what it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Block,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Block => "block",
+        }
+    }
+}
+
+/// `any` or a prefix (a bare address is a host prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrMatch {
+    Any,
+    Net(IpNet),
+}
+
+impl AddrMatch {
+    fn matches(&self, ip: IpAddr) -> bool {
+        match self {
+            AddrMatch::Any => true,
+            AddrMatch::Net(net) => net.contains(&ip),
+        }
+    }
+}
+
+/// A `pass`/`block` rule for sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRule {
+    pub verdict: Verdict,
+    pub log: bool,
+    pub from: AddrMatch,
+    pub to: AddrMatch,
+    pub port: Option<PortRange>,
+    pub origin: Origin,
+}
+
+impl SessionRule {
+    fn matches(&self, client: IpAddr, server: SocketAddr) -> bool {
+        self.from.matches(client)
+            && self.to.matches(server.ip())
+            && self.port.is_none_or(|p| p.contains(server.port()))
+    }
+}
+
+/// The outcome of evaluating rules: the verdict and the rule that gave it (`None` when
+/// no rule matched and the default applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub log: bool,
+    pub rule: Option<Origin>,
+}
+
+impl Decision {
+    /// Where the decision came from, for logs: `file:line` or `default`.
+    pub fn source(&self) -> String {
+        self.rule
+            .as_ref()
+            .map_or_else(|| "default".to_string(), Origin::to_string)
+    }
+}
+
+/// A compiled, validated rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listeners: Vec<Listener>,
+    pub settings: Settings,
+    pub session_rules: Vec<SessionRule>,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Reads and compiles a rule file.
+    pub fn load(path: &Path) -> Result<Config, RuleError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| RuleError {
+            file: name.clone(),
+            line: 0,
+            col: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        parse_str(&name, &text)
+    }
+
+    /// May `client` open a control session to `server`? First match wins; a session
+    /// nothing passes is blocked.
+    pub fn session_decision(&self, client: IpAddr, server: SocketAddr) -> Decision {
+        let client = client.to_canonical();
+        let server = SocketAddr::new(server.ip().to_canonical(), server.port());
+        self.session_rules
+            .iter()
+            .find(|r| r.matches(client, server))
+            .map_or(
+                Decision {
+                    verdict: Verdict::Block,
+                    log: true,
+                    rule: None,
+                },
+                |r| Decision {
+                    verdict: r.verdict,
+                    log: r.log,
+                    rule: Some(r.origin.clone()),
+                },
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config(text: &str) -> Config {
+        parse_str("t.rules", text).unwrap()
+    }
+
+    const LISTEN: &str = "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n";
+
+    #[test]
+    fn first_match_wins() {
+        let c = config(&format!(
+            "{LISTEN}block from 198.51.100.7\npass from 198.51.100.0/24\n"
+        ));
+        let server = "203.0.113.2:21".parse().unwrap();
+        let d = c.session_decision("198.51.100.7".parse().unwrap(), server);
+        assert_eq!(d.verdict, Verdict::Block);
+        assert_eq!(d.source(), "t.rules:2");
+        let d = c.session_decision("198.51.100.8".parse().unwrap(), server);
+        assert_eq!(d.verdict, Verdict::Pass);
+        assert_eq!(d.source(), "t.rules:3");
+    }
+
+    #[test]
+    fn a_session_nothing_passes_is_blocked_by_default() {
+        let c = config(&format!("{LISTEN}pass from 198.51.100.0/24\n"));
+        let d = c.session_decision(
+            "203.0.113.9".parse().unwrap(),
+            "203.0.113.2:21".parse().unwrap(),
+        );
+        assert_eq!(d.verdict, Verdict::Block);
+        assert_eq!(d.rule, None);
+    }
+
+    #[test]
+    fn to_and_port_restrict_the_server() {
+        let c = config(&format!("{LISTEN}pass to 203.0.113.0/24 port 21\n"));
+        let client = "198.51.100.2".parse().unwrap();
+        let pass = |s: &str| c.session_decision(client, s.parse().unwrap()).verdict;
+        assert_eq!(pass("203.0.113.2:21"), Verdict::Pass);
+        assert_eq!(pass("203.0.113.2:2121"), Verdict::Block);
+        assert_eq!(pass("198.51.100.3:21"), Verdict::Block);
+    }
+
+    #[test]
+    fn ipv4_mapped_clients_match_ipv4_prefixes() {
+        let c = config(&format!("{LISTEN}pass from 127.0.0.0/8\n"));
+        let d = c.session_decision(
+            "::ffff:127.0.0.1".parse().unwrap(),
+            "127.0.0.1:21".parse().unwrap(),
+        );
+        assert_eq!(d.verdict, Verdict::Pass);
+    }
+
+    proptest! {
+        #[test]
+        fn evaluation_is_total(client in any::<IpAddr>(), server in any::<SocketAddr>(), bits in 0u8..=32) {
+            let c = config(&format!("{LISTEN}block from 198.51.100.0/{bits}\npass to any\n"));
+            let _ = c.session_decision(client, server);
+        }
+    }
+}
