@@ -5,3 +5,4 @@
 
 pub mod codec;
 pub mod rules;
+pub mod session;

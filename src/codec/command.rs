@@ -162,7 +162,7 @@ fn whole<T>(
 ) -> Result<T, SyntaxError> {
     let reason = "malformed argument";
     match arg.map(|a| parser(a.trim_ascii_end())) {
-        Some(Ok((rest, value))) if rest.is_empty() => Ok(value),
+        Some(Ok(([], value))) => Ok(value),
         _ => Err(SyntaxError { verb, reason }),
     }
 }

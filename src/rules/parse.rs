@@ -153,52 +153,73 @@ fn upstream(t: &str) -> Option<Upstream> {
     })
 }
 
+/// One `set` statement.
+enum Setting {
+    DataTimeout(Duration),
+    IdleTimeout(Duration),
+    ConnectTimeout(Duration),
+    DataPorts(PortRange),
+    MaxLine(usize),
+    Advertise(IpAddr),
+}
+
+impl Setting {
+    fn apply(self, s: &mut Settings) {
+        match self {
+            Setting::DataTimeout(d) => s.data_timeout = d,
+            Setting::IdleTimeout(d) => s.idle_timeout = d,
+            Setting::ConnectTimeout(d) => s.connect_timeout = d,
+            Setting::DataPorts(r) => s.data_ports = r,
+            Setting::MaxLine(n) => s.max_line = n,
+            Setting::Advertise(ip) => s.advertise = Some(ip),
+        }
+    }
+}
+
 /// What one line says.
 enum Statement {
-    Setting(Box<dyn FnOnce(&mut Settings)>),
+    Set(Setting),
     Listen(SocketAddr, ListenMode),
     Metrics(SocketAddr),
     Rule(SessionRule),
 }
 
+const DURATION: &str = "a duration such as 30s, 15m or 500ms";
+
 fn set_statement(i: &str) -> PResult<'_, Statement> {
     let (at, _) = space0(i)?;
     let (rest, name) = next("a setting name", Some)(at)?;
-    let (rest, apply): (_, Box<dyn FnOnce(&mut Settings)>) = match name {
-        "data-timeout" | "idle-timeout" | "connect-timeout" => {
-            let (rest, d) = next("a duration such as 30s, 15m or 500ms", duration)(rest)?;
-            let name = name.to_string();
-            (
-                rest,
-                Box::new(move |s: &mut Settings| match name.as_str() {
-                    "data-timeout" => s.data_timeout = d,
-                    "idle-timeout" => s.idle_timeout = d,
-                    _ => s.connect_timeout = d,
-                }),
-            )
+    let (value_at, _) = space0(rest)?;
+    let (rest, setting) = match name {
+        "data-timeout" => {
+            let (rest, d) = next(DURATION, duration)(rest)?;
+            (rest, Setting::DataTimeout(d))
+        }
+        "idle-timeout" => {
+            let (rest, d) = next(DURATION, duration)(rest)?;
+            (rest, Setting::IdleTimeout(d))
+        }
+        "connect-timeout" => {
+            let (rest, d) = next(DURATION, duration)(rest)?;
+            (rest, Setting::ConnectTimeout(d))
         }
         "data-ports" => {
-            let (after_space, _) = space0(rest)?;
             let (rest, r) = next("a port range such as 40000-40999", port_range)(rest)?;
             if r.lo < 1024 {
-                return fail(after_space, "data ports must be 1024 or above");
+                return fail(value_at, "data ports must be 1024 or above");
             }
-            (rest, Box::new(move |s: &mut Settings| s.data_ports = r))
+            (rest, Setting::DataPorts(r))
         }
         "max-line" => {
-            let (after_space, _) = space0(rest)?;
             let (rest, n) = next("a line length in bytes", |t| t.parse::<usize>().ok())(rest)?;
             if !(512..=65536).contains(&n) {
-                return fail(after_space, "max-line must be between 512 and 65536");
+                return fail(value_at, "max-line must be between 512 and 65536");
             }
-            (rest, Box::new(move |s: &mut Settings| s.max_line = n))
+            (rest, Setting::MaxLine(n))
         }
         "advertise" => {
             let (rest, ip) = next("an IP address", |t| t.parse::<IpAddr>().ok())(rest)?;
-            (
-                rest,
-                Box::new(move |s: &mut Settings| s.advertise = Some(ip)),
-            )
+            (rest, Setting::Advertise(ip))
         }
         other => {
             return fail(
@@ -210,7 +231,7 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
             );
         }
     };
-    Ok((rest, Statement::Setting(apply)))
+    Ok((rest, Statement::Set(setting)))
 }
 
 fn listen_statement(i: &str) -> PResult<'_, Statement> {
@@ -335,7 +356,7 @@ pub fn parse_str(file: &str, text: &str) -> Result<Config, RuleError> {
             }
         };
         match stmt {
-            Statement::Setting(apply) => apply(&mut settings),
+            Statement::Set(setting) => setting.apply(&mut settings),
             Statement::Listen(addr, mode) => {
                 if config.listeners.iter().any(|l| l.addr == addr) {
                     let at = code.find(&addr.to_string()).map_or(code, |p| &code[p..]);

@@ -1,0 +1,679 @@
+//! The per-session state machine of one FTP control connection: client lines, server
+//! replies and data-connection news go in as [`Event`]s, and [`Action`]s come out
+//! (send these bytes to that peer, open or cancel an expectation, close).
+//!
+//! It owns every protocol and policy decision about the control channel and touches no
+//! socket, task or clock, so each path is tested by feeding events. Its contract with
+//! the shell: after an [`Action::Open`] the shell answers with
+//! [`Event::ExpectationOpened`] or [`Event::ExpectationFailed`] before any other event.
+
+mod queue;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+
+use crate::codec::{
+    self, Command, EpsvArg, Frame, Line, Reply, ReplyAssembler, TransferKind, addr,
+};
+use queue::OutQueue;
+
+/// Identifies an expectation within its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExpectationId(pub u64);
+
+/// Who opens the data connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataMode {
+    /// The client connects to the proxy, the proxy to the server (`PASV`, `EPSV`).
+    Passive,
+    /// The server connects to the proxy, the proxy to the client (`PORT`, `EPRT`).
+    Active,
+}
+
+impl DataMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataMode::Passive => "passive",
+            DataMode::Active => "active",
+        }
+    }
+}
+
+/// The addresses of one control session, all in canonical form (no IPv4-mapped IPv6).
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// The client's control address.
+    pub client: SocketAddr,
+    /// The proxy's own address on the client's control connection.
+    pub client_side: SocketAddr,
+    /// The server's control address.
+    pub server: SocketAddr,
+    /// The proxy's own address on the server control connection.
+    pub server_side: SocketAddr,
+    /// Announced in `227` instead of the proxy's own address (proxy behind NAT).
+    pub advertise: Option<IpAddr>,
+    /// Onward data ports below this are refused (invariant 4).
+    pub min_data_port: u16,
+}
+
+/// What the shell must set up for one announced data connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectationRequest {
+    pub id: ExpectationId,
+    pub mode: DataMode,
+    /// The local address to listen on.
+    pub listen_ip: IpAddr,
+    /// The only peer allowed to connect.
+    pub expected_peer: IpAddr,
+    /// Where the accepted connection is relayed to.
+    pub onward: SocketAddr,
+    /// The local address the onward leg leaves from.
+    pub onward_from: IpAddr,
+}
+
+/// Why a data connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataOutcome {
+    Completed,
+    Expired,
+    Failed,
+}
+
+/// Input to the state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Client(Frame),
+    Server(Frame),
+    ExpectationOpened {
+        id: ExpectationId,
+        proxy: SocketAddr,
+    },
+    ExpectationFailed {
+        id: ExpectationId,
+    },
+    DataConnected {
+        id: ExpectationId,
+    },
+    DataClosed {
+        id: ExpectationId,
+        outcome: DataOutcome,
+    },
+}
+
+/// Something refused, with the reason logs, metrics and the FTP reply derive from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `PORT`/`EPRT` naming a host other than the client (RFC 2577 bounce).
+    Bounce,
+    /// An onward data port below the minimum.
+    PrivilegedPort,
+    /// A command whose argument does not parse.
+    Syntax,
+    /// A control line over the length limit.
+    LineTooLong,
+    /// `LPRT`/`LPSV`.
+    NotImplemented,
+    /// `PORT`/`EPRT`/`PASV` after `EPSV ALL`.
+    EpsvAll,
+    /// An address family the connection cannot carry.
+    Family,
+    /// `AUTH`: an encrypted control channel cannot be inspected.
+    Auth,
+    /// A `227`/`229` answer to our `PASV`/`EPSV` that does not parse.
+    BadPassiveReply,
+    /// No data port could be bound.
+    NoDataPort,
+}
+
+impl Refusal {
+    /// The label used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Bounce => "bounce",
+            Refusal::PrivilegedPort => "privileged-port",
+            Refusal::Syntax => "syntax",
+            Refusal::LineTooLong => "line-too-long",
+            Refusal::NotImplemented => "not-implemented",
+            Refusal::EpsvAll => "epsv-all",
+            Refusal::Family => "family",
+            Refusal::Auth => "auth",
+            Refusal::BadPassiveReply => "bad-passive-reply",
+            Refusal::NoDataPort => "no-data-port",
+        }
+    }
+}
+
+/// Why the session ends on its own initiative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The server sent a line or reply over the limits.
+    ServerReplyTooLong,
+}
+
+/// Output of the state machine, to be carried out in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    ToClient(Vec<u8>),
+    ToServer(Vec<u8>),
+    Open(ExpectationRequest),
+    /// Release the expectation and tear down its data connection, if any.
+    Cancel(ExpectationId),
+    /// A transfer command now uses this expectation.
+    Transfer {
+        id: ExpectationId,
+        kind: TransferKind,
+    },
+    /// A client command was seen (verb upper-cased), for accounting.
+    Command(String),
+    Refused(Refusal),
+    /// A line from the server that is no reply at all; forwarded, counted.
+    MalformedReply,
+    Close(CloseReason),
+}
+
+/// Which passive form a peer speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PassiveForm {
+    Pasv,
+    Epsv,
+}
+
+/// Which active form a peer speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ActiveForm {
+    Port,
+    Eprt,
+}
+
+/// A command sent to the server whose final reply is still owed, or a local reply
+/// waiting for its turn.
+#[derive(Debug)]
+enum Pending {
+    Greeting,
+    Passive {
+        client: PassiveForm,
+        sent: PassiveForm,
+    },
+    Active {
+        id: ExpectationId,
+    },
+    Transfer {
+        id: Option<ExpectationId>,
+    },
+    Other,
+    Local(Vec<u8>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The shell is binding the data listener.
+    Binding,
+    /// Listening for the expected peer.
+    Waiting,
+    /// Accepted and relaying.
+    Connected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announce {
+    Reply(PassiveForm),
+    Command(ActiveForm),
+}
+
+/// The current expectation of the session (FTP has one data connection at a time).
+#[derive(Debug)]
+struct Data {
+    id: ExpectationId,
+    phase: Phase,
+    announce: Announce,
+    transfer: Option<TransferKind>,
+}
+
+/// A reply held while waiting for a multi-line reply to end is bounded by this.
+const MAX_REPLY_BYTES: usize = 256 * 1024;
+/// Longest user name kept for the session table.
+const MAX_USER: usize = 64;
+
+/// One control session's protocol state.
+#[derive(Debug)]
+pub struct Session {
+    params: Params,
+    pending: VecDeque<Pending>,
+    replies: ReplyAssembler,
+    data: Option<Data>,
+    to_client: OutQueue,
+    to_server: OutQueue,
+    epsv_all: bool,
+    next_id: u64,
+    user: Option<String>,
+    out: Vec<Action>,
+}
+
+impl Session {
+    pub fn new(params: Params) -> Self {
+        Session {
+            params,
+            pending: VecDeque::from([Pending::Greeting]),
+            replies: ReplyAssembler::default(),
+            data: None,
+            to_client: OutQueue::default(),
+            to_server: OutQueue::default(),
+            epsv_all: false,
+            next_id: 0,
+            user: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// The user name the client sent, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Bytes held inside the state machine (queued output and unfinished replies).
+    pub fn buffered(&self) -> usize {
+        self.to_client.held_bytes() + self.to_server.held_bytes() + self.replies.buffered()
+    }
+
+    /// Feeds one event; returns what to do, in order.
+    pub fn handle(&mut self, event: Event) -> Vec<Action> {
+        match event {
+            Event::Client(Frame::Line(line)) => self.on_command(line),
+            Event::Client(Frame::TooLong { .. }) => {
+                self.refuse(Refusal::LineTooLong, 500, "Command line too long.")
+            }
+            Event::Server(Frame::Line(line)) => self.on_server_line(line),
+            Event::Server(Frame::TooLong { .. }) => self.close(CloseReason::ServerReplyTooLong),
+            Event::ExpectationOpened { id, proxy } => self.on_opened(id, proxy),
+            Event::ExpectationFailed { id } => self.on_open_failed(id),
+            Event::DataConnected { id } => {
+                if let Some(data) = self.data.as_mut().filter(|d| d.id == id) {
+                    data.phase = Phase::Connected;
+                }
+            }
+            Event::DataClosed { id, .. } => self.on_data_closed(id),
+        }
+        self.flush();
+        std::mem::take(&mut self.out)
+    }
+
+    fn flush(&mut self) {
+        let to_client = self.to_client.drain_ready().map(Action::ToClient);
+        self.out.extend(to_client);
+        let to_server = self.to_server.drain_ready().map(Action::ToServer);
+        self.out.extend(to_server);
+    }
+
+    // ----- client commands -------------------------------------------------------
+
+    fn on_command(&mut self, line: Line) {
+        let cmd = match codec::parse_command(&line.text) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                self.out.push(Action::Command(e.verb.to_string()));
+                return self.refuse(
+                    Refusal::Syntax,
+                    501,
+                    "Syntax error in parameters or arguments.",
+                );
+            }
+        };
+        self.out.push(Action::Command(cmd.verb().to_string()));
+        match cmd {
+            Command::Port(a) => self.on_active(ActiveForm::Port, SocketAddr::V4(a)),
+            Command::Eprt(a) => self.on_active(ActiveForm::Eprt, a),
+            Command::Lprt(_) | Command::Lpsv => self.refuse(
+                Refusal::NotImplemented,
+                502,
+                "LPRT and LPSV are not implemented; use EPRT or EPSV.",
+            ),
+            Command::Pasv => self.on_passive(line, PassiveForm::Pasv, None),
+            Command::Epsv(EpsvArg::Any) => self.on_passive(line, PassiveForm::Epsv, None),
+            Command::Epsv(EpsvArg::Family(f)) => {
+                if f == addr::family_number(self.params.client_side.ip()) {
+                    self.on_passive(line, PassiveForm::Epsv, Some(f));
+                } else {
+                    let own = addr::family_number(self.params.client_side.ip());
+                    let text = format!("Network protocol not supported, use ({own}).");
+                    self.refuse(Refusal::Family, 522, &text);
+                }
+            }
+            Command::Epsv(EpsvArg::All) => {
+                self.epsv_all = true;
+                self.forward(line, Pending::Other);
+            }
+            Command::Auth(_) => self.refuse(
+                Refusal::Auth,
+                534,
+                "AUTH is not available through this proxy.",
+            ),
+            Command::User(name) => {
+                let name = String::from_utf8_lossy(&name);
+                self.user = Some(name.chars().take(MAX_USER).collect());
+                self.forward(line, Pending::Other);
+            }
+            Command::Abor => self.on_abort(line),
+            cmd @ Command::Other { .. } => match cmd.transfer_kind() {
+                Some(kind) => self.on_transfer(line, kind),
+                None => self.forward(line, Pending::Other),
+            },
+        }
+    }
+
+    fn forward(&mut self, line: Line, pending: Pending) {
+        self.pending.push_back(pending);
+        self.to_server.push(line.raw);
+    }
+
+    /// Answers the client locally, after every reply the server still owes it.
+    fn reply_locally(&mut self, bytes: Vec<u8>) {
+        if self.pending.is_empty() {
+            self.to_client.push(bytes);
+        } else {
+            self.pending.push_back(Pending::Local(bytes));
+        }
+    }
+
+    fn refuse(&mut self, why: Refusal, code: u16, text: &str) {
+        self.out.push(Action::Refused(why));
+        self.reply_locally(Reply::encode(code, text));
+    }
+
+    fn on_passive(&mut self, line: Line, form: PassiveForm, family: Option<u8>) {
+        if self.epsv_all && form == PassiveForm::Pasv {
+            return self.refuse(Refusal::EpsvAll, 501, "PASV not allowed after EPSV ALL.");
+        }
+        if form == PassiveForm::Pasv && self.passive_v4().is_none() {
+            return self.refuse(Refusal::Family, 501, "PASV needs IPv4; use EPSV.");
+        }
+        self.cancel_idle_expectation();
+        let server_family = addr::family_number(self.params.server_side.ip());
+        let sent = if self.params.server_side.is_ipv6() {
+            PassiveForm::Epsv
+        } else {
+            form
+        };
+        let bytes = match (form, sent) {
+            (PassiveForm::Pasv, PassiveForm::Pasv) => line.raw,
+            (PassiveForm::Epsv, PassiveForm::Epsv) if family.is_none_or(|f| f == server_family) => {
+                line.raw
+            }
+            (_, PassiveForm::Epsv) => Command::Epsv(EpsvArg::Any).encode(),
+            (_, PassiveForm::Pasv) => Command::Pasv.encode(),
+        };
+        self.pending
+            .push_back(Pending::Passive { client: form, sent });
+        self.to_server.push(bytes);
+    }
+
+    /// The IPv4 address a `227` can announce, if there is one.
+    fn passive_v4(&self) -> Option<std::net::Ipv4Addr> {
+        match self
+            .params
+            .advertise
+            .unwrap_or(self.params.client_side.ip())
+        {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    /// `PORT`/`EPRT` are always rewritten, so the client's line itself is not kept.
+    fn on_active(&mut self, form: ActiveForm, target: SocketAddr) {
+        if self.epsv_all {
+            return self.refuse(
+                Refusal::EpsvAll,
+                501,
+                "PORT and EPRT not allowed after EPSV ALL.",
+            );
+        }
+        let ip = target.ip().to_canonical();
+        if ip != self.params.client.ip() {
+            return self.refuse(
+                Refusal::Bounce,
+                504,
+                "Data address must be the client's own address.",
+            );
+        }
+        if target.port() < self.params.min_data_port {
+            return self.refuse(
+                Refusal::PrivilegedPort,
+                504,
+                "Privileged data port refused.",
+            );
+        }
+        self.cancel_idle_expectation();
+        let id = self.new_expectation(Announce::Command(form));
+        self.out.push(Action::Open(ExpectationRequest {
+            id,
+            mode: DataMode::Active,
+            listen_ip: self.params.server_side.ip(),
+            expected_peer: self.params.server.ip(),
+            onward: SocketAddr::new(ip, target.port()),
+            onward_from: self.params.client_side.ip(),
+        }));
+        self.pending.push_back(Pending::Active { id });
+        self.to_server.push_placeholder(id);
+    }
+
+    fn on_transfer(&mut self, line: Line, kind: TransferKind) {
+        let id = match self.data.as_mut() {
+            Some(data) if data.transfer.is_none() => {
+                data.transfer = Some(kind);
+                self.out.push(Action::Transfer { id: data.id, kind });
+                Some(data.id)
+            }
+            _ => None,
+        };
+        self.forward(line, Pending::Transfer { id });
+    }
+
+    fn on_abort(&mut self, line: Line) {
+        if let Some(data) = self.data.take() {
+            self.cancel(data.id);
+        }
+        self.forward(line, Pending::Other);
+    }
+
+    // ----- expectations ----------------------------------------------------------
+
+    fn new_expectation(&mut self, announce: Announce) -> ExpectationId {
+        self.next_id += 1;
+        let id = ExpectationId(self.next_id);
+        self.data = Some(Data {
+            id,
+            phase: Phase::Binding,
+            announce,
+            transfer: None,
+        });
+        id
+    }
+
+    fn cancel(&mut self, id: ExpectationId) {
+        self.out.push(Action::Cancel(id));
+        self.to_client.lift_barrier(id);
+    }
+
+    /// A new `PASV`/`PORT` replaces an announced connection nobody has used.
+    fn cancel_idle_expectation(&mut self) {
+        if let Some(data) = self.data.take_if(|d| d.phase == Phase::Waiting) {
+            self.cancel(data.id);
+        }
+    }
+
+    fn on_opened(&mut self, id: ExpectationId, proxy: SocketAddr) {
+        let Some(data) = self
+            .data
+            .as_mut()
+            .filter(|d| d.id == id && d.phase == Phase::Binding)
+        else {
+            self.out.push(Action::Cancel(id));
+            return;
+        };
+        data.phase = Phase::Waiting;
+        let proxy = SocketAddr::new(proxy.ip().to_canonical(), proxy.port());
+        match data.announce {
+            Announce::Reply(PassiveForm::Pasv) => {
+                let reply = self
+                    .passive_v4()
+                    .map(|ip| Reply::passive(SocketAddrV4::new(ip, proxy.port())));
+                self.to_client.fill(id, reply);
+            }
+            Announce::Reply(PassiveForm::Epsv) => {
+                self.to_client
+                    .fill(id, Some(Reply::extended_passive(proxy.port())));
+            }
+            Announce::Command(form) => {
+                let cmd = match (form, proxy) {
+                    (ActiveForm::Port, SocketAddr::V4(v4)) => Command::Port(v4),
+                    _ => Command::Eprt(proxy),
+                };
+                self.to_server.fill(id, Some(cmd.encode()));
+            }
+        }
+    }
+
+    fn on_open_failed(&mut self, id: ExpectationId) {
+        let Some(data) = self.data.take_if(|d| d.id == id) else {
+            return;
+        };
+        self.out.push(Action::Refused(Refusal::NoDataPort));
+        let reply = Reply::encode(425, "Can't open data connection: no data port available.");
+        match data.announce {
+            Announce::Reply(_) => {
+                self.to_client.fill(id, Some(reply));
+            }
+            Announce::Command(_) => {
+                // The command never reaches the server, so the reply it would have
+                // owed becomes a local one in the same place.
+                self.to_server.fill(id, None);
+                if let Some(slot) = self
+                    .pending
+                    .iter_mut()
+                    .find(|p| matches!(p, Pending::Active { id: p } if *p == id))
+                {
+                    *slot = Pending::Local(reply);
+                }
+                self.release_local_replies();
+            }
+        }
+    }
+
+    fn on_data_closed(&mut self, id: ExpectationId) {
+        if self.data.take_if(|d| d.id == id).is_some() {
+            self.to_client.lift_barrier(id);
+        }
+    }
+
+    // ----- server replies --------------------------------------------------------
+
+    fn on_server_line(&mut self, line: Line) {
+        let Some(reply) = self.replies.push(line) else {
+            if self.replies.buffered() > MAX_REPLY_BYTES {
+                self.close(CloseReason::ServerReplyTooLong);
+            }
+            return;
+        };
+        if reply.code.is_none() {
+            self.out.push(Action::MalformedReply);
+            return self.to_client.push(reply.raw);
+        }
+        if reply.is_preliminary() {
+            return self.to_client.push(reply.raw);
+        }
+        self.release_local_replies();
+        match self.pending.pop_front() {
+            Some(Pending::Passive { client, sent }) => self.on_passive_reply(reply, client, sent),
+            Some(Pending::Active { id }) => {
+                if !is_positive(&reply) {
+                    self.cancel_if_current(id);
+                }
+                self.to_client.push(reply.raw);
+            }
+            Some(Pending::Transfer { id: Some(id) }) => self.on_transfer_reply(reply, id),
+            Some(
+                Pending::Greeting
+                | Pending::Other
+                | Pending::Transfer { id: None }
+                | Pending::Local(_),
+            )
+            | None => self.to_client.push(reply.raw),
+        }
+        self.release_local_replies();
+    }
+
+    /// Moves local replies that are now at the head of the line to the client.
+    fn release_local_replies(&mut self) {
+        while let Some(Pending::Local(_)) = self.pending.front() {
+            if let Some(Pending::Local(bytes)) = self.pending.pop_front() {
+                self.to_client.push(bytes);
+            }
+        }
+    }
+
+    fn on_passive_reply(&mut self, reply: Reply, client: PassiveForm, sent: PassiveForm) {
+        let port = match (sent, reply.code) {
+            (PassiveForm::Pasv, Some(227)) => codec::parse_227(&reply.last).map(|a| a.port()),
+            (PassiveForm::Epsv, Some(229)) => codec::parse_229(&reply.last),
+            // An error reply (or the wrong one) opens nothing and reaches the client.
+            _ => return self.to_client.push(reply.raw),
+        };
+        let Ok(port) = port else {
+            self.out.push(Action::Refused(Refusal::BadPassiveReply));
+            let text = "Can't open data connection: malformed passive reply from server.";
+            return self.to_client.push(Reply::encode(425, text));
+        };
+        if port < self.params.min_data_port {
+            self.out.push(Action::Refused(Refusal::PrivilegedPort));
+            let text = "Can't open data connection: server announced a privileged port.";
+            return self.to_client.push(Reply::encode(425, text));
+        }
+        // The address inside a 227 is never trusted: the onward leg always goes to
+        // the server's control address (invariant 1).
+        let id = self.new_expectation(Announce::Reply(client));
+        self.out.push(Action::Open(ExpectationRequest {
+            id,
+            mode: DataMode::Passive,
+            listen_ip: self.params.client_side.ip(),
+            expected_peer: self.params.client.ip(),
+            onward: SocketAddr::new(self.params.server.ip(), port),
+            onward_from: self.params.server_side.ip(),
+        }));
+        self.to_client.push_placeholder(id);
+    }
+
+    fn on_transfer_reply(&mut self, reply: Reply, id: ExpectationId) {
+        let current = self.data.as_ref().is_some_and(|d| d.id == id);
+        if current && matches!(reply.code, Some(226 | 250)) {
+            // The completion reply waits until the proxy has delivered every data
+            // byte of the transfer.
+            self.to_client.push_barrier(id);
+        } else if !is_positive(&reply) {
+            self.cancel_if_current(id);
+        }
+        self.to_client.push(reply.raw);
+    }
+
+    fn cancel_if_current(&mut self, id: ExpectationId) {
+        if self.data.take_if(|d| d.id == id).is_some() {
+            self.cancel(id);
+        }
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        let held: Vec<Vec<u8>> = self.to_client.drain_all().collect();
+        self.out.extend(held.into_iter().map(Action::ToClient));
+        self.out.push(Action::ToClient(Reply::encode(
+            421,
+            "Service not available: the server sent an over-long reply.",
+        )));
+        self.out.push(Action::Close(reason));
+    }
+}
+
+/// 1yz, 2yz and 3yz replies mean the command went through.
+fn is_positive(reply: &Reply) -> bool {
+    matches!(reply.code, Some(100..=399))
+}

@@ -1,0 +1,672 @@
+//! Every protocol and policy path of the session engine, driven without sockets.
+
+use super::*;
+use crate::codec::LineFramer;
+use proptest::prelude::*;
+
+const CLIENT: &str = "198.51.100.2:50000";
+const SERVER: &str = "203.0.113.2:21";
+
+fn params() -> Params {
+    Params {
+        client: CLIENT.parse().unwrap(),
+        client_side: "198.51.100.1:21".parse().unwrap(),
+        server: SERVER.parse().unwrap(),
+        server_side: "203.0.113.1:61000".parse().unwrap(),
+        advertise: None,
+        min_data_port: 1024,
+    }
+}
+
+fn v6_params() -> Params {
+    Params {
+        client: "[2001:db8:1::2]:50000".parse().unwrap(),
+        client_side: "[2001:db8:1::1]:21".parse().unwrap(),
+        server: "[2001:db8:2::2]:21".parse().unwrap(),
+        server_side: "[2001:db8:2::1]:61000".parse().unwrap(),
+        advertise: None,
+        min_data_port: 1024,
+    }
+}
+
+/// Drives a session the way the shell does: frames bytes, answers `Open` at once.
+struct Harness {
+    session: Session,
+    client: LineFramer,
+    server: LineFramer,
+    next_port: u16,
+    actions: Vec<Action>,
+}
+
+impl Harness {
+    fn new(params: Params) -> Self {
+        let mut h = Harness {
+            session: Session::new(params),
+            client: LineFramer::new(4096),
+            server: LineFramer::new(4096),
+            next_port: 40000,
+            actions: Vec::new(),
+        };
+        h.server(b"220 ready\r\n");
+        h.actions.clear();
+        h
+    }
+
+    fn feed(&mut self, event: Event) {
+        let actions = self.session.handle(event);
+        for action in actions {
+            if let Action::Open(req) = &action {
+                let proxy = SocketAddr::new(req.listen_ip, self.next_port);
+                self.next_port += 1;
+                let id = req.id;
+                self.actions.push(action);
+                self.feed(Event::ExpectationOpened { id, proxy });
+            } else {
+                self.actions.push(action);
+            }
+        }
+    }
+
+    fn client(&mut self, bytes: &[u8]) -> &mut Self {
+        let mut frames = Vec::new();
+        self.client.push(bytes, &mut frames);
+        for f in frames {
+            self.feed(Event::Client(f));
+        }
+        self
+    }
+
+    fn server(&mut self, bytes: &[u8]) -> &mut Self {
+        let mut frames = Vec::new();
+        self.server.push(bytes, &mut frames);
+        for f in frames {
+            self.feed(Event::Server(f));
+        }
+        self
+    }
+
+    fn take(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+}
+
+fn to_client(actions: &[Action]) -> String {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToClient(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn to_server(actions: &[Action]) -> String {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToServer(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn opens(actions: &[Action]) -> Vec<ExpectationRequest> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Open(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn refusals(actions: &[Action]) -> Vec<Refusal> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Refused(r) => Some(*r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn greeting_is_forwarded_unchanged() {
+    let mut s = Session::new(params());
+    let mut framer = LineFramer::new(4096);
+    let mut frames = Vec::new();
+    framer.push(b"220-Welcome\r\n220 ready\r\n", &mut frames);
+    let out: Vec<Action> = frames
+        .into_iter()
+        .flat_map(|f| s.handle(Event::Server(f)))
+        .collect();
+    assert_eq!(to_client(&out), "220-Welcome\r\n220 ready\r\n");
+}
+
+#[test]
+fn pasv_is_forwarded_and_227_rewritten_to_the_proxy_data_port() {
+    let mut h = Harness::new(params());
+    let a = h.client(b"PASV\r\n").take();
+    assert_eq!(to_server(&a), "PASV\r\n");
+    let a = h
+        .server(b"227 Entering Passive Mode (203,0,113,2,200,10).\r\n")
+        .take();
+    let open = opens(&a);
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].mode, DataMode::Passive);
+    assert_eq!(open[0].listen_ip, "198.51.100.1".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        open[0].expected_peer,
+        "198.51.100.2".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(open[0].onward, "203.0.113.2:51210".parse().unwrap());
+    assert_eq!(
+        open[0].onward_from,
+        "203.0.113.1".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(
+        to_client(&a),
+        "227 Entering Passive Mode (198,51,100,1,156,64).\r\n"
+    );
+}
+
+#[test]
+fn a_227_naming_a_third_host_still_connects_only_to_the_server_control_address() {
+    let mut h = Harness::new(params());
+    h.client(b"PASV\r\n");
+    let a = h
+        .server(b"227 Entering Passive Mode (192,0,2,66,200,10)\r\n")
+        .take();
+    assert_eq!(opens(&a)[0].onward, "203.0.113.2:51210".parse().unwrap());
+}
+
+#[test]
+fn advertise_replaces_the_address_in_227() {
+    let mut p = params();
+    p.advertise = Some("192.0.2.1".parse().unwrap());
+    let mut h = Harness::new(p);
+    h.client(b"PASV\r\n");
+    let a = h.server(b"227 =203,0,113,2,200,10\r\n").take();
+    assert_eq!(
+        to_client(&a),
+        "227 Entering Passive Mode (192,0,2,1,156,64).\r\n"
+    );
+}
+
+#[test]
+fn epsv_gets_a_229_with_the_proxy_port() {
+    let mut h = Harness::new(params());
+    assert_eq!(to_server(&h.client(b"EPSV\r\n").take()), "EPSV\r\n");
+    let a = h
+        .server(b"229 Entering Extended Passive Mode (|||51210|)\r\n")
+        .take();
+    assert_eq!(opens(&a)[0].onward, "203.0.113.2:51210".parse().unwrap());
+    assert_eq!(
+        to_client(&a),
+        "229 Entering Extended Passive Mode (|||40000|)\r\n"
+    );
+}
+
+#[test]
+fn ipv6_epsv_and_eprt() {
+    let mut h = Harness::new(v6_params());
+    h.client(b"EPSV\r\n");
+    let a = h
+        .server(b"229 Entering Extended Passive Mode (|||51210|)\r\n")
+        .take();
+    assert_eq!(
+        opens(&a)[0].onward,
+        "[2001:db8:2::2]:51210".parse().unwrap()
+    );
+    assert_eq!(
+        to_client(&a),
+        "229 Entering Extended Passive Mode (|||40000|)\r\n"
+    );
+    let a = h.client(b"EPRT |2|2001:db8:1::2|50001|\r\n").take();
+    assert_eq!(
+        opens(&a)[0].onward,
+        "[2001:db8:1::2]:50001".parse().unwrap()
+    );
+    assert_eq!(
+        opens(&a)[0].expected_peer,
+        "2001:db8:2::2".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(to_server(&a), "EPRT |2|2001:db8:2::1|40001|\r\n");
+}
+
+#[test]
+fn pasv_over_ipv6_and_epsv_of_the_other_family_are_refused() {
+    let mut h = Harness::new(v6_params());
+    let a = h.client(b"PASV\r\n").take();
+    assert_eq!(to_client(&a), "501 PASV needs IPv4; use EPSV.\r\n");
+    assert_eq!(to_server(&a), "");
+    let a = h.client(b"EPSV 1\r\n").take();
+    assert_eq!(
+        to_client(&a),
+        "522 Network protocol not supported, use (2).\r\n"
+    );
+    assert_eq!(refusals(&a), [Refusal::Family]);
+}
+
+#[test]
+fn client_pasv_to_an_ipv6_server_leg_becomes_epsv_and_the_229_a_227() {
+    let mut p = params();
+    p.server = "[2001:db8:2::2]:21".parse().unwrap();
+    p.server_side = "[2001:db8:2::1]:61000".parse().unwrap();
+    let mut h = Harness::new(p);
+    assert_eq!(to_server(&h.client(b"PASV\r\n").take()), "EPSV\r\n");
+    let a = h
+        .server(b"229 Entering Extended Passive Mode (|||51210|)\r\n")
+        .take();
+    assert_eq!(
+        opens(&a)[0].onward,
+        "[2001:db8:2::2]:51210".parse().unwrap()
+    );
+    assert_eq!(
+        to_client(&a),
+        "227 Entering Passive Mode (198,51,100,1,156,64).\r\n"
+    );
+}
+
+#[test]
+fn port_is_rewritten_to_the_proxy_server_side_and_onward_goes_to_the_client() {
+    let mut h = Harness::new(params());
+    let a = h.client(b"PORT 198,51,100,2,195,81\r\n").take();
+    let open = opens(&a);
+    assert_eq!(open[0].mode, DataMode::Active);
+    assert_eq!(open[0].listen_ip, "203.0.113.1".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        open[0].expected_peer,
+        "203.0.113.2".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(open[0].onward, "198.51.100.2:50001".parse().unwrap());
+    assert_eq!(to_server(&a), "PORT 203,0,113,1,156,64\r\n");
+    assert_eq!(
+        to_client(&h.server(b"200 PORT ok\r\n").take()),
+        "200 PORT ok\r\n"
+    );
+}
+
+#[test]
+fn port_naming_a_third_host_is_refused_and_nothing_is_opened_or_forwarded() {
+    let mut h = Harness::new(params());
+    let a = h.client(b"PORT 203,0,113,66,0,22\r\n").take();
+    assert!(opens(&a).is_empty());
+    assert_eq!(to_server(&a), "");
+    assert_eq!(
+        to_client(&a),
+        "504 Data address must be the client's own address.\r\n"
+    );
+    assert_eq!(refusals(&a), [Refusal::Bounce]);
+    let a = h.client(b"EPRT |1|203.0.113.66|2121|\r\n").take();
+    assert_eq!(refusals(&a), [Refusal::Bounce]);
+    assert!(opens(&a).is_empty());
+}
+
+#[test]
+fn privileged_onward_ports_are_refused_both_ways() {
+    let mut h = Harness::new(params());
+    let a = h.client(b"PORT 198,51,100,2,0,22\r\n").take();
+    assert_eq!(refusals(&a), [Refusal::PrivilegedPort]);
+    assert!(opens(&a).is_empty());
+    h.client(b"PASV\r\n");
+    let a = h
+        .server(b"227 Entering Passive Mode (203,0,113,2,0,22)\r\n")
+        .take();
+    assert_eq!(refusals(&a), [Refusal::PrivilegedPort]);
+    assert!(opens(&a).is_empty());
+    assert!(to_client(&a).starts_with("425 "));
+}
+
+#[test]
+fn port_with_an_octet_of_256_is_a_syntax_error_not_port_22() {
+    let mut h = Harness::new(params());
+    let a = h.client(b"PORT 198,51,100,2,256,22\r\n").take();
+    assert_eq!(refusals(&a), [Refusal::Syntax]);
+    assert!(to_client(&a).starts_with("501 "));
+    assert!(opens(&a).is_empty());
+    assert_eq!(to_server(&a), "");
+}
+
+#[test]
+fn port_text_in_a_filename_or_password_opens_nothing() {
+    let mut h = Harness::new(params());
+    let a = h
+        .client(b"USER anonymous\r\nPASS PORT 203,0,113,66,0,21\r\n")
+        .client(b"RETR PORT 203,0,113,66,0,21\r\nSTOR 227 Entering Passive Mode (203,0,113,66,0,21)\r\n")
+        .take();
+    assert!(opens(&a).is_empty());
+    assert_eq!(
+        to_server(&a),
+        "USER anonymous\r\nPASS PORT 203,0,113,66,0,21\r\nRETR PORT 203,0,113,66,0,21\r\n\
+         STOR 227 Entering Passive Mode (203,0,113,66,0,21)\r\n"
+    );
+    assert_eq!(h.session.user(), Some("anonymous"));
+}
+
+#[test]
+fn a_227_that_answers_no_pasv_opens_nothing() {
+    let mut h = Harness::new(params());
+    // Unsolicited.
+    let a = h
+        .server(b"227 Entering Passive Mode (203,0,113,2,200,10)\r\n")
+        .take();
+    assert!(opens(&a).is_empty());
+    // Inside a STAT reply.
+    h.client(b"STAT\r\n");
+    let stat = b"211-status\r\n227 Entering Passive Mode (203,0,113,2,200,10)\r\n211 End\r\n";
+    let a = h.server(stat).take();
+    assert!(opens(&a).is_empty());
+    assert_eq!(to_client(&a).as_bytes(), stat);
+    // As the answer to another command.
+    h.client(b"NOOP\r\n");
+    let a = h
+        .server(b"227 Entering Passive Mode (203,0,113,2,200,10)\r\n")
+        .take();
+    assert!(opens(&a).is_empty());
+    // In an error text, as the non-final line of the reply to PASV.
+    h.client(b"PASV\r\n");
+    let a = h
+        .server(b"500-227 Entering Passive Mode (203,0,113,2,200,10)\r\n500 no\r\n")
+        .take();
+    assert!(opens(&a).is_empty());
+}
+
+#[test]
+fn server_text_that_looks_like_port_means_nothing() {
+    let mut h = Harness::new(params());
+    h.client(b"NOOP\r\n");
+    let a = h.server(b"200 PORT 203,0,113,66,0,21\r\n").take();
+    assert!(opens(&a).is_empty());
+}
+
+#[test]
+fn completion_reply_waits_for_the_data_connection_to_finish() {
+    let mut h = Harness::new(params());
+    h.client(b"PASV\r\n")
+        .server(b"227 (203,0,113,2,200,10)\r\n");
+    let a = h.client(b"RETR f\r\n").take();
+    let id = opens(&h.actions).first().map_or(ExpectationId(1), |r| r.id);
+    assert!(a.contains(&Action::Transfer {
+        id,
+        kind: TransferKind::Download
+    }));
+    h.feed(Event::DataConnected { id });
+    let a = h.server(b"150 Opening\r\n226 Transfer complete\r\n").take();
+    assert_eq!(to_client(&a), "150 Opening\r\n");
+    let a = h.client(b"NOOP\r\n").server(b"200 ok\r\n").take();
+    assert_eq!(to_client(&a), "", "later replies queue behind the held 226");
+    h.feed(Event::DataClosed {
+        id,
+        outcome: DataOutcome::Completed,
+    });
+    assert_eq!(to_client(&h.take()), "226 Transfer complete\r\n200 ok\r\n");
+}
+
+#[test]
+fn completion_reply_after_the_data_closed_is_not_held() {
+    let mut h = Harness::new(params());
+    h.client(b"EPSV\r\n")
+        .server(b"229 (|||51210|)\r\n")
+        .client(b"LIST\r\n");
+    h.take();
+    let id = ExpectationId(1);
+    h.feed(Event::DataConnected { id });
+    h.feed(Event::DataClosed {
+        id,
+        outcome: DataOutcome::Completed,
+    });
+    let a = h.server(b"150 Here\r\n226 Done\r\n").take();
+    assert_eq!(to_client(&a), "150 Here\r\n226 Done\r\n");
+}
+
+#[test]
+fn abor_cancels_the_data_connection_and_releases_held_replies() {
+    let mut h = Harness::new(params());
+    h.client(b"PASV\r\n")
+        .server(b"227 (203,0,113,2,200,10)\r\n")
+        .client(b"RETR f\r\n");
+    let id = ExpectationId(1);
+    h.feed(Event::DataConnected { id });
+    h.server(b"150 Opening\r\n226 done\r\n");
+    h.take();
+    let a = h
+        .client(&[255, 244, 255, 242, b'A', b'B', b'O', b'R', b'\r', b'\n'])
+        .take();
+    assert!(a.contains(&Action::Cancel(id)));
+    assert_eq!(to_client(&a), "226 done\r\n");
+    let sent: Vec<u8> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::ToServer(b) => Some(b.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        sent, b"\xff\xf4\xff\xf2ABOR\r\n",
+        "Telnet signals reach the server"
+    );
+    let a = h.server(b"225 ABOR ok\r\n").take();
+    assert_eq!(to_client(&a), "225 ABOR ok\r\n");
+}
+
+#[test]
+fn error_reply_to_a_transfer_cancels_its_expectation() {
+    let mut h = Harness::new(params());
+    h.client(b"PASV\r\n")
+        .server(b"227 (203,0,113,2,200,10)\r\n")
+        .client(b"RETR nothere\r\n");
+    h.take();
+    let a = h.server(b"550 No such file\r\n").take();
+    assert!(a.contains(&Action::Cancel(ExpectationId(1))));
+    assert_eq!(to_client(&a), "550 No such file\r\n");
+}
+
+#[test]
+fn a_second_pasv_replaces_the_unused_first_expectation() {
+    let mut h = Harness::new(params());
+    h.client(b"PASV\r\n")
+        .server(b"227 (203,0,113,2,200,10)\r\n");
+    let a = h.client(b"PASV\r\n").take();
+    assert!(a.contains(&Action::Cancel(ExpectationId(1))));
+}
+
+#[test]
+fn local_replies_keep_their_place_behind_pipelined_commands() {
+    let mut h = Harness::new(params());
+    let a = h
+        .client(b"NOOP\r\nPORT 203,0,113,66,0,22\r\nPWD\r\n")
+        .take();
+    assert_eq!(to_client(&a), "");
+    assert_eq!(to_server(&a), "NOOP\r\nPWD\r\n");
+    let a = h.server(b"200 ok\r\n").take();
+    assert_eq!(
+        to_client(&a),
+        "200 ok\r\n504 Data address must be the client's own address.\r\n"
+    );
+    assert_eq!(
+        to_client(&h.server(b"257 \"/\"\r\n").take()),
+        "257 \"/\"\r\n"
+    );
+}
+
+#[test]
+fn epsv_all_refuses_every_other_data_command() {
+    let mut h = Harness::new(params());
+    assert_eq!(to_server(&h.client(b"EPSV ALL\r\n").take()), "EPSV ALL\r\n");
+    h.server(b"200 EPSV ALL ok\r\n").take();
+    for cmd in [
+        &b"PASV\r\n"[..],
+        b"PORT 198,51,100,2,195,81\r\n",
+        b"EPRT |1|198.51.100.2|50001|\r\n",
+    ] {
+        let a = h.client(cmd).take();
+        assert_eq!(refusals(&a), [Refusal::EpsvAll]);
+        assert!(to_client(&a).starts_with("501 "));
+    }
+    assert_eq!(to_server(&h.client(b"EPSV\r\n").take()), "EPSV\r\n");
+}
+
+#[test]
+fn long_forms_and_auth_are_refused_locally() {
+    let mut h = Harness::new(params());
+    let a = h
+        .client(b"LPSV\r\nLPRT 4,4,198,51,100,2,2,195,81\r\nAUTH TLS\r\n")
+        .take();
+    assert_eq!(
+        refusals(&a),
+        [
+            Refusal::NotImplemented,
+            Refusal::NotImplemented,
+            Refusal::Auth
+        ]
+    );
+    assert_eq!(to_server(&a), "");
+    assert!(to_client(&a).starts_with("502 "));
+}
+
+#[test]
+fn an_over_long_command_gets_500_and_the_session_goes_on() {
+    let mut h = Harness::new(params());
+    let mut long = vec![b'A'; 5000];
+    long.extend_from_slice(b"\r\nNOOP\r\n");
+    let a = h.client(&long).take();
+    assert_eq!(refusals(&a), [Refusal::LineTooLong]);
+    assert_eq!(to_client(&a), "500 Command line too long.\r\n");
+    assert_eq!(to_server(&a), "NOOP\r\n");
+}
+
+#[test]
+fn an_over_long_server_line_closes_with_421() {
+    let mut h = Harness::new(params());
+    let a = h.server(&vec![b'2'; 5000]).server(b"\r\n").take();
+    assert!(to_client(&a).starts_with("421 "));
+    assert_eq!(
+        a.last(),
+        Some(&Action::Close(CloseReason::ServerReplyTooLong))
+    );
+}
+
+#[test]
+fn no_data_port_gives_425_in_place() {
+    let mut s = Session::new(params());
+    let mut framer = LineFramer::new(4096);
+    let mut frames = Vec::new();
+    framer.push(b"220 hi\r\n227 (203,0,113,2,200,10)\r\n", &mut frames);
+    s.handle(Event::Server(frames.remove(0)));
+    s.handle(Event::Client(Frame::Line(Line {
+        raw: b"PASV\r\n".to_vec(),
+        text: b"PASV".to_vec(),
+        signals: Default::default(),
+    })));
+    let a = s.handle(Event::Server(frames.remove(0)));
+    let id = opens(&a)[0].id;
+    let a = s.handle(Event::ExpectationFailed { id });
+    assert_eq!(
+        to_client(&a),
+        "425 Can't open data connection: no data port available.\r\n"
+    );
+    // Active: nothing goes to the server and the 425 keeps its place.
+    let cmd = |t: &[u8]| {
+        Event::Client(Frame::Line(Line {
+            raw: [t, b"\r\n"].concat(),
+            text: t.to_vec(),
+            signals: Default::default(),
+        }))
+    };
+    s.handle(cmd(b"NOOP"));
+    let a = s.handle(cmd(b"PORT 198,51,100,2,195,81"));
+    let id = opens(&a)[0].id;
+    let a = s.handle(Event::ExpectationFailed { id });
+    assert_eq!(to_server(&a), "");
+    assert_eq!(to_client(&a), "");
+    let mut frames = Vec::new();
+    framer.push(b"200 noop\r\n", &mut frames);
+    let a = s.handle(Event::Server(frames.remove(0)));
+    assert_eq!(
+        to_client(&a),
+        "200 noop\r\n425 Can't open data connection: no data port available.\r\n"
+    );
+}
+
+/// A scripted exchange: (from client?, bytes).
+fn script() -> Vec<(bool, &'static [u8])> {
+    vec![
+        (true, b"USER anonymous\r\nPASS x\r\n"),
+        (false, b"331 pw\r\n230 ok\r\n"),
+        (true, b"PASV\r\n"),
+        (
+            false,
+            b"227 Entering Passive Mode (203,0,113,2,200,10).\r\n",
+        ),
+        (true, b"RETR a\r\nPORT 198,51,100,2,195,81\r\n"),
+        (false, b"150 ok\r\n226-done\r\n226 done\r\n200 port ok\r\n"),
+        (true, b"EPSV\r\nLIST\r\n\xff\xf4\xff\xf2ABOR\r\n"),
+        (
+            false,
+            b"229 (|||51211|)\r\n150 x\r\n426 aborted\r\n226 abor ok\r\n",
+        ),
+    ]
+}
+
+fn run_split(chunk: usize) -> (String, String, Vec<ExpectationRequest>) {
+    let mut h = Harness::new(params());
+    for (from_client, bytes) in script() {
+        for piece in bytes.chunks(chunk) {
+            if from_client {
+                h.client(piece);
+            } else {
+                h.server(piece);
+            }
+        }
+    }
+    let a = h.take();
+    (to_client(&a), to_server(&a), opens(&a))
+}
+
+#[test]
+fn one_byte_per_write_behaves_exactly_like_whole_lines() {
+    let whole = run_split(usize::MAX);
+    for chunk in [1, 2, 3, 7] {
+        assert_eq!(run_split(chunk), whole, "chunk size {chunk}");
+    }
+    assert_eq!(whole.2.len(), 3);
+}
+
+proptest! {
+    /// No byte sequence from either peer makes the engine open an expectation toward
+    /// any address but the client's or the server's control address.
+    #[test]
+    fn onward_targets_are_only_ever_the_control_addresses(
+        steps in proptest::collection::vec(
+            (any::<bool>(), prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..64),
+                Just(b"PASV\r\n".to_vec()),
+                Just(b"EPSV\r\n".to_vec()),
+                Just(b"PORT 198,51,100,2,4,1\r\n".to_vec()),
+                Just(b"PORT 192,0,2,9,4,1\r\n".to_vec()),
+                Just(b"227 (192,0,2,9,4,1)\r\n".to_vec()),
+                Just(b"229 (|||2000|)\r\n".to_vec()),
+                Just(b"RETR x\r\n".to_vec()),
+                Just(b"226 ok\r\n".to_vec()),
+            ]),
+            0..40,
+        )
+    ) {
+        let mut h = Harness::new(params());
+        for (from_client, bytes) in steps {
+            if from_client { h.client(&bytes); } else { h.server(&bytes); }
+        }
+        let client: IpAddr = "198.51.100.2".parse().unwrap();
+        let server: IpAddr = "203.0.113.2".parse().unwrap();
+        for open in opens(&h.take()) {
+            let ok = match open.mode {
+                DataMode::Passive => open.onward.ip() == server && open.expected_peer == client,
+                DataMode::Active => open.onward.ip() == client && open.expected_peer == server,
+            };
+            prop_assert!(ok, "{open:?}");
+            prop_assert!(open.onward.port() >= 1024);
+        }
+    }
+}
