@@ -79,6 +79,18 @@ pub enum DataOutcome {
     Completed,
     Expired,
     Failed,
+    Cancelled,
+}
+
+impl DataOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataOutcome::Completed => "completed",
+            DataOutcome::Expired => "expired",
+            DataOutcome::Failed => "failed",
+            DataOutcome::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// Input to the state machine.

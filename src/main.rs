@@ -1,0 +1,138 @@
+//! The `ftpgate` command: `run` the proxy, `check` a rule file.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use ftpgate::proxy::{self, Shared};
+use ftpgate::rules::Config;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// An FTP-aware firewall proxy: it reads the FTP control channel and opens exactly the
+/// data connections it announces, for the expected peer, once, for a short time.
+#[derive(Parser)]
+#[command(name = "ftpgate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy with a rule file.
+    ///
+    /// Binds every `listen` statement and the `metrics listen` address, then serves
+    /// until SIGTERM or SIGINT. SIGHUP re-reads the rule file: a file that does not
+    /// parse is rejected with its error in the log and the running rules stay in force.
+    Run {
+        /// The rule file, e.g. rules/example.rules.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log format on standard error.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
+    /// Check a rule file and exit: 0 if it is valid, 1 with `file:line:col: message`
+    /// on standard error otherwise.
+    Check {
+        /// The rule file to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file } => match Config::load(&file) {
+            Ok(config) => {
+                println!(
+                    "{}: ok ({} listeners, {} session rules)",
+                    file.display(),
+                    config.listeners.len(),
+                    config.session_rules.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config, log_format } => {
+            init_logging(log_format);
+            match run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    let listeners = proxy::bind(&config)?;
+    let admin = match config.metrics_listen {
+        Some(addr) => Some(
+            ftpgate::admin::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?,
+        ),
+        None => None,
+    };
+    let shared = Shared::new(config);
+    if let Some(listener) = admin {
+        tracing::info!(addr = %listener.local_addr()?, "admin endpoint: /metrics /sessions /healthz");
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ftpgate::admin::serve(shared, listener).await {
+                tracing::error!(error = %e, "admin endpoint failed");
+            }
+        });
+    }
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let serving = tokio::spawn(proxy::serve(shared.clone(), listeners));
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match Config::load(&path) {
+                Ok(new) => {
+                    shared.reload(new);
+                    tracing::info!(file = %path.display(), "rules reloaded");
+                }
+                Err(e) => tracing::error!("reload rejected, previous rules stay in force: {e}"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    shared.shutdown.cancel();
+    serving.await?;
+    Ok(())
+}

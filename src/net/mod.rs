@@ -1,0 +1,90 @@
+//! The only place with socket options: control listeners, data listeners on a chosen
+//! port, onward connections from a chosen local address, and the byte relay.
+
+mod relay;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+pub use relay::{RelayTotals, relay};
+
+fn socket_for(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Data ports are reused quickly while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // An IPv4 and an IPv6 listener on the same port must coexist.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// A listening socket on `addr` with the given accept backlog.
+pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let socket = socket_for(addr)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A data listener on `ip:port`; `None` when the port is taken.
+pub fn listen_data(ip: IpAddr, port: u16) -> Option<TcpListener> {
+    match listen(SocketAddr::new(ip, port), 8) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::debug!(%ip, port, error = %e, "data port not available");
+            None
+        }
+    }
+}
+
+/// Connects to `target` from `local_ip` (any port), within `limit`.
+pub async fn connect_from(
+    local_ip: IpAddr,
+    target: SocketAddr,
+    limit: Duration,
+) -> io::Result<TcpStream> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if local_ip.is_ipv4() == target.is_ipv4() {
+        socket.bind(SocketAddr::new(local_ip, 0))?;
+    }
+    let stream = tokio::time::timeout(limit, socket.connect(target))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The first address `host:port` resolves to, within `limit`.
+pub async fn resolve(host: &str, port: u16, limit: Duration) -> io::Result<SocketAddr> {
+    let lookup = tokio::net::lookup_host((host, port));
+    let mut addrs = tokio::time::timeout(limit, lookup)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "name lookup timed out"))??;
+    addrs
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "host has no address"))
+}
+
+/// Connects to `target` within `limit`.
+pub async fn connect(target: SocketAddr, limit: Duration) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(limit, TcpStream::connect(target))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The address with IPv4-mapped IPv6 turned back into IPv4.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}

@@ -1,0 +1,65 @@
+//! Relays one data connection: both directions at once, each direction shut down
+//! (half-close) when its source ends, bytes counted.
+//!
+//! This is the user-space relay; a zero-copy or kernel-backed data path must keep the
+//! same contract: return only once every byte read has been written and each write
+//! side has been shut down.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Per-direction buffer: large enough for bulk transfers, allocated once per leg.
+const BUFFER: usize = 64 * 1024;
+
+/// Bytes moved in each direction, updated as they move so that a relay cut short
+/// (cancelled, failed) still tells what it delivered.
+#[derive(Debug, Default)]
+pub struct RelayTotals {
+    /// From the accepted leg to the onward leg.
+    pub forward: AtomicU64,
+    /// From the onward leg back to the accepted leg.
+    pub backward: AtomicU64,
+}
+
+impl RelayTotals {
+    /// (forward, backward) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.forward.load(Ordering::Relaxed),
+            self.backward.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Copies until EOF, then shuts the write side down; `moved` counts as it goes so a
+/// failed transfer still reports what it delivered.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    moved: &AtomicU64,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; BUFFER];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        moved.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Relays until both directions have ended; an error in either ends both.
+pub async fn relay(accepted: TcpStream, onward: TcpStream, totals: &RelayTotals) -> io::Result<()> {
+    let (a_read, a_write) = accepted.into_split();
+    let (b_read, b_write) = onward.into_split();
+    tokio::try_join!(
+        pump(a_read, b_write, &totals.forward),
+        pump(b_read, a_write, &totals.backward)
+    )
+    .map(|_| ())
+}

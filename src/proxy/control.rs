@@ -1,0 +1,356 @@
+//! One task per control session: decide whether the session may exist, connect to the
+//! server, then pump both control directions through the codec and the session engine
+//! and carry out every action it returns.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Shared, data};
+use crate::codec::{LineFramer, Reply};
+use crate::net;
+use crate::rules::{Config, ListenMode, Listener, Verdict};
+use crate::session::{Action, Event, ExpectationId, Params, Session};
+use crate::track::{SessionEntry, SessionId};
+
+/// How a control session ended, as logged and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Refused,
+    UpstreamFailed,
+    ClientClosed,
+    ServerClosed,
+    IdleTimeout,
+    ProtocolError,
+    IoError,
+    Shutdown,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Refused => "refused",
+            Outcome::UpstreamFailed => "upstream-failed",
+            Outcome::ClientClosed => "client-closed",
+            Outcome::ServerClosed => "server-closed",
+            Outcome::IdleTimeout => "idle-timeout",
+            Outcome::ProtocolError => "protocol-error",
+            Outcome::IoError => "io-error",
+            Outcome::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The lowest onward data port allowed until rules can allow privileged ones.
+const MIN_DATA_PORT: u16 = 1024;
+/// Control-channel read buffer per direction.
+const READ_BUFFER: usize = 4096;
+
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: Arc<Listener>,
+    client: TcpStream,
+    peer: SocketAddr,
+) {
+    let peer = net::canonical(peer);
+    let started = Instant::now();
+    let id = shared.tracker.open_session(SessionEntry {
+        listener: listener.addr,
+        client: peer,
+        server: None,
+        user: None,
+        started,
+    });
+    shared.metrics.sessions_active.inc();
+    let span = tracing::info_span!("session", id, client = %peer, server = tracing::field::Empty);
+    let outcome = run(&shared, id, &listener, client, peer)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| {
+        tracing::info!(
+            outcome = outcome.as_str(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "session end"
+        );
+    });
+    shared
+        .metrics
+        .sessions_total
+        .with_label_values(&[outcome.as_str()])
+        .inc();
+    shared.metrics.sessions_active.dec();
+    shared.tracker.close_session(id);
+}
+
+/// Says `421` and closes; errors do not matter any more at that point.
+async fn refuse(mut client: TcpStream, text: &str) {
+    let _ = client.write_all(&Reply::encode(421, text)).await;
+    let _ = client.shutdown().await;
+}
+
+async fn run(
+    shared: &Arc<Shared>,
+    id: SessionId,
+    listener: &Listener,
+    client: TcpStream,
+    peer: SocketAddr,
+) -> Outcome {
+    let config = shared.config.load_full();
+    let limit = config.settings.connect_timeout;
+    let ListenMode::Reverse { upstream } = &listener.mode;
+    let server = match net::resolve(&upstream.host, upstream.port, limit).await {
+        Ok(addr) => net::canonical(addr),
+        Err(e) => {
+            tracing::warn!(%upstream, error = %e, "cannot resolve the FTP server");
+            refuse(
+                client,
+                "Service not available: cannot reach the FTP server.",
+            )
+            .await;
+            return Outcome::UpstreamFailed;
+        }
+    };
+    tracing::Span::current().record("server", tracing::field::display(server));
+    if !admitted(shared, &config, peer, server) {
+        refuse(client, "Service not available: refused by policy.").await;
+        return Outcome::Refused;
+    }
+    let server_stream = match net::connect(server, limit).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot connect to the FTP server");
+            refuse(
+                client,
+                "Service not available: cannot reach the FTP server.",
+            )
+            .await;
+            return Outcome::UpstreamFailed;
+        }
+    };
+    shared
+        .tracker
+        .update_session(id, |s| s.server = Some(server));
+    match relay_control(shared, id, &config, client, server_stream, peer, server).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::debug!(error = %e, "control connection failed");
+            Outcome::IoError
+        }
+    }
+}
+
+fn admitted(shared: &Shared, config: &Config, client: SocketAddr, server: SocketAddr) -> bool {
+    let decision = config.session_decision(client.ip(), server);
+    let source = decision.source();
+    shared
+        .metrics
+        .rule_decisions_total
+        .with_label_values(&[decision.verdict.as_str(), &source])
+        .inc();
+    if decision.log || decision.verdict == Verdict::Block {
+        tracing::info!(verdict = decision.verdict.as_str(), rule = %source, "session rule");
+    }
+    decision.verdict == Verdict::Pass
+}
+
+/// The running half of a session: the engine and the sockets it drives.
+struct Driver<'a> {
+    shared: &'a Arc<Shared>,
+    id: SessionId,
+    session: Session,
+    to_client: OwnedWriteHalf,
+    to_server: OwnedWriteHalf,
+    data: HashMap<ExpectationId, CancellationToken>,
+    events: mpsc::Sender<Event>,
+    write_timeout: Duration,
+}
+
+/// Whether the session goes on after carrying out some actions.
+enum Flow {
+    Continue,
+    Close,
+}
+
+async fn write_within(
+    w: &mut (impl AsyncWrite + Unpin),
+    bytes: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    tokio::time::timeout(limit, w.write_all(bytes))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer does not read"))?
+}
+
+impl Driver<'_> {
+    async fn feed(&mut self, event: Event) -> io::Result<Flow> {
+        if let Event::DataClosed { id, .. } = &event {
+            self.data.remove(id);
+        }
+        let actions = self.session.handle(event);
+        self.apply(actions).await
+    }
+
+    async fn apply(&mut self, actions: Vec<Action>) -> io::Result<Flow> {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::ToClient(bytes) => {
+                    write_within(&mut self.to_client, &bytes, self.write_timeout).await?
+                }
+                Action::ToServer(bytes) => {
+                    write_within(&mut self.to_server, &bytes, self.write_timeout).await?
+                }
+                Action::Open(req) => {
+                    let event = match data::open(self.shared, self.id, &req, self.events.clone()) {
+                        Some((proxy, token)) => {
+                            self.data.insert(req.id, token);
+                            Event::ExpectationOpened { id: req.id, proxy }
+                        }
+                        None => {
+                            tracing::warn!("no free data port in the configured range");
+                            Event::ExpectationFailed { id: req.id }
+                        }
+                    };
+                    queue.extend(self.session.handle(event));
+                }
+                Action::Cancel(id) => {
+                    if let Some(token) = self.data.remove(&id) {
+                        token.cancel();
+                    }
+                }
+                Action::Transfer { id, kind } => {
+                    self.shared
+                        .tracker
+                        .update_expectation((self.id, id), |e| e.kind = Some(kind));
+                }
+                Action::Command(verb) => self.shared.metrics.command(&verb),
+                Action::Refused(why) => {
+                    tracing::warn!(reason = why.as_str(), "refused");
+                    self.shared.metrics.refusal(why);
+                }
+                Action::MalformedReply => {
+                    self.shared
+                        .metrics
+                        .parse_errors_total
+                        .with_label_values(&["server"])
+                        .inc();
+                }
+                Action::Close(reason) => {
+                    tracing::warn!(?reason, "closing session");
+                    return Ok(Flow::Close);
+                }
+            }
+        }
+        if let Some(user) = self.session.user() {
+            let user = user.to_string();
+            self.shared
+                .tracker
+                .update_session(self.id, |s| s.user = Some(user));
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Cancels every data connection of the session.
+    fn cancel_all(&mut self) {
+        for (_, token) in self.data.drain() {
+            token.cancel();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn relay_control(
+    shared: &Arc<Shared>,
+    id: SessionId,
+    config: &Config,
+    client: TcpStream,
+    server: TcpStream,
+    peer: SocketAddr,
+    server_addr: SocketAddr,
+) -> io::Result<Outcome> {
+    let settings = &config.settings;
+    client.set_nodelay(true)?;
+    let params = Params {
+        client: peer,
+        client_side: net::canonical(client.local_addr()?),
+        server: server_addr,
+        server_side: net::canonical(server.local_addr()?),
+        advertise: settings.advertise,
+        min_data_port: MIN_DATA_PORT,
+    };
+    let (mut client_rd, to_client) = client.into_split();
+    let (mut server_rd, to_server) = server.into_split();
+    let (events, mut data_events) = mpsc::channel(16);
+    let mut driver = Driver {
+        shared,
+        id,
+        session: Session::new(params),
+        to_client,
+        to_server,
+        data: HashMap::new(),
+        events,
+        write_timeout: settings.idle_timeout,
+    };
+    let mut client_lines = LineFramer::new(settings.max_line);
+    let mut server_lines = LineFramer::new(settings.max_line);
+    let (mut cbuf, mut sbuf) = ([0u8; READ_BUFFER], [0u8; READ_BUFFER]);
+    let idle = tokio::time::sleep(settings.idle_timeout);
+    tokio::pin!(idle);
+    let outcome = loop {
+        let mut frames = Vec::new();
+        let events: Vec<Event> = tokio::select! {
+            r = client_rd.read(&mut cbuf) => match r? {
+                0 => break Outcome::ClientClosed,
+                n => {
+                    client_lines.push(&cbuf[..n], &mut frames);
+                    frames.into_iter().map(Event::Client).collect()
+                }
+            },
+            r = server_rd.read(&mut sbuf) => match r? {
+                0 => break Outcome::ServerClosed,
+                n => {
+                    server_lines.push(&sbuf[..n], &mut frames);
+                    frames.into_iter().map(Event::Server).collect()
+                }
+            },
+            Some(event) = data_events.recv() => vec![event],
+            // A long transfer leaves the control channel silent: idle only counts
+            // while no data connection is open.
+            _ = &mut idle, if driver.data.is_empty() => {
+                let text = "Idle timeout: closing the control connection.";
+                let _ = write_within(&mut driver.to_client, &Reply::encode(421, text), Duration::from_secs(1)).await;
+                break Outcome::IdleTimeout;
+            }
+            _ = shared.shutdown.cancelled() => {
+                let text = "Service not available: the proxy is shutting down.";
+                let _ = write_within(&mut driver.to_client, &Reply::encode(421, text), Duration::from_secs(1)).await;
+                break Outcome::Shutdown;
+            }
+        };
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + settings.idle_timeout);
+        let mut closing = false;
+        for event in events {
+            if let Flow::Close = driver.feed(event).await? {
+                closing = true;
+                break;
+            }
+        }
+        if closing {
+            break Outcome::ProtocolError;
+        }
+    };
+    driver.cancel_all();
+    let _ = driver.to_client.shutdown().await;
+    let _ = driver.to_server.shutdown().await;
+    Ok(outcome)
+}

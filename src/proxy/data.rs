@@ -1,0 +1,204 @@
+//! One task per expectation: wait for the expected peer on the data port, refuse anyone
+//! else without consuming the expectation, connect the onward leg, relay, report.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Shared;
+use crate::net::{self, RelayTotals};
+use crate::session::{DataMode, DataOutcome, Event, ExpectationRequest};
+use crate::track::{ExpectationEntry, ExpectationState, SessionId};
+
+/// Binds a data port for `req` and starts its task. Returns the proxy's data socket
+/// address and the token that cancels the task, or `None` when no port is free.
+pub fn open(
+    shared: &Arc<Shared>,
+    session: SessionId,
+    req: &ExpectationRequest,
+    events: mpsc::Sender<Event>,
+) -> Option<(SocketAddr, CancellationToken)> {
+    let settings = shared.config.load().settings.clone();
+    let deadline = Instant::now() + settings.data_timeout;
+    let key = (session, req.id);
+    let listener = shared.tracker.open_expectation(
+        key,
+        |port| net::listen_data(req.listen_ip, port),
+        |port| ExpectationEntry {
+            mode: req.mode,
+            proxy: SocketAddr::new(req.listen_ip, port),
+            expected_peer: req.expected_peer,
+            onward: req.onward,
+            deadline,
+            state: ExpectationState::Waiting,
+            kind: None,
+        },
+    )?;
+    let proxy = shared.tracker.expectation(key)?.proxy;
+    let token = CancellationToken::new();
+    shared.metrics.expectations_active.inc();
+    let span = tracing::info_span!("data", id = req.id.0, mode = req.mode.as_str(), %proxy);
+    let task = Expectation {
+        shared: shared.clone(),
+        session,
+        req: req.clone(),
+        deadline,
+        connect_timeout: settings.connect_timeout,
+        cancel: token.clone(),
+        events,
+    };
+    tokio::spawn(task.run(listener).instrument(span));
+    Some((proxy, token))
+}
+
+struct Expectation {
+    shared: Arc<Shared>,
+    session: SessionId,
+    req: ExpectationRequest,
+    deadline: Instant,
+    connect_timeout: Duration,
+    cancel: CancellationToken,
+    events: mpsc::Sender<Event>,
+}
+
+impl Expectation {
+    async fn run(self, listener: TcpListener) {
+        let key = (self.session, self.req.id);
+        let totals = RelayTotals::default();
+        let started = Instant::now();
+        let outcome = self.serve(listener, &totals).await;
+        let kind = self.shared.tracker.expectation(key).and_then(|e| e.kind);
+        self.shared.tracker.close_expectation(key);
+        let m = &self.shared.metrics;
+        m.expectations_active.dec();
+        m.expectations_total
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        let (forward, backward) = totals.get();
+        // Passive: the accepted leg is the client's; active: the server's.
+        let (upload, download) = match self.req.mode {
+            DataMode::Passive => (forward, backward),
+            DataMode::Active => (backward, forward),
+        };
+        if outcome != DataOutcome::Expired {
+            let mode = self.req.mode.as_str();
+            m.data_connections_total
+                .with_label_values(&[mode, outcome.as_str()])
+                .inc();
+            m.data_bytes_total
+                .with_label_values(&[mode, "download"])
+                .inc_by(download);
+            m.data_bytes_total
+                .with_label_values(&[mode, "upload"])
+                .inc_by(upload);
+            tracing::info!(
+                kind = kind.map_or("unknown", |k| k.as_str()),
+                download,
+                upload,
+                duration_ms = started.elapsed().as_millis() as u64,
+                outcome = outcome.as_str(),
+                "transfer"
+            );
+        } else {
+            tracing::info!(expected_peer = %self.req.expected_peer, "expectation expired unused");
+        }
+        // The session may be gone already; then nobody needs to know.
+        let _ = self
+            .events
+            .send(Event::DataClosed {
+                id: self.req.id,
+                outcome,
+            })
+            .await;
+    }
+
+    async fn serve(&self, listener: TcpListener, totals: &RelayTotals) -> DataOutcome {
+        let Some(accepted) = self.accept_expected_peer(listener).await else {
+            return if self.cancel.is_cancelled() {
+                DataOutcome::Cancelled
+            } else {
+                DataOutcome::Expired
+            };
+        };
+        let setup = Instant::now();
+        let onward = tokio::select! {
+            _ = self.cancel.cancelled() => return DataOutcome::Cancelled,
+            r = net::connect_from(self.req.onward_from, self.req.onward, self.connect_timeout) => r,
+        };
+        let onward = match onward {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(onward = %self.req.onward, error = %e, "onward data connection failed");
+                return DataOutcome::Failed;
+            }
+        };
+        self.shared
+            .metrics
+            .data_setup_seconds
+            .observe(setup.elapsed().as_secs_f64());
+        self.shared
+            .tracker
+            .update_expectation((self.session, self.req.id), |e| {
+                e.state = ExpectationState::Connected;
+            });
+        let _ = self
+            .events
+            .send(Event::DataConnected { id: self.req.id })
+            .await;
+        tokio::select! {
+            _ = self.cancel.cancelled() => DataOutcome::Cancelled,
+            r = net::relay(accepted, onward, totals) => match r {
+                Ok(()) => DataOutcome::Completed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "data relay failed");
+                    DataOutcome::Failed
+                }
+            },
+        }
+    }
+
+    fn admits(&self, peer: SocketAddr) -> bool {
+        let key = (self.session, self.req.id);
+        self.shared
+            .tracker
+            .expectation(key)
+            .is_some_and(|e| e.admits(peer.ip()))
+    }
+
+    /// Waits for the expected peer until the deadline; anyone else is refused and the
+    /// expectation stays open for the right peer (invariant 2). The listener is
+    /// dropped on return, so the port takes no second connection (invariant 3).
+    async fn accept_expected_peer(&self, listener: TcpListener) -> Option<TcpStream> {
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        loop {
+            let accepted = tokio::select! {
+                _ = self.cancel.cancelled() => return None,
+                _ = tokio::time::sleep_until(deadline) => return None,
+                r = listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, peer)) if self.admits(peer) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some(stream);
+                }
+                Ok((_, peer)) => {
+                    tracing::warn!(%peer, expected = %self.req.expected_peer, "data connection from the wrong peer refused");
+                    self.shared
+                        .metrics
+                        .expectations_refused_total
+                        .with_label_values(&["wrong-peer"])
+                        .inc();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "data accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}

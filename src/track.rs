@@ -1,0 +1,363 @@
+//! The connection tracker: the table of live control sessions and their expectations,
+//! and the pool of data ports. It is the single source for the session table, the
+//! gauges and the expectation matcher.
+//!
+//! It holds plain data behind one short-lived lock; it never does I/O itself (binding a
+//! port is a closure the shell passes in) and never reads the clock (times come in).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use rand::RngExt;
+use serde::Serialize;
+
+use crate::codec::TransferKind;
+use crate::rules::PortRange;
+use crate::session::{DataMode, ExpectationId};
+
+/// Identifies a control session for the life of the process.
+pub type SessionId = u64;
+
+/// One live control session.
+#[derive(Debug, Clone)]
+pub struct SessionEntry {
+    pub listener: SocketAddr,
+    pub client: SocketAddr,
+    pub server: Option<SocketAddr>,
+    pub user: Option<String>,
+    pub started: Instant,
+}
+
+/// Where an expectation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpectationState {
+    Waiting,
+    Connected,
+}
+
+/// One announced data connection.
+#[derive(Debug, Clone)]
+pub struct ExpectationEntry {
+    pub mode: DataMode,
+    pub proxy: SocketAddr,
+    pub expected_peer: IpAddr,
+    pub onward: SocketAddr,
+    pub deadline: Instant,
+    pub state: ExpectationState,
+    pub kind: Option<TransferKind>,
+}
+
+impl ExpectationEntry {
+    /// Only the expected peer may use an expectation (invariant 2).
+    pub fn admits(&self, peer: IpAddr) -> bool {
+        peer.to_canonical() == self.expected_peer
+    }
+}
+
+/// Picks data ports unpredictably from the configured range (invariant 3).
+#[derive(Debug)]
+pub struct PortPool {
+    range: PortRange,
+    in_use: HashSet<u16>,
+}
+
+/// Random probes before falling back to a scan from a random start.
+const RANDOM_PROBES: usize = 32;
+
+impl PortPool {
+    pub fn new(range: PortRange) -> Self {
+        PortPool {
+            range,
+            in_use: HashSet::new(),
+        }
+    }
+
+    /// Candidate ports not in use, random first, then every other free port once.
+    fn candidates<'a>(&'a self, rng: &mut impl rand::Rng) -> impl Iterator<Item = u16> + 'a {
+        let (lo, hi) = (self.range.lo, self.range.hi);
+        let random: Vec<u16> = (0..RANDOM_PROBES)
+            .map(|_| rng.random_range(lo..=hi))
+            .collect();
+        let start = rng.random_range(lo..=hi);
+        let scan = (start..=hi).chain(lo..start);
+        random
+            .into_iter()
+            .chain(scan)
+            .filter(|p| !self.in_use.contains(p))
+    }
+
+    /// Reserves the first candidate for which `bind` succeeds.
+    pub fn allocate<T>(
+        &mut self,
+        rng: &mut impl rand::Rng,
+        mut bind: impl FnMut(u16) -> Option<T>,
+    ) -> Option<(u16, T)> {
+        let found = self
+            .candidates(rng)
+            .find_map(|port| bind(port).map(|bound| (port, bound)))?;
+        self.in_use.insert(found.0);
+        Some(found)
+    }
+
+    pub fn release(&mut self, port: u16) {
+        self.in_use.remove(&port);
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.in_use.len()
+    }
+}
+
+#[derive(Debug)]
+struct Table {
+    next_session: SessionId,
+    sessions: BTreeMap<SessionId, SessionEntry>,
+    expectations: BTreeMap<(SessionId, ExpectationId), ExpectationEntry>,
+    ports: PortPool,
+}
+
+/// The shared tracker.
+#[derive(Debug)]
+pub struct Tracker {
+    table: Mutex<Table>,
+}
+
+/// One session and its expectations, copied out of the table.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub id: SessionId,
+    pub entry: SessionEntry,
+    pub expectations: Vec<(ExpectationId, ExpectationEntry)>,
+}
+
+/// A copy of the table at one moment, for `/sessions`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub sessions: Vec<SessionView>,
+}
+
+impl Tracker {
+    pub fn new(data_ports: PortRange) -> Self {
+        Tracker {
+            table: Mutex::new(Table {
+                next_session: 0,
+                sessions: BTreeMap::new(),
+                expectations: BTreeMap::new(),
+                ports: PortPool::new(data_ports),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // A panic elsewhere while holding the lock leaves plain data that is still
+        // consistent enough to serve; never turn it into a second panic.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn open_session(&self, entry: SessionEntry) -> SessionId {
+        let mut t = self.lock();
+        t.next_session += 1;
+        let id = t.next_session;
+        t.sessions.insert(id, entry);
+        id
+    }
+
+    pub fn update_session(&self, id: SessionId, update: impl FnOnce(&mut SessionEntry)) {
+        if let Some(entry) = self.lock().sessions.get_mut(&id) {
+            update(entry);
+        }
+    }
+
+    /// Removes a session and whatever expectations it still had.
+    pub fn close_session(&self, id: SessionId) {
+        let mut t = self.lock();
+        t.sessions.remove(&id);
+        let gone: Vec<_> = t
+            .expectations
+            .range((id, ExpectationId(0))..=(id, ExpectationId(u64::MAX)))
+            .map(|(k, e)| (*k, e.proxy.port()))
+            .collect();
+        for (key, port) in gone {
+            t.expectations.remove(&key);
+            t.ports.release(port);
+        }
+    }
+
+    /// Reserves a data port with `bind` and records the expectation on it.
+    pub fn open_expectation<T>(
+        &self,
+        key: (SessionId, ExpectationId),
+        bind: impl FnMut(u16) -> Option<T>,
+        entry: impl FnOnce(u16) -> ExpectationEntry,
+    ) -> Option<T> {
+        let mut t = self.lock();
+        let (port, bound) = t.ports.allocate(&mut rand::rng(), bind)?;
+        t.expectations.insert(key, entry(port));
+        Some(bound)
+    }
+
+    pub fn update_expectation(
+        &self,
+        key: (SessionId, ExpectationId),
+        update: impl FnOnce(&mut ExpectationEntry),
+    ) {
+        if let Some(entry) = self.lock().expectations.get_mut(&key) {
+            update(entry);
+        }
+    }
+
+    pub fn expectation(&self, key: (SessionId, ExpectationId)) -> Option<ExpectationEntry> {
+        self.lock().expectations.get(&key).cloned()
+    }
+
+    /// Applies a reloaded data-port range; ports in use stay reserved until released.
+    pub fn set_data_ports(&self, range: PortRange) {
+        self.lock().ports.range = range;
+    }
+
+    /// Forgets an expectation and frees its port.
+    pub fn close_expectation(&self, key: (SessionId, ExpectationId)) {
+        let mut t = self.lock();
+        if let Some(e) = t.expectations.remove(&key) {
+            t.ports.release(e.proxy.port());
+        }
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    pub fn expectations(&self) -> usize {
+        self.lock().expectations.len()
+    }
+
+    pub fn ports_in_use(&self) -> usize {
+        self.lock().ports.in_use()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let t = self.lock();
+        let sessions = t
+            .sessions
+            .iter()
+            .map(|(id, s)| {
+                let exps = t
+                    .expectations
+                    .range((*id, ExpectationId(0))..=(*id, ExpectationId(u64::MAX)))
+                    .map(|((_, e), entry)| (*e, entry.clone()))
+                    .collect();
+                SessionView {
+                    id: *id,
+                    entry: s.clone(),
+                    expectations: exps,
+                }
+            })
+            .collect();
+        Snapshot { sessions }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn range(lo: u16, hi: u16) -> PortRange {
+        PortRange { lo, hi }
+    }
+
+    #[test]
+    fn ports_come_from_the_range_and_are_not_handed_out_twice() {
+        let mut pool = PortPool::new(range(40000, 40009));
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut got = HashSet::new();
+        for _ in 0..10 {
+            let (port, ()) = pool.allocate(&mut rng, |_| Some(())).unwrap();
+            assert!((40000..=40009).contains(&port));
+            assert!(got.insert(port), "port {port} handed out twice");
+        }
+        assert!(
+            pool.allocate(&mut rng, |_| Some(())).is_none(),
+            "range exhausted"
+        );
+        pool.release(40003);
+        assert_eq!(pool.allocate(&mut rng, |_| Some(())).unwrap().0, 40003);
+    }
+
+    #[test]
+    fn ports_that_fail_to_bind_are_skipped() {
+        let mut pool = PortPool::new(range(40000, 40009));
+        let mut rng = StdRng::seed_from_u64(1);
+        let (port, ()) = pool
+            .allocate(&mut rng, |p| (p == 40005).then_some(()))
+            .unwrap();
+        assert_eq!(port, 40005);
+    }
+
+    #[test]
+    fn ports_are_not_sequential() {
+        let mut pool = PortPool::new(range(40000, 49999));
+        let mut rng = StdRng::seed_from_u64(3);
+        let ports: Vec<u16> = (0..20)
+            .map(|_| pool.allocate(&mut rng, |_| Some(())).unwrap().0)
+            .collect();
+        let sequential = ports.windows(2).filter(|w| w[1] == w[0] + 1).count();
+        assert!(sequential < 3, "{ports:?}");
+    }
+
+    #[test]
+    fn closing_a_session_frees_its_expectations_and_ports() {
+        let t = Tracker::new(range(40000, 40001));
+        let now = Instant::now();
+        let sid = t.open_session(SessionEntry {
+            listener: "127.0.0.1:2121".parse().unwrap(),
+            client: "127.0.0.1:5000".parse().unwrap(),
+            server: None,
+            user: None,
+            started: now,
+        });
+        let entry = |port| ExpectationEntry {
+            mode: DataMode::Passive,
+            proxy: SocketAddr::new("127.0.0.1".parse().unwrap(), port),
+            expected_peer: "127.0.0.1".parse().unwrap(),
+            onward: "127.0.0.1:2000".parse().unwrap(),
+            deadline: now,
+            state: ExpectationState::Waiting,
+            kind: None,
+        };
+        assert!(
+            t.open_expectation((sid, ExpectationId(1)), |_| Some(()), entry)
+                .is_some()
+        );
+        assert!(
+            t.open_expectation((sid, ExpectationId(2)), |_| Some(()), entry)
+                .is_some()
+        );
+        assert_eq!(t.ports_in_use(), 2);
+        t.close_session(sid);
+        assert_eq!(
+            (t.sessions(), t.expectations(), t.ports_in_use()),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn only_the_expected_peer_is_admitted() {
+        let e = ExpectationEntry {
+            mode: DataMode::Active,
+            proxy: "127.0.0.1:40000".parse().unwrap(),
+            expected_peer: "203.0.113.2".parse().unwrap(),
+            onward: "198.51.100.2:2000".parse().unwrap(),
+            deadline: Instant::now(),
+            state: ExpectationState::Waiting,
+            kind: None,
+        };
+        assert!(e.admits("203.0.113.2".parse().unwrap()));
+        assert!(e.admits("::ffff:203.0.113.2".parse().unwrap()));
+        assert!(!e.admits("203.0.113.66".parse().unwrap()));
+    }
+}
