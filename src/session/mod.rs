@@ -441,7 +441,13 @@ impl Session {
                 "PORT and EPRT not allowed after EPSV ALL.",
             );
         }
-        let ip = target.ip().to_canonical();
+        let mut ip = target.ip().to_canonical();
+        if ip.is_unspecified() {
+            // lftp announces `EPRT |2|::|port|` meaning "my control address". Taken
+            // literally, `::` or `0.0.0.0` would reach the proxy host itself, so the
+            // only safe reading is the client's own control address.
+            ip = self.params.client.ip();
+        }
         if ip != self.params.client.ip() {
             return self.refuse(
                 Refusal::Bounce,

@@ -304,6 +304,19 @@ fn port_naming_a_third_host_is_refused_and_nothing_is_opened_or_forwarded() {
 }
 
 #[test]
+fn an_unspecified_active_address_means_the_client_itself_never_the_proxy_host() {
+    let mut h = Harness::new(v6_params());
+    let a = h.client(b"EPRT |2|::|50001|\r\n").take();
+    assert_eq!(
+        opens(&a)[0].onward,
+        "[2001:db8:1::2]:50001".parse().unwrap()
+    );
+    let mut h = Harness::new(params());
+    let a = h.client(b"PORT 0,0,0,0,195,81\r\n").take();
+    assert_eq!(opens(&a)[0].onward, "198.51.100.2:50001".parse().unwrap());
+}
+
+#[test]
 fn privileged_onward_ports_are_refused_both_ways() {
     let mut h = Harness::new(params());
     let a = h.client(b"PORT 198,51,100,2,0,22\r\n").take();
