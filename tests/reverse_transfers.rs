@@ -176,6 +176,11 @@ fn curl_transfers_are_counted_in_the_metrics() {
     let down = s.local.path().join("one.bin");
     curl_get(s.gate.addr, Mode::Pasv, "pub/one.bin", &down);
     curl_put(s.gate.addr, Mode::Port, &down, "pub/counted.bin");
+    eventually("the data connections to close", || {
+        s.gate
+            .metric("ftpgate_expectations_total{outcome=\"completed\"}")
+            == 2.0
+    });
     let m = s.gate.metrics();
     let v = |sample: &str| metric_value(&m, sample);
     assert_eq!(

@@ -54,12 +54,32 @@ async fn pump(
 }
 
 /// Relays until both directions have ended; an error in either ends both.
-pub async fn relay(accepted: TcpStream, onward: TcpStream, totals: &RelayTotals) -> io::Result<()> {
+///
+/// An FTP data connection carries bytes one way: the first direction to reach EOF is
+/// the transfer, and `drained` is called once its bytes are all written and its write
+/// side shut down, so the completion reply can go out while the other direction waits
+/// for its own end.
+pub async fn relay(
+    accepted: TcpStream,
+    onward: TcpStream,
+    totals: &RelayTotals,
+    drained: impl FnOnce(),
+) -> io::Result<()> {
     let (a_read, a_write) = accepted.into_split();
     let (b_read, b_write) = onward.into_split();
-    tokio::try_join!(
-        pump(a_read, b_write, &totals.forward),
-        pump(b_read, a_write, &totals.backward)
-    )
-    .map(|_| ())
+    let forward = pump(a_read, b_write, &totals.forward);
+    let backward = pump(b_read, a_write, &totals.backward);
+    tokio::pin!(forward, backward);
+    let mut drained = Some(drained);
+    let (mut forward_done, mut backward_done) = (false, false);
+    while !(forward_done && backward_done) {
+        tokio::select! {
+            r = &mut forward, if !forward_done => { r?; forward_done = true; }
+            r = &mut backward, if !backward_done => { r?; backward_done = true; }
+        }
+        if let Some(first_end) = drained.take() {
+            first_end();
+        }
+    }
+    Ok(())
 }

@@ -170,7 +170,7 @@ struct Driver<'a> {
     to_client: OwnedWriteHalf,
     to_server: OwnedWriteHalf,
     data: HashMap<ExpectationId, CancellationToken>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::UnboundedSender<Event>,
     write_timeout: Duration,
 }
 
@@ -289,7 +289,7 @@ async fn relay_control(
     };
     let (mut client_rd, to_client) = client.into_split();
     let (mut server_rd, to_server) = server.into_split();
-    let (events, mut data_events) = mpsc::channel(16);
+    let (events, mut data_events) = mpsc::unbounded_channel();
     let mut driver = Driver {
         shared,
         id,

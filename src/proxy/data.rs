@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -21,7 +22,7 @@ pub fn open(
     shared: &Arc<Shared>,
     session: SessionId,
     req: &ExpectationRequest,
-    events: mpsc::Sender<Event>,
+    events: mpsc::UnboundedSender<Event>,
 ) -> Option<(SocketAddr, CancellationToken)> {
     let settings = shared.config.load().settings.clone();
     let deadline = Instant::now() + settings.data_timeout;
@@ -63,7 +64,7 @@ struct Expectation {
     deadline: Instant,
     connect_timeout: Duration,
     cancel: CancellationToken,
-    events: mpsc::Sender<Event>,
+    events: mpsc::UnboundedSender<Event>,
 }
 
 impl Expectation {
@@ -108,13 +109,10 @@ impl Expectation {
             tracing::info!(expected_peer = %self.req.expected_peer, "expectation expired unused");
         }
         // The session may be gone already; then nobody needs to know.
-        let _ = self
-            .events
-            .send(Event::DataClosed {
-                id: self.req.id,
-                outcome,
-            })
-            .await;
+        let _ = self.events.send(Event::DataClosed {
+            id: self.req.id,
+            outcome,
+        });
     }
 
     async fn serve(&self, listener: TcpListener, totals: &RelayTotals) -> DataOutcome {
@@ -146,19 +144,26 @@ impl Expectation {
             .update_expectation((self.session, self.req.id), |e| {
                 e.state = ExpectationState::Connected;
             });
-        let _ = self
-            .events
-            .send(Event::DataConnected { id: self.req.id })
-            .await;
-        tokio::select! {
-            _ = self.cancel.cancelled() => DataOutcome::Cancelled,
-            r = net::relay(accepted, onward, totals) => match r {
-                Ok(()) => DataOutcome::Completed,
-                Err(e) => {
-                    tracing::warn!(error = %e, "data relay failed");
-                    DataOutcome::Failed
-                }
-            },
+        let _ = self.events.send(Event::DataConnected { id: self.req.id });
+        // Once the transfer direction has drained, the transfer is complete whatever
+        // then happens to the idle reverse direction (cancelled at session end, reset).
+        let delivered = AtomicBool::new(false);
+        let drained = || {
+            delivered.store(true, Ordering::Relaxed);
+            let _ = self.events.send(Event::DataDrained { id: self.req.id });
+        };
+        let result = tokio::select! {
+            _ = self.cancel.cancelled() => None,
+            r = net::relay(accepted, onward, totals, drained) => Some(r),
+        };
+        match result {
+            _ if delivered.load(Ordering::Relaxed) => DataOutcome::Completed,
+            Some(Ok(())) => DataOutcome::Completed,
+            None => DataOutcome::Cancelled,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "data relay failed");
+                DataOutcome::Failed
+            }
         }
     }
 

@@ -108,6 +108,11 @@ pub enum Event {
     DataConnected {
         id: ExpectationId,
     },
+    /// The direction that carried the transfer has ended and all its bytes were
+    /// delivered; the other direction may still be open.
+    DataDrained {
+        id: ExpectationId,
+    },
     DataClosed {
         id: ExpectationId,
         outcome: DataOutcome,
@@ -226,6 +231,8 @@ enum Phase {
     Waiting,
     /// Accepted and relaying.
     Connected,
+    /// The transfer's bytes are all delivered; the connection is not yet closed.
+    Drained,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,10 +307,10 @@ impl Session {
             Event::Server(Frame::TooLong { .. }) => self.close(CloseReason::ServerReplyTooLong),
             Event::ExpectationOpened { id, proxy } => self.on_opened(id, proxy),
             Event::ExpectationFailed { id } => self.on_open_failed(id),
-            Event::DataConnected { id } => {
-                if let Some(data) = self.data.as_mut().filter(|d| d.id == id) {
-                    data.phase = Phase::Connected;
-                }
+            Event::DataConnected { id } => self.set_phase(id, Phase::Connected),
+            Event::DataDrained { id } => {
+                self.set_phase(id, Phase::Drained);
+                self.to_client.lift_barrier(id);
             }
             Event::DataClosed { id, .. } => self.on_data_closed(id),
         }
@@ -514,10 +521,20 @@ impl Session {
         self.to_client.lift_barrier(id);
     }
 
-    /// A new `PASV`/`PORT` replaces an announced connection nobody has used.
+    /// A new `PASV`/`PORT` replaces an announced connection nobody has used, or one
+    /// whose transfer is over but whose peer has not closed it yet.
     fn cancel_idle_expectation(&mut self) {
-        if let Some(data) = self.data.take_if(|d| d.phase == Phase::Waiting) {
+        if let Some(data) = self
+            .data
+            .take_if(|d| matches!(d.phase, Phase::Waiting | Phase::Drained))
+        {
             self.cancel(data.id);
+        }
+    }
+
+    fn set_phase(&mut self, id: ExpectationId, phase: Phase) {
+        if let Some(data) = self.data.as_mut().filter(|d| d.id == id) {
+            data.phase = phase;
         }
     }
 
@@ -663,8 +680,11 @@ impl Session {
     }
 
     fn on_transfer_reply(&mut self, reply: Reply, id: ExpectationId) {
-        let current = self.data.as_ref().is_some_and(|d| d.id == id);
-        if current && matches!(reply.code, Some(226 | 250)) {
+        let undelivered = self
+            .data
+            .as_ref()
+            .is_some_and(|d| d.id == id && d.phase != Phase::Drained);
+        if undelivered && matches!(reply.code, Some(226 | 250)) {
             // The completion reply waits until the proxy has delivered every data
             // byte of the transfer.
             self.to_client.push_barrier(id);

@@ -417,6 +417,36 @@ fn completion_reply_waits_for_the_data_connection_to_finish() {
 }
 
 #[test]
+fn completion_reply_is_released_once_the_transfer_direction_drained() {
+    let mut h = Harness::new(params());
+    h.client(b"PASV\r\n")
+        .server(b"227 (203,0,113,2,200,10)\r\n")
+        .client(b"RETR f\r\n");
+    let id = ExpectationId(1);
+    h.feed(Event::DataConnected { id });
+    h.take();
+    assert_eq!(
+        to_client(&h.server(b"150 Opening\r\n226 Done\r\n").take()),
+        "150 Opening\r\n"
+    );
+    // The client keeps its data socket open until it has the 226.
+    h.feed(Event::DataDrained { id });
+    assert_eq!(to_client(&h.take()), "226 Done\r\n");
+    // A reply arriving after the drain is not held either.
+    h.client(b"PASV\r\n")
+        .server(b"227 (203,0,113,2,200,11)\r\n")
+        .client(b"RETR g\r\n");
+    let id = ExpectationId(2);
+    h.feed(Event::DataConnected { id });
+    h.feed(Event::DataDrained { id });
+    h.take();
+    assert_eq!(
+        to_client(&h.server(b"150 x\r\n226 y\r\n").take()),
+        "150 x\r\n226 y\r\n"
+    );
+}
+
+#[test]
 fn completion_reply_after_the_data_closed_is_not_held() {
     let mut h = Harness::new(params());
     h.client(b"EPSV\r\n")

@@ -128,7 +128,7 @@ impl Vsftpd {
         let conf = format!(
             "{listen}listen_port={port}\nbackground=NO\nanonymous_enable=YES\nlocal_enable=NO\n\
              anon_root={root}\nwrite_enable=YES\nanon_upload_enable=YES\nanon_mkdir_write_enable=YES\n\
-             anon_other_write_enable=YES\nno_anon_password=YES\nanon_umask=022\n\
+             anon_other_write_enable=YES\nanon_umask=022\n\
              connect_from_port_20=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\nseccomp_sandbox=NO\n\
              xferlog_enable=YES\nvsftpd_log_file={log}\nlog_ftp_protocol=YES\n\
              max_clients=200\nmax_per_ip=200\n{extra}\n",
@@ -570,4 +570,84 @@ pub fn data_addr(reply: &str, control_peer: SocketAddr) -> SocketAddr {
         .collect();
     let ip = IpAddr::from([n[0] as u8, n[1] as u8, n[2] as u8, n[3] as u8]);
     SocketAddr::new(ip, n[4] * 256 + n[5])
+}
+
+/// The server side of a scripted peer, for hostile behaviour no real server shows.
+pub struct Peer {
+    reader: BufReader<TcpStream>,
+    pub stream: TcpStream,
+}
+
+impl Peer {
+    pub fn say(&mut self, text: &str) {
+        self.stream
+            .write_all(format!("{text}\r\n").as_bytes())
+            .expect("peer write");
+    }
+
+    /// The next command line, without its terminator.
+    pub fn heard(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("peer read");
+        line.trim_end().to_string()
+    }
+
+    /// Greets and accepts any login.
+    pub fn login(&mut self) {
+        self.say("220 scripted server");
+        assert!(self.heard().starts_with("USER"));
+        self.say("331 password please");
+        assert!(self.heard().starts_with("PASS"));
+        self.say("230 logged in");
+    }
+}
+
+/// Runs `script` on the first control connection to a scripted server on loopback.
+pub fn fake_server(
+    script: impl FnOnce(Peer) + Send + 'static,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind((LOCALHOST, 0)).expect("bind fake server");
+    let addr = listener.local_addr().expect("addr");
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("fake server accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        script(Peer { reader, stream });
+    });
+    (addr, handle)
+}
+
+/// Asserts nobody has connected to `listener` (it is checked without waiting).
+pub fn assert_no_connection(listener: &TcpListener, what: &str) {
+    listener.set_nonblocking(true).expect("nonblocking");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((_, peer)) => panic!("{what}: unexpected connection from {peer}"),
+        Err(e) => panic!("{what}: accept failed: {e}"),
+    }
+}
+
+/// Polls `ready` until it holds, for state another process reports only by being
+/// asked (a metric); bounded.
+pub fn eventually(what: &str, ready: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(20), ready);
+}
+
+/// The `h1,h2,h3,h4,p1,p2` form of an address.
+pub fn host_port(addr: SocketAddr) -> String {
+    let IpAddr::V4(ip) = addr.ip() else {
+        panic!("host_port needs IPv4: {addr}")
+    };
+    let o = ip.octets();
+    format!(
+        "{},{},{},{},{},{}",
+        o[0],
+        o[1],
+        o[2],
+        o[3],
+        addr.port() >> 8,
+        addr.port() & 0xff
+    )
 }
