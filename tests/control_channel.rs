@@ -1,0 +1,229 @@
+//! What a client sees on the control channel: the completion reply after the data,
+//! ABOR mid-transfer, sessions refused by rules or by an unreachable server, commands
+//! answered locally, and rule reloads.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use support::*;
+
+/// The 226 reaches the client only after every data byte, even when the server sends
+/// it while its data connection is still open.
+#[test]
+fn the_completion_reply_reaches_the_client_only_after_the_data() {
+    require!("curl");
+    let data = TcpListener::bind((LOCALHOST, 0)).expect("data listener");
+    let port = data.local_addr().expect("addr").port();
+    let payload = vec![b'x'; 32 * 1024];
+    let sent = payload.clone();
+    let (server, script) = fake_server(move |mut p| {
+        p.login();
+        assert_eq!(p.heard(), "PASV");
+        p.say(&format!(
+            "227 Entering Passive Mode (127,0,0,1,{},{})",
+            port >> 8,
+            port & 0xff
+        ));
+        assert_eq!(p.heard(), "RETR f");
+        let (mut conn, _) = data.accept().expect("accept");
+        p.say("150 sending");
+        conn.write_all(&sent).expect("write");
+        // A hostile or hasty server: 226 first, the data connection closes later.
+        p.say("226 sent");
+        std::thread::sleep(Duration::from_millis(300));
+        drop(conn);
+        assert_eq!(p.heard(), "QUIT");
+        p.say("221 bye");
+    });
+    let gate = Gate::reverse(server, "");
+    let mut c = Control::login(gate.addr);
+    let mut conn = TcpStream::connect(data_addr(&c.cmd("PASV"), gate.addr)).expect("data");
+    c.send("RETR f");
+    assert!(c.reply().starts_with("150"));
+    assert!(c.reply().starts_with("226"));
+    // With the 226 in hand, the whole payload and its end are already here.
+    conn.set_nonblocking(true).expect("nonblocking");
+    let mut got = Vec::new();
+    match conn.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            panic!("226 arrived before the data ended ({} bytes)", got.len())
+        }
+        Err(e) => panic!("read: {e}"),
+    }
+    assert_eq!(got, payload);
+    assert!(c.cmd("QUIT").starts_with("221"));
+    script.join().expect("script");
+}
+
+/// ABOR (with Telnet IP and Synch) during a download tears the data legs down, the
+/// server's replies reach the client, and the session stays usable.
+#[test]
+fn abor_during_a_download_stops_it_and_the_session_goes_on() {
+    require!("vsftpd");
+    let server = Vsftpd::start(LOCALHOST);
+    make_file(&server.public().join("big.bin"), 64 << 20, 3);
+    let gate = Gate::reverse(server.addr, "");
+    let mut c = Control::login(gate.addr);
+    assert!(c.cmd("TYPE I").starts_with("200"));
+    let mut data = TcpStream::connect(data_addr(&c.cmd("PASV"), gate.addr)).expect("data");
+    c.send("RETR pub/big.bin");
+    assert!(c.reply().starts_with("150"));
+    let mut first = vec![0u8; 1 << 20];
+    data.read_exact(&mut first).expect("some data arrives");
+    c.stream
+        .write_all(b"\xff\xf4\xff\xf2ABOR\r\n")
+        .expect("abor");
+    drop(data);
+    let mut codes = Vec::new();
+    while !codes.iter().any(|c: &String| c == "225" || c == "226") {
+        codes.push(c.reply()[..3].to_string());
+    }
+    assert!(
+        codes
+            .iter()
+            .all(|c| ["426", "225", "226", "451"].contains(&c.as_str())),
+        "{codes:?}"
+    );
+    assert!(
+        c.cmd("NOOP").starts_with("200"),
+        "the session is usable after ABOR"
+    );
+    eventually("the data connection to be released", || {
+        gate.metric("ftpgate_expectations_active") == 0.0
+    });
+}
+
+/// A session nothing passes gets 421 and never reaches the server.
+#[test]
+fn a_session_the_rules_block_gets_421_and_never_reaches_the_server() {
+    require!("curl");
+    let upstream = TcpListener::bind((LOCALHOST, 0)).expect("upstream");
+    let gate = Gate::reverse(
+        upstream.local_addr().expect("addr"),
+        "block log from 127.0.0.1",
+    );
+    let mut c = Control::connect(gate.addr);
+    let reply = c.reply();
+    assert!(reply.starts_with("421"), "{reply}");
+    assert!(c.closed());
+    assert_no_connection(&upstream, "the blocked session's server");
+    let rules = gate.rules.display().to_string();
+    let sample = format!("ftpgate_rule_decisions_total{{rule=\"{rules}:3\",verdict=\"block\"}}");
+    assert_eq!(gate.metric(&sample), 1.0, "{}", gate.metrics());
+    assert_eq!(
+        gate.metric("ftpgate_sessions_total{outcome=\"refused\"}"),
+        1.0
+    );
+}
+
+/// A server that cannot be reached yields 421.
+#[test]
+fn an_unreachable_server_yields_421() {
+    require!("curl");
+    let port = free_port(LOCALHOST.parse().expect("ip"));
+    let gate = Gate::reverse(format!("127.0.0.1:{port}").parse().expect("addr"), "");
+    let mut c = Control::connect(gate.addr);
+    let reply = c.reply();
+    assert!(reply.starts_with("421"), "{reply}");
+    assert_eq!(
+        gate.metric("ftpgate_sessions_total{outcome=\"upstream-failed\"}"),
+        1.0
+    );
+}
+
+/// LPRT/LPSV get 502, AUTH 534, an over-long line 500; none reach the server and
+/// the session goes on.
+#[test]
+fn refused_commands_are_answered_locally_and_the_session_goes_on() {
+    require!("vsftpd");
+    let server = Vsftpd::start(LOCALHOST);
+    let gate = Gate::reverse(server.addr, "");
+    let mut c = Control::login(gate.addr);
+    assert!(c.cmd("LPSV").starts_with("502"));
+    assert!(c.cmd("LPRT 4,4,127,0,0,1,2,4,1").starts_with("502"));
+    assert!(c.cmd("AUTH TLS").starts_with("534"));
+    let long = format!("CWD {}", "a".repeat(5000));
+    assert!(c.cmd(&long).starts_with("500"));
+    assert!(c.cmd("PWD").starts_with("257"));
+    let log = server.log();
+    assert!(
+        !log.contains("LPSV") && !log.contains("AUTH") && !log.contains("aaaaaaaa"),
+        "{log}"
+    );
+    assert_eq!(
+        gate.metric("ftpgate_commands_refused_total{reason=\"not-implemented\"}"),
+        2.0
+    );
+    assert_eq!(
+        gate.metric("ftpgate_commands_refused_total{reason=\"line-too-long\"}"),
+        1.0
+    );
+}
+
+/// SIGHUP applies a new rule file to new sessions; a broken file is rejected and the
+/// rules in force stay.
+#[test]
+fn sighup_reloads_rules_and_a_broken_file_keeps_the_old_ones() {
+    require!("vsftpd");
+    let server = Vsftpd::start(LOCALHOST);
+    let gate = Gate::reverse(server.addr, "");
+    let mut kept = Control::login(gate.addr);
+    let original = std::fs::read_to_string(&gate.rules).expect("rules");
+    let blocking = original.replace("pass from 127.0.0.0/8", "block from 127.0.0.0/8");
+    std::fs::write(&gate.rules, &blocking).expect("write");
+    gate.signal("HUP");
+    gate.wait_log("rules reloaded");
+    assert!(
+        Control::connect(gate.addr).reply().starts_with("421"),
+        "new sessions see the new rules"
+    );
+    assert!(
+        kept.cmd("NOOP").starts_with("200"),
+        "sessions in progress keep working"
+    );
+    std::fs::write(&gate.rules, "listen reverse nonsense\n").expect("write");
+    gate.signal("HUP");
+    gate.wait_log("reload rejected");
+    assert!(
+        gate.log().contains(":1:16: expected a listen address"),
+        "{}",
+        gate.log()
+    );
+    assert!(
+        Control::connect(gate.addr).reply().starts_with("421"),
+        "the blocking rules stay"
+    );
+}
+
+/// `ftpgate check` accepts the shipped example and points at the first error.
+#[test]
+fn check_accepts_the_example_and_reports_file_line_col() {
+    let bin = env!("CARGO_BIN_EXE_ftpgate");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/example.rules");
+    let out = run(std::process::Command::new(bin).args(["check", example]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.rules");
+    std::fs::write(
+        &bad,
+        "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\nset data-timeout 30x\n",
+    )
+    .expect("write");
+    let out = run(std::process::Command::new(bin).arg("check").arg(&bad));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "{}:2:18: expected a duration such as 30s, 15m or 500ms, found `30x`",
+            bad.display()
+        )
+    );
+}
