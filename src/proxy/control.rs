@@ -233,8 +233,11 @@ impl Driver<'_> {
                         .update_expectation((self.id, id), |e| e.kind = Some(kind));
                 }
                 Action::Command(verb) => self.shared.metrics.command(&verb),
-                Action::Refused(why) => {
-                    tracing::warn!(reason = why.as_str(), "refused");
+                Action::Refused { why, target } => {
+                    match target {
+                        Some(target) => tracing::warn!(reason = why.as_str(), %target, "refused"),
+                        None => tracing::warn!(reason = why.as_str(), "refused"),
+                    }
                     self.shared.metrics.refusal(why);
                 }
                 Action::MalformedReply => {

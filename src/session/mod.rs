@@ -184,7 +184,11 @@ pub enum Action {
     },
     /// A client command was seen (verb upper-cased), for accounting.
     Command(String),
-    Refused(Refusal),
+    /// Something was refused; `target` is the data address it named, if any.
+    Refused {
+        why: Refusal,
+        target: Option<SocketAddr>,
+    },
     /// A line from the server that is no reply at all; forwarded, counted.
     MalformedReply,
     Close(CloseReason),
@@ -396,7 +400,11 @@ impl Session {
     }
 
     fn refuse(&mut self, why: Refusal, code: u16, text: &str) {
-        self.out.push(Action::Refused(why));
+        self.refuse_target(why, None, code, text);
+    }
+
+    fn refuse_target(&mut self, why: Refusal, target: Option<SocketAddr>, code: u16, text: &str) {
+        self.out.push(Action::Refused { why, target });
         self.reply_locally(Reply::encode(code, text));
     }
 
@@ -456,8 +464,9 @@ impl Session {
             ip = self.params.client.ip();
         }
         if ip != self.params.client.ip() {
-            return self.refuse(
+            return self.refuse_target(
                 Refusal::Bounce,
+                Some(target),
                 504,
                 "Data address must be the client's own address.",
             );
@@ -574,7 +583,10 @@ impl Session {
         let Some(data) = self.data.take_if(|d| d.id == id) else {
             return;
         };
-        self.out.push(Action::Refused(Refusal::NoDataPort));
+        self.out.push(Action::Refused {
+            why: Refusal::NoDataPort,
+            target: None,
+        });
         let reply = Reply::encode(425, "Can't open data connection: no data port available.");
         match data.announce {
             Announce::Reply(_) => {
@@ -656,12 +668,18 @@ impl Session {
             _ => return self.to_client.push(reply.raw),
         };
         let Ok(port) = port else {
-            self.out.push(Action::Refused(Refusal::BadPassiveReply));
+            self.out.push(Action::Refused {
+                why: Refusal::BadPassiveReply,
+                target: None,
+            });
             let text = "Can't open data connection: malformed passive reply from server.";
             return self.to_client.push(Reply::encode(425, text));
         };
         if port < self.params.min_data_port {
-            self.out.push(Action::Refused(Refusal::PrivilegedPort));
+            self.out.push(Action::Refused {
+                why: Refusal::PrivilegedPort,
+                target: Some(SocketAddr::new(self.params.server.ip(), port)),
+            });
             let text = "Can't open data connection: server announced a privileged port.";
             return self.to_client.push(Reply::encode(425, text));
         }

@@ -124,7 +124,7 @@ fn refusals(actions: &[Action]) -> Vec<Refusal> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Refused(r) => Some(*r),
+            Action::Refused { why, .. } => Some(*why),
             _ => None,
         })
         .collect()
@@ -298,6 +298,10 @@ fn port_naming_a_third_host_is_refused_and_nothing_is_opened_or_forwarded() {
         "504 Data address must be the client's own address.\r\n"
     );
     assert_eq!(refusals(&a), [Refusal::Bounce]);
+    assert!(a.contains(&Action::Refused {
+        why: Refusal::Bounce,
+        target: Some("203.0.113.66:22".parse().unwrap())
+    }));
     let a = h.client(b"EPRT |1|203.0.113.66|2121|\r\n").take();
     assert_eq!(refusals(&a), [Refusal::Bounce]);
     assert!(opens(&a).is_empty());

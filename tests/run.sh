@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need when it is missing
+# (Debian packages: vsftpd, curl, lftp, python3), then runs formatting, lint and
+# every test. Run it as root: vsftpd's anonymous chroot needs root, and so will the
+# network-namespace tests. Under CI=true a missing prerequisite fails the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
+done
+if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ]; then
+        echo "installing: ${missing[*]}"
+        apt-get update -qq
+        # The package's own service is not needed: the tests start their own vsftpd.
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    else
+        echo "missing: ${missing[*]} (run as root to install them)" >&2
+    fi
+fi
+# vsftpd serves anonymous sessions as this user; the package creates it.
+id ftp >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin ftp
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked
