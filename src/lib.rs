@@ -3,6 +3,12 @@
 //! The pure core (`codec`, `session`, `rules`, `track`) never touches a socket or a
 //! clock; the shell (`net`, `proxy`, `admin`) drives it with tokio.
 
+// Input never reaches a panic: no unwrap/expect/panic outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod admin;
 pub mod codec;
 pub mod metrics;

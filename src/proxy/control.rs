@@ -139,7 +139,11 @@ async fn run(
     shared
         .tracker
         .update_session(id, |s| s.server = Some(server));
-    match relay_control(shared, id, &config, client, server_stream, peer, server).await {
+    let relayed = match session_params(&config, &client, &server_stream, peer, server) {
+        Ok(params) => relay_control(shared, id, &config, client, server_stream, params).await,
+        Err(e) => Err(e),
+    };
+    match relayed {
         Ok(outcome) => outcome,
         Err(e) => {
             tracing::debug!(error = %e, "control connection failed");
@@ -233,6 +237,11 @@ impl Driver<'_> {
                         .update_expectation((self.id, id), |e| e.kind = Some(kind));
                 }
                 Action::Command(verb) => self.shared.metrics.command(&verb),
+                Action::User(user) => {
+                    self.shared
+                        .tracker
+                        .update_session(self.id, |s| s.user = Some(user));
+                }
                 Action::Refused { why, target } => {
                     match target {
                         Some(target) => tracing::warn!(reason = why.as_str(), %target, "refused"),
@@ -270,26 +279,34 @@ impl Driver<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The addresses of both control connections, as the session engine sees them.
+fn session_params(
+    config: &Config,
+    client: &TcpStream,
+    server: &TcpStream,
+    peer: SocketAddr,
+    server_addr: SocketAddr,
+) -> io::Result<Params> {
+    Ok(Params {
+        client: peer,
+        client_side: net::canonical(client.local_addr()?),
+        server: server_addr,
+        server_side: net::canonical(server.local_addr()?),
+        advertise: config.settings.advertise,
+        min_data_port: MIN_DATA_PORT,
+    })
+}
+
 async fn relay_control(
     shared: &Arc<Shared>,
     id: SessionId,
     config: &Config,
     client: TcpStream,
     server: TcpStream,
-    peer: SocketAddr,
-    server_addr: SocketAddr,
+    params: Params,
 ) -> io::Result<Outcome> {
     let settings = &config.settings;
     client.set_nodelay(true)?;
-    let params = Params {
-        client: peer,
-        client_side: net::canonical(client.local_addr()?),
-        server: server_addr,
-        server_side: net::canonical(server.local_addr()?),
-        advertise: settings.advertise,
-        min_data_port: MIN_DATA_PORT,
-    };
     let (mut client_rd, to_client) = client.into_split();
     let (mut server_rd, to_server) = server.into_split();
     let (events, mut data_events) = mpsc::unbounded_channel();

@@ -167,6 +167,9 @@ impl Refusal {
 pub enum CloseReason {
     /// The server sent a line or reply over the limits.
     ServerReplyTooLong,
+    /// A peer made the engine hold more output than it may (a flood of replies behind
+    /// a transfer, or of refused commands behind a slow server).
+    BufferLimit,
 }
 
 /// Output of the state machine, to be carried out in order.
@@ -184,6 +187,8 @@ pub enum Action {
     },
     /// A client command was seen (verb upper-cased), for accounting.
     Command(String),
+    /// The client named its user (`USER`), for the session table.
+    User(String),
     /// Something was refused; `target` is the data address it named, if any.
     Refused {
         why: Refusal,
@@ -256,6 +261,9 @@ struct Data {
 
 /// A reply held while waiting for a multi-line reply to end is bounded by this.
 const MAX_REPLY_BYTES: usize = 256 * 1024;
+/// Output held inside the engine (replies behind a data transfer, local replies
+/// behind the server's) is bounded by this; past it the session is closed.
+const MAX_HELD_BYTES: usize = 1024 * 1024;
 /// Longest user name kept for the session table.
 const MAX_USER: usize = 64;
 
@@ -272,6 +280,8 @@ pub struct Session {
     next_id: u64,
     user: Option<String>,
     out: Vec<Action>,
+    /// Once closed, the engine ignores every further event.
+    closed: bool,
 }
 
 impl Session {
@@ -287,6 +297,7 @@ impl Session {
             next_id: 0,
             user: None,
             out: Vec::new(),
+            closed: false,
         }
     }
 
@@ -297,11 +308,22 @@ impl Session {
 
     /// Bytes held inside the state machine (queued output and unfinished replies).
     pub fn buffered(&self) -> usize {
-        self.to_client.held_bytes() + self.to_server.held_bytes() + self.replies.buffered()
+        let local: usize = self
+            .pending
+            .iter()
+            .map(|p| match p {
+                Pending::Local(bytes) => bytes.len(),
+                _ => 0,
+            })
+            .sum();
+        self.to_client.held_bytes() + self.to_server.held_bytes() + self.replies.buffered() + local
     }
 
     /// Feeds one event; returns what to do, in order.
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
+        if self.closed {
+            return Vec::new();
+        }
         match event {
             Event::Client(Frame::Line(line)) => self.on_command(line),
             Event::Client(Frame::TooLong { .. }) => {
@@ -319,6 +341,9 @@ impl Session {
             Event::DataClosed { id, .. } => self.on_data_closed(id),
         }
         self.flush();
+        if self.buffered() > MAX_HELD_BYTES && !self.closed {
+            self.close(CloseReason::BufferLimit);
+        }
         std::mem::take(&mut self.out)
     }
 
@@ -373,8 +398,12 @@ impl Session {
                 "AUTH is not available through this proxy.",
             ),
             Command::User(name) => {
-                let name = String::from_utf8_lossy(&name);
-                self.user = Some(name.chars().take(MAX_USER).collect());
+                let name: String = String::from_utf8_lossy(&name)
+                    .chars()
+                    .take(MAX_USER)
+                    .collect();
+                self.out.push(Action::User(name.clone()));
+                self.user = Some(name);
                 self.forward(line, Pending::Other);
             }
             Command::Abor => self.on_abort(line),
@@ -479,15 +508,7 @@ impl Session {
             );
         }
         self.cancel_idle_expectation();
-        let id = self.new_expectation(Announce::Command(form));
-        self.out.push(Action::Open(ExpectationRequest {
-            id,
-            mode: DataMode::Active,
-            listen_ip: self.params.server_side.ip(),
-            expected_peer: self.params.server.ip(),
-            onward: SocketAddr::new(ip, target.port()),
-            onward_from: self.params.client_side.ip(),
-        }));
+        let id = self.open_expectation(Announce::Command(form), DataMode::Active, target.port());
         self.pending.push_back(Pending::Active { id });
         self.to_server.push_placeholder(id);
     }
@@ -513,7 +534,30 @@ impl Session {
 
     // ----- expectations ----------------------------------------------------------
 
-    fn new_expectation(&mut self, announce: Announce) -> ExpectationId {
+    /// Asks the shell for an expectation. Every address follows from the mode alone,
+    /// which is where invariant 1 lives: a passive connection goes on to the server's
+    /// control address, an active one to the client's, whatever a peer announced.
+    fn open_expectation(
+        &mut self,
+        announce: Announce,
+        mode: DataMode,
+        onward_port: u16,
+    ) -> ExpectationId {
+        let p = &self.params;
+        let (listen_ip, expected_peer, onward_ip, onward_from) = match mode {
+            DataMode::Passive => (
+                p.client_side.ip(),
+                p.client.ip(),
+                p.server.ip(),
+                p.server_side.ip(),
+            ),
+            DataMode::Active => (
+                p.server_side.ip(),
+                p.server.ip(),
+                p.client.ip(),
+                p.client_side.ip(),
+            ),
+        };
         self.next_id += 1;
         let id = ExpectationId(self.next_id);
         self.data = Some(Data {
@@ -522,6 +566,14 @@ impl Session {
             announce,
             transfer: None,
         });
+        self.out.push(Action::Open(ExpectationRequest {
+            id,
+            mode,
+            listen_ip,
+            expected_peer,
+            onward: SocketAddr::new(onward_ip, onward_port),
+            onward_from,
+        }));
         id
     }
 
@@ -683,17 +735,8 @@ impl Session {
             let text = "Can't open data connection: server announced a privileged port.";
             return self.to_client.push(Reply::encode(425, text));
         }
-        // The address inside a 227 is never trusted: the onward leg always goes to
-        // the server's control address (invariant 1).
-        let id = self.new_expectation(Announce::Reply(client));
-        self.out.push(Action::Open(ExpectationRequest {
-            id,
-            mode: DataMode::Passive,
-            listen_ip: self.params.client_side.ip(),
-            expected_peer: self.params.client.ip(),
-            onward: SocketAddr::new(self.params.server.ip(), port),
-            onward_from: self.params.server_side.ip(),
-        }));
+        // The address inside a 227 is never used (invariant 1).
+        let id = self.open_expectation(Announce::Reply(client), DataMode::Passive, port);
         self.to_client.push_placeholder(id);
     }
 
@@ -721,11 +764,15 @@ impl Session {
     fn close(&mut self, reason: CloseReason) {
         let held: Vec<Vec<u8>> = self.to_client.drain_all().collect();
         self.out.extend(held.into_iter().map(Action::ToClient));
-        self.out.push(Action::ToClient(Reply::encode(
-            421,
-            "Service not available: the server sent an over-long reply.",
-        )));
+        let text = match reason {
+            CloseReason::ServerReplyTooLong => {
+                "Service not available: the server sent an over-long reply."
+            }
+            CloseReason::BufferLimit => "Service not available: too much output held.",
+        };
+        self.out.push(Action::ToClient(Reply::encode(421, text)));
         self.out.push(Action::Close(reason));
+        self.closed = true;
     }
 }
 

@@ -596,6 +596,39 @@ fn an_over_long_server_line_closes_with_421() {
 }
 
 #[test]
+fn a_flood_of_replies_held_behind_a_transfer_closes_the_session() {
+    let mut h = Harness::new(params());
+    h.client(b"PASV\r\n")
+        .server(b"227 (203,0,113,2,200,10)\r\n")
+        .client(b"RETR f\r\n");
+    h.feed(Event::DataConnected {
+        id: ExpectationId(1),
+    });
+    h.server(b"150 x\r\n226 held until the data is delivered\r\n");
+    h.take();
+    let flood = b"200 unsolicited reply that must wait behind the 226\r\n".repeat(30_000);
+    let a = h.server(&flood).take();
+    assert_eq!(a.last(), Some(&Action::Close(CloseReason::BufferLimit)));
+    assert!(to_client(&a).ends_with("421 Service not available: too much output held.\r\n"));
+    assert!(h.session.buffered() < 2 * MAX_HELD_BYTES);
+}
+
+#[test]
+fn user_names_are_reported_once_and_bounded() {
+    let mut h = Harness::new(params());
+    let long = format!("USER {}\r\n", "u".repeat(200));
+    let a = h.client(long.as_bytes()).take();
+    let users: Vec<&Action> = a.iter().filter(|x| matches!(x, Action::User(_))).collect();
+    assert_eq!(users, [&Action::User("u".repeat(MAX_USER))]);
+    assert!(
+        !h.client(b"NOOP\r\n")
+            .take()
+            .iter()
+            .any(|x| matches!(x, Action::User(_)))
+    );
+}
+
+#[test]
 fn no_data_port_gives_425_in_place() {
     let mut s = Session::new(params());
     let mut framer = LineFramer::new(4096);
