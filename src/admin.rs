@@ -28,35 +28,49 @@ async fn healthz() -> &'static str {
 /// The session table as JSON; also what `ftpgate sessions` prints.
 pub fn sessions_json(shared: &Shared) -> Value {
     let now = Instant::now();
+    let secs = |d: std::time::Duration| (d.as_secs_f64() * 10.0).round() / 10.0;
     let sessions: Vec<Value> = shared
         .tracker
         .snapshot()
         .sessions
         .into_iter()
         .map(|view| {
-            let (id, s, exps) = (view.id, view.entry, view.expectations);
-            let expectations: Vec<Value> = exps
+            let s = view.entry;
+            let mut live = 0;
+            let expectations: Vec<Value> = view
+                .expectations
                 .into_iter()
-                .map(|(eid, e)| {
+                .map(|(id, e)| {
+                    let (download, upload) = e.transferred.by_direction(e.mode);
+                    live += download + upload;
                     json!({
-                        "id": eid.0,
+                        "id": id.0,
                         "mode": e.mode.as_str(),
                         "proxy": e.proxy.to_string(),
                         "expected_peer": e.expected_peer.to_string(),
                         "onward": e.onward.to_string(),
                         "state": e.state,
-                        "kind": e.kind.map(|k| k.as_str()),
-                        "expires_in_seconds": e.deadline.saturating_duration_since(now).as_secs_f64(),
+                        "transfer": e.transfer.as_ref().map(|t| json!({
+                            "kind": t.kind.as_str(),
+                            "path": t.path,
+                            "binary": t.binary,
+                        })),
+                        "download_bytes": download,
+                        "upload_bytes": upload,
+                        "expires_in_seconds": secs(e.deadline.saturating_duration_since(now)),
                     })
                 })
                 .collect();
             json!({
-                "id": id,
+                "id": view.id,
                 "listener": s.listener.to_string(),
                 "client": s.client.to_string(),
                 "server": s.server.map(|a| a.to_string()),
                 "user": s.user,
-                "age_seconds": now.saturating_duration_since(s.started).as_secs_f64(),
+                "state": s.state,
+                "age_seconds": secs(now.saturating_duration_since(s.started)),
+                "idle_seconds": secs(now.saturating_duration_since(s.last_activity)),
+                "data_bytes": s.data_bytes + live,
                 "expectations": expectations,
             })
         })
@@ -84,4 +98,108 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> st
 /// Binds the admin endpoint.
 pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     crate::net::listen(addr, 128)
+}
+
+/// Renders `/sessions` JSON as the aligned table `ftpgate sessions` prints: one line
+/// per session, one indented line per expectation.
+pub fn render_table(v: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let seconds = |v: &Value| format!("{}s", v.as_f64().map_or(0, |s| s as u64));
+    let header = [
+        "ID", "CLIENT", "SERVER", "USER", "STATE", "AGE", "IDLE", "BYTES",
+    ];
+    let empty = Vec::new();
+    let sessions = v["sessions"].as_array().unwrap_or(&empty);
+    let rows: Vec<[String; 8]> = sessions
+        .iter()
+        .map(|s| {
+            [
+                text(&s["id"]),
+                text(&s["client"]),
+                text(&s["server"]),
+                text(&s["user"]),
+                text(&s["state"]),
+                seconds(&s["age_seconds"]),
+                seconds(&s["idle_seconds"]),
+                text(&s["data_bytes"]),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    let mut out = line(&header.map(String::from));
+    out.push('\n');
+    for (row, s) in rows.iter().zip(sessions) {
+        out.push_str(&line(row));
+        out.push('\n');
+        for e in s["expectations"].as_array().unwrap_or(&empty) {
+            let transfer = match &e["transfer"] {
+                Value::Object(t) => format!(
+                    " {} {}",
+                    text(t.get("kind").unwrap_or(&Value::Null)),
+                    text(t.get("path").unwrap_or(&Value::Null))
+                ),
+                _ => String::new(),
+            };
+            out.push_str(&format!(
+                "  └ data {} {}{} proxy {} peer {} onward {} {} down {} up {} expires {}\n",
+                text(&e["id"]),
+                text(&e["mode"]),
+                transfer,
+                text(&e["proxy"]),
+                text(&e["expected_peer"]),
+                text(&e["onward"]),
+                text(&e["state"]),
+                text(&e["download_bytes"]),
+                text(&e["upload_bytes"]),
+                seconds(&e["expires_in_seconds"]),
+            ));
+        }
+    }
+    out.push_str(&format!("{} sessions\n", rows.len()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_aligns_sessions_and_lists_their_expectations() {
+        let v = json!({"sessions": [
+            {"id": 1, "client": "198.51.100.2:50000", "server": "203.0.113.2:21", "user": "anonymous",
+             "state": "logged-in", "age_seconds": 12.4, "idle_seconds": 0.2, "data_bytes": 1048576,
+             "expectations": [{"id": 2, "mode": "passive", "proxy": "198.51.100.1:40001",
+                "expected_peer": "198.51.100.2", "onward": "203.0.113.2:30001", "state": "connected",
+                "transfer": {"kind": "download", "path": "pub/one.bin", "binary": true},
+                "download_bytes": 524288, "upload_bytes": 0, "expires_in_seconds": 27.0}]},
+            {"id": 12, "client": "[2001:db8:1::2]:50001", "server": null, "user": null,
+             "state": "connecting", "age_seconds": 0.0, "idle_seconds": 0.0, "data_bytes": 0,
+             "expectations": []}
+        ]});
+        let expected = "\
+ID  CLIENT                 SERVER          USER       STATE       AGE  IDLE  BYTES
+1   198.51.100.2:50000     203.0.113.2:21  anonymous  logged-in   12s  0s    1048576
+  └ data 2 passive download pub/one.bin proxy 198.51.100.1:40001 peer 198.51.100.2 onward 203.0.113.2:30001 connected down 524288 up 0 expires 27s
+12  [2001:db8:1::2]:50001  -               -          connecting  0s   0s    0
+2 sessions
+";
+        assert_eq!(render_table(&v), expected);
+    }
 }

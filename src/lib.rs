@@ -17,3 +17,4 @@ pub mod proxy;
 pub mod rules;
 pub mod session;
 pub mod track;
+pub mod xferlog;

@@ -41,6 +41,16 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Print the live table of tracked sessions and their expectations, like
+    /// `conntrack -L` for FTP, from a running ftpgate's admin endpoint.
+    Sessions {
+        /// The admin endpoint (`metrics listen` in the rule file).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9121")]
+        admin: String,
+        /// Print the raw JSON of `/sessions` instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -80,6 +90,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Sessions { admin, json } => match fetch_sessions(&admin) {
+            Ok(v) if json => {
+                println!("{v:#}");
+                ExitCode::SUCCESS
+            }
+            Ok(v) => {
+                print!("{}", ftpgate::admin::render_table(&v));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ftpgate sessions: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config, log_format } => {
             init_logging(log_format);
             match run(config) {
@@ -91,6 +115,17 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn fetch_sessions(admin: &str) -> anyhow::Result<serde_json::Value> {
+    let url = format!("http://{admin}/sessions");
+    let body = ureq::get(&url)
+        .call()
+        .with_context(|| format!("cannot fetch {url}"))?
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("cannot read {url}"))?;
+    serde_json::from_str(&body).with_context(|| format!("{url} did not return JSON"))
 }
 
 #[tokio::main]
@@ -125,7 +160,10 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
                     shared.reload(new);
                     tracing::info!(file = %path.display(), "rules reloaded");
                 }
-                Err(e) => tracing::error!("reload rejected, previous rules stay in force: {e}"),
+                Err(e) => {
+                    tracing::error!("reload rejected, previous rules stay in force: {e}");
+                    shared.reload_rejected();
+                }
             },
             _ = term.recv() => break,
             _ = int.recv() => break,

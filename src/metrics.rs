@@ -2,7 +2,11 @@
 //! start-up. Label values come from closed sets (verbs, reasons, modes), never from
 //! addresses, user names or file names, so cardinality stays bounded.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::core::Collector;
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 use crate::session::Refusal;
 
@@ -31,42 +35,69 @@ pub struct Metrics {
     pub data_setup_seconds: Histogram,
     pub parse_errors_total: IntCounterVec,
     pub rule_decisions_total: IntCounterVec,
+    pub limits_hit_total: IntCounterVec,
+    pub reloads_total: IntCounterVec,
+    pub reload_last_success: IntGauge,
+    pub reload_last_success_timestamp_seconds: Gauge,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| unreachable!("metric {name} is well-formed: {e}"));
-    register(registry, Box::new(c.clone()));
+/// Registers `c`; the names below are fixed and unique, so failure is a bug here.
+fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    if let Err(e) = registry.register(Box::new(c.clone())) {
+        unreachable!("metric registration: {e}");
+    }
     c
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    register(registry, Box::new(g.clone()));
-    g
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("ftpgate")
 }
 
-fn register(registry: &Registry, c: Box<dyn prometheus::core::Collector>) {
-    if let Err(e) = registry.register(c) {
-        unreachable!("metric names are unique: {e}");
-    }
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(opts(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    register(r, c)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::with_opts(opts(name, help))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    register(r, g)
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let r = Registry::new_custom(Some("ftpgate".into()), None)
-            .unwrap_or_else(|e| unreachable!("prefix is valid: {e}"));
+        let r = Registry::new();
         let setup = Histogram::with_opts(
             HistogramOpts::new(
                 "data_setup_seconds",
                 "Time from accepting a data connection to the onward leg being connected.",
             )
+            .namespace("ftpgate")
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
         )
-        .unwrap_or_else(|e| unreachable!("histogram is well-formed: {e}"));
-        register(&r, Box::new(setup.clone()));
+        .unwrap_or_else(|e| unreachable!("histogram: {e}"));
+        let build = IntGaugeVec::new(
+            opts("build_info", "The running ftpgate version."),
+            &["version"],
+        )
+        .unwrap_or_else(|e| unreachable!("build_info: {e}"));
+        register(&r, build.clone())
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let timestamp = Gauge::with_opts(opts(
+            "reload_last_success_timestamp_seconds",
+            "When the rule file was last loaded successfully (start or reload), Unix time.",
+        ))
+        .unwrap_or_else(|e| unreachable!("timestamp: {e}"));
+        #[cfg(target_os = "linux")]
+        if let Err(e) = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            unreachable!("process metrics: {e}");
+        }
         Metrics {
             sessions_active: gauge(&r, "sessions_active", "Control sessions open now."),
             sessions_total: counter(
@@ -116,7 +147,7 @@ impl Metrics {
                 "Data bytes relayed, by mode and direction.",
                 &["mode", "direction"],
             ),
-            data_setup_seconds: setup,
+            data_setup_seconds: register(&r, setup),
             parse_errors_total: counter(
                 &r,
                 "parse_errors_total",
@@ -129,6 +160,24 @@ impl Metrics {
                 "Session rule decisions, by verdict and rule.",
                 &["verdict", "rule"],
             ),
+            limits_hit_total: counter(
+                &r,
+                "limits_hit_total",
+                "Times a limit was reached, by limit.",
+                &["limit"],
+            ),
+            reloads_total: counter(
+                &r,
+                "reloads_total",
+                "Rule file reloads, by result.",
+                &["result"],
+            ),
+            reload_last_success: gauge(
+                &r,
+                "reload_last_success",
+                "1 if the last reload succeeded, 0 if it was rejected.",
+            ),
+            reload_last_success_timestamp_seconds: register(&r, timestamp),
             registry: r,
         }
     }
@@ -143,26 +192,46 @@ impl Metrics {
     }
 
     pub fn refusal(&self, why: Refusal) {
+        let reason = [why.as_str()];
         match why {
-            Refusal::Bounce
-            | Refusal::PrivilegedPort
-            | Refusal::BadPassiveReply
-            | Refusal::NoDataPort => {
+            Refusal::Bounce | Refusal::PrivilegedPort | Refusal::BadPassiveReply => {
                 self.expectations_refused_total
-                    .with_label_values(&[why.as_str()])
+                    .with_label_values(&reason)
                     .inc();
             }
-            Refusal::Syntax | Refusal::LineTooLong => {
-                self.parse_errors_total.with_label_values(&["client"]).inc();
-                self.commands_refused_total
-                    .with_label_values(&[why.as_str()])
+            Refusal::NoDataPort => {
+                self.expectations_refused_total
+                    .with_label_values(&reason)
                     .inc();
+                self.limit("data-ports");
+            }
+            Refusal::Syntax => {
+                self.parse_errors_total.with_label_values(&["client"]).inc();
+                self.commands_refused_total.with_label_values(&reason).inc();
+            }
+            Refusal::LineTooLong => {
+                self.parse_errors_total.with_label_values(&["client"]).inc();
+                self.commands_refused_total.with_label_values(&reason).inc();
+                self.limit("max-line");
             }
             Refusal::NotImplemented | Refusal::EpsvAll | Refusal::Family | Refusal::Auth => {
-                self.commands_refused_total
-                    .with_label_values(&[why.as_str()])
-                    .inc();
+                self.commands_refused_total.with_label_values(&reason).inc();
             }
+        }
+    }
+
+    pub fn limit(&self, which: &'static str) {
+        self.limits_hit_total.with_label_values(&[which]).inc();
+    }
+
+    /// Records a (re)load of the rule file.
+    pub fn loaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads_total.with_label_values(&[result]).inc();
+        self.reload_last_success.set(i64::from(ok));
+        if ok {
+            let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+            self.reload_last_success_timestamp_seconds.set(now);
         }
     }
 

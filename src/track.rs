@@ -7,18 +7,30 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use rand::RngExt;
 use serde::Serialize;
 
-use crate::codec::TransferKind;
 use crate::rules::PortRange;
-use crate::session::{DataMode, ExpectationId};
+use crate::session::{DataMode, ExpectationId, Transfer};
 
 /// Identifies a control session for the life of the process.
 pub type SessionId = u64;
+
+/// Where a control session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionState {
+    /// Resolving and connecting to the server.
+    Connecting,
+    /// Relaying, not logged in yet.
+    Login,
+    /// The server accepted a login.
+    LoggedIn,
+}
 
 /// One live control session.
 #[derive(Debug, Clone)]
@@ -27,7 +39,49 @@ pub struct SessionEntry {
     pub client: SocketAddr,
     pub server: Option<SocketAddr>,
     pub user: Option<String>,
+    pub state: SessionState,
     pub started: Instant,
+    /// Last byte seen on the control connection, either way.
+    pub last_activity: Instant,
+    /// Data bytes of the session's finished data connections, both directions.
+    pub data_bytes: u64,
+}
+
+impl SessionEntry {
+    pub fn new(listener: SocketAddr, client: SocketAddr, now: Instant) -> Self {
+        SessionEntry {
+            listener,
+            client,
+            server: None,
+            user: None,
+            state: SessionState::Connecting,
+            started: now,
+            last_activity: now,
+            data_bytes: 0,
+        }
+    }
+}
+
+/// Bytes a data connection has moved so far, counted as they move.
+#[derive(Debug, Default)]
+pub struct Transferred {
+    /// From the accepted leg to the onward leg.
+    pub forward: AtomicU64,
+    /// From the onward leg back to the accepted leg.
+    pub backward: AtomicU64,
+}
+
+impl Transferred {
+    /// (download, upload): toward the client and toward the server. The accepted leg
+    /// is the client's in passive mode and the server's in active mode.
+    pub fn by_direction(&self, mode: DataMode) -> (u64, u64) {
+        let forward = self.forward.load(Ordering::Relaxed);
+        let backward = self.backward.load(Ordering::Relaxed);
+        match mode {
+            DataMode::Passive => (backward, forward),
+            DataMode::Active => (forward, backward),
+        }
+    }
 }
 
 /// Where an expectation stands.
@@ -47,7 +101,9 @@ pub struct ExpectationEntry {
     pub onward: SocketAddr,
     pub deadline: Instant,
     pub state: ExpectationState,
-    pub kind: Option<TransferKind>,
+    /// The transfer command that uses it, once one has.
+    pub transfer: Option<Transfer>,
+    pub transferred: Arc<Transferred>,
 }
 
 impl ExpectationEntry {
@@ -209,6 +265,10 @@ impl Tracker {
         }
     }
 
+    pub fn session(&self, id: SessionId) -> Option<SessionEntry> {
+        self.lock().sessions.get(&id).cloned()
+    }
+
     pub fn expectation(&self, key: (SessionId, ExpectationId)) -> Option<ExpectationEntry> {
         self.lock().expectations.get(&key).cloned()
     }
@@ -313,13 +373,11 @@ mod tests {
     fn closing_a_session_frees_its_expectations_and_ports() {
         let t = Tracker::new(range(40000, 40001));
         let now = Instant::now();
-        let sid = t.open_session(SessionEntry {
-            listener: "127.0.0.1:2121".parse().unwrap(),
-            client: "127.0.0.1:5000".parse().unwrap(),
-            server: None,
-            user: None,
-            started: now,
-        });
+        let sid = t.open_session(SessionEntry::new(
+            "127.0.0.1:2121".parse().unwrap(),
+            "127.0.0.1:5000".parse().unwrap(),
+            now,
+        ));
         let entry = |port| ExpectationEntry {
             mode: DataMode::Passive,
             proxy: SocketAddr::new("127.0.0.1".parse().unwrap(), port),
@@ -327,7 +385,8 @@ mod tests {
             onward: "127.0.0.1:2000".parse().unwrap(),
             deadline: now,
             state: ExpectationState::Waiting,
-            kind: None,
+            transfer: None,
+            transferred: Arc::default(),
         };
         assert!(
             t.open_expectation((sid, ExpectationId(1)), |_| Some(()), entry)
@@ -346,6 +405,15 @@ mod tests {
     }
 
     #[test]
+    fn directions_follow_the_mode() {
+        let t = Transferred::default();
+        t.forward.store(10, Ordering::Relaxed);
+        t.backward.store(3, Ordering::Relaxed);
+        assert_eq!(t.by_direction(DataMode::Passive), (3, 10));
+        assert_eq!(t.by_direction(DataMode::Active), (10, 3));
+    }
+
+    #[test]
     fn only_the_expected_peer_is_admitted() {
         let e = ExpectationEntry {
             mode: DataMode::Active,
@@ -354,7 +422,8 @@ mod tests {
             onward: "198.51.100.2:2000".parse().unwrap(),
             deadline: Instant::now(),
             state: ExpectationState::Waiting,
-            kind: None,
+            transfer: None,
+            transferred: Arc::default(),
         };
         assert!(e.admits("203.0.113.2".parse().unwrap()));
         assert!(e.admits("::ffff:203.0.113.2".parse().unwrap()));

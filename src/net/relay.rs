@@ -8,32 +8,14 @@
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::track::Transferred;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Per-direction buffer: large enough for bulk transfers, allocated once per leg.
 const BUFFER: usize = 64 * 1024;
-
-/// Bytes moved in each direction, updated as they move so that a relay cut short
-/// (cancelled, failed) still tells what it delivered.
-#[derive(Debug, Default)]
-pub struct RelayTotals {
-    /// From the accepted leg to the onward leg.
-    pub forward: AtomicU64,
-    /// From the onward leg back to the accepted leg.
-    pub backward: AtomicU64,
-}
-
-impl RelayTotals {
-    /// (forward, backward) so far.
-    pub fn get(&self) -> (u64, u64) {
-        (
-            self.forward.load(Ordering::Relaxed),
-            self.backward.load(Ordering::Relaxed),
-        )
-    }
-}
 
 /// Copies until EOF, then shuts the write side down; `moved` counts as it goes so a
 /// failed transfer still reports what it delivered.
@@ -62,7 +44,7 @@ async fn pump(
 pub async fn relay(
     accepted: TcpStream,
     onward: TcpStream,
-    totals: &RelayTotals,
+    totals: &Transferred,
     drained: impl FnOnce(),
 ) -> io::Result<()> {
     let (a_read, a_write) = accepted.into_split();

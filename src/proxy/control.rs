@@ -19,8 +19,8 @@ use super::{Shared, data};
 use crate::codec::{LineFramer, Reply};
 use crate::net;
 use crate::rules::{Config, ListenMode, Listener, Verdict};
-use crate::session::{Action, Event, ExpectationId, Params, Session};
-use crate::track::{SessionEntry, SessionId};
+use crate::session::{Action, CloseReason, Event, ExpectationId, Params, Session};
+use crate::track::{SessionEntry, SessionId, SessionState};
 
 /// How a control session ended, as logged and counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,13 +63,9 @@ pub async fn serve(
 ) {
     let peer = net::canonical(peer);
     let started = Instant::now();
-    let id = shared.tracker.open_session(SessionEntry {
-        listener: listener.addr,
-        client: peer,
-        server: None,
-        user: None,
-        started,
-    });
+    let id = shared
+        .tracker
+        .open_session(SessionEntry::new(listener.addr, peer, started));
     shared.metrics.sessions_active.inc();
     let span = tracing::info_span!("session", id, client = %peer, server = tracing::field::Empty);
     let outcome = run(&shared, id, &listener, client, peer)
@@ -231,12 +227,19 @@ impl Driver<'_> {
                         token.cancel();
                     }
                 }
-                Action::Transfer { id, kind } => {
+                Action::Transfer { id, transfer } => {
+                    let key = (self.id, id);
                     self.shared
                         .tracker
-                        .update_expectation((self.id, id), |e| e.kind = Some(kind));
+                        .update_expectation(key, |e| e.transfer = Some(transfer));
                 }
                 Action::Command(verb) => self.shared.metrics.command(&verb),
+                Action::LoggedIn => {
+                    let state = SessionState::LoggedIn;
+                    self.shared
+                        .tracker
+                        .update_session(self.id, |s| s.state = state);
+                }
                 Action::User(user) => {
                     self.shared
                         .tracker
@@ -258,6 +261,11 @@ impl Driver<'_> {
                 }
                 Action::Close(reason) => {
                     tracing::warn!(?reason, "closing session");
+                    let limit = match reason {
+                        CloseReason::ServerReplyTooLong => "server-reply",
+                        CloseReason::BufferLimit => "held-output",
+                    };
+                    self.shared.metrics.limit(limit);
                     return Ok(Flow::Close);
                 }
             }

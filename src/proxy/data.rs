@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Shared;
-use crate::net::{self, RelayTotals};
-use crate::session::{DataMode, DataOutcome, Event, ExpectationRequest};
-use crate::track::{ExpectationEntry, ExpectationState, SessionId};
+use crate::codec::TransferKind;
+use crate::net;
+use crate::session::{DataOutcome, Event, ExpectationRequest};
+use crate::track::{ExpectationEntry, ExpectationState, SessionId, Transferred};
+use crate::xferlog;
 
 /// Binds a data port for `req` and starts its task. Returns the proxy's data socket
 /// address and the token that cancels the task, or `None` when no port is free.
@@ -27,6 +29,7 @@ pub fn open(
     let settings = shared.config.load().settings.clone();
     let deadline = Instant::now() + settings.data_timeout;
     let key = (session, req.id);
+    let transferred = Arc::new(Transferred::default());
     let listener = shared.tracker.open_expectation(
         key,
         |port| net::listen_data(req.listen_ip, port),
@@ -37,7 +40,8 @@ pub fn open(
             onward: req.onward,
             deadline,
             state: ExpectationState::Waiting,
-            kind: None,
+            transfer: None,
+            transferred: transferred.clone(),
         },
     )?;
     let proxy = shared.tracker.expectation(key)?.proxy;
@@ -52,6 +56,7 @@ pub fn open(
         connect_timeout: settings.connect_timeout,
         cancel: token.clone(),
         events,
+        transferred,
     };
     tokio::spawn(task.run(listener).instrument(span));
     Some((proxy, token))
@@ -65,28 +70,25 @@ struct Expectation {
     connect_timeout: Duration,
     cancel: CancellationToken,
     events: mpsc::UnboundedSender<Event>,
+    transferred: Arc<Transferred>,
 }
 
 impl Expectation {
     async fn run(self, listener: TcpListener) {
         let key = (self.session, self.req.id);
-        let totals = RelayTotals::default();
         let started = Instant::now();
-        let outcome = self.serve(listener, &totals).await;
-        let kind = self.shared.tracker.expectation(key).and_then(|e| e.kind);
+        let outcome = self.serve(listener).await;
+        let entry = self.shared.tracker.expectation(key);
         self.shared.tracker.close_expectation(key);
         let m = &self.shared.metrics;
         m.expectations_active.dec();
         m.expectations_total
             .with_label_values(&[outcome.as_str()])
             .inc();
-        let (forward, backward) = totals.get();
-        // Passive: the accepted leg is the client's; active: the server's.
-        let (upload, download) = match self.req.mode {
-            DataMode::Passive => (forward, backward),
-            DataMode::Active => (backward, forward),
-        };
-        if outcome != DataOutcome::Expired {
+        if outcome == DataOutcome::Expired {
+            tracing::info!(expected_peer = %self.req.expected_peer, "expectation expired unused");
+        } else {
+            let (download, upload) = self.transferred.by_direction(self.req.mode);
             let mode = self.req.mode.as_str();
             m.data_connections_total
                 .with_label_values(&[mode, outcome.as_str()])
@@ -97,16 +99,21 @@ impl Expectation {
             m.data_bytes_total
                 .with_label_values(&[mode, "upload"])
                 .inc_by(upload);
+            self.shared
+                .tracker
+                .update_session(self.session, |s| s.data_bytes += download + upload);
+            let transfer = entry.and_then(|e| e.transfer);
             tracing::info!(
-                kind = kind.map_or("unknown", |k| k.as_str()),
+                kind = transfer.as_ref().map_or("unknown", |t| t.kind.as_str()),
                 download,
                 upload,
                 duration_ms = started.elapsed().as_millis() as u64,
                 outcome = outcome.as_str(),
                 "transfer"
             );
-        } else {
-            tracing::info!(expected_peer = %self.req.expected_peer, "expectation expired unused");
+            if let Some(t) = transfer {
+                self.log_transfer(&t, started, outcome, download.max(upload));
+            }
         }
         // The session may be gone already; then nobody needs to know.
         let _ = self.events.send(Event::DataClosed {
@@ -115,7 +122,38 @@ impl Expectation {
         });
     }
 
-    async fn serve(&self, listener: TcpListener, totals: &RelayTotals) -> DataOutcome {
+    /// Appends the xferlog line for a download or upload (listings are not logged,
+    /// as FTP servers do not log them either).
+    fn log_transfer(
+        &self,
+        t: &crate::session::Transfer,
+        started: Instant,
+        outcome: DataOutcome,
+        bytes: u64,
+    ) {
+        let Some(log) = self.shared.xferlog() else {
+            return;
+        };
+        if t.kind == TransferKind::Listing {
+            return;
+        }
+        let Some(session) = self.shared.tracker.session(self.session) else {
+            return;
+        };
+        log.record(&xferlog::Record {
+            end: chrono::Utc::now(),
+            seconds: started.elapsed().as_secs(),
+            remote_host: session.client.ip().to_string(),
+            bytes,
+            path: t.path.clone(),
+            binary: t.binary,
+            kind: t.kind,
+            user: session.user.unwrap_or_default(),
+            complete: outcome == DataOutcome::Completed,
+        });
+    }
+
+    async fn serve(&self, listener: TcpListener) -> DataOutcome {
         let Some(accepted) = self.accept_expected_peer(listener).await else {
             return if self.cancel.is_cancelled() {
                 DataOutcome::Cancelled
@@ -154,7 +192,7 @@ impl Expectation {
         };
         let result = tokio::select! {
             _ = self.cancel.cancelled() => None,
-            r = net::relay(accepted, onward, totals, drained) => Some(r),
+            r = net::relay(accepted, onward, &self.transferred, drained) => Some(r),
         };
         match result {
             _ if delivered.load(Ordering::Relaxed) => DataOutcome::Completed,

@@ -5,7 +5,7 @@
 mod control;
 mod data;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::net;
 use crate::rules::{Config, Listener};
 use crate::track::Tracker;
+use crate::xferlog::XferLog;
 
 /// State every task of the process shares.
 pub struct Shared {
@@ -27,14 +28,19 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Cancelled when the process stops.
     pub shutdown: CancellationToken,
+    xferlog: Mutex<Option<XferLog>>,
 }
 
 impl Shared {
+    /// Must be called inside the runtime (it may start the xferlog writer).
     pub fn new(config: Config) -> Arc<Self> {
+        let metrics = Metrics::new();
+        metrics.loaded(true);
         Arc::new(Shared {
+            xferlog: Mutex::new(config.settings.xferlog.clone().map(XferLog::start)),
             tracker: Tracker::new(config.settings.data_ports),
             config: ArcSwap::from_pointee(config),
-            metrics: Metrics::new(),
+            metrics,
             shutdown: CancellationToken::new(),
         })
     }
@@ -47,7 +53,36 @@ impl Shared {
             tracing::warn!("listen/metrics statements changed: restart ftpgate to apply them");
         }
         self.tracker.set_data_ports(new.settings.data_ports);
+        self.reopen_xferlog(new.settings.xferlog.clone());
         self.config.store(Arc::new(new));
+        self.metrics.loaded(true);
+    }
+
+    /// A reload whose rule file was rejected: the rules in force stay, the transfer
+    /// log is still reopened (SIGHUP is also logrotate's signal).
+    pub fn reload_rejected(&self) {
+        self.reopen_xferlog(self.config.load().settings.xferlog.clone());
+        self.metrics.loaded(false);
+    }
+
+    fn reopen_xferlog(&self, path: Option<std::path::PathBuf>) {
+        let mut log = self.xferlog.lock().unwrap_or_else(|e| e.into_inner());
+        *log = match (log.take(), path) {
+            (Some(running), Some(path)) => {
+                running.reopen(path);
+                Some(running)
+            }
+            (None, Some(path)) => Some(XferLog::start(path)),
+            (_, None) => None,
+        };
+    }
+
+    /// The transfer log, when one is configured.
+    pub fn xferlog(&self) -> Option<XferLog> {
+        self.xferlog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -8,7 +8,7 @@ mod parse;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +109,8 @@ pub struct Settings {
     pub max_line: usize,
     /// The address announced in `227` replies instead of the proxy's own (NAT).
     pub advertise: Option<IpAddr>,
+    /// Where to append an xferlog line per finished transfer.
+    pub xferlog: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -123,6 +125,7 @@ impl Default for Settings {
             },
             max_line: 4096,
             advertise: None,
+            xferlog: None,
         }
     }
 }

@@ -17,6 +17,7 @@
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,6 +162,7 @@ enum Setting {
     DataPorts(PortRange),
     MaxLine(usize),
     Advertise(IpAddr),
+    Xferlog(PathBuf),
 }
 
 impl Setting {
@@ -172,6 +174,7 @@ impl Setting {
             Setting::DataPorts(r) => s.data_ports = r,
             Setting::MaxLine(n) => s.max_line = n,
             Setting::Advertise(ip) => s.advertise = Some(ip),
+            Setting::Xferlog(path) => s.xferlog = Some(path),
         }
     }
 }
@@ -221,12 +224,16 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
             let (rest, ip) = next("an IP address", |t| t.parse::<IpAddr>().ok())(rest)?;
             (rest, Setting::Advertise(ip))
         }
+        "xferlog" => {
+            let (rest, path) = next("a file path", |t| Some(PathBuf::from(t)))(rest)?;
+            (rest, Setting::Xferlog(path))
+        }
         other => {
             return fail(
                 at,
                 format!(
                     "unknown setting `{other}`; known: data-timeout, idle-timeout, \
-                     connect-timeout, data-ports, max-line, advertise"
+                     connect-timeout, data-ports, max-line, advertise, xferlog"
                 ),
             );
         }
@@ -400,6 +407,7 @@ mod tests {
         let text = format!(
             "# comment\nset data-timeout 45s\nset idle-timeout 15m\nset connect-timeout 500ms\n\
              set data-ports 41000-41099\nset max-line 1024\nset advertise 198.51.100.1\n\
+             set xferlog /var/log/ftpgate/xferlog\n\
              metrics listen 127.0.0.1:9121\n{LISTEN}  # trailing\n\
              listen reverse [::1]:2121 upstream ftp.example.net:21\n\
              pass log from 198.51.100.0/24 to 203.0.113.2 port 21\nblock\n"
@@ -417,6 +425,10 @@ mod tests {
         );
         assert_eq!(c.settings.max_line, 1024);
         assert_eq!(c.settings.advertise, Some("198.51.100.1".parse().unwrap()));
+        assert_eq!(
+            c.settings.xferlog,
+            Some(PathBuf::from("/var/log/ftpgate/xferlog"))
+        );
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9121".parse().unwrap()));
         assert_eq!(c.listeners.len(), 2);
         assert_eq!(
@@ -431,7 +443,7 @@ mod tests {
         assert_eq!(c.session_rules.len(), 2);
         assert!(c.session_rules[0].log);
         assert_eq!(c.session_rules[0].port, Some(PortRange { lo: 21, hi: 21 }));
-        assert_eq!(c.session_rules[1].origin.line, 12);
+        assert_eq!(c.session_rules[1].origin.line, 13);
         assert_eq!(c.session_rules[1].from, AddrMatch::Any);
     }
 

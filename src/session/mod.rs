@@ -183,12 +183,14 @@ pub enum Action {
     /// A transfer command now uses this expectation.
     Transfer {
         id: ExpectationId,
-        kind: TransferKind,
+        transfer: Transfer,
     },
     /// A client command was seen (verb upper-cased), for accounting.
     Command(String),
     /// The client named its user (`USER`), for the session table.
     User(String),
+    /// The server accepted a login (`230`).
+    LoggedIn,
     /// Something was refused; `target` is the data address it named, if any.
     Refused {
         why: Refusal,
@@ -197,6 +199,16 @@ pub enum Action {
     /// A line from the server that is no reply at all; forwarded, counted.
     MalformedReply,
     Close(CloseReason),
+}
+
+/// What a transfer command asked for, for the session table and the transfer log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub kind: TransferKind,
+    /// The path argument as the client sent it (lossy UTF-8, bounded), may be empty.
+    pub path: String,
+    /// `TYPE I` (image) was in force rather than ASCII.
+    pub binary: bool,
 }
 
 /// Which passive form a peer speaks.
@@ -266,6 +278,8 @@ const MAX_REPLY_BYTES: usize = 256 * 1024;
 const MAX_HELD_BYTES: usize = 1024 * 1024;
 /// Longest user name kept for the session table.
 const MAX_USER: usize = 64;
+/// Longest path kept for the session table and transfer log.
+const MAX_PATH: usize = 1024;
 
 /// One control session's protocol state.
 #[derive(Debug)]
@@ -277,6 +291,8 @@ pub struct Session {
     to_client: OutQueue,
     to_server: OutQueue,
     epsv_all: bool,
+    /// `TYPE I`/`TYPE L 8` seen last, rather than `TYPE A` (the RFC 959 default).
+    binary: bool,
     next_id: u64,
     user: Option<String>,
     out: Vec<Action>,
@@ -294,6 +310,7 @@ impl Session {
             to_client: OutQueue::default(),
             to_server: OutQueue::default(),
             epsv_all: false,
+            binary: false,
             next_id: 0,
             user: None,
             out: Vec::new(),
@@ -407,8 +424,28 @@ impl Session {
                 self.forward(line, Pending::Other);
             }
             Command::Abor => self.on_abort(line),
+            Command::Other { verb, arg } if verb == "TYPE" => {
+                if let Some(t) = arg.as_ref().and_then(|a| a.first()) {
+                    self.binary = matches!(t.to_ascii_uppercase(), b'I' | b'L');
+                }
+                self.forward(line, Pending::Other);
+            }
             cmd @ Command::Other { .. } => match cmd.transfer_kind() {
-                Some(kind) => self.on_transfer(line, kind),
+                Some(kind) => {
+                    let path = match &cmd {
+                        Command::Other { arg: Some(arg), .. } => String::from_utf8_lossy(arg)
+                            .chars()
+                            .take(MAX_PATH)
+                            .collect(),
+                        _ => String::new(),
+                    };
+                    let transfer = Transfer {
+                        kind,
+                        path,
+                        binary: self.binary,
+                    };
+                    self.on_transfer(line, transfer);
+                }
                 None => self.forward(line, Pending::Other),
             },
         }
@@ -513,11 +550,14 @@ impl Session {
         self.to_server.push_placeholder(id);
     }
 
-    fn on_transfer(&mut self, line: Line, kind: TransferKind) {
+    fn on_transfer(&mut self, line: Line, transfer: Transfer) {
         let id = match self.data.as_mut() {
             Some(data) if data.transfer.is_none() => {
-                data.transfer = Some(kind);
-                self.out.push(Action::Transfer { id: data.id, kind });
+                data.transfer = Some(transfer.kind);
+                self.out.push(Action::Transfer {
+                    id: data.id,
+                    transfer,
+                });
                 Some(data.id)
             }
             _ => None,
@@ -681,6 +721,9 @@ impl Session {
         }
         if reply.is_preliminary() {
             return self.to_client.push(reply.raw);
+        }
+        if reply.code == Some(230) {
+            self.out.push(Action::LoggedIn);
         }
         self.release_local_replies();
         match self.pending.pop_front() {

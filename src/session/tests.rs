@@ -402,12 +402,17 @@ fn completion_reply_waits_for_the_data_connection_to_finish() {
     let mut h = Harness::new(params());
     h.client(b"PASV\r\n")
         .server(b"227 (203,0,113,2,200,10)\r\n");
-    let a = h.client(b"RETR f\r\n").take();
-    let id = opens(&h.actions).first().map_or(ExpectationId(1), |r| r.id);
+    let a = h.client(b"TYPE I\r\nRETR some file.bin\r\n").take();
+    let id = ExpectationId(1);
     assert!(a.contains(&Action::Transfer {
         id,
-        kind: TransferKind::Download
+        transfer: Transfer {
+            kind: TransferKind::Download,
+            path: "some file.bin".into(),
+            binary: true,
+        }
     }));
+    h.server(b"200 binary\r\n").take();
     h.feed(Event::DataConnected { id });
     let a = h.server(b"150 Opening\r\n226 Transfer complete\r\n").take();
     assert_eq!(to_client(&a), "150 Opening\r\n");
