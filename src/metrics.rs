@@ -8,7 +8,10 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::session::Refusal;
+use crate::session::{DataMode, DataOutcome, Refusal};
+
+/// Every `limit` label value.
+pub const LIMITS: [&str; 4] = ["max-line", "held-output", "server-reply", "data-ports"];
 
 /// Verbs counted by name; any other verb is counted as `other`.
 const KNOWN_VERBS: &[&str] = &[
@@ -180,6 +183,58 @@ impl Metrics {
             reload_last_success_timestamp_seconds: register(&r, timestamp),
             registry: r,
         }
+        .with_zeroes()
+    }
+
+    /// Creates every series of a closed label set at zero, so that each family is
+    /// exported from the start and `rate()` and alerts see a series before the first
+    /// event.
+    fn with_zeroes(self) -> Self {
+        for why in Refusal::ALL {
+            match why {
+                Refusal::Bounce
+                | Refusal::PrivilegedPort
+                | Refusal::BadPassiveReply
+                | Refusal::NoDataPort => &self.expectations_refused_total,
+                _ => &self.commands_refused_total,
+            }
+            .with_label_values(&[why.as_str()]);
+        }
+        self.expectations_refused_total
+            .with_label_values(&["wrong-peer"]);
+        for outcome in DataOutcome::ALL {
+            self.expectations_total
+                .with_label_values(&[outcome.as_str()]);
+        }
+        for mode in DataMode::ALL {
+            for direction in ["download", "upload"] {
+                self.data_bytes_total
+                    .with_label_values(&[mode.as_str(), direction]);
+            }
+            for outcome in DataOutcome::ALL {
+                if outcome != DataOutcome::Expired {
+                    self.data_connections_total
+                        .with_label_values(&[mode.as_str(), outcome.as_str()]);
+                }
+            }
+        }
+        for side in ["client", "server"] {
+            self.parse_errors_total.with_label_values(&[side]);
+        }
+        for limit in LIMITS {
+            self.limits_hit_total.with_label_values(&[limit]);
+        }
+        for result in ["success", "failure"] {
+            self.reloads_total.with_label_values(&[result]);
+        }
+        self
+    }
+
+    /// Creates the `sessions_total` series for each outcome at zero.
+    pub fn session_outcomes(&self, outcomes: &[&str]) {
+        for outcome in outcomes {
+            self.sessions_total.with_label_values(&[outcome]);
+        }
     }
 
     pub fn command(&self, verb: &str) {
@@ -224,14 +279,21 @@ impl Metrics {
         self.limits_hit_total.with_label_values(&[which]).inc();
     }
 
-    /// Records a (re)load of the rule file.
-    pub fn loaded(&self, ok: bool) {
+    /// The rule file is in force: at start and after each successful reload.
+    pub fn rules_loaded(&self) {
+        self.reload_last_success.set(1);
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        self.reload_last_success_timestamp_seconds.set(now);
+    }
+
+    /// Records a reload (SIGHUP) and whether its rule file was accepted.
+    pub fn reloaded(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.reloads_total.with_label_values(&[result]).inc();
-        self.reload_last_success.set(i64::from(ok));
         if ok {
-            let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-            self.reload_last_success_timestamp_seconds.set(now);
+            self.rules_loaded();
+        } else {
+            self.reload_last_success.set(0);
         }
     }
 

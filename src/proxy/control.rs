@@ -36,6 +36,17 @@ enum Outcome {
 }
 
 impl Outcome {
+    const ALL: [Outcome; 8] = [
+        Outcome::Refused,
+        Outcome::UpstreamFailed,
+        Outcome::ClientClosed,
+        Outcome::ServerClosed,
+        Outcome::IdleTimeout,
+        Outcome::ProtocolError,
+        Outcome::IoError,
+        Outcome::Shutdown,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Refused => "refused",
@@ -48,6 +59,11 @@ impl Outcome {
             Outcome::Shutdown => "shutdown",
         }
     }
+}
+
+/// Every `outcome` label value of `ftpgate_sessions_total`.
+pub fn outcomes() -> Vec<&'static str> {
+    Outcome::ALL.iter().map(|o| o.as_str()).collect()
 }
 
 /// The lowest onward data port allowed until rules can allow privileged ones.

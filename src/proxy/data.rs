@@ -1,7 +1,7 @@
 //! One task per expectation: wait for the expected peer on the data port, refuse anyone
 //! else without consuming the expectation, connect the onward leg, relay, report.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -45,6 +45,9 @@ pub fn open(
         },
     )?;
     let proxy = shared.tracker.expectation(key)?.proxy;
+    // The data connection may outlive its session (its reverse direction can close
+    // after the client quit), so what the transfer log needs is taken now.
+    let client = shared.tracker.session(session).map(|s| s.client.ip());
     let token = CancellationToken::new();
     shared.metrics.expectations_active.inc();
     let span = tracing::info_span!("data", id = req.id.0, mode = req.mode.as_str(), %proxy);
@@ -57,6 +60,7 @@ pub fn open(
         cancel: token.clone(),
         events,
         transferred,
+        client,
     };
     tokio::spawn(task.run(listener).instrument(span));
     Some((proxy, token))
@@ -71,6 +75,7 @@ struct Expectation {
     cancel: CancellationToken,
     events: mpsc::UnboundedSender<Event>,
     transferred: Arc<Transferred>,
+    client: Option<IpAddr>,
 }
 
 impl Expectation {
@@ -137,18 +142,15 @@ impl Expectation {
         if t.kind == TransferKind::Listing {
             return;
         }
-        let Some(session) = self.shared.tracker.session(self.session) else {
-            return;
-        };
         log.record(&xferlog::Record {
             end: chrono::Utc::now(),
             seconds: started.elapsed().as_secs(),
-            remote_host: session.client.ip().to_string(),
+            remote_host: self.client.map_or_else(String::new, |ip| ip.to_string()),
             bytes,
             path: t.path.clone(),
             binary: t.binary,
             kind: t.kind,
-            user: session.user.unwrap_or_default(),
+            user: t.user.clone().unwrap_or_default(),
             complete: outcome == DataOutcome::Completed,
         });
     }

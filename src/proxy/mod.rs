@@ -35,7 +35,8 @@ impl Shared {
     /// Must be called inside the runtime (it may start the xferlog writer).
     pub fn new(config: Config) -> Arc<Self> {
         let metrics = Metrics::new();
-        metrics.loaded(true);
+        metrics.session_outcomes(&control::outcomes());
+        metrics.rules_loaded();
         Arc::new(Shared {
             xferlog: Mutex::new(config.settings.xferlog.clone().map(XferLog::start)),
             tracker: Tracker::new(config.settings.data_ports),
@@ -55,14 +56,14 @@ impl Shared {
         self.tracker.set_data_ports(new.settings.data_ports);
         self.reopen_xferlog(new.settings.xferlog.clone());
         self.config.store(Arc::new(new));
-        self.metrics.loaded(true);
+        self.metrics.reloaded(true);
     }
 
     /// A reload whose rule file was rejected: the rules in force stay, the transfer
     /// log is still reopened (SIGHUP is also logrotate's signal).
     pub fn reload_rejected(&self) {
         self.reopen_xferlog(self.config.load().settings.xferlog.clone());
-        self.metrics.loaded(false);
+        self.metrics.reloaded(false);
     }
 
     fn reopen_xferlog(&self, path: Option<std::path::PathBuf>) {

@@ -33,6 +33,8 @@ pub enum DataMode {
 }
 
 impl DataMode {
+    pub const ALL: [DataMode; 2] = [DataMode::Passive, DataMode::Active];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DataMode::Passive => "passive",
@@ -83,6 +85,13 @@ pub enum DataOutcome {
 }
 
 impl DataOutcome {
+    pub const ALL: [DataOutcome; 4] = [
+        DataOutcome::Completed,
+        DataOutcome::Expired,
+        DataOutcome::Failed,
+        DataOutcome::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DataOutcome::Completed => "completed",
@@ -145,6 +154,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    pub const ALL: [Refusal; 10] = [
+        Refusal::Bounce,
+        Refusal::PrivilegedPort,
+        Refusal::Syntax,
+        Refusal::LineTooLong,
+        Refusal::NotImplemented,
+        Refusal::EpsvAll,
+        Refusal::Family,
+        Refusal::Auth,
+        Refusal::BadPassiveReply,
+        Refusal::NoDataPort,
+    ];
+
     /// The label used in metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -209,6 +231,8 @@ pub struct Transfer {
     pub path: String,
     /// `TYPE I` (image) was in force rather than ASCII.
     pub binary: bool,
+    /// The user the client named, if any.
+    pub user: Option<String>,
 }
 
 /// Which passive form a peer speaks.
@@ -443,6 +467,7 @@ impl Session {
                         kind,
                         path,
                         binary: self.binary,
+                        user: self.user.clone(),
                     };
                     self.on_transfer(line, transfer);
                 }

@@ -410,6 +410,7 @@ fn completion_reply_waits_for_the_data_connection_to_finish() {
             kind: TransferKind::Download,
             path: "some file.bin".into(),
             binary: true,
+            user: None,
         }
     }));
     h.server(b"200 binary\r\n").take();

@@ -189,16 +189,26 @@ impl Gate {
     /// A reverse proxy on loopback (same family as `upstream`) in front of
     /// `upstream`, passing everything from loopback, plus `extra` rule lines.
     pub fn reverse(upstream: SocketAddr, extra: &str) -> Gate {
+        Gate::reverse_args(upstream, extra, &[])
+    }
+
+    /// Starts ftpgate with a rule file; the admin endpoint is added on loopback.
+    pub fn start(rules: &str) -> Gate {
+        Gate::start_args(rules, &[])
+    }
+
+    /// Like [`Gate::reverse`], with extra arguments to `ftpgate run`.
+    pub fn reverse_args(upstream: SocketAddr, extra: &str, args: &[&str]) -> Gate {
         let ip = upstream.ip();
         let addr = SocketAddr::new(ip, free_port(ip));
         let rules = format!(
             "listen reverse {addr} upstream {upstream}\n{extra}\npass from 127.0.0.0/8\npass from ::1\n"
         );
-        Gate::start(&rules)
+        Gate::start_args(&rules, args)
     }
 
-    /// Starts ftpgate with a rule file; the admin endpoint is added on loopback.
-    pub fn start(rules: &str) -> Gate {
+    /// Starts ftpgate with a rule file and extra arguments to `ftpgate run`.
+    pub fn start_args(rules: &str, args: &[&str]) -> Gate {
         let dir = tempdir();
         let admin = SocketAddr::new(
             LOCALHOST.parse().unwrap(),
@@ -210,6 +220,7 @@ impl Gate {
         let child = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
             .args(["run", "-c"])
             .arg(&path)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
