@@ -13,6 +13,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::proxy::Shared;
+use crate::track::ExpectationState;
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (
@@ -57,7 +58,9 @@ pub fn sessions_json(shared: &Shared) -> Value {
                         })),
                         "download_bytes": download,
                         "upload_bytes": upload,
-                        "expires_in_seconds": secs(e.deadline.saturating_duration_since(now)),
+                        // The deadline only applies while waiting for the peer.
+                        "expires_in_seconds": (e.state == ExpectationState::Waiting)
+                            .then(|| secs(e.deadline.saturating_duration_since(now))),
                     })
                 })
                 .collect();
@@ -157,8 +160,12 @@ pub fn render_table(v: &Value) -> String {
                 ),
                 _ => String::new(),
             };
+            let expires = match &e["expires_in_seconds"] {
+                Value::Null => String::new(),
+                v => format!(" expires {}", seconds(v)),
+            };
             out.push_str(&format!(
-                "  └ data {} {}{} proxy {} peer {} onward {} {} down {} up {} expires {}\n",
+                "  └ data {} {}{} proxy {} peer {} onward {} {} down {} up {}{}\n",
                 text(&e["id"]),
                 text(&e["mode"]),
                 transfer,
@@ -168,7 +175,7 @@ pub fn render_table(v: &Value) -> String {
                 text(&e["state"]),
                 text(&e["download_bytes"]),
                 text(&e["upload_bytes"]),
-                seconds(&e["expires_in_seconds"]),
+                expires,
             ));
         }
     }
@@ -188,7 +195,10 @@ mod tests {
              "expectations": [{"id": 2, "mode": "passive", "proxy": "198.51.100.1:40001",
                 "expected_peer": "198.51.100.2", "onward": "203.0.113.2:30001", "state": "connected",
                 "transfer": {"kind": "download", "path": "pub/one.bin", "binary": true},
-                "download_bytes": 524288, "upload_bytes": 0, "expires_in_seconds": 27.0}]},
+                "download_bytes": 524288, "upload_bytes": 0, "expires_in_seconds": null},
+               {"id": 3, "mode": "active", "proxy": "203.0.113.1:40002",
+                "expected_peer": "203.0.113.2", "onward": "198.51.100.2:50001", "state": "waiting",
+                "transfer": null, "download_bytes": 0, "upload_bytes": 0, "expires_in_seconds": 27.4}]},
             {"id": 12, "client": "[2001:db8:1::2]:50001", "server": null, "user": null,
              "state": "connecting", "age_seconds": 0.0, "idle_seconds": 0.0, "data_bytes": 0,
              "expectations": []}
@@ -196,7 +206,8 @@ mod tests {
         let expected = "\
 ID  CLIENT                 SERVER          USER       STATE       AGE  IDLE  BYTES
 1   198.51.100.2:50000     203.0.113.2:21  anonymous  logged-in   12s  0s    1048576
-  └ data 2 passive download pub/one.bin proxy 198.51.100.1:40001 peer 198.51.100.2 onward 203.0.113.2:30001 connected down 524288 up 0 expires 27s
+  └ data 2 passive download pub/one.bin proxy 198.51.100.1:40001 peer 198.51.100.2 onward 203.0.113.2:30001 connected down 524288 up 0
+  └ data 3 active proxy 203.0.113.1:40002 peer 203.0.113.2 onward 198.51.100.2:50001 waiting down 0 up 0 expires 27s
 12  [2001:db8:1::2]:50001  -               -          connecting  0s   0s    0
 2 sessions
 ";

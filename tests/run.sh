@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need when it is missing
 # (Debian packages: vsftpd, curl, lftp, python3, and prometheus for promtool), then
-# runs formatting, lint and
-# every test. Run it as root: vsftpd's anonymous chroot needs root, and so will the
-# network-namespace tests. Under CI=true a missing prerequisite fails the tests.
+# runs formatting, lint and every test. Run it as root: vsftpd's anonymous chroot
+# needs root, and so will the network-namespace tests. Under CI=true a missing
+# prerequisite fails the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
