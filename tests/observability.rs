@@ -45,7 +45,11 @@ fn sessions_lists_a_session_mid_transfer_with_its_expectation() {
     let e = &s["expectations"][0];
     assert_eq!(e["mode"], "passive");
     assert_eq!(e["state"], "connected");
-    assert_eq!(e["expires_in_seconds"], Value::Null, "no deadline once connected");
+    assert_eq!(
+        e["expires_in_seconds"],
+        Value::Null,
+        "no deadline once connected"
+    );
     assert_eq!(e["expected_peer"], "127.0.0.1");
     assert_eq!(e["transfer"]["kind"], "download");
     assert_eq!(e["transfer"]["path"], "pub/big.bin");
