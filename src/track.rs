@@ -227,19 +227,11 @@ impl Tracker {
         }
     }
 
-    /// Removes a session and whatever expectations it still had.
+    /// Removes a session. Its expectations stay until their tasks close them (a data
+    /// connection may outlive its session by a moment), so each entry lives exactly as
+    /// long as the task that owns it.
     pub fn close_session(&self, id: SessionId) {
-        let mut t = self.lock();
-        t.sessions.remove(&id);
-        let gone: Vec<_> = t
-            .expectations
-            .range((id, ExpectationId(0))..=(id, ExpectationId(u64::MAX)))
-            .map(|(k, e)| (*k, e.proxy.port()))
-            .collect();
-        for (key, port) in gone {
-            t.expectations.remove(&key);
-            t.ports.release(port);
-        }
+        self.lock().sessions.remove(&id);
     }
 
     /// Reserves a data port with `bind` and records the expectation on it.
@@ -370,7 +362,7 @@ mod tests {
     }
 
     #[test]
-    fn closing_a_session_frees_its_expectations_and_ports() {
+    fn expectations_outlive_their_session_until_closed_and_free_their_ports() {
         let t = Tracker::new(range(40000, 40001));
         let now = Instant::now();
         let sid = t.open_session(SessionEntry::new(
@@ -400,8 +392,13 @@ mod tests {
         t.close_session(sid);
         assert_eq!(
             (t.sessions(), t.expectations(), t.ports_in_use()),
-            (0, 0, 0)
+            (0, 2, 2)
         );
+        let kept = t.expectation((sid, ExpectationId(1))).unwrap();
+        assert_eq!(kept.transferred.by_direction(DataMode::Passive), (0, 0));
+        t.close_expectation((sid, ExpectationId(1)));
+        t.close_expectation((sid, ExpectationId(2)));
+        assert_eq!((t.expectations(), t.ports_in_use()), (0, 0));
     }
 
     #[test]

@@ -30,9 +30,12 @@ pub fn open(
     let deadline = Instant::now() + settings.data_timeout;
     let key = (session, req.id);
     let transferred = Arc::new(Transferred::default());
-    let listener = shared.tracker.open_expectation(
+    let (listener, proxy) = shared.tracker.open_expectation(
         key,
-        |port| net::listen_data(req.listen_ip, port),
+        |port| {
+            let proxy = SocketAddr::new(req.listen_ip, port);
+            net::listen_data(req.listen_ip, port).map(|l| (l, proxy))
+        },
         |port| ExpectationEntry {
             mode: req.mode,
             proxy: SocketAddr::new(req.listen_ip, port),
@@ -44,7 +47,6 @@ pub fn open(
             transferred: transferred.clone(),
         },
     )?;
-    let proxy = shared.tracker.expectation(key)?.proxy;
     // The data connection may outlive its session (its reverse direction can close
     // after the client quit), so what the transfer log needs is taken now.
     let client = shared.tracker.session(session).map(|s| s.client.ip());
