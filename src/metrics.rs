@@ -9,6 +9,7 @@ use prometheus::{
 };
 
 use crate::session::{DataMode, DataOutcome, Refusal};
+use crate::track::Mismatch;
 
 /// Every `limit` label value.
 pub const LIMITS: [&str; 4] = ["max-line", "held-output", "server-reply", "data-ports"];
@@ -200,8 +201,10 @@ impl Metrics {
             }
             .with_label_values(&[why.as_str()]);
         }
-        self.expectations_refused_total
-            .with_label_values(&["wrong-peer"]);
+        for mismatch in [Mismatch::Peer, Mismatch::Destination] {
+            self.expectations_refused_total
+                .with_label_values(&[mismatch.as_str()]);
+        }
         for outcome in DataOutcome::ALL {
             self.expectations_total
                 .with_label_values(&[outcome.as_str()]);

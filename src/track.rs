@@ -96,7 +96,10 @@ pub enum ExpectationState {
 #[derive(Debug, Clone)]
 pub struct ExpectationEntry {
     pub mode: DataMode,
+    /// The data socket the proxy listens on.
     pub proxy: SocketAddr,
+    /// Where the peer must have meant to connect (the address it was told).
+    pub dst: SocketAddr,
     pub expected_peer: IpAddr,
     pub onward: SocketAddr,
     pub deadline: Instant,
@@ -106,10 +109,37 @@ pub struct ExpectationEntry {
     pub transferred: Arc<Transferred>,
 }
 
+/// Why a data connection may not use an expectation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    /// It came from another host than the expected peer.
+    Peer,
+    /// It was meant for another address than the one announced (an intercepted
+    /// connection to some other host that happened to use the same port).
+    Destination,
+}
+
+impl Mismatch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mismatch::Peer => "wrong-peer",
+            Mismatch::Destination => "wrong-destination",
+        }
+    }
+}
+
 impl ExpectationEntry {
-    /// Only the expected peer may use an expectation (invariant 2).
-    pub fn admits(&self, peer: IpAddr) -> bool {
-        peer.to_canonical() == self.expected_peer
+    /// Only the expected peer, connecting to the announced address, may use an
+    /// expectation (invariant 2). `dst` is the connection's original destination,
+    /// `None` when it cannot be known.
+    pub fn admits(&self, peer: IpAddr, dst: Option<SocketAddr>) -> Result<(), Mismatch> {
+        if peer.to_canonical() != self.expected_peer {
+            return Err(Mismatch::Peer);
+        }
+        match dst {
+            Some(dst) if dst == self.dst => Ok(()),
+            _ => Err(Mismatch::Destination),
+        }
     }
 }
 
@@ -373,6 +403,7 @@ mod tests {
         let entry = |port| ExpectationEntry {
             mode: DataMode::Passive,
             proxy: SocketAddr::new("127.0.0.1".parse().unwrap(), port),
+            dst: SocketAddr::new("127.0.0.1".parse().unwrap(), port),
             expected_peer: "127.0.0.1".parse().unwrap(),
             onward: "127.0.0.1:2000".parse().unwrap(),
             deadline: now,
@@ -415,6 +446,7 @@ mod tests {
         let e = ExpectationEntry {
             mode: DataMode::Active,
             proxy: "127.0.0.1:40000".parse().unwrap(),
+            dst: "127.0.0.1:40000".parse().unwrap(),
             expected_peer: "203.0.113.2".parse().unwrap(),
             onward: "198.51.100.2:2000".parse().unwrap(),
             deadline: Instant::now(),
@@ -422,8 +454,21 @@ mod tests {
             transfer: None,
             transferred: Arc::default(),
         };
-        assert!(e.admits("203.0.113.2".parse().unwrap()));
-        assert!(e.admits("::ffff:203.0.113.2".parse().unwrap()));
-        assert!(!e.admits("203.0.113.66".parse().unwrap()));
+        let dst = Some("127.0.0.1:40000".parse().unwrap());
+        assert_eq!(e.admits("203.0.113.2".parse().unwrap(), dst), Ok(()));
+        assert_eq!(e.admits("::ffff:203.0.113.2".parse().unwrap(), dst), Ok(()));
+        assert_eq!(
+            e.admits("203.0.113.66".parse().unwrap(), dst),
+            Err(Mismatch::Peer)
+        );
+        let elsewhere = Some("192.0.2.9:40000".parse().unwrap());
+        assert_eq!(
+            e.admits("203.0.113.2".parse().unwrap(), elsewhere),
+            Err(Mismatch::Destination)
+        );
+        assert_eq!(
+            e.admits("203.0.113.2".parse().unwrap(), None),
+            Err(Mismatch::Destination)
+        );
     }
 }

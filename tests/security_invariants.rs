@@ -111,7 +111,7 @@ fn a_wrong_peer_racing_for_the_data_port_is_refused_and_the_client_still_transfe
     let mut stolen = Vec::new();
     let _ = intruder.read_to_end(&mut stolen);
     assert!(stolen.is_empty(), "the intruder got data");
-    gate.wait_log("data connection from the wrong peer refused");
+    gate.wait_log("reason=\"wrong-peer\"");
     let mut data = TcpStream::connect(data_addr).expect("the client still connects");
     c.send("RETR pub/one.bin");
     assert!(c.reply().starts_with("150"));

@@ -12,6 +12,15 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 pub use relay::relay;
 
+/// How a listening socket is bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    Plain,
+    /// `IP_TRANSPARENT`: accepts connections TPROXY hands over for addresses that are
+    /// not local (needs `CAP_NET_ADMIN`).
+    Transparent,
+}
+
 fn socket_for(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // Data ports are reused quickly while old connections sit in TIME_WAIT.
@@ -26,15 +35,27 @@ fn socket_for(addr: SocketAddr) -> io::Result<Socket> {
 
 /// A listening socket on `addr` with the given accept backlog.
 pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    listen_as(addr, backlog, Binding::Plain)
+}
+
+/// A listening socket on `addr`, bound as `binding` says.
+pub fn listen_as(addr: SocketAddr, backlog: i32, binding: Binding) -> io::Result<TcpListener> {
     let socket = socket_for(addr)?;
+    if binding == Binding::Transparent {
+        if addr.is_ipv4() {
+            socket.set_ip_transparent_v4(true)?;
+        } else {
+            socket.set_ip_transparent_v6(true)?;
+        }
+    }
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     TcpListener::from_std(socket.into())
 }
 
 /// A data listener on `ip:port`; `None` when the port is taken.
-pub fn listen_data(ip: IpAddr, port: u16) -> Option<TcpListener> {
-    match listen(SocketAddr::new(ip, port), 8) {
+pub fn listen_data(ip: IpAddr, port: u16, binding: Binding) -> Option<TcpListener> {
+    match listen_as(SocketAddr::new(ip, port), 8, binding) {
         Ok(l) => Some(l),
         Err(e) => {
             tracing::debug!(%ip, port, error = %e, "data port not available");
@@ -82,6 +103,32 @@ pub async fn connect(target: SocketAddr, limit: Duration) -> io::Result<TcpStrea
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Where the peer of an accepted connection meant to connect: the original
+/// destination a REDIRECT (DNAT) rewrote, or the local address when nothing rewrote
+/// it (a direct or TPROXY connection).
+pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
+    let local = stream.local_addr()?;
+    let socket = socket2::SockRef::from(stream);
+    let original = if local.is_ipv4() {
+        socket.original_dst_v4()
+    } else {
+        socket.original_dst_v6()
+    };
+    match original {
+        Ok(addr) => addr
+            .as_socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an inet address")),
+        // ENOENT: no conntrack entry, so nothing was rewritten.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(local),
+        Err(e) => Err(e),
+    }
+}
+
+/// The local address of a connection, in canonical form.
+pub fn canonical_local(stream: &TcpStream) -> io::Result<SocketAddr> {
+    stream.local_addr().map(canonical)
 }
 
 /// The address with IPv4-mapped IPv6 turned back into IPv4.

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::{Shared, data};
 use crate::codec::{LineFramer, Reply};
-use crate::net;
+use crate::net::{self, Binding};
 use crate::rules::{Config, ListenMode, Listener, Verdict};
 use crate::session::{Action, CloseReason, Event, ExpectationId, Params, Session};
 use crate::track::{SessionEntry, SessionId, SessionState};
@@ -109,6 +109,84 @@ async fn refuse(mut client: TcpStream, text: &str) {
     let _ = client.shutdown().await;
 }
 
+/// Which server a session goes to, and the address the client believes it dialled.
+struct Target {
+    server: SocketAddr,
+    client_side: SocketAddr,
+    client_local: IpAddr,
+}
+
+/// Works out the target of a new session; `Err` carries the 421 text and outcome.
+async fn target(
+    listener: &Listener,
+    client: &TcpStream,
+    limit: Duration,
+) -> Result<Target, (&'static str, Outcome)> {
+    let unreachable = "Service not available: cannot reach the FTP server.";
+    let local = client
+        .local_addr()
+        .map(net::canonical)
+        .map_err(|_| (unreachable, Outcome::IoError))?;
+    match &listener.mode {
+        ListenMode::Reverse { upstream } => {
+            let server = net::resolve(&upstream.host, upstream.port, limit)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(%upstream, error = %e, "cannot resolve the FTP server");
+                    (unreachable, Outcome::UpstreamFailed)
+                })?;
+            Ok(Target {
+                server: net::canonical(server),
+                client_side: local,
+                client_local: local.ip(),
+            })
+        }
+        ListenMode::Transparent { tproxy } => {
+            let dst = net::original_dst(client).map(net::canonical).map_err(|e| {
+                tracing::warn!(error = %e, "no original destination");
+                (
+                    "Service not available: no original destination.",
+                    Outcome::Refused,
+                )
+            })?;
+            // Not intercepted (REDIRECT leaves no rewrite, or TPROXY hands over a local
+            // address): connecting there would loop back into the proxy.
+            let looped = if *tproxy {
+                dst.port() == listener.addr.port()
+            } else {
+                dst == local
+            };
+            if looped {
+                tracing::warn!(%dst, "connection was not intercepted; refusing to loop");
+                return Err((
+                    "Service not available: connect to an FTP server, not to the proxy.",
+                    Outcome::Refused,
+                ));
+            }
+            // With TPROXY the local address is the server's, not the proxy's: data
+            // listeners bind the wildcard address and onward legs leave from wherever
+            // the routing table says.
+            let client_local = if *tproxy {
+                unspecified(dst.ip())
+            } else {
+                local.ip()
+            };
+            Ok(Target {
+                server: dst,
+                client_side: dst,
+                client_local,
+            })
+        }
+    }
+}
+
+fn unspecified(like: IpAddr) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
 async fn run(
     shared: &Arc<Shared>,
     id: SessionId,
@@ -118,19 +196,14 @@ async fn run(
 ) -> Outcome {
     let config = shared.config.load_full();
     let limit = config.settings.connect_timeout;
-    let ListenMode::Reverse { upstream } = &listener.mode;
-    let server = match net::resolve(&upstream.host, upstream.port, limit).await {
-        Ok(addr) => net::canonical(addr),
-        Err(e) => {
-            tracing::warn!(%upstream, error = %e, "cannot resolve the FTP server");
-            refuse(
-                client,
-                "Service not available: cannot reach the FTP server.",
-            )
-            .await;
-            return Outcome::UpstreamFailed;
+    let target = match target(listener, &client, limit).await {
+        Ok(t) => t,
+        Err((text, outcome)) => {
+            refuse(client, text).await;
+            return outcome;
         }
     };
+    let server = target.server;
     tracing::Span::current().record("server", tracing::field::display(server));
     if !admitted(shared, &config, peer, server) {
         refuse(client, "Service not available: refused by policy.").await;
@@ -148,11 +221,27 @@ async fn run(
             return Outcome::UpstreamFailed;
         }
     };
-    shared
-        .tracker
-        .update_session(id, |s| s.server = Some(server));
-    let relayed = match session_params(&config, &client, &server_stream, peer, server) {
-        Ok(params) => relay_control(shared, id, &config, client, server_stream, params).await,
+    shared.tracker.update_session(id, |s| {
+        s.server = Some(server);
+        s.state = SessionState::Login;
+    });
+    let params = net::canonical_local(&server_stream).map(|server_side| Params {
+        client: peer,
+        client_side: target.client_side,
+        client_local: target.client_local,
+        server,
+        server_side,
+        advertise: config.settings.advertise,
+        min_data_port: MIN_DATA_PORT,
+    });
+    let relayed = match params {
+        Ok(params) => {
+            let binding = match listener.mode {
+                ListenMode::Transparent { tproxy: true } => Binding::Transparent,
+                _ => Binding::Plain,
+            };
+            relay_control(shared, id, &config, client, server_stream, params, binding).await
+        }
         Err(e) => Err(e),
     };
     match relayed {
@@ -188,6 +277,7 @@ struct Driver<'a> {
     data: HashMap<ExpectationId, CancellationToken>,
     events: mpsc::UnboundedSender<Event>,
     write_timeout: Duration,
+    binding: Binding,
 }
 
 /// Whether the session goes on after carrying out some actions.
@@ -226,7 +316,13 @@ impl Driver<'_> {
                     write_within(&mut self.to_server, &bytes, self.write_timeout).await?
                 }
                 Action::Open(req) => {
-                    let event = match data::open(self.shared, self.id, &req, self.events.clone()) {
+                    let event = match data::open(
+                        self.shared,
+                        self.id,
+                        &req,
+                        self.events.clone(),
+                        self.binding,
+                    ) {
                         Some((proxy, token)) => {
                             self.data.insert(req.id, token);
                             Event::ExpectationOpened { id: req.id, proxy }
@@ -303,24 +399,6 @@ impl Driver<'_> {
     }
 }
 
-/// The addresses of both control connections, as the session engine sees them.
-fn session_params(
-    config: &Config,
-    client: &TcpStream,
-    server: &TcpStream,
-    peer: SocketAddr,
-    server_addr: SocketAddr,
-) -> io::Result<Params> {
-    Ok(Params {
-        client: peer,
-        client_side: net::canonical(client.local_addr()?),
-        server: server_addr,
-        server_side: net::canonical(server.local_addr()?),
-        advertise: config.settings.advertise,
-        min_data_port: MIN_DATA_PORT,
-    })
-}
-
 async fn relay_control(
     shared: &Arc<Shared>,
     id: SessionId,
@@ -328,6 +406,7 @@ async fn relay_control(
     client: TcpStream,
     server: TcpStream,
     params: Params,
+    binding: Binding,
 ) -> io::Result<Outcome> {
     let settings = &config.settings;
     client.set_nodelay(true)?;
@@ -343,6 +422,7 @@ async fn relay_control(
         data: HashMap::new(),
         events,
         write_timeout: settings.idle_timeout,
+        binding,
     };
     let mut client_lines = LineFramer::new(settings.max_line);
     let mut server_lines = LineFramer::new(settings.max_line);

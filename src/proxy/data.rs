@@ -13,9 +13,9 @@ use tracing::Instrument;
 
 use super::Shared;
 use crate::codec::TransferKind;
-use crate::net;
+use crate::net::{self, Binding};
 use crate::session::{DataOutcome, Event, ExpectationRequest};
-use crate::track::{ExpectationEntry, ExpectationState, SessionId, Transferred};
+use crate::track::{ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
 use crate::xferlog;
 
 /// Binds a data port for `req` and starts its task. Returns the proxy's data socket
@@ -25,6 +25,7 @@ pub fn open(
     session: SessionId,
     req: &ExpectationRequest,
     events: mpsc::UnboundedSender<Event>,
+    binding: Binding,
 ) -> Option<(SocketAddr, CancellationToken)> {
     let settings = shared.config.load().settings.clone();
     let deadline = Instant::now() + settings.data_timeout;
@@ -34,11 +35,12 @@ pub fn open(
         key,
         |port| {
             let proxy = SocketAddr::new(req.listen_ip, port);
-            net::listen_data(req.listen_ip, port).map(|l| (l, proxy))
+            net::listen_data(req.listen_ip, port, binding).map(|l| (l, proxy))
         },
         |port| ExpectationEntry {
             mode: req.mode,
             proxy: SocketAddr::new(req.listen_ip, port),
+            dst: SocketAddr::new(req.dst_ip, port),
             expected_peer: req.expected_peer,
             onward: req.onward,
             deadline,
@@ -209,12 +211,14 @@ impl Expectation {
         }
     }
 
-    fn admits(&self, peer: SocketAddr) -> bool {
+    /// Whether `stream` from `peer` may use the expectation, or why not.
+    fn admission(&self, stream: &TcpStream, peer: SocketAddr) -> Result<(), Mismatch> {
         let key = (self.session, self.req.id);
-        self.shared
-            .tracker
-            .expectation(key)
-            .is_some_and(|e| e.admits(peer.ip()))
+        let dst = net::original_dst(stream).map(net::canonical).ok();
+        match self.shared.tracker.expectation(key) {
+            Some(e) => e.admits(peer.ip(), dst),
+            None => Err(Mismatch::Peer),
+        }
     }
 
     /// Waits for the expected peer until the deadline; anyone else is refused and the
@@ -229,18 +233,25 @@ impl Expectation {
                 r = listener.accept() => r,
             };
             match accepted {
-                Ok((stream, peer)) if self.admits(peer) => {
-                    let _ = stream.set_nodelay(true);
-                    return Some(stream);
-                }
-                Ok((_, peer)) => {
-                    tracing::warn!(%peer, expected = %self.req.expected_peer, "data connection from the wrong peer refused");
-                    self.shared
-                        .metrics
-                        .expectations_refused_total
-                        .with_label_values(&["wrong-peer"])
-                        .inc();
-                }
+                Ok((stream, peer)) => match self.admission(&stream, peer) {
+                    Ok(()) => {
+                        let _ = stream.set_nodelay(true);
+                        return Some(stream);
+                    }
+                    Err(mismatch) => {
+                        tracing::warn!(
+                            %peer,
+                            expected = %self.req.expected_peer,
+                            reason = mismatch.as_str(),
+                            "data connection refused"
+                        );
+                        self.shared
+                            .metrics
+                            .expectations_refused_total
+                            .with_label_values(&[mismatch.as_str()])
+                            .inc();
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "data accept failed");
                     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -84,6 +84,10 @@ impl fmt::Display for Upstream {
 pub enum ListenMode {
     /// Every session goes to one fixed server.
     Reverse { upstream: Upstream },
+    /// Sessions go to the server the client dialled, intercepted by the firewall:
+    /// REDIRECT (the original destination from `SO_ORIGINAL_DST`) or, with `tproxy`,
+    /// TPROXY (the original destination is the accepted socket's local address).
+    Transparent { tproxy: bool },
 }
 
 /// One `listen` statement.

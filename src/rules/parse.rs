@@ -8,7 +8,8 @@
 //! set       := "set" ( "data-timeout" DURATION | "idle-timeout" DURATION
 //!                    | "connect-timeout" DURATION | "data-ports" PORT "-" PORT
 //!                    | "max-line" NUMBER | "advertise" IP )
-//! listen    := "listen" "reverse" SOCKADDR "upstream" HOST ":" PORT
+//! listen    := "listen" ( "reverse" SOCKADDR "upstream" HOST ":" PORT
+//!                       | "transparent" SOCKADDR ["tproxy"] )
 //! metrics   := "metrics" "listen" SOCKADDR
 //! rule      := ("pass" | "block") ["log"] ["from" TARGET] ["to" TARGET] ["port" PORTS]
 //! TARGET    := "any" | IP | IP "/" LEN
@@ -242,16 +243,22 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
 }
 
 fn listen_statement(i: &str) -> PResult<'_, Statement> {
-    let (rest, mode) = next("a listener mode (reverse)", |t| {
-        (t == "reverse").then_some(t)
+    let (rest, mode) = next("a listener mode (reverse or transparent)", |t| {
+        matches!(t, "reverse" | "transparent").then_some(t)
     })(i)?;
     let (rest, addr) = next(
         "a listen address such as 127.0.0.1:2121 or [::1]:2121",
         socket_addr,
     )(rest)?;
+    if mode == "transparent" {
+        let (rest, tproxy) = optional_keyword(rest, "tproxy");
+        return Ok((
+            rest,
+            Statement::Listen(addr, ListenMode::Transparent { tproxy }),
+        ));
+    }
     let (rest, _) = keyword("upstream")(rest)?;
     let (rest, up) = next("an upstream HOST:PORT", upstream)(rest)?;
-    debug_assert_eq!(mode, "reverse");
     Ok((
         rest,
         Statement::Listen(addr, ListenMode::Reverse { upstream: up }),
@@ -410,6 +417,7 @@ mod tests {
              set xferlog /var/log/ftpgate/xferlog\n\
              metrics listen 127.0.0.1:9121\n{LISTEN}  # trailing\n\
              listen reverse [::1]:2121 upstream ftp.example.net:21\n\
+             listen transparent 0.0.0.0:8021\nlisten transparent [::]:8021 tproxy\n\
              pass log from 198.51.100.0/24 to 203.0.113.2 port 21\nblock\n"
         );
         let c = parse_str("x.rules", &text).unwrap();
@@ -430,7 +438,15 @@ mod tests {
             Some(PathBuf::from("/var/log/ftpgate/xferlog"))
         );
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9121".parse().unwrap()));
-        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners.len(), 4);
+        assert_eq!(
+            c.listeners[2].mode,
+            ListenMode::Transparent { tproxy: false }
+        );
+        assert_eq!(
+            c.listeners[3].mode,
+            ListenMode::Transparent { tproxy: true }
+        );
         assert_eq!(
             c.listeners[1].mode,
             ListenMode::Reverse {
@@ -443,7 +459,7 @@ mod tests {
         assert_eq!(c.session_rules.len(), 2);
         assert!(c.session_rules[0].log);
         assert_eq!(c.session_rules[0].port, Some(PortRange { lo: 21, hi: 21 }));
-        assert_eq!(c.session_rules[1].origin.line, 13);
+        assert_eq!(c.session_rules[1].origin.line, 15);
         assert_eq!(c.session_rules[1].from, AddrMatch::Any);
     }
 
@@ -482,6 +498,14 @@ mod tests {
                 "{LISTEN}\nlisten reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n"
             )),
             "x.rules:2:16: 127.0.0.1:2121 is already a listener"
+        );
+        assert_eq!(
+            err("listen sideways 127.0.0.1:2121\n"),
+            "x.rules:1:8: expected a listener mode (reverse or transparent), found `sideways`"
+        );
+        assert_eq!(
+            err("listen transparent 0.0.0.0:8021 tproxi\n"),
+            "x.rules:1:33: unexpected `tproxi`"
         );
         assert_eq!(
             err("listen reverse 127.0.0.1:2121\n"),

@@ -48,8 +48,13 @@ impl DataMode {
 pub struct Params {
     /// The client's control address.
     pub client: SocketAddr,
-    /// The proxy's own address on the client's control connection.
+    /// The address the client believes it is connected to: the proxy's own in reverse
+    /// mode, the server's in transparent mode. Announced in `227`, and where clients
+    /// that ignore the `227` address (and every `EPSV` client) connect for data.
     pub client_side: SocketAddr,
+    /// Where the proxy itself is on the client's side: data listeners for the client
+    /// bind here and active-mode connections to the client leave from here.
+    pub client_local: IpAddr,
     /// The server's control address.
     pub server: SocketAddr,
     /// The proxy's own address on the server control connection.
@@ -67,6 +72,9 @@ pub struct ExpectationRequest {
     pub mode: DataMode,
     /// The local address to listen on.
     pub listen_ip: IpAddr,
+    /// The address the peer was told (or believes) to connect to; a data connection
+    /// whose original destination is another address is refused.
+    pub dst_ip: IpAddr,
     /// The only peer allowed to connect.
     pub expected_peer: IpAddr,
     /// Where the accepted connection is relayed to.
@@ -609,8 +617,9 @@ impl Session {
         onward_port: u16,
     ) -> ExpectationId {
         let p = &self.params;
-        let (listen_ip, expected_peer, onward_ip, onward_from) = match mode {
+        let (listen_ip, dst_ip, expected_peer, onward_ip, onward_from) = match mode {
             DataMode::Passive => (
+                p.client_local,
                 p.client_side.ip(),
                 p.client.ip(),
                 p.server.ip(),
@@ -618,9 +627,10 @@ impl Session {
             ),
             DataMode::Active => (
                 p.server_side.ip(),
+                p.server_side.ip(),
                 p.server.ip(),
                 p.client.ip(),
-                p.client_side.ip(),
+                p.client_local,
             ),
         };
         self.next_id += 1;
@@ -635,6 +645,7 @@ impl Session {
             id,
             mode,
             listen_ip,
+            dst_ip,
             expected_peer,
             onward: SocketAddr::new(onward_ip, onward_port),
             onward_from,

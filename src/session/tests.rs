@@ -11,6 +11,7 @@ fn params() -> Params {
     Params {
         client: CLIENT.parse().unwrap(),
         client_side: "198.51.100.1:21".parse().unwrap(),
+        client_local: "198.51.100.1".parse().unwrap(),
         server: SERVER.parse().unwrap(),
         server_side: "203.0.113.1:61000".parse().unwrap(),
         advertise: None,
@@ -22,6 +23,7 @@ fn v6_params() -> Params {
     Params {
         client: "[2001:db8:1::2]:50000".parse().unwrap(),
         client_side: "[2001:db8:1::1]:21".parse().unwrap(),
+        client_local: "2001:db8:1::1".parse().unwrap(),
         server: "[2001:db8:2::2]:21".parse().unwrap(),
         server_side: "[2001:db8:2::1]:61000".parse().unwrap(),
         advertise: None,
@@ -168,6 +170,28 @@ fn pasv_is_forwarded_and_227_rewritten_to_the_proxy_data_port() {
         to_client(&a),
         "227 Entering Passive Mode (198,51,100,1,156,64).\r\n"
     );
+}
+
+#[test]
+fn in_transparent_mode_227_names_the_server_and_data_binds_on_the_proxy() {
+    // REDIRECT: the client dialled the server, the proxy is the router.
+    let mut p = params();
+    p.client_side = "203.0.113.2:21".parse().unwrap();
+    p.client_local = "198.51.100.1".parse().unwrap();
+    let mut h = Harness::new(p);
+    h.client(b"PASV\r\n");
+    let a = h.server(b"227 (203,0,113,2,200,10)\r\n").take();
+    let open = &opens(&a)[0];
+    assert_eq!(open.listen_ip, "198.51.100.1".parse::<IpAddr>().unwrap());
+    assert_eq!(open.dst_ip, "203.0.113.2".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        to_client(&a),
+        "227 Entering Passive Mode (203,0,113,2,156,64).\r\n"
+    );
+    let a = h.client(b"PORT 198,51,100,2,195,81\r\n").take();
+    let open = &opens(&a)[0];
+    assert_eq!(open.onward_from, "198.51.100.1".parse::<IpAddr>().unwrap());
+    assert_eq!(open.dst_ip, "203.0.113.1".parse::<IpAddr>().unwrap());
 }
 
 #[test]
