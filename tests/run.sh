@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need when it is missing
-# (Debian packages: vsftpd, curl, lftp, python3, and prometheus for promtool), then
+# (Debian packages: vsftpd, curl, lftp, python3, prometheus for promtool, nftables
+# and iproute2 for the network-namespace lab), then
 # runs formatting, lint and every test. Run it as root: vsftpd's anonymous chroot
 # needs root, and so will the network-namespace tests. Under CI=true a missing
 # prerequisite fails the tests.
@@ -8,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 promtool:prometheus; do
+for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 promtool:prometheus nft:nftables ip:iproute2 ss:iproute2; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
 done
 if ((${#missing[@]})); then

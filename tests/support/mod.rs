@@ -17,6 +17,20 @@ use std::time::{Duration, Instant};
 pub const LOCALHOST: &str = "127.0.0.1";
 pub const LOCALHOST6: &str = "::1";
 
+pub mod lab;
+
+/// `program` run inside network namespace `ns`, or directly when there is none.
+pub fn command_in(ns: Option<&str>, program: &str) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// True when a missing prerequisite must fail the test rather than skip it.
 pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
@@ -181,6 +195,8 @@ pub struct Gate {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub rules: PathBuf,
+    /// The network namespace it runs in, if any.
+    pub netns: Option<String>,
     dir: tempfile::TempDir,
     child: Child,
 }
@@ -209,15 +225,30 @@ impl Gate {
 
     /// Starts ftpgate with a rule file and extra arguments to `ftpgate run`.
     pub fn start_args(rules: &str, args: &[&str]) -> Gate {
+        Gate::start_in(None, rules, args)
+    }
+
+    /// Starts ftpgate inside network namespace `netns` (or here); the rules' own
+    /// `metrics listen` is the admin endpoint, else one is added on loopback.
+    pub fn start_in(netns: Option<&str>, rules: &str, args: &[&str]) -> Gate {
         let dir = tempdir();
-        let admin = SocketAddr::new(
-            LOCALHOST.parse().unwrap(),
-            free_port(LOCALHOST.parse().unwrap()),
-        );
+        let stated = rules
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("metrics listen "))
+            .and_then(|a| a.split_whitespace().next())
+            .and_then(|a| a.parse().ok());
+        let (admin, rules) = match stated {
+            Some(admin) => (admin, rules.to_string()),
+            None => {
+                let ip: IpAddr = LOCALHOST.parse().expect("ip");
+                let admin = SocketAddr::new(ip, free_port(ip));
+                (admin, format!("metrics listen {admin}\n{rules}"))
+            }
+        };
         let path = dir.path().join("test.rules");
-        fs::write(&path, format!("metrics listen {admin}\n{rules}")).expect("write rules");
+        fs::write(&path, &rules).expect("write rules");
         let log = fs::File::create(dir.path().join("ftpgate.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+        let child = command_in(netns, env!("CARGO_BIN_EXE_ftpgate"))
             .args(["run", "-c"])
             .arg(&path)
             .args(args)
@@ -228,18 +259,22 @@ impl Gate {
             .expect("start ftpgate");
         let addr = rules
             .lines()
-            .find_map(|l| l.strip_prefix("listen reverse "))
-            .and_then(|l| l.split_whitespace().next())
+            .find_map(|l| l.trim().strip_prefix("listen "))
+            .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|a| a.parse().ok())
-            .expect("rules have a listen reverse line");
+            .expect("rules have a listen line");
         let gate = Gate {
             addr,
             admin,
             rules: path,
+            netns: netns.map(String::from),
             dir,
             child,
         };
-        let listeners = rules.lines().filter(|l| l.starts_with("listen ")).count();
+        let listeners = rules
+            .lines()
+            .filter(|l| l.trim().starts_with("listen "))
+            .count();
         wait_for("ftpgate to listen", Duration::from_secs(10), || {
             gate.log().matches("listening").count() >= listeners
         });
@@ -261,7 +296,7 @@ impl Gate {
 
     /// The `/metrics` page, fetched with curl.
     pub fn metrics(&self) -> String {
-        let out = run(Command::new("curl").args([
+        let out = run(command_in(self.netns.as_deref(), "curl").args([
             "-sS",
             "--max-time",
             "10",
@@ -378,7 +413,12 @@ pub fn url(addr: SocketAddr, path: &str) -> String {
 }
 
 pub fn curl(mode: Mode) -> Command {
-    let mut c = Command::new("curl");
+    curl_in(None, mode)
+}
+
+/// curl in network namespace `ns`, forced into `mode`.
+pub fn curl_in(ns: Option<&str>, mode: Mode) -> Command {
+    let mut c = command_in(ns, "curl");
     c.args(["-sS", "--max-time", "120"]).args(mode.curl_args());
     c
 }
@@ -399,6 +439,11 @@ pub fn curl_list(addr: SocketAddr, mode: Mode, dir: &str) -> String {
 /// lftp with `commands` against `addr`; EPRT is what lftp uses for active mode over
 /// IPv6, EPSV/PASV and PORT are forced by its settings.
 pub fn lftp(addr: SocketAddr, mode: Mode, commands: &str) -> Output {
+    lftp_in(None, addr, mode, commands)
+}
+
+/// lftp in network namespace `ns`.
+pub fn lftp_in(ns: Option<&str>, addr: SocketAddr, mode: Mode, commands: &str) -> Output {
     let passive = if mode.is_passive() { "on" } else { "off" };
     let epsv = if mode == Mode::Epsv { "yes" } else { "no" };
     let script = format!(
@@ -409,7 +454,7 @@ pub fn lftp(addr: SocketAddr, mode: Mode, commands: &str) -> Output {
         IpAddr::V4(ip) => ip.to_string(),
         IpAddr::V6(ip) => format!("[{ip}]"),
     };
-    run_ok(Command::new("lftp").args([
+    run_ok(command_in(ns, "lftp").args([
         "-u",
         "anonymous,",
         "-p",
@@ -428,8 +473,20 @@ pub fn ftplib(
     remote: &str,
     local: Option<&Path>,
 ) -> Output {
+    ftplib_in(None, addr, mode, action, remote, local)
+}
+
+/// Python's ftplib in network namespace `ns`.
+pub fn ftplib_in(
+    ns: Option<&str>,
+    addr: SocketAddr,
+    mode: Mode,
+    action: &str,
+    remote: &str,
+    local: Option<&Path>,
+) -> Output {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ftp_client.py");
-    let mut cmd = Command::new("python3");
+    let mut cmd = command_in(ns, "python3");
     cmd.args([
         script,
         &addr.ip().to_string(),

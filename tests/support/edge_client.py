@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Scripted clients and probes for the transparent-edge tests, run inside a network
+namespace with `ip netns exec`. Each prints what it saw; the Rust test asserts.
+
+  edge_client.py steal SERVER FILE THIEF_SOURCE
+      Logs in, asks EPSV, lets a second host (THIEF_SOURCE) race for the data port,
+      then downloads FILE on it. Prints "thief: <bytes>" and "client: <bytes> <reply>".
+  edge_client.py bounce SERVER THIRD_HOST THIRD_PORT
+      Logs in and sends PORT naming THIRD_HOST:THIRD_PORT, then LIST. Prints replies.
+  edge_client.py probe ADDR PORT
+      Listens on ADDR:PORT, prints "ready", waits for a line on stdin, then reports
+      "connected <peer>" or "nothing" without waiting.
+  edge_client.py connect ADDR PORT SECONDS
+      Tries to connect; prints "connected", "refused" or "timeout".
+"""
+import socket
+import sys
+
+
+def family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class Control:
+    def __init__(self, host):
+        self.host = host
+        self.sock = socket.create_connection((host, 21), timeout=20)
+        self.file = self.sock.makefile("rb")
+        self.reply()
+
+    def reply(self):
+        line = self.file.readline().decode()
+        text = line
+        if len(line) > 3 and line[3] == "-":
+            while not (line[:3] == text[:3] and line[3:4] == " "):
+                line = self.file.readline().decode()
+                text += line
+        return text.strip()
+
+    def cmd(self, line):
+        self.sock.sendall(line.encode() + b"\r\n")
+        return self.reply()
+
+    def login(self):
+        self.cmd("USER anonymous")
+        self.cmd("PASS edge@")
+        self.cmd("TYPE I")
+
+
+def steal(server, path, thief_source):
+    c = Control(server)
+    c.login()
+    reply = c.cmd("EPSV")
+    port = int(reply.split("|||")[1].split("|")[0])
+    thief = socket.socket(family(server), socket.SOCK_STREAM)
+    thief.bind((thief_source, 0))
+    thief.settimeout(10)
+    stolen = b""
+    try:
+        thief.connect((server, port))
+        while True:
+            chunk = thief.recv(65536)
+            if not chunk:
+                break
+            stolen += chunk
+    except OSError:
+        pass
+    print("thief:", len(stolen))
+    data = socket.create_connection((server, port), timeout=20)
+    c.sock.sendall(("RETR " + path + "\r\n").encode())
+    c.reply()
+    got = 0
+    while True:
+        chunk = data.recv(65536)
+        if not chunk:
+            break
+        got += len(chunk)
+    data.close()
+    print("client:", got, c.reply()[:3])
+
+
+def bounce(server, third, port):
+    c = Control(server)
+    c.login()
+    p = int(port)
+    octets = third.replace(".", ",")
+    print("PORT:", c.cmd("PORT %s,%d,%d" % (octets, p >> 8, p & 0xFF)))
+    print("EPRT:", c.cmd("EPRT |1|%s|%d|" % (third, p)))
+    print("LIST:", c.cmd("LIST"))
+
+
+def probe(addr, port):
+    s = socket.socket(family(addr), socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, int(port)))
+    s.listen(8)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    s.setblocking(False)
+    try:
+        conn, peer = s.accept()
+        print("connected", peer[0], flush=True)
+    except BlockingIOError:
+        print("nothing", flush=True)
+
+
+def connect(addr, port, seconds):
+    s = socket.socket(family(addr), socket.SOCK_STREAM)
+    s.settimeout(float(seconds))
+    try:
+        s.connect((addr, int(port)))
+        print("connected")
+    except ConnectionRefusedError:
+        print("refused")
+    except (socket.timeout, TimeoutError):
+        print("timeout")
+
+
+if __name__ == "__main__":
+    {"steal": steal, "bounce": bounce, "probe": probe, "connect": connect}[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,201 @@
+//! The three-host lab of `deploy/lab.sh` for the transparent-mode tests: namespaces
+//! built by the shipped script, the shipped nftables ruleset on the edge, vsftpd on the
+//! server. Torn down on drop, also when a test fails.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::{command_in, run, run_ok, wait_for};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub struct Lab {
+    pub prefix: String,
+}
+
+impl Lab {
+    /// Builds the lab with `deploy/lab.sh` and loads `ruleset` (a file under
+    /// `deploy/nftables/`) on the edge.
+    pub fn up(ruleset: &str) -> Lab {
+        let prefix = format!(
+            "fg{}x{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let lab = Lab { prefix };
+        run_ok(Command::new("bash").args([&format!("{ROOT}/deploy/lab.sh"), "up", &lab.prefix]));
+        run_ok(
+            lab.on("edge", "nft")
+                .args(["-f", &format!("{ROOT}/deploy/nftables/{ruleset}")]),
+        );
+        lab
+    }
+
+    pub fn ns(&self, host: &str) -> String {
+        format!("{}-{host}", self.prefix)
+    }
+
+    /// `program` run on `host` (client, edge or server).
+    pub fn on(&self, host: &str, program: &str) -> Command {
+        command_in(Some(&self.ns(host)), program)
+    }
+
+    /// Runs `tests/support/edge_client.py` on `host`; returns its output.
+    pub fn script(&self, host: &str, args: &[&str]) -> String {
+        let out = run_ok(
+            self.on(host, "python3")
+                .arg(format!("{ROOT}/tests/support/edge_client.py"))
+                .args(args),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts a listener on `host` that reports on demand whether anyone connected.
+    pub fn probe(&self, host: &str, addr: &str, port: u16) -> Probe {
+        let mut child = self
+            .on(host, "python3")
+            .arg(format!("{ROOT}/tests/support/edge_client.py"))
+            .args(["probe", addr, &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start probe");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).expect("probe ready");
+        assert_eq!(line.trim(), "ready", "probe on {addr}:{port}");
+        Probe {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Counters of the nftables forward chain on the edge, as nft prints them.
+    pub fn forward_drops(&self) -> u64 {
+        let out = run_ok(
+            self.on("edge", "nft")
+                .args(["list", "chain", "inet", "ftpgate", "forward"]),
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("drop"))
+            .filter_map(|l| {
+                let after = l.split("counter packets ").nth(1)?;
+                after.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = run(Command::new("bash").args([
+            &format!("{ROOT}/deploy/lab.sh"),
+            "down",
+            &self.prefix,
+        ]));
+    }
+}
+
+/// A listener that answers whether it was connected to.
+pub struct Probe {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: std::io::BufReader<ChildStdout>,
+}
+
+impl Probe {
+    /// "nothing" or "connected <peer>".
+    pub fn report(mut self) -> String {
+        std::io::Write::write_all(&mut self.stdin, b"report\n").expect("ask probe");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut line).expect("probe report");
+        let _ = self.child.wait();
+        line.trim().to_string()
+    }
+}
+
+/// vsftpd on the lab's server host: anonymous read/write on port 21 over IPv4 and
+/// IPv6, passive ports 30000-30999 (outside ftpgate's data ports, so a transfer that
+/// crossed the edge directly could not pass for one through ftpgate).
+pub struct LabServer {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl LabServer {
+    pub fn start(lab: &Lab) -> LabServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let public = root.join("pub");
+        fs::create_dir_all(&public).expect("mkdir");
+        for p in [dir.path(), root.as_path()] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        run_ok(Command::new("chown").args(["ftp", &public.display().to_string()]));
+        fs::create_dir_all("/var/run/vsftpd/empty").expect("secure_chroot_dir");
+        let conf = format!(
+            "listen=NO\nlisten_ipv6=YES\nlisten_port=21\nbackground=NO\nanonymous_enable=YES\n\
+             local_enable=NO\nanon_root={}\nwrite_enable=YES\nanon_upload_enable=YES\n\
+             anon_umask=022\nconnect_from_port_20=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\n\
+             seccomp_sandbox=NO\npasv_min_port=30000\npasv_max_port=30999\n\
+             vsftpd_log_file={}\nlog_ftp_protocol=YES\nmax_clients=200\nmax_per_ip=200\n",
+            root.display(),
+            dir.path().join("vsftpd.log").display()
+        );
+        let conf_path = dir.path().join("vsftpd.conf");
+        fs::write(&conf_path, conf).expect("vsftpd.conf");
+        let child = lab
+            .on("server", "vsftpd")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start vsftpd");
+        wait_for(
+            "vsftpd to listen in the lab",
+            Duration::from_secs(10),
+            || {
+                let out = run(lab.on("server", "ss").args(["-Hltn", "sport = :21"]));
+                !out.stdout.is_empty()
+            },
+        );
+        LabServer { dir, child }
+    }
+
+    pub fn public(&self) -> PathBuf {
+        self.dir.path().join("root/pub")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("vsftpd.log")).unwrap_or_default()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.public().join(name)
+    }
+}
+
+impl Drop for LabServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Output of a command as text.
+pub fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A local path as a string.
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,300 @@
+//! ftpgate as a transparent proxy on an edge router, proven across real network
+//! namespaces: `deploy/lab.sh` builds client — edge — server, the edge loads the shipped
+//! `deploy/nftables/ftpgate-redirect.nft` and runs ftpgate with the shipped
+//! `rules/edge-redirect.rules`; vsftpd serves on the server; curl, lftp and Python's
+//! ftplib run on the client, which dials the server and changes nothing.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::lab::{Lab, LabServer, path_str};
+use support::*;
+
+const SERVER_V4: &str = "203.0.113.2:21";
+const SERVER_V6: &str = "[2001:db8:2::2]:21";
+const RULESET: &str = "ftpgate-redirect.nft";
+const FILES: [(&str, usize); 2] = [("one.bin", 1 << 20), ("ten.bin", 10 << 20)];
+
+struct Edge {
+    lab: Lab,
+    server: LabServer,
+    gate: Gate,
+    local: tempfile::TempDir,
+}
+
+fn edge(extra_rules: &str) -> Edge {
+    let lab = Lab::up(RULESET);
+    let server = LabServer::start(&lab);
+    for (i, (name, size)) in FILES.iter().enumerate() {
+        make_file(&server.path(name), *size, 100 + i as u64);
+    }
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rules/edge-redirect.rules"
+    ))
+    .expect("rules/edge-redirect.rules");
+    let gate = Gate::start_in(
+        Some(&lab.ns("edge")),
+        &format!("{extra_rules}\n{shipped}"),
+        &[],
+    );
+    Edge {
+        lab,
+        server,
+        gate,
+        local: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+fn server_addr(v6: bool) -> SocketAddr {
+    (if v6 { SERVER_V6 } else { SERVER_V4 })
+        .parse()
+        .expect("addr")
+}
+
+/// Downloads and uploads every file with `get`/`put` in each mode; returns the number
+/// of data connections used.
+fn transfers(
+    e: &Edge,
+    client: &str,
+    cases: &[(bool, Mode)],
+    get: impl Fn(SocketAddr, Mode, &str, &std::path::Path),
+    put: impl Fn(SocketAddr, Mode, &std::path::Path, &str),
+) -> u32 {
+    let mut n = 0;
+    for &(v6, mode) in cases {
+        let addr = server_addr(v6);
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        for (name, _) in FILES {
+            let down = e
+                .local
+                .path()
+                .join(format!("{client}-{family}-{}-{name}", mode.verb()));
+            get(addr, mode, &format!("pub/{name}"), &down);
+            assert_same_file(&down, &e.server.path(name));
+            let remote = format!("up-{client}-{family}-{}-{name}", mode.verb());
+            put(addr, mode, &down, &format!("pub/{remote}"));
+            assert_same_file(&e.server.path(&remote), &down);
+            n += 2;
+        }
+        eprintln!(
+            "{client} {} over {family} through the REDIRECT edge: ok",
+            mode.verb()
+        );
+    }
+    // Every transfer was a data connection ftpgate opened, not one the edge forwarded.
+    eventually("the data connections to close", || {
+        e.gate.metric("ftpgate_expectations_active") == 0.0
+    });
+    assert_eq!(
+        e.gate
+            .metric("ftpgate_expectations_total{outcome=\"completed\"}"),
+        f64::from(n)
+    );
+    n
+}
+
+const V4_ALL: [(bool, Mode); 4] = [
+    (false, Mode::Pasv),
+    (false, Mode::Epsv),
+    (false, Mode::Port),
+    (false, Mode::Eprt),
+];
+const V6_ALL: [(bool, Mode); 2] = [(true, Mode::Epsv), (true, Mode::Eprt)];
+
+#[test]
+fn curl_crosses_the_redirect_edge_in_every_mode_over_ipv4_and_ipv6() {
+    require!("vsftpd", "curl", "nft", "ip", "python3");
+    let e = edge("");
+    let ns = e.lab.ns("client");
+    let cases: Vec<_> = V4_ALL.iter().chain(&V6_ALL).copied().collect();
+    let n = transfers(
+        &e,
+        "curl",
+        &cases,
+        |addr, mode, remote, local| {
+            run_ok(
+                curl_in(Some(&ns), mode)
+                    .arg(url(addr, remote))
+                    .arg("-o")
+                    .arg(local),
+            );
+        },
+        |addr, mode, local, remote| {
+            run_ok(
+                curl_in(Some(&ns), mode)
+                    .arg("-T")
+                    .arg(local)
+                    .arg(url(addr, remote)),
+            );
+        },
+    );
+    assert_eq!(n, 24);
+    let listing = run_ok(curl_in(Some(&ns), Mode::Epsv).arg(url(server_addr(false), "pub/")));
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("ten.bin"));
+}
+
+#[test]
+fn lftp_crosses_the_redirect_edge_over_ipv4_and_ipv6() {
+    require!("vsftpd", "lftp", "nft", "ip", "python3");
+    let e = edge("");
+    let ns = e.lab.ns("client");
+    // lftp speaks PORT for active mode over IPv4 and EPRT over IPv6.
+    let cases = [
+        (false, Mode::Pasv),
+        (false, Mode::Epsv),
+        (false, Mode::Port),
+        (true, Mode::Epsv),
+        (true, Mode::Eprt),
+    ];
+    transfers(
+        &e,
+        "lftp",
+        &cases,
+        |addr, mode, remote, local| {
+            lftp_in(
+                Some(&ns),
+                addr,
+                mode,
+                &format!("get {remote} -o {}", path_str(local)),
+            );
+        },
+        |addr, mode, local, remote| {
+            lftp_in(
+                Some(&ns),
+                addr,
+                mode,
+                &format!("put {} -o {remote}", path_str(local)),
+            );
+        },
+    );
+}
+
+#[test]
+fn ftplib_crosses_the_redirect_edge_over_ipv4_and_ipv6() {
+    require!("vsftpd", "python3", "nft", "ip");
+    let e = edge("");
+    let ns = e.lab.ns("client");
+    let cases: Vec<_> = V4_ALL.iter().chain(&V6_ALL).copied().collect();
+    transfers(
+        &e,
+        "ftplib",
+        &cases,
+        |addr, mode, remote, local| {
+            ftplib_in(Some(&ns), addr, mode, "get", remote, Some(local));
+        },
+        |addr, mode, local, remote| {
+            ftplib_in(Some(&ns), addr, mode, "put", remote, Some(local));
+        },
+    );
+}
+
+#[test]
+fn port_toward_a_third_host_gets_nothing_through_the_edge() {
+    require!("vsftpd", "python3", "nft", "ip");
+    let e = edge("");
+    let probe = e.lab.probe("server", "203.0.113.66", 4000);
+    let out = e
+        .lab
+        .script("client", &["bounce", "203.0.113.2", "203.0.113.66", "4000"]);
+    assert!(
+        out.contains("PORT: 504") && out.contains("EPRT: 504"),
+        "{out}"
+    );
+    assert!(
+        out.contains("LIST: 425"),
+        "the server never got the PORT: {out}"
+    );
+    assert_eq!(probe.report(), "nothing");
+    assert!(!e.server.log().contains("203,0,113,66"));
+    assert_eq!(
+        e.gate
+            .metric("ftpgate_expectations_refused_total{reason=\"bounce\"}"),
+        2.0
+    );
+}
+
+#[test]
+fn another_client_cannot_use_a_data_port_announced_for_someone_else() {
+    require!("vsftpd", "python3", "nft", "ip");
+    let e = edge("");
+    let out = e.lab.script(
+        "client",
+        &["steal", "203.0.113.2", "pub/one.bin", "198.51.100.3"],
+    );
+    assert!(out.contains("thief: 0"), "{out}");
+    assert!(out.contains("client: 1048576 226"), "{out}");
+    assert_eq!(
+        e.gate
+            .metric("ftpgate_expectations_refused_total{reason=\"wrong-peer\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn session_rules_see_the_server_the_client_dialled() {
+    require!("vsftpd", "curl", "nft", "ip", "python3");
+    let e = edge("block log to 203.0.113.66");
+    let ns = e.lab.ns("client");
+    // curl reports any 421 as exit code 28 ("timeout"); -v shows the reply itself.
+    let refused = run(curl_in(Some(&ns), Mode::Epsv).args(["-v", "ftp://203.0.113.66/pub/"]));
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("< 421 Service not available: refused by policy."),
+        "{stderr}"
+    );
+    run_ok(curl_in(Some(&ns), Mode::Epsv).arg("ftp://203.0.113.2/pub/"));
+    assert!(
+        !e.server.log().contains("203.0.113.66"),
+        "the blocked session reached the server"
+    );
+    assert_eq!(
+        e.gate.metric("ftpgate_sessions_total{outcome=\"refused\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn with_ftpgate_stopped_no_ftp_crosses_the_edge() {
+    require!("vsftpd", "curl", "python3", "nft", "ip");
+    let lab = Lab::up(RULESET);
+    let _server = LabServer::start(&lab);
+    let ns = lab.ns("client");
+    // Control: redirected to a proxy that is not there.
+    let out = run(curl_in(Some(&ns), Mode::Epsv)
+        .args(["--connect-timeout", "5"])
+        .arg("ftp://203.0.113.2/"));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "curl could not connect: {out:?}"
+    );
+    // Passive data straight to a server port, and active data from the server to the
+    // client: the edge drops both (no conntrack helper opens anything).
+    let drops = lab.forward_drops();
+    let probe = lab.probe("server", "203.0.113.2", 30500);
+    assert_eq!(
+        lab.script("client", &["connect", "203.0.113.2", "30500", "2"])
+            .trim(),
+        "timeout"
+    );
+    assert_eq!(probe.report(), "nothing");
+    let probe = lab.probe("client", "198.51.100.2", 5000);
+    assert_eq!(
+        lab.script("server", &["connect", "198.51.100.2", "5000", "2"])
+            .trim(),
+        "timeout"
+    );
+    assert_eq!(probe.report(), "nothing");
+    assert!(
+        lab.forward_drops() >= drops + 2,
+        "the edge's forward drops counted them"
+    );
+    let ruleset = run_ok(lab.on("edge", "nft").args(["list", "ruleset"]));
+    assert!(
+        !String::from_utf8_lossy(&ruleset.stdout).contains("helper"),
+        "no ct helper is assigned"
+    );
+}
