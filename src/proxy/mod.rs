@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-use crate::net;
-use crate::rules::{Config, Listener};
+use crate::net::{self, Binding};
+use crate::rules::{Config, ListenMode, Listener};
 use crate::track::Tracker;
 use crate::xferlog::XferLog;
 
@@ -93,7 +93,11 @@ pub fn bind(config: &Config) -> anyhow::Result<Vec<(Listener, TcpListener)>> {
         .listeners
         .iter()
         .map(|l| {
-            let socket = net::listen(l.addr, 1024)
+            let binding = match l.mode {
+                ListenMode::Transparent { tproxy: true } => Binding::Transparent,
+                _ => Binding::Plain,
+            };
+            let socket = net::listen_as(l.addr, 1024, binding)
                 .with_context(|| format!("cannot listen on {} ({})", l.addr, l.origin))?;
             Ok((l.clone(), socket))
         })

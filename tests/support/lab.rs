@@ -14,14 +14,31 @@ use super::{command_in, run, run_ok, wait_for};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// How the edge hands FTP to ftpgate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    Redirect,
+    Tproxy,
+}
+
+impl Flavour {
+    /// The shipped nftables ruleset and ftpgate rule file for this flavour.
+    pub fn files(self) -> (&'static str, &'static str) {
+        match self {
+            Flavour::Redirect => ("ftpgate-redirect.nft", "edge-redirect.rules"),
+            Flavour::Tproxy => ("ftpgate-tproxy.nft", "edge-tproxy.rules"),
+        }
+    }
+}
+
 pub struct Lab {
     pub prefix: String,
 }
 
 impl Lab {
-    /// Builds the lab with `deploy/lab.sh` and loads `ruleset` (a file under
-    /// `deploy/nftables/`) on the edge.
-    pub fn up(ruleset: &str) -> Lab {
+    /// Builds the lab with `deploy/lab.sh` and sets the edge up as `flavour` says,
+    /// with the shipped files.
+    pub fn up(flavour: Flavour) -> Lab {
         let prefix = format!(
             "fg{}x{}",
             std::process::id() % 100_000,
@@ -29,10 +46,15 @@ impl Lab {
         );
         let lab = Lab { prefix };
         run_ok(Command::new("bash").args([&format!("{ROOT}/deploy/lab.sh"), "up", &lab.prefix]));
+        let (ruleset, _) = flavour.files();
         run_ok(
             lab.on("edge", "nft")
                 .args(["-f", &format!("{ROOT}/deploy/nftables/{ruleset}")]),
         );
+        if flavour == Flavour::Tproxy {
+            let routing = format!("{ROOT}/deploy/tproxy-routing.sh");
+            run_ok(lab.on("edge", "bash").args([routing.as_str(), "add"]));
+        }
         lab
     }
 
