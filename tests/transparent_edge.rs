@@ -30,9 +30,7 @@ fn edge(flavour: Flavour, extra_rules: &str) -> Edge {
     for (i, (name, size)) in FILES.iter().enumerate() {
         make_file(&server.path(name), *size, 100 + i as u64);
     }
-    let (_, rules) = flavour.files();
-    let shipped = std::fs::read_to_string(format!("{}/rules/{rules}", env!("CARGO_MANIFEST_DIR")))
-        .expect("shipped edge rules");
+    let shipped = flavour.rules();
     let gate = Gate::start_in(
         Some(&lab.ns("edge")),
         &format!("{extra_rules}\n{shipped}"),
@@ -285,6 +283,63 @@ fn nothing_crosses_without_ftpgate(flavour: Flavour) {
         !String::from_utf8_lossy(&ruleset.stdout).contains("helper"),
         "no ct helper is assigned"
     );
+}
+
+/// With `preserve-source` the server sees the client's address and the client sees
+/// active-mode data come from the server's address, as with a kernel ALG.
+fn each_end_sees_its_real_peer(v6: bool) {
+    require!("vsftpd", "python3", "nft", "ip");
+    let e = edge(Flavour::TproxyPreserveSource, "");
+    let (server, client) = if v6 {
+        ("2001:db8:2::2", "2001:db8:1::")
+    } else {
+        ("203.0.113.2", "198.51.100.2")
+    };
+    let out = e.lab.script("client", &["active", server, "pub/one.bin"]);
+    assert!(out.contains("PORT: 200"), "{out}");
+    assert!(
+        out.contains(&format!("data from {server} 1048576")),
+        "{out}"
+    );
+    assert!(out.contains("reply: 226"), "{out}");
+    let log = e.server.log();
+    let seen = log
+        .lines()
+        .filter_map(|l| l.split("CONNECT: Client \"").nth(1))
+        .map(|c| {
+            c.trim_end_matches('"')
+                .trim_start_matches("::ffff:")
+                .to_string()
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|c| c.starts_with(client)),
+        "{seen:?}"
+    );
+    assert!(
+        !log.contains("203.0.113.1") && !log.contains("2001:db8:2::1"),
+        "the server saw the edge"
+    );
+}
+
+#[test]
+fn with_preserve_source_the_server_and_the_client_see_each_other_over_ipv4() {
+    each_end_sees_its_real_peer(false);
+}
+
+#[test]
+fn with_preserve_source_the_server_and_the_client_see_each_other_over_ipv6() {
+    each_end_sees_its_real_peer(true);
+}
+
+#[test]
+fn curl_crosses_the_preserve_source_edge_in_every_mode_over_ipv4_and_ipv6() {
+    curl_in_every_mode(Flavour::TproxyPreserveSource);
+}
+
+#[test]
+fn ftplib_crosses_the_preserve_source_edge_over_ipv4_and_ipv6() {
+    ftplib_in_every_mode(Flavour::TproxyPreserveSource);
 }
 
 #[test]

@@ -53,8 +53,14 @@ pub fn listen_as(addr: SocketAddr, backlog: i32, binding: Binding) -> io::Result
     TcpListener::from_std(socket.into())
 }
 
-/// A data listener on `ip:port`; `None` when the port is taken.
+/// A data listener on `ip:port`; `None` when the port is taken. A transparent one
+/// binds the wildcard address: TPROXY hands connections for any destination to the
+/// listener on the port, and the expectation checks the destination.
 pub fn listen_data(ip: IpAddr, port: u16, binding: Binding) -> Option<TcpListener> {
+    let ip = match binding {
+        Binding::Plain => ip,
+        Binding::Transparent => unspecified(ip),
+    };
     match listen_as(SocketAddr::new(ip, port), 8, binding) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -64,20 +70,40 @@ pub fn listen_data(ip: IpAddr, port: u16, binding: Binding) -> Option<TcpListene
     }
 }
 
-/// Connects to `target` from `local_ip` (any port), within `limit`.
+/// The unspecified address of `like`'s family.
+pub fn unspecified(like: IpAddr) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// Connects to `target` from `local_ip` (any port), within `limit`. A transparent
+/// connection may leave from an address that is not the host's own (`IP_TRANSPARENT`:
+/// the client's towards the server, the server's towards the client).
 pub async fn connect_from(
     local_ip: IpAddr,
     target: SocketAddr,
     limit: Duration,
+    binding: Binding,
 ) -> io::Result<TcpStream> {
-    let socket = if target.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if local_ip.is_ipv4() == target.is_ipv4() {
-        socket.bind(SocketAddr::new(local_ip, 0))?;
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    if binding == Binding::Transparent {
+        if target.is_ipv4() {
+            socket.set_ip_transparent_v4(true)?;
+        } else {
+            socket.set_ip_transparent_v6(true)?;
+        }
     }
+    if local_ip.is_ipv4() == target.is_ipv4() && !local_ip.is_unspecified() {
+        socket.bind(&SocketAddr::new(local_ip, 0).into())?;
+    }
+    socket.set_nonblocking(true)?;
+    let socket = TcpSocket::from_std_stream(socket.into());
     let stream = tokio::time::timeout(limit, socket.connect(target))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -141,7 +141,10 @@ async fn target(
                 client_local: local.ip(),
             })
         }
-        ListenMode::Transparent { tproxy } => {
+        ListenMode::Transparent {
+            tproxy,
+            preserve_source,
+        } => {
             let dst = net::original_dst(client).map(net::canonical).map_err(|e| {
                 tracing::warn!(error = %e, "no original destination");
                 (
@@ -164,12 +167,13 @@ async fn target(
                 ));
             }
             // With TPROXY the local address is the server's, not the proxy's: data
-            // listeners bind the wildcard address and onward legs leave from wherever
-            // the routing table says.
-            let client_local = if *tproxy {
-                unspecified(dst.ip())
-            } else {
-                local.ip()
+            // listeners bind the wildcard address, and onward legs to the client leave
+            // from wherever the routing table says, or from the server's address when
+            // the source is preserved.
+            let client_local = match (*tproxy, *preserve_source) {
+                (_, true) => dst.ip(),
+                (true, false) => net::unspecified(dst.ip()),
+                (false, _) => local.ip(),
             };
             Ok(Target {
                 server: dst,
@@ -180,10 +184,20 @@ async fn target(
     }
 }
 
-fn unspecified(like: IpAddr) -> IpAddr {
-    match like {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+/// The server leg; with `preserve-source` it leaves from the client's own address so
+/// the server sees the real client.
+async fn connect_server(
+    listener: &Listener,
+    client: SocketAddr,
+    server: SocketAddr,
+    limit: Duration,
+) -> io::Result<TcpStream> {
+    match listener.mode {
+        ListenMode::Transparent {
+            preserve_source: true,
+            ..
+        } => net::connect_from(client.ip(), server, limit, Binding::Transparent).await,
+        _ => net::connect(server, limit).await,
     }
 }
 
@@ -209,7 +223,7 @@ async fn run(
         refuse(client, "Service not available: refused by policy.").await;
         return Outcome::Refused;
     }
-    let server_stream = match net::connect(server, limit).await {
+    let server_stream = match connect_server(listener, peer, server, limit).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot connect to the FTP server");
@@ -237,7 +251,7 @@ async fn run(
     let relayed = match params {
         Ok(params) => {
             let binding = match listener.mode {
-                ListenMode::Transparent { tproxy: true } => Binding::Transparent,
+                ListenMode::Transparent { tproxy: true, .. } => Binding::Transparent,
                 _ => Binding::Plain,
             };
             relay_control(shared, id, &config, client, server_stream, params, binding).await

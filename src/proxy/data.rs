@@ -65,6 +65,7 @@ pub fn open(
         events,
         transferred,
         client,
+        binding,
     };
     tokio::spawn(task.run(listener).instrument(span));
     Some((proxy, token))
@@ -80,6 +81,8 @@ struct Expectation {
     events: mpsc::UnboundedSender<Event>,
     transferred: Arc<Transferred>,
     client: Option<IpAddr>,
+    /// Transparent with TPROXY: onward legs may leave from a peer's address.
+    binding: Binding,
 }
 
 impl Expectation {
@@ -170,7 +173,7 @@ impl Expectation {
         let setup = Instant::now();
         let onward = tokio::select! {
             _ = self.cancel.cancelled() => return DataOutcome::Cancelled,
-            r = net::connect_from(self.req.onward_from, self.req.onward, self.connect_timeout) => r,
+            r = net::connect_from(self.req.onward_from, self.req.onward, self.connect_timeout, self.binding) => r,
         };
         let onward = match onward {
             Ok(s) => s,

@@ -94,7 +94,7 @@ pub fn bind(config: &Config) -> anyhow::Result<Vec<(Listener, TcpListener)>> {
         .iter()
         .map(|l| {
             let binding = match l.mode {
-                ListenMode::Transparent { tproxy: true } => Binding::Transparent,
+                ListenMode::Transparent { tproxy: true, .. } => Binding::Transparent,
                 _ => Binding::Plain,
             };
             let socket = net::listen_as(l.addr, 1024, binding)

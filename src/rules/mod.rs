@@ -87,7 +87,9 @@ pub enum ListenMode {
     /// Sessions go to the server the client dialled, intercepted by the firewall:
     /// REDIRECT (the original destination from `SO_ORIGINAL_DST`) or, with `tproxy`,
     /// TPROXY (the original destination is the accepted socket's local address).
-    Transparent { tproxy: bool },
+    /// `preserve_source` (TPROXY only): the server sees the client's address and the
+    /// client sees active-mode data come from the server's address.
+    Transparent { tproxy: bool, preserve_source: bool },
 }
 
 /// One `listen` statement.

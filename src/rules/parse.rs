@@ -9,7 +9,7 @@
 //!                    | "connect-timeout" DURATION | "data-ports" PORT "-" PORT
 //!                    | "max-line" NUMBER | "advertise" IP )
 //! listen    := "listen" ( "reverse" SOCKADDR "upstream" HOST ":" PORT
-//!                       | "transparent" SOCKADDR ["tproxy"] )
+//!                       | "transparent" SOCKADDR ["tproxy" ["preserve-source"]] )
 //! metrics   := "metrics" "listen" SOCKADDR
 //! rule      := ("pass" | "block") ["log"] ["from" TARGET] ["to" TARGET] ["port" PORTS]
 //! TARGET    := "any" | IP | IP "/" LEN
@@ -252,10 +252,19 @@ fn listen_statement(i: &str) -> PResult<'_, Statement> {
     )(rest)?;
     if mode == "transparent" {
         let (rest, tproxy) = optional_keyword(rest, "tproxy");
-        return Ok((
-            rest,
-            Statement::Listen(addr, ListenMode::Transparent { tproxy }),
-        ));
+        let (at, _) = space0(rest)?;
+        let (rest, preserve_source) = optional_keyword(rest, "preserve-source");
+        if preserve_source && !tproxy {
+            return fail(
+                at,
+                "preserve-source needs tproxy (REDIRECT rewrites addresses)",
+            );
+        }
+        let mode = ListenMode::Transparent {
+            tproxy,
+            preserve_source,
+        };
+        return Ok((rest, Statement::Listen(addr, mode)));
     }
     let (rest, _) = keyword("upstream")(rest)?;
     let (rest, up) = next("an upstream HOST:PORT", upstream)(rest)?;
@@ -417,7 +426,7 @@ mod tests {
              set xferlog /var/log/ftpgate/xferlog\n\
              metrics listen 127.0.0.1:9121\n{LISTEN}  # trailing\n\
              listen reverse [::1]:2121 upstream ftp.example.net:21\n\
-             listen transparent 0.0.0.0:8021\nlisten transparent [::]:8021 tproxy\n\
+             listen transparent 0.0.0.0:8021\nlisten transparent [::]:8021 tproxy preserve-source\n\
              pass log from 198.51.100.0/24 to 203.0.113.2 port 21\nblock\n"
         );
         let c = parse_str("x.rules", &text).unwrap();
@@ -441,11 +450,17 @@ mod tests {
         assert_eq!(c.listeners.len(), 4);
         assert_eq!(
             c.listeners[2].mode,
-            ListenMode::Transparent { tproxy: false }
+            ListenMode::Transparent {
+                tproxy: false,
+                preserve_source: false
+            }
         );
         assert_eq!(
             c.listeners[3].mode,
-            ListenMode::Transparent { tproxy: true }
+            ListenMode::Transparent {
+                tproxy: true,
+                preserve_source: true
+            }
         );
         assert_eq!(
             c.listeners[1].mode,
@@ -506,6 +521,10 @@ mod tests {
         assert_eq!(
             err("listen transparent 0.0.0.0:8021 tproxi\n"),
             "x.rules:1:33: unexpected `tproxi`"
+        );
+        assert_eq!(
+            err("listen transparent 0.0.0.0:8021 preserve-source\n"),
+            "x.rules:1:33: preserve-source needs tproxy (REDIRECT rewrites addresses)"
         );
         assert_eq!(
             err("listen reverse 127.0.0.1:2121\n"),

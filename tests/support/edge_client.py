@@ -7,6 +7,9 @@ namespace with `ip netns exec`. Each prints what it saw; the Rust test asserts.
       then downloads FILE on it. Prints "thief: <bytes>" and "client: <bytes> <reply>".
   edge_client.py bounce SERVER THIRD_HOST THIRD_PORT
       Logs in and sends PORT naming THIRD_HOST:THIRD_PORT, then LIST. Prints replies.
+  edge_client.py active SERVER FILE
+      Logs in, downloads FILE in active mode (PORT, or EPRT over IPv6), and prints
+      "data from <peer address> <bytes>" and the final reply code.
   edge_client.py probe ADDR PORT
       Listens on ADDR:PORT, prints "ready", waits for a line on stdin, then reports
       "connected <peer>" or "nothing" without waiting.
@@ -89,6 +92,33 @@ def bounce(server, third, port):
     print("LIST:", c.cmd("LIST"))
 
 
+def active(server, path):
+    c = Control(server)
+    c.login()
+    fam = family(server)
+    listener = socket.socket(fam, socket.SOCK_STREAM)
+    listener.bind((c.sock.getsockname()[0], 0))
+    listener.listen(1)
+    listener.settimeout(20)
+    host, port = listener.getsockname()[:2]
+    if fam == socket.AF_INET:
+        cmd = "PORT %s,%d,%d" % (host.replace(".", ","), port >> 8, port & 0xFF)
+    else:
+        cmd = "EPRT |2|%s|%d|" % (host, port)
+    print("PORT:", c.cmd(cmd)[:3])
+    c.sock.sendall(("RETR " + path + "\r\n").encode())
+    c.reply()
+    conn, peer = listener.accept()
+    got = 0
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        got += len(chunk)
+    print("data from", peer[0], got)
+    print("reply:", c.reply()[:3])
+
+
 def probe(addr, port):
     s = socket.socket(family(addr), socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -117,4 +147,5 @@ def connect(addr, port, seconds):
 
 
 if __name__ == "__main__":
-    {"steal": steal, "bounce": bounce, "probe": probe, "connect": connect}[sys.argv[1]](*sys.argv[2:])
+    scenarios = {"steal": steal, "bounce": bounce, "active": active, "probe": probe, "connect": connect}
+    scenarios[sys.argv[1]](*sys.argv[2:])

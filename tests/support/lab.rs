@@ -19,6 +19,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub enum Flavour {
     Redirect,
     Tproxy,
+    /// TPROXY with `preserve-source` on its listeners.
+    TproxyPreserveSource,
 }
 
 impl Flavour {
@@ -26,7 +28,19 @@ impl Flavour {
     pub fn files(self) -> (&'static str, &'static str) {
         match self {
             Flavour::Redirect => ("ftpgate-redirect.nft", "edge-redirect.rules"),
-            Flavour::Tproxy => ("ftpgate-tproxy.nft", "edge-tproxy.rules"),
+            Flavour::Tproxy | Flavour::TproxyPreserveSource => {
+                ("ftpgate-tproxy.nft", "edge-tproxy.rules")
+            }
+        }
+    }
+
+    /// The shipped rule file's text, adapted to the flavour.
+    pub fn rules(self) -> String {
+        let (_, rules) = self.files();
+        let text = fs::read_to_string(format!("{ROOT}/rules/{rules}")).expect("shipped edge rules");
+        match self {
+            Flavour::TproxyPreserveSource => text.replace(" tproxy", " tproxy preserve-source"),
+            _ => text,
         }
     }
 }
@@ -51,7 +65,7 @@ impl Lab {
             lab.on("edge", "nft")
                 .args(["-f", &format!("{ROOT}/deploy/nftables/{ruleset}")]),
         );
-        if flavour == Flavour::Tproxy {
+        if flavour != Flavour::Redirect {
             let routing = format!("{ROOT}/deploy/tproxy-routing.sh");
             run_ok(lab.on("edge", "bash").args([routing.as_str(), "add"]));
         }
@@ -168,7 +182,7 @@ impl LabServer {
              local_enable=NO\nanon_root={}\nwrite_enable=YES\nanon_upload_enable=YES\n\
              anon_umask=022\nconnect_from_port_20=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\n\
              seccomp_sandbox=NO\npasv_min_port=30000\npasv_max_port=30999\n\
-             vsftpd_log_file={}\nlog_ftp_protocol=YES\nmax_clients=200\nmax_per_ip=200\n",
+             xferlog_enable=YES\nvsftpd_log_file={}\nlog_ftp_protocol=YES\nmax_clients=200\nmax_per_ip=200\n",
             root.display(),
             dir.path().join("vsftpd.log").display()
         );
@@ -196,8 +210,15 @@ impl LabServer {
         self.dir.path().join("root/pub")
     }
 
+    /// vsftpd's protocol log. Asserting that something is absent from it only means
+    /// something once it has recorded a session, so this insists on one.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("vsftpd.log")).unwrap_or_default()
+        let log = fs::read_to_string(self.dir.path().join("vsftpd.log")).unwrap_or_default();
+        assert!(
+            log.contains("CONNECT: Client"),
+            "vsftpd logged no session: {log:?}"
+        );
+        log
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
