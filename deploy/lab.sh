@@ -35,7 +35,9 @@ up() {
     on client ip addr add 198.51.100.2/24 dev c0
     on client ip addr add 198.51.100.3/24 dev c0
     on client ip -6 addr add 2001:db8:1::2/64 dev c0 nodad
-    on client ip -6 addr add 2001:db8:1::3/64 dev c0 nodad
+    # Secondary addresses are deprecated so they are never picked as a source by
+    # default; tests bind them explicitly.
+    on client ip -6 addr add 2001:db8:1::3/64 dev c0 nodad preferred_lft 0
     on edge ip addr add 198.51.100.1/24 dev e0
     on edge ip -6 addr add 2001:db8:1::1/64 dev e0 nodad
     on edge ip addr add 203.0.113.1/24 dev e1
@@ -43,7 +45,7 @@ up() {
     on server ip addr add 203.0.113.2/24 dev s0
     on server ip addr add 203.0.113.66/24 dev s0
     on server ip -6 addr add 2001:db8:2::2/64 dev s0 nodad
-    on server ip -6 addr add 2001:db8:2::66/64 dev s0 nodad
+    on server ip -6 addr add 2001:db8:2::66/64 dev s0 nodad preferred_lft 0
     on client ip link set c0 up
     on edge ip link set e0 up
     on edge ip link set e1 up

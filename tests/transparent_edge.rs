@@ -291,7 +291,7 @@ fn each_end_sees_its_real_peer(v6: bool) {
     require!("vsftpd", "python3", "nft", "ip");
     let e = edge(Flavour::TproxyPreserveSource, "");
     let (server, client) = if v6 {
-        ("2001:db8:2::2", "2001:db8:1::")
+        ("2001:db8:2::2", "2001:db8:1::2")
     } else {
         ("203.0.113.2", "198.51.100.2")
     };
