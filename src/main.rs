@@ -169,8 +169,32 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
             _ = int.recv() => break,
         }
     }
-    tracing::info!("shutting down");
+    // Drain: no new sessions; transfers in flight may finish within drain-timeout;
+    // a second signal or the timeout closes what is left with 421.
+    let drain = shared.config.load().settings.drain_timeout;
+    tracing::info!(
+        drain_timeout_ms = drain.as_millis() as u64,
+        "draining: no new sessions"
+    );
+    shared.draining.cancel();
+    tokio::pin!(serving);
+    let drained = tokio::select! {
+        r = &mut serving => Some(r),
+        _ = tokio::time::sleep(drain) => None,
+        _ = term.recv() => None,
+        _ = int.recv() => None,
+    };
+    match drained {
+        Some(result) => {
+            result?;
+            tracing::info!("drained");
+        }
+        None => {
+            tracing::warn!("closing the sessions still open");
+            shared.shutdown.cancel();
+            serving.await?;
+        }
+    }
     shared.shutdown.cancel();
-    serving.await?;
     Ok(())
 }

@@ -12,7 +12,14 @@ use crate::session::{DataMode, DataOutcome, Refusal};
 use crate::track::Mismatch;
 
 /// Every `limit` label value.
-pub const LIMITS: [&str; 4] = ["max-line", "held-output", "server-reply", "data-ports"];
+pub const LIMITS: [&str; 6] = [
+    "max-line",
+    "held-output",
+    "server-reply",
+    "data-ports",
+    "sessions",
+    "sessions-per-client",
+];
 
 /// Verbs counted by name; any other verb is counted as `other`.
 const KNOWN_VERBS: &[&str] = &[
@@ -28,6 +35,7 @@ const KNOWN_VERBS: &[&str] = &[
 pub struct Metrics {
     pub registry: Registry,
     pub sessions_active: IntGauge,
+    pub sessions_limit: IntGauge,
     pub sessions_total: IntCounterVec,
     pub commands_total: IntCounterVec,
     pub commands_refused_total: IntCounterVec,
@@ -104,6 +112,7 @@ impl Metrics {
         }
         Metrics {
             sessions_active: gauge(&r, "sessions_active", "Control sessions open now."),
+            sessions_limit: gauge(&r, "sessions_limit", "The max-sessions setting in force."),
             sessions_total: counter(
                 &r,
                 "sessions_total",

@@ -5,7 +5,7 @@
 //! It holds plain data behind one short-lived lock; it never does I/O itself (binding a
 //! port is a closure the shell passes in) and never reads the clock (times come in).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -197,10 +197,31 @@ impl PortPool {
     }
 }
 
+/// Why a new session was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionLimit {
+    /// `max-sessions` are open.
+    Total,
+    /// `max-sessions-per-client` are open from this client address.
+    PerClient,
+}
+
+impl SessionLimit {
+    /// The `limit` label of `ftpgate_limits_hit_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionLimit::Total => "sessions",
+            SessionLimit::PerClient => "sessions-per-client",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Table {
     next_session: SessionId,
     sessions: BTreeMap<SessionId, SessionEntry>,
+    /// Open sessions per client address, kept so that admission never scans.
+    per_client: HashMap<IpAddr, usize>,
     expectations: BTreeMap<(SessionId, ExpectationId), ExpectationEntry>,
     ports: PortPool,
 }
@@ -231,6 +252,7 @@ impl Tracker {
             table: Mutex::new(Table {
                 next_session: 0,
                 sessions: BTreeMap::new(),
+                per_client: HashMap::new(),
                 expectations: BTreeMap::new(),
                 ports: PortPool::new(data_ports),
             }),
@@ -243,12 +265,28 @@ impl Tracker {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn open_session(&self, entry: SessionEntry) -> SessionId {
+    /// Records a new session unless a limit is reached: `max_total` sessions in all
+    /// or `max_per_client` from the entry's client address.
+    pub fn open_session(
+        &self,
+        entry: SessionEntry,
+        max_total: usize,
+        max_per_client: usize,
+    ) -> Result<SessionId, SessionLimit> {
         let mut t = self.lock();
+        if t.sessions.len() >= max_total {
+            return Err(SessionLimit::Total);
+        }
+        let client = entry.client.ip();
+        let from_client = t.per_client.entry(client).or_insert(0);
+        if *from_client >= max_per_client {
+            return Err(SessionLimit::PerClient);
+        }
+        *from_client += 1;
         t.next_session += 1;
         let id = t.next_session;
         t.sessions.insert(id, entry);
-        id
+        Ok(id)
     }
 
     pub fn update_session(&self, id: SessionId, update: impl FnOnce(&mut SessionEntry)) {
@@ -261,7 +299,17 @@ impl Tracker {
     /// connection may outlive its session by a moment), so each entry lives exactly as
     /// long as the task that owns it.
     pub fn close_session(&self, id: SessionId) {
-        self.lock().sessions.remove(&id);
+        let mut t = self.lock();
+        let Some(entry) = t.sessions.remove(&id) else {
+            return;
+        };
+        let client = entry.client.ip();
+        if let Some(n) = t.per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                t.per_client.remove(&client);
+            }
+        }
     }
 
     /// Reserves a data port with `bind` and records the expectation on it.
@@ -395,11 +443,17 @@ mod tests {
     fn expectations_outlive_their_session_until_closed_and_free_their_ports() {
         let t = Tracker::new(range(40000, 40001));
         let now = Instant::now();
-        let sid = t.open_session(SessionEntry::new(
-            "127.0.0.1:2121".parse().unwrap(),
-            "127.0.0.1:5000".parse().unwrap(),
-            now,
-        ));
+        let sid = t
+            .open_session(
+                SessionEntry::new(
+                    "127.0.0.1:2121".parse().unwrap(),
+                    "127.0.0.1:5000".parse().unwrap(),
+                    now,
+                ),
+                10,
+                10,
+            )
+            .unwrap();
         let entry = |port| ExpectationEntry {
             mode: DataMode::Passive,
             proxy: SocketAddr::new("127.0.0.1".parse().unwrap(), port),
@@ -430,6 +484,29 @@ mod tests {
         t.close_expectation((sid, ExpectationId(1)));
         t.close_expectation((sid, ExpectationId(2)));
         assert_eq!((t.expectations(), t.ports_in_use()), (0, 0));
+    }
+
+    #[test]
+    fn session_limits_apply_in_all_and_per_client_and_free_up_on_close() {
+        let t = Tracker::new(range(40000, 40001));
+        let now = Instant::now();
+        let from =
+            |c: &str| SessionEntry::new("127.0.0.1:2121".parse().unwrap(), c.parse().unwrap(), now);
+        let a1 = t.open_session(from("198.51.100.2:1"), 3, 2).unwrap();
+        t.open_session(from("198.51.100.2:2"), 3, 2).unwrap();
+        assert_eq!(
+            t.open_session(from("198.51.100.2:3"), 3, 2),
+            Err(SessionLimit::PerClient)
+        );
+        t.open_session(from("198.51.100.3:1"), 3, 2).unwrap();
+        assert_eq!(
+            t.open_session(from("198.51.100.4:1"), 3, 2),
+            Err(SessionLimit::Total)
+        );
+        t.close_session(a1);
+        assert!(t.open_session(from("198.51.100.2:4"), 3, 2).is_ok());
+        t.close_session(a1);
+        assert_eq!(t.sessions(), 3, "closing twice changes nothing");
     }
 
     #[test]

@@ -7,12 +7,14 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::track::Transferred;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+
+use crate::track::Transferred;
 
 /// Per-direction buffer: large enough for bulk transfers, allocated once per leg.
 const BUFFER: usize = 64 * 1024;
@@ -35,7 +37,8 @@ async fn pump(
     }
 }
 
-/// Relays until both directions have ended; an error in either ends both.
+/// Relays until both directions have ended; an error in either ends both, and so
+/// does `idle` passing with no byte moved either way.
 ///
 /// An FTP data connection carries bytes one way: the first direction to reach EOF is
 /// the transfer, and `drained` is called once its bytes are all written and its write
@@ -45,6 +48,7 @@ pub async fn relay(
     accepted: TcpStream,
     onward: TcpStream,
     totals: &Transferred,
+    idle: Duration,
     drained: impl FnOnce(),
 ) -> io::Result<()> {
     let (a_read, a_write) = accepted.into_split();
@@ -54,10 +58,22 @@ pub async fn relay(
     tokio::pin!(forward, backward);
     let mut drained = Some(drained);
     let (mut forward_done, mut backward_done) = (false, false);
+    let moved = || totals.forward.load(Ordering::Relaxed) + totals.backward.load(Ordering::Relaxed);
+    let mut seen = moved();
+    let mut deadline = Instant::now() + idle;
     while !(forward_done && backward_done) {
         tokio::select! {
             r = &mut forward, if !forward_done => { r?; forward_done = true; }
             r = &mut backward, if !backward_done => { r?; backward_done = true; }
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = moved();
+                if now == seen {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "data connection idle"));
+                }
+                seen = now;
+                deadline = Instant::now() + idle;
+                continue;
+            }
         }
         if let Some(first_end) = drained.take() {
             first_end();

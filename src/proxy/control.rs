@@ -26,6 +26,8 @@ use crate::track::{SessionEntry, SessionId, SessionState};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Refused,
+    Limit,
+    LoginTimeout,
     UpstreamFailed,
     ClientClosed,
     ServerClosed,
@@ -36,8 +38,10 @@ enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 8] = [
+    const ALL: [Outcome; 10] = [
         Outcome::Refused,
+        Outcome::Limit,
+        Outcome::LoginTimeout,
         Outcome::UpstreamFailed,
         Outcome::ClientClosed,
         Outcome::ServerClosed,
@@ -50,6 +54,8 @@ impl Outcome {
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Refused => "refused",
+            Outcome::Limit => "limit",
+            Outcome::LoginTimeout => "login-timeout",
             Outcome::UpstreamFailed => "upstream-failed",
             Outcome::ClientClosed => "client-closed",
             Outcome::ServerClosed => "server-closed",
@@ -79,12 +85,36 @@ pub async fn serve(
 ) {
     let peer = net::canonical(peer);
     let started = Instant::now();
-    let id = shared
+    let (max_total, max_per_client, login_timeout) = {
+        let settings = &shared.config.load().settings;
+        (
+            settings.max_sessions,
+            settings.max_sessions_per_client,
+            settings.login_timeout,
+        )
+    };
+    let entry = SessionEntry::new(listener.addr, peer, started);
+    let opened = shared
         .tracker
-        .open_session(SessionEntry::new(listener.addr, peer, started));
+        .open_session(entry, max_total, max_per_client);
+    let id = match opened {
+        Ok(id) => id,
+        Err(limit) => {
+            tracing::warn!(client = %peer, limit = limit.as_str(), "session refused: limit reached");
+            shared.metrics.limit(limit.as_str());
+            shared
+                .metrics
+                .sessions_total
+                .with_label_values(&[Outcome::Limit.as_str()])
+                .inc();
+            refuse(client, "Service not available: too many sessions.").await;
+            return;
+        }
+    };
     shared.metrics.sessions_active.inc();
     let span = tracing::info_span!("session", id, client = %peer, server = tracing::field::Empty);
-    let outcome = run(&shared, id, &listener, client, peer)
+    let login_deadline = tokio::time::Instant::from_std(started + login_timeout);
+    let outcome = run(&shared, id, &listener, client, peer, login_deadline)
         .instrument(span.clone())
         .await;
     span.in_scope(|| {
@@ -207,6 +237,7 @@ async fn run(
     listener: &Listener,
     client: TcpStream,
     peer: SocketAddr,
+    login_deadline: tokio::time::Instant,
 ) -> Outcome {
     let config = shared.config.load_full();
     let limit = config.settings.connect_timeout;
@@ -254,7 +285,12 @@ async fn run(
                 ListenMode::Transparent { tproxy: true, .. } => Binding::Transparent,
                 _ => Binding::Plain,
             };
-            relay_control(shared, id, &config, client, server_stream, params, binding).await
+            let relay = Relay {
+                params,
+                binding,
+                login_deadline,
+            };
+            relay_control(shared, id, &config, client, server_stream, relay).await
         }
         Err(e) => Err(e),
     };
@@ -292,12 +328,19 @@ struct Driver<'a> {
     events: mpsc::UnboundedSender<Event>,
     write_timeout: Duration,
     binding: Binding,
+    logged_in: bool,
 }
 
 /// Whether the session goes on after carrying out some actions.
 enum Flow {
     Continue,
     Close,
+}
+
+/// Tells the client `421 text`, without waiting long for a client that does not read.
+async fn say_421(driver: &mut Driver<'_>, text: &str) {
+    let reply = Reply::encode(421, text);
+    let _ = write_within(&mut driver.to_client, &reply, Duration::from_secs(1)).await;
 }
 
 async fn write_within(
@@ -361,6 +404,7 @@ impl Driver<'_> {
                 }
                 Action::Command(verb) => self.shared.metrics.command(&verb),
                 Action::LoggedIn => {
+                    self.logged_in = true;
                     let state = SessionState::LoggedIn;
                     self.shared
                         .tracker
@@ -413,15 +457,27 @@ impl Driver<'_> {
     }
 }
 
+/// What the relaying half of a session starts with.
+struct Relay {
+    params: Params,
+    binding: Binding,
+    /// Sessions not logged in by then are closed (slow or silent peers).
+    login_deadline: tokio::time::Instant,
+}
+
 async fn relay_control(
     shared: &Arc<Shared>,
     id: SessionId,
     config: &Config,
     client: TcpStream,
     server: TcpStream,
-    params: Params,
-    binding: Binding,
+    relay: Relay,
 ) -> io::Result<Outcome> {
+    let Relay {
+        params,
+        binding,
+        login_deadline,
+    } = relay;
     let settings = &config.settings;
     client.set_nodelay(true)?;
     let (mut client_rd, to_client) = client.into_split();
@@ -437,13 +493,26 @@ async fn relay_control(
         events,
         write_timeout: settings.idle_timeout,
         binding,
+        logged_in: false,
     };
     let mut client_lines = LineFramer::new(settings.max_line);
     let mut server_lines = LineFramer::new(settings.max_line);
     let (mut cbuf, mut sbuf) = ([0u8; READ_BUFFER], [0u8; READ_BUFFER]);
     let idle = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(idle);
+    let login = tokio::time::sleep_until(login_deadline);
+    tokio::pin!(login);
+    let mut draining = false;
     let outcome = loop {
+        // Draining (SIGTERM): a session ends as soon as it has no transfer in flight.
+        if draining && driver.data.is_empty() {
+            say_421(
+                &mut driver,
+                "Service not available: the proxy is shutting down.",
+            )
+            .await;
+            break Outcome::Shutdown;
+        }
         let mut frames = Vec::new();
         let events: Vec<Event> = tokio::select! {
             r = client_rd.read(&mut cbuf) => match r? {
@@ -464,13 +533,19 @@ async fn relay_control(
             // A long transfer leaves the control channel silent: idle only counts
             // while no data connection is open.
             _ = &mut idle, if driver.data.is_empty() => {
-                let text = "Idle timeout: closing the control connection.";
-                let _ = write_within(&mut driver.to_client, &Reply::encode(421, text), Duration::from_secs(1)).await;
+                say_421(&mut driver, "Idle timeout: closing the control connection.").await;
                 break Outcome::IdleTimeout;
             }
+            _ = &mut login, if !driver.logged_in => {
+                say_421(&mut driver, "Login timeout: closing the control connection.").await;
+                break Outcome::LoginTimeout;
+            }
+            _ = shared.draining.cancelled(), if !draining => {
+                draining = true;
+                continue;
+            }
             _ = shared.shutdown.cancelled() => {
-                let text = "Service not available: the proxy is shutting down.";
-                let _ = write_within(&mut driver.to_client, &Reply::encode(421, text), Duration::from_secs(1)).await;
+                say_421(&mut driver, "Service not available: the proxy is shutting down.").await;
                 break Outcome::Shutdown;
             }
         };

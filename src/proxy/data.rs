@@ -61,6 +61,7 @@ pub fn open(
         req: req.clone(),
         deadline,
         connect_timeout: settings.connect_timeout,
+        data_idle_timeout: settings.data_idle_timeout,
         cancel: token.clone(),
         events,
         transferred,
@@ -77,6 +78,7 @@ struct Expectation {
     req: ExpectationRequest,
     deadline: Instant,
     connect_timeout: Duration,
+    data_idle_timeout: Duration,
     cancel: CancellationToken,
     events: mpsc::UnboundedSender<Event>,
     transferred: Arc<Transferred>,
@@ -201,7 +203,7 @@ impl Expectation {
         };
         let result = tokio::select! {
             _ = self.cancel.cancelled() => None,
-            r = net::relay(accepted, onward, &self.transferred, drained) => Some(r),
+            r = net::relay(accepted, onward, &self.transferred, self.data_idle_timeout, drained) => Some(r),
         };
         match result {
             _ if delivered.load(Ordering::Relaxed) => DataOutcome::Completed,

@@ -26,7 +26,10 @@ pub struct Shared {
     pub config: ArcSwap<Config>,
     pub tracker: Tracker,
     pub metrics: Metrics,
-    /// Cancelled when the process stops.
+    /// Cancelled on SIGTERM: no new sessions, and sessions end once no transfer of
+    /// theirs is in flight.
+    pub draining: CancellationToken,
+    /// Cancelled when the process stops: every session ends now, with 421.
     pub shutdown: CancellationToken,
     xferlog: Mutex<Option<XferLog>>,
 }
@@ -35,6 +38,9 @@ impl Shared {
     /// Must be called inside the runtime (it may start the xferlog writer).
     pub fn new(config: Config) -> Arc<Self> {
         let metrics = Metrics::new();
+        metrics
+            .sessions_limit
+            .set(config.settings.max_sessions as i64);
         metrics.session_outcomes(&control::outcomes());
         metrics.rules_loaded();
         Arc::new(Shared {
@@ -42,6 +48,7 @@ impl Shared {
             tracker: Tracker::new(config.settings.data_ports),
             config: ArcSwap::from_pointee(config),
             metrics,
+            draining: CancellationToken::new(),
             shutdown: CancellationToken::new(),
         })
     }
@@ -54,6 +61,9 @@ impl Shared {
             tracing::warn!("listen/metrics statements changed: restart ftpgate to apply them");
         }
         self.tracker.set_data_ports(new.settings.data_ports);
+        self.metrics
+            .sessions_limit
+            .set(new.settings.max_sessions as i64);
         self.reopen_xferlog(new.settings.xferlog.clone());
         self.config.store(Arc::new(new));
         self.metrics.reloaded(true);
@@ -104,8 +114,8 @@ pub fn bind(config: &Config) -> anyhow::Result<Vec<(Listener, TcpListener)>> {
         .collect()
 }
 
-/// Serves the bound listeners until `shared.shutdown` is cancelled, then waits for the
-/// sessions to end.
+/// Serves the bound listeners until `shared.draining` is cancelled, then closes them
+/// and waits for the sessions to end.
 pub async fn serve(shared: Arc<Shared>, listeners: Vec<(Listener, TcpListener)>) {
     let sessions = TaskTracker::new();
     for (listener, socket) in listeners {
@@ -114,7 +124,7 @@ pub async fn serve(shared: Arc<Shared>, listeners: Vec<(Listener, TcpListener)>)
         let sessions = sessions.clone();
         tokio::spawn(accept_loop(shared, listener, socket, sessions));
     }
-    shared.shutdown.cancelled().await;
+    shared.draining.cancelled().await;
     sessions.close();
     sessions.wait().await;
 }
@@ -129,7 +139,8 @@ async fn accept_loop(
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            // Returning drops the listener: new connections are refused.
+            _ = shared.draining.cancelled() => return,
             r = socket.accept() => r,
         };
         match accepted {

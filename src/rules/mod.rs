@@ -117,6 +117,16 @@ pub struct Settings {
     pub advertise: Option<IpAddr>,
     /// Where to append an xferlog line per finished transfer.
     pub xferlog: Option<PathBuf>,
+    /// Control sessions open at once, in all.
+    pub max_sessions: usize,
+    /// Control sessions open at once from one client address.
+    pub max_sessions_per_client: usize,
+    /// How long a session may take from accept to a successful login.
+    pub login_timeout: Duration,
+    /// How long a data connection may move no byte in either direction.
+    pub data_idle_timeout: Duration,
+    /// On SIGTERM, how long transfers in flight may take to finish.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -132,6 +142,11 @@ impl Default for Settings {
             max_line: 4096,
             advertise: None,
             xferlog: None,
+            max_sessions: 4096,
+            max_sessions_per_client: 32,
+            login_timeout: Duration::from_secs(60),
+            data_idle_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(20),
         }
     }
 }

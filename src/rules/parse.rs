@@ -5,9 +5,11 @@
 //!
 //! ```text
 //! statement := set | listen | metrics | rule
-//! set       := "set" ( "data-timeout" DURATION | "idle-timeout" DURATION
-//!                    | "connect-timeout" DURATION | "data-ports" PORT "-" PORT
-//!                    | "max-line" NUMBER | "advertise" IP )
+//! set       := "set" ( ("data-timeout" | "idle-timeout" | "connect-timeout"
+//!                      | "login-timeout" | "data-idle-timeout" | "drain-timeout") DURATION
+//!                    | "data-ports" PORT "-" PORT | "max-line" NUMBER
+//!                    | ("max-sessions" | "max-sessions-per-client") NUMBER
+//!                    | "advertise" IP | "xferlog" PATH )
 //! listen    := "listen" ( "reverse" SOCKADDR "upstream" HOST ":" PORT
 //!                       | "transparent" SOCKADDR ["tproxy" ["preserve-source"]] )
 //! metrics   := "metrics" "listen" SOCKADDR
@@ -164,6 +166,11 @@ enum Setting {
     MaxLine(usize),
     Advertise(IpAddr),
     Xferlog(PathBuf),
+    MaxSessions(usize),
+    MaxSessionsPerClient(usize),
+    LoginTimeout(Duration),
+    DataIdleTimeout(Duration),
+    DrainTimeout(Duration),
 }
 
 impl Setting {
@@ -176,6 +183,11 @@ impl Setting {
             Setting::MaxLine(n) => s.max_line = n,
             Setting::Advertise(ip) => s.advertise = Some(ip),
             Setting::Xferlog(path) => s.xferlog = Some(path),
+            Setting::MaxSessions(n) => s.max_sessions = n,
+            Setting::MaxSessionsPerClient(n) => s.max_sessions_per_client = n,
+            Setting::LoginTimeout(d) => s.login_timeout = d,
+            Setting::DataIdleTimeout(d) => s.data_idle_timeout = d,
+            Setting::DrainTimeout(d) => s.drain_timeout = d,
         }
     }
 }
@@ -229,12 +241,36 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
             let (rest, path) = next("a file path", |t| Some(PathBuf::from(t)))(rest)?;
             (rest, Setting::Xferlog(path))
         }
+        "max-sessions" | "max-sessions-per-client" => {
+            let positive = |t: &str| t.parse::<usize>().ok().filter(|n| *n > 0);
+            let (rest, n) = next("a number of sessions above 0", positive)(rest)?;
+            let setting = if name == "max-sessions" {
+                Setting::MaxSessions(n)
+            } else {
+                Setting::MaxSessionsPerClient(n)
+            };
+            (rest, setting)
+        }
+        "login-timeout" => {
+            let (rest, d) = next(DURATION, duration)(rest)?;
+            (rest, Setting::LoginTimeout(d))
+        }
+        "data-idle-timeout" => {
+            let (rest, d) = next(DURATION, duration)(rest)?;
+            (rest, Setting::DataIdleTimeout(d))
+        }
+        "drain-timeout" => {
+            let (rest, d) = next(DURATION, duration)(rest)?;
+            (rest, Setting::DrainTimeout(d))
+        }
         other => {
             return fail(
                 at,
                 format!(
                     "unknown setting `{other}`; known: data-timeout, idle-timeout, \
-                     connect-timeout, data-ports, max-line, advertise, xferlog"
+                     connect-timeout, login-timeout, data-idle-timeout, drain-timeout, \
+                     data-ports, max-line, max-sessions, max-sessions-per-client, \
+                     advertise, xferlog"
                 ),
             );
         }
@@ -424,6 +460,8 @@ mod tests {
             "# comment\nset data-timeout 45s\nset idle-timeout 15m\nset connect-timeout 500ms\n\
              set data-ports 41000-41099\nset max-line 1024\nset advertise 198.51.100.1\n\
              set xferlog /var/log/ftpgate/xferlog\n\
+             set max-sessions 100\nset max-sessions-per-client 3\nset login-timeout 20s\n\
+             set data-idle-timeout 1m\nset drain-timeout 5s\n\
              metrics listen 127.0.0.1:9121\n{LISTEN}  # trailing\n\
              listen reverse [::1]:2121 upstream ftp.example.net:21\n\
              listen transparent 0.0.0.0:8021\nlisten transparent [::]:8021 tproxy preserve-source\n\
@@ -446,6 +484,11 @@ mod tests {
             c.settings.xferlog,
             Some(PathBuf::from("/var/log/ftpgate/xferlog"))
         );
+        assert_eq!(c.settings.max_sessions, 100);
+        assert_eq!(c.settings.max_sessions_per_client, 3);
+        assert_eq!(c.settings.login_timeout, Duration::from_secs(20));
+        assert_eq!(c.settings.data_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.settings.drain_timeout, Duration::from_secs(5));
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9121".parse().unwrap()));
         assert_eq!(c.listeners.len(), 4);
         assert_eq!(
@@ -474,7 +517,7 @@ mod tests {
         assert_eq!(c.session_rules.len(), 2);
         assert!(c.session_rules[0].log);
         assert_eq!(c.session_rules[0].port, Some(PortRange { lo: 21, hi: 21 }));
-        assert_eq!(c.session_rules[1].origin.line, 15);
+        assert_eq!(c.session_rules[1].origin.line, 20);
         assert_eq!(c.session_rules[1].from, AddrMatch::Any);
     }
 
@@ -529,6 +572,10 @@ mod tests {
         assert_eq!(
             err("listen reverse 127.0.0.1:2121\n"),
             "x.rules:1:30: expected upstream before the end of the line"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\nset max-sessions 0\n")),
+            "x.rules:2:18: expected a number of sessions above 0, found `0`"
         );
         assert_eq!(
             err("pass\n"),

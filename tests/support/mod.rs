@@ -311,6 +311,18 @@ impl Gate {
         metric_value(&self.metrics(), sample)
     }
 
+    /// Waits for the process to exit on its own, within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(start.elapsed() < limit, "ftpgate did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends a signal to the process.
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")

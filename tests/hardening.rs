@@ -1,0 +1,205 @@
+//! Limits and timeouts an edge daemon needs: session limits, slow and silent peers,
+//! stalled data connections, and a graceful drain on SIGTERM.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use support::*;
+
+#[test]
+fn sessions_over_the_per_client_limit_get_421_and_others_go_on() {
+    require!("vsftpd");
+    let server = Vsftpd::start(LOCALHOST);
+    let gate = Gate::reverse(server.addr, "set max-sessions-per-client 2");
+    let mut first = Control::login(gate.addr);
+    let _second = Control::login(gate.addr);
+    let mut third = Control::connect(gate.addr);
+    assert_eq!(
+        third.reply(),
+        "421 Service not available: too many sessions.\r\n"
+    );
+    assert!(third.closed());
+    assert!(
+        first.cmd("NOOP").starts_with("200"),
+        "the sessions within the limit go on"
+    );
+    assert_eq!(
+        gate.metric("ftpgate_limits_hit_total{limit=\"sessions-per-client\"}"),
+        1.0
+    );
+    assert_eq!(
+        gate.metric("ftpgate_sessions_total{outcome=\"limit\"}"),
+        1.0
+    );
+    drop(first);
+    eventually("a slot to free up", || {
+        gate.metric("ftpgate_sessions_active") == 1.0
+    });
+    Control::login(gate.addr);
+}
+
+#[test]
+fn sessions_over_the_total_limit_get_421() {
+    require!("vsftpd");
+    let server = Vsftpd::start(LOCALHOST);
+    let gate = Gate::reverse(server.addr, "set max-sessions 1");
+    assert_eq!(gate.metric("ftpgate_sessions_limit"), 1.0);
+    let _only = Control::login(gate.addr);
+    let mut refused = Control::connect(gate.addr);
+    assert!(refused.reply().starts_with("421"));
+    assert_eq!(
+        gate.metric("ftpgate_limits_hit_total{limit=\"sessions\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn a_slowloris_client_is_cut_at_the_login_timeout() {
+    require!("vsftpd");
+    let server = Vsftpd::start(LOCALHOST);
+    let gate = Gate::reverse(server.addr, "set login-timeout 1s");
+    let mut c = Control::connect(gate.addr);
+    assert!(c.reply().starts_with("220"));
+    // One byte at a time, never finishing a login; bounded.
+    let mut cut = false;
+    for b in b"USER anonymous\r\nPASS slowly\r\n"
+        .iter()
+        .cycle()
+        .take(200)
+    {
+        if c.stream.write_all(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        if gate.metric("ftpgate_sessions_total{outcome=\"login-timeout\"}") == 1.0 {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(cut, "the session outlived the login timeout");
+    let mut rest = String::new();
+    let _ = c.stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = c.stream.read_to_string(&mut rest);
+    assert!(rest.contains("421 Login timeout"), "{rest:?}");
+}
+
+#[test]
+fn a_server_that_never_greets_yields_421() {
+    require!("curl");
+    let silent = TcpListener::bind((LOCALHOST, 0)).expect("silent server");
+    let gate = Gate::reverse(silent.local_addr().expect("addr"), "set login-timeout 1s");
+    let mut c = Control::connect(gate.addr);
+    let (_held, _) = silent.accept().expect("the proxy connects");
+    assert_eq!(
+        c.reply(),
+        "421 Login timeout: closing the control connection.\r\n"
+    );
+    assert!(c.closed());
+}
+
+#[test]
+fn a_stalled_data_connection_is_closed_at_the_data_idle_timeout() {
+    require!("curl");
+    let data = TcpListener::bind((LOCALHOST, 0)).expect("data listener");
+    let port = data.local_addr().expect("addr").port();
+    let (server, script) = fake_server(move |mut p| {
+        p.login();
+        assert_eq!(p.heard(), "PASV");
+        p.say(&format!(
+            "227 Entering Passive Mode (127,0,0,1,{},{})",
+            port >> 8,
+            port & 0xff
+        ));
+        assert_eq!(p.heard(), "RETR stall");
+        let (mut conn, _) = data.accept().expect("accept");
+        p.say("150 sending, then stalling");
+        conn.write_all(b"some bytes").expect("write");
+        // Stall: hold the connection open without sending until the proxy gives up.
+        let mut sink = Vec::new();
+        let _ = conn.read_to_end(&mut sink);
+        p.say("426 Connection closed; transfer aborted.");
+    });
+    let gate = Gate::reverse(server, "set data-idle-timeout 1s");
+    let mut c = Control::login(gate.addr);
+    let mut conn = TcpStream::connect(data_addr(&c.cmd("PASV"), gate.addr)).expect("data");
+    c.send("RETR stall");
+    assert!(c.reply().starts_with("150"));
+    let mut got = Vec::new();
+    let _ = conn.read_to_end(&mut got);
+    assert_eq!(got, b"some bytes");
+    assert!(c.reply().starts_with("426"));
+    script.join().expect("script");
+    eventually("the data connection to be counted", || {
+        gate.metric("ftpgate_data_connections_total{mode=\"passive\",outcome=\"failed\"}") == 1.0
+    });
+    assert!(
+        gate.log().contains("data connection idle"),
+        "{}",
+        gate.log()
+    );
+}
+
+/// SIGTERM: no new sessions, the transfer in flight finishes, the process exits 0.
+#[test]
+fn sigterm_drains_a_transfer_in_flight_then_exits() {
+    require!("vsftpd", "curl");
+    let server = Vsftpd::start(LOCALHOST);
+    let source = server.public().join("eight.bin");
+    make_file(&source, 8 << 20, 21);
+    let mut gate = Gate::reverse(server.addr, "set drain-timeout 30s");
+    let local = tempfile::tempdir().expect("tempdir");
+    let out = local.path().join("eight.bin");
+    let mut download = curl(Mode::Epsv)
+        .args(["--limit-rate", "4M"])
+        .arg(url(gate.addr, "pub/eight.bin"))
+        .arg("-o")
+        .arg(&out)
+        .spawn()
+        .expect("curl");
+    eventually("the transfer to be in flight", || {
+        gate.metric("ftpgate_expectations_active") == 1.0
+    });
+    gate.signal("TERM");
+    gate.wait_log("draining: no new sessions");
+    let refused = TcpStream::connect(gate.addr)
+        .map(|_| ())
+        .expect_err("no new sessions");
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(
+        download.wait().expect("curl").success(),
+        "the transfer in flight finished"
+    );
+    assert_same_file(&out, &source);
+    let status = gate.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    assert!(gate.log().contains("drained"));
+}
+
+/// A transfer that outlasts the drain timeout is cut with 421 and the process exits.
+#[test]
+fn sigterm_closes_what_outlasts_the_drain_timeout() {
+    require!("vsftpd", "curl");
+    let server = Vsftpd::start(LOCALHOST);
+    make_file(&server.public().join("eight.bin"), 8 << 20, 22);
+    let mut gate = Gate::reverse(server.addr, "set drain-timeout 1s");
+    let mut slow = curl(Mode::Epsv)
+        .args(["--limit-rate", "100K", "-o", "/dev/null"])
+        .arg(url(gate.addr, "pub/eight.bin"))
+        .spawn()
+        .expect("curl");
+    eventually("the transfer to be in flight", || {
+        gate.metric("ftpgate_expectations_active") == 1.0
+    });
+    gate.signal("TERM");
+    let status = gate.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    assert!(gate.log().contains("closing the sessions still open"));
+    assert!(
+        !slow.wait().expect("curl").success(),
+        "the slow transfer was cut"
+    );
+}
