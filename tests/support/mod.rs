@@ -231,6 +231,16 @@ impl Gate {
     /// Starts ftpgate inside network namespace `netns` (or here); the rules' own
     /// `metrics listen` is the admin endpoint, else one is added on loopback.
     pub fn start_in(netns: Option<&str>, rules: &str, args: &[&str]) -> Gate {
+        Gate::start_with(netns, rules, args, None)
+    }
+
+    /// Like [`Gate::start_in`], optionally with a file-descriptor limit (`ulimit -n`).
+    pub fn start_with(
+        netns: Option<&str>,
+        rules: &str,
+        args: &[&str],
+        fd_limit: Option<u32>,
+    ) -> Gate {
         let dir = tempdir();
         let stated = rules
             .lines()
@@ -248,7 +258,17 @@ impl Gate {
         let path = dir.path().join("test.rules");
         fs::write(&path, &rules).expect("write rules");
         let log = fs::File::create(dir.path().join("ftpgate.log")).expect("log file");
-        let child = command_in(netns, env!("CARGO_BIN_EXE_ftpgate"))
+        let mut command = match fd_limit {
+            // prlimit(1) execs the program, so the child is ftpgate itself.
+            Some(n) => {
+                let mut c = command_in(netns, "prlimit");
+                c.arg(format!("--nofile={n}"))
+                    .arg(env!("CARGO_BIN_EXE_ftpgate"));
+                c
+            }
+            None => command_in(netns, env!("CARGO_BIN_EXE_ftpgate")),
+        };
+        let child = command
             .args(["run", "-c"])
             .arg(&path)
             .args(args)
@@ -309,6 +329,26 @@ impl Gate {
     /// `ftpgate_expectations_refused_total{reason="bounce"}`; 0 when absent.
     pub fn metric(&self, sample: &str) -> f64 {
         metric_value(&self.metrics(), sample)
+    }
+
+    /// File descriptors the process holds now.
+    pub fn open_fds(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or_else(|e| panic!("cannot read ftpgate's fds: {e}"))
+    }
+
+    /// Waits until no session or expectation is left and the descriptors are back to
+    /// `baseline`: nothing leaked.
+    pub fn assert_nothing_left(&self, baseline: usize) {
+        eventually(
+            "sessions, expectations and descriptors to be released",
+            || {
+                self.metric("ftpgate_sessions_active") == 0.0
+                    && self.metric("ftpgate_expectations_active") == 0.0
+                    && self.open_fds() <= baseline
+            },
+        );
     }
 
     /// Waits for the process to exit on its own, within `limit`.
