@@ -28,3 +28,6 @@ id ftp >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/no
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+# A short fuzz run of the codec, the session engine and the rule parser (seconds each);
+# the long run is documented in fuzz/run.sh.
+bash fuzz/run.sh 10
