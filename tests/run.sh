@@ -27,7 +27,13 @@ id ftp >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/no
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --locked 2>&1 | tee "$results"
 # A short fuzz run of the codec, the session engine and the rule parser (seconds each);
 # the long run is documented in fuzz/run.sh.
 bash fuzz/run.sh 10
+
+# The totals of every cargo test binary, as the last line.
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "summary: %d passed, %d failed\n", passed, failed }' "$results"
