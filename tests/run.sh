@@ -33,6 +33,8 @@ cargo test --locked 2>&1 | tee "$results"
 # A short fuzz run of the codec, the session engine and the rule parser (seconds each);
 # the long run is documented in fuzz/run.sh.
 bash fuzz/run.sh 10
+# A smoke run of the benchmark: proves the script works, measures nothing (bench/README.md).
+bash bench/run.sh --smoke
 
 # The totals of every cargo test binary, as the last line.
 awk '/^test result:/ { passed += $4; failed += $6 }
