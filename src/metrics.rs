@@ -281,7 +281,11 @@ impl Metrics {
                 self.commands_refused_total.with_label_values(&reason).inc();
                 self.limit("max-line");
             }
-            Refusal::NotImplemented | Refusal::EpsvAll | Refusal::Family | Refusal::Auth => {
+            Refusal::NotImplemented
+            | Refusal::EpsvAll
+            | Refusal::Family
+            | Refusal::Auth
+            | Refusal::Policy => {
                 self.commands_refused_total.with_label_values(&reason).inc();
             }
         }

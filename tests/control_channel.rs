@@ -227,3 +227,47 @@ fn check_accepts_the_example_and_reports_file_line_col() {
         )
     );
 }
+
+/// Command and login rules answer locally: the server never sees a blocked `DELE` or
+/// `USER root`, and its files stay.
+#[test]
+fn command_and_login_rules_are_enforced_before_the_server() {
+    require!("vsftpd");
+    let server = Vsftpd::start(LOCALHOST);
+    make_file(&server.public().join("keep.bin"), 1000, 4);
+    let gate = Gate::reverse(
+        server.addr,
+        "block log cmd { DELE, SITE }\nblock user { root, adm* }",
+    );
+    let mut c = Control::connect(gate.addr);
+    assert!(c.reply().starts_with("220"));
+    assert_eq!(c.cmd("USER root"), "530 Login refused by policy.\r\n");
+    assert!(c.cmd("USER anonymous").starts_with("331"));
+    assert!(c.cmd("PASS guest@").starts_with("230"));
+    assert_eq!(
+        c.cmd("DELE pub/keep.bin"),
+        "550 Command refused by policy.\r\n"
+    );
+    assert!(c.cmd("SITE CHMOD 777 pub/keep.bin").starts_with("550"));
+    assert!(c.cmd("NOOP").starts_with("200"));
+    assert!(
+        server.public().join("keep.bin").exists(),
+        "the file is still there"
+    );
+    let log = server.log();
+    assert!(
+        !log.contains("DELE") && !log.contains("SITE") && !log.contains("root"),
+        "{log}"
+    );
+    let rules = gate.rules.display().to_string();
+    let block = |line: u32| {
+        gate.metric(&format!(
+            "ftpgate_rule_decisions_total{{rule=\"{rules}:{line}\",verdict=\"block\"}}"
+        ))
+    };
+    assert_eq!((block(3), block(4)), (2.0, 1.0));
+    assert_eq!(
+        gate.metric("ftpgate_commands_refused_total{reason=\"policy\"}"),
+        3.0
+    );
+}

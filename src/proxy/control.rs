@@ -329,6 +329,8 @@ struct Driver<'a> {
     write_timeout: Duration,
     binding: Binding,
     logged_in: bool,
+    /// The rule set the session engine decides with.
+    rules: Arc<Config>,
 }
 
 /// Whether the session goes on after carrying out some actions.
@@ -355,6 +357,12 @@ async fn write_within(
 
 impl Driver<'_> {
     async fn feed(&mut self, event: Event) -> io::Result<Flow> {
+        // A reload applies to this session's decisions from now on.
+        let current = self.shared.config.load_full();
+        if !Arc::ptr_eq(&current, &self.rules) {
+            self.session.set_rules(current.clone());
+            self.rules = current;
+        }
         if let Event::DataClosed { id, .. } = &event {
             self.data.remove(id);
         }
@@ -403,6 +411,17 @@ impl Driver<'_> {
                         .update_expectation(key, |e| e.transfer = Some(transfer));
                 }
                 Action::Command(verb) => self.shared.metrics.command(&verb),
+                Action::Rule { decision, what } => {
+                    let source = decision.source();
+                    self.shared
+                        .metrics
+                        .rule_decisions_total
+                        .with_label_values(&[decision.verdict.as_str(), &source])
+                        .inc();
+                    if decision.log || decision.verdict == Verdict::Block {
+                        tracing::info!(verdict = decision.verdict.as_str(), rule = %source, %what, "rule");
+                    }
+                }
                 Action::LoggedIn => {
                     self.logged_in = true;
                     let state = SessionState::LoggedIn;
@@ -494,6 +513,7 @@ async fn relay_control(
         write_timeout: settings.idle_timeout,
         binding,
         logged_in: false,
+        rules: Arc::default(),
     };
     let mut client_lines = LineFramer::new(settings.max_line);
     let mut server_lines = LineFramer::new(settings.max_line);

@@ -183,7 +183,20 @@ impl AddrMatch {
     }
 }
 
-/// A `pass`/`block` rule for sessions.
+/// What a rule decides about, besides the addresses it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// Whether the control session may exist at all.
+    Session,
+    /// Client commands with one of these verbs (upper-case); a blocked one is answered
+    /// `550` by the proxy and never reaches the server.
+    Commands(Vec<String>),
+    /// Logins whose user name matches one of these patterns (`*` and `?` wildcards);
+    /// a blocked `USER` is answered `530` and never reaches the server.
+    Users(Vec<String>),
+}
+
+/// A `pass`/`block` rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRule {
     pub verdict: Verdict,
@@ -191,6 +204,7 @@ pub struct SessionRule {
     pub from: AddrMatch,
     pub to: AddrMatch,
     pub port: Option<PortRange>,
+    pub subject: Subject,
     pub origin: Origin,
 }
 
@@ -199,6 +213,14 @@ impl SessionRule {
         self.from.matches(client)
             && self.to.matches(server.ip())
             && self.port.is_none_or(|p| p.contains(server.port()))
+    }
+
+    fn decision(&self) -> Decision {
+        Decision {
+            verdict: self.verdict,
+            log: self.log,
+            rule: Some(self.origin.clone()),
+        }
     }
 }
 
@@ -221,7 +243,7 @@ impl Decision {
 }
 
 /// A compiled, validated rule file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     pub listeners: Vec<Listener>,
     pub settings: Settings,
@@ -245,10 +267,10 @@ impl Config {
     /// May `client` open a control session to `server`? First match wins; a session
     /// nothing passes is blocked.
     pub fn session_decision(&self, client: IpAddr, server: SocketAddr) -> Decision {
-        let client = client.to_canonical();
-        let server = SocketAddr::new(server.ip().to_canonical(), server.port());
+        let (client, server) = canonical(client, server);
         self.session_rules
             .iter()
+            .filter(|r| r.subject == Subject::Session)
             .find(|r| r.matches(client, server))
             .map_or(
                 Decision {
@@ -256,13 +278,53 @@ impl Config {
                     log: true,
                     rule: None,
                 },
-                |r| Decision {
-                    verdict: r.verdict,
-                    log: r.log,
-                    rule: Some(r.origin.clone()),
-                },
+                SessionRule::decision,
             )
     }
+
+    /// The first command rule for `verb` in this session; `None` (the command passes)
+    /// when no rule names it.
+    pub fn command_decision(
+        &self,
+        client: IpAddr,
+        server: SocketAddr,
+        verb: &str,
+    ) -> Option<Decision> {
+        let (client, server) = canonical(client, server);
+        self.session_rules
+            .iter()
+            .filter(|r| matches!(&r.subject, Subject::Commands(verbs) if verbs.iter().any(|v| v == verb)))
+            .find(|r| r.matches(client, server))
+            .map(SessionRule::decision)
+    }
+
+    /// The first login rule matching `user` in this session; `None` (the login goes to
+    /// the server) when no rule matches.
+    pub fn login_decision(
+        &self,
+        client: IpAddr,
+        server: SocketAddr,
+        user: &str,
+    ) -> Option<Decision> {
+        let (client, server) = canonical(client, server);
+        self.session_rules
+            .iter()
+            .filter(|r| match &r.subject {
+                Subject::Users(patterns) => patterns
+                    .iter()
+                    .any(|p| wildmatch::WildMatch::new(p).matches(user)),
+                _ => false,
+            })
+            .find(|r| r.matches(client, server))
+            .map(SessionRule::decision)
+    }
+}
+
+fn canonical(client: IpAddr, server: SocketAddr) -> (IpAddr, SocketAddr) {
+    (
+        client.to_canonical(),
+        SocketAddr::new(server.ip().to_canonical(), server.port()),
+    )
 }
 
 #[cfg(test)]
@@ -319,6 +381,45 @@ mod tests {
             "127.0.0.1:21".parse().unwrap(),
         );
         assert_eq!(d.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn command_and_login_rules_decide_only_their_subject() {
+        let c = config(&format!(
+            "{LISTEN}block log cmd {{ SITE, DELE }}\nblock user {{ root, adm* }}\n\
+             pass from 198.51.100.7 user admin\npass from 198.51.100.0/24\n"
+        ));
+        let server = "203.0.113.2:21".parse().unwrap();
+        let client = "198.51.100.2".parse().unwrap();
+        assert_eq!(
+            c.session_decision(client, server).verdict,
+            Verdict::Pass,
+            "no session rule blocks it"
+        );
+        let d = c.command_decision(client, server, "DELE").unwrap();
+        assert_eq!(
+            (d.verdict, d.source()),
+            (Verdict::Block, "t.rules:2".to_string())
+        );
+        assert!(d.log);
+        assert_eq!(c.command_decision(client, server, "RETR"), None);
+        assert_eq!(
+            c.login_decision(client, server, "root").unwrap().verdict,
+            Verdict::Block
+        );
+        assert_eq!(
+            c.login_decision(client, server, "admin").unwrap().verdict,
+            Verdict::Block
+        );
+        assert_eq!(c.login_decision(client, server, "alice"), None);
+        let d = c
+            .login_decision("198.51.100.7".parse().unwrap(), server, "admin")
+            .unwrap();
+        assert_eq!(
+            d.verdict,
+            Verdict::Block,
+            "first match wins: the block comes first"
+        );
     }
 
     proptest! {

@@ -14,6 +14,8 @@
 //!                       | "transparent" SOCKADDR ["tproxy" ["preserve-source"]] )
 //! metrics   := "metrics" "listen" SOCKADDR
 //! rule      := ("pass" | "block") ["log"] ["from" TARGET] ["to" TARGET] ["port" PORTS]
+//!              [ "cmd" WORDS | "user" WORDS ]
+//! WORDS     := WORD | "{" WORD ("," WORD)* "}"
 //! TARGET    := "any" | IP | IP "/" LEN
 //! DURATION  := NUMBER ("ms" | "s" | "m" | "h")
 //! ```
@@ -32,7 +34,7 @@ use nom::{IResult, Parser};
 
 use super::{
     AddrMatch, Config, ListenMode, Listener, Origin, PortRange, RuleError, SessionRule, Settings,
-    Upstream, Verdict,
+    Subject, Upstream, Verdict,
 };
 
 /// A parse failure at a position inside the line.
@@ -337,15 +339,65 @@ fn rule_statement<'a>(verdict: Verdict, i: &'a str, origin: Origin) -> PResult<'
     } else {
         (rest, None)
     };
+    let (rest, has_cmd) = optional_keyword(rest, "cmd");
+    let (rest, has_user) = if has_cmd {
+        (rest, false)
+    } else {
+        optional_keyword(rest, "user")
+    };
+    let (rest, subject) = if has_cmd {
+        let (at, _) = space0(rest)?;
+        let (rest, verbs) = words("command verbs such as DELE or { SITE, DELE }")(rest)?;
+        if let Some(bad) = verbs
+            .iter()
+            .find(|v| !v.chars().all(|c| c.is_ascii_alphabetic()))
+        {
+            return fail(at, format!("`{bad}` is not a command verb"));
+        }
+        let verbs = verbs.iter().map(|v| v.to_ascii_uppercase()).collect();
+        (rest, Subject::Commands(verbs))
+    } else if has_user {
+        let (rest, users) = words("user names or patterns such as root or { root, adm* }")(rest)?;
+        (rest, Subject::Users(users))
+    } else {
+        (rest, Subject::Session)
+    };
     let rule = SessionRule {
         verdict,
         log,
         from,
         to,
         port,
+        subject,
         origin,
     };
     Ok((rest, Statement::Rule(rule)))
+}
+
+/// One word, or a `{ a, b }` list of them.
+fn words<'a>(what: &'static str) -> impl FnMut(&'a str) -> PResult<'a, Vec<String>> {
+    move |i: &'a str| {
+        let (at, _) = space0(i)?;
+        let Some(body) = at.strip_prefix('{') else {
+            return next(what, |t: &str| {
+                (!t.starts_with('}')).then(|| vec![t.to_string()])
+            })(at);
+        };
+        let Some(end) = body.find('}') else {
+            return fail(at, "a `{` list needs its closing `}`");
+        };
+        let items: Vec<String> = body[..end]
+            .split(',')
+            .map(|w| w.trim().to_string())
+            .collect();
+        if items
+            .iter()
+            .any(|w| w.is_empty() || w.contains(char::is_whitespace))
+        {
+            return fail(at, format!("expected {what}, separated by commas"));
+        }
+        Ok((&body[end + 1..], items))
+    }
 }
 
 fn statement<'a>(i: &'a str, origin: Origin) -> PResult<'a, Statement> {
@@ -576,6 +628,22 @@ mod tests {
         assert_eq!(
             err(&format!("{LISTEN}\nset max-sessions 0\n")),
             "x.rules:2:18: expected a number of sessions above 0, found `0`"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\nblock cmd {{ SITE DELE }}\n")),
+            "x.rules:2:11: expected command verbs such as DELE or { SITE, DELE }, separated by commas"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\nblock cmd {{ SITE, DELE\n")),
+            "x.rules:2:11: a `{` list needs its closing `}`"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\nblock cmd SITE2\n")),
+            "x.rules:2:11: `SITE2` is not a command verb"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\nblock user\n")),
+            "x.rules:2:11: expected user names or patterns such as root or { root, adm* } before the end of the line"
         );
         assert_eq!(
             err("pass\n"),

@@ -13,10 +13,12 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 
 use crate::codec::{
     self, Command, EpsvArg, Frame, Line, Reply, ReplyAssembler, TransferKind, addr,
 };
+use crate::rules::{Config, Decision, Verdict};
 use queue::OutQueue;
 
 /// Identifies an expectation within its session.
@@ -159,10 +161,13 @@ pub enum Refusal {
     BadPassiveReply,
     /// No data port could be bound.
     NoDataPort,
+    /// A command or login rule blocked it.
+    Policy,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 11] = [
+        Refusal::Policy,
         Refusal::Bounce,
         Refusal::PrivilegedPort,
         Refusal::Syntax,
@@ -188,6 +193,7 @@ impl Refusal {
             Refusal::Auth => "auth",
             Refusal::BadPassiveReply => "bad-passive-reply",
             Refusal::NoDataPort => "no-data-port",
+            Refusal::Policy => "policy",
         }
     }
 }
@@ -221,6 +227,11 @@ pub enum Action {
     User(String),
     /// The server accepted a login (`230`).
     LoggedIn,
+    /// A command or login rule matched (`what` names the verb or the user).
+    Rule {
+        decision: Decision,
+        what: String,
+    },
     /// Something was refused; `target` is the data address it named, if any.
     Refused {
         why: Refusal,
@@ -330,6 +341,8 @@ pub struct Session {
     out: Vec<Action>,
     /// Once closed, the engine ignores every further event.
     closed: bool,
+    /// The command and login rules in force.
+    rules: Arc<Config>,
 }
 
 impl Session {
@@ -347,7 +360,26 @@ impl Session {
             user: None,
             out: Vec::new(),
             closed: false,
+            rules: Arc::default(),
         }
+    }
+
+    /// Applies a rule set (at start, and after every reload) to decisions from now on.
+    pub fn set_rules(&mut self, rules: Arc<Config>) {
+        self.rules = rules;
+    }
+
+    /// Whether a command or login rule blocks `what`; records the decision.
+    fn blocked(&mut self, decision: Option<Decision>, what: &str) -> bool {
+        let Some(decision) = decision else {
+            return false;
+        };
+        let block = decision.verdict == Verdict::Block;
+        self.out.push(Action::Rule {
+            decision,
+            what: what.to_string(),
+        });
+        block
     }
 
     /// The user name the client sent, if any.
@@ -418,6 +450,19 @@ impl Session {
             }
         };
         self.out.push(Action::Command(cmd.verb().to_string()));
+        let (client, server) = (self.params.client.ip(), self.params.server);
+        if let Command::User(name) = &cmd {
+            let name = String::from_utf8_lossy(name).into_owned();
+            let decision = self.rules.login_decision(client, server, &name);
+            if self.blocked(decision, &name) {
+                return self.refuse(Refusal::Policy, 530, "Login refused by policy.");
+            }
+        } else {
+            let decision = self.rules.command_decision(client, server, cmd.verb());
+            if self.blocked(decision, cmd.verb()) {
+                return self.refuse(Refusal::Policy, 550, "Command refused by policy.");
+            }
+        }
         match cmd {
             Command::Port(a) => self.on_active(ActiveForm::Port, SocketAddr::V4(a)),
             Command::Eprt(a) => self.on_active(ActiveForm::Eprt, a),

@@ -659,6 +659,42 @@ fn user_names_are_reported_once_and_bounded() {
 }
 
 #[test]
+fn command_and_login_rules_answer_locally_and_nothing_reaches_the_server() {
+    let rules = crate::rules::parse_str(
+        "t.rules",
+        "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n\
+         block log cmd { DELE, SITE }\nblock user { root, adm* }\npass\n",
+    )
+    .unwrap();
+    let mut h = Harness::new(params());
+    h.session.set_rules(std::sync::Arc::new(rules));
+    let a = h.client(b"USER root\r\n").take();
+    assert_eq!(to_client(&a), "530 Login refused by policy.\r\n");
+    assert_eq!(to_server(&a), "");
+    assert_eq!(refusals(&a), [Refusal::Policy]);
+    let a = h
+        .client(b"USER alice\r\nDELE secret\r\nsite chmod 777 x\r\nRETR ok\r\n")
+        .take();
+    assert_eq!(to_server(&a), "USER alice\r\nRETR ok\r\n");
+    assert_eq!(refusals(&a), [Refusal::Policy, Refusal::Policy]);
+    let ruled: Vec<String> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Rule { decision, what } => Some(format!("{what} {}", decision.source())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ruled, ["DELE t.rules:2", "SITE t.rules:2"]);
+    // The local refusals wait behind the reply the server owes for USER alice.
+    assert_eq!(to_client(&a), "");
+    let a = h.server(b"331 password\r\n").take();
+    assert_eq!(
+        to_client(&a),
+        "331 password\r\n550 Command refused by policy.\r\n550 Command refused by policy.\r\n"
+    );
+}
+
+#[test]
 fn no_data_port_gives_425_in_place() {
     let mut s = Session::new(params());
     let mut framer = LineFramer::new(4096);
