@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         Command::Check { file } => match Config::load(&file) {
             Ok(config) => {
                 println!(
-                    "{}: ok ({} listeners, {} session rules)",
+                    "{}: ok ({} listeners, {} rules)",
                     file.display(),
                     config.listeners.len(),
                     config.session_rules.len()

@@ -271,3 +271,62 @@ fn command_and_login_rules_are_enforced_before_the_server() {
         3.0
     );
 }
+
+/// Twenty sessions transfer while SIGHUP swaps the rules fifty times: no session is
+/// dropped, no transfer corrupted, every reload applied.
+#[test]
+fn reloading_rules_fifty_times_under_load_drops_no_session() {
+    require!("vsftpd", "curl");
+    let server = Vsftpd::start(LOCALHOST);
+    let source = server.public().join("twenty.bin");
+    make_file(&source, 20 << 20, 9);
+    let gate = Gate::reverse(server.addr, "block log user nobody-a");
+    let rules_a = std::fs::read_to_string(&gate.rules).expect("rules");
+    let rules_b = rules_a.replace("nobody-a", "nobody-b");
+    let local = tempfile::tempdir().expect("tempdir");
+    let downloads: Vec<_> = (0..20)
+        .map(|i| {
+            let out = local.path().join(format!("{i}.bin"));
+            let mode = MODES[i % MODES.len()];
+            // Slow enough that every transfer spans many reloads.
+            let child = curl(mode)
+                .args(["--limit-rate", "4M"])
+                .arg(url(gate.addr, "pub/twenty.bin"))
+                .arg("-o")
+                .arg(&out)
+                .spawn()
+                .expect("curl");
+            (child, out)
+        })
+        .collect();
+    eventually("the transfers to be in flight", || {
+        gate.metric("ftpgate_expectations_active") >= 10.0
+    });
+    for n in 1..=50 {
+        let text = if n % 2 == 1 { &rules_b } else { &rules_a };
+        std::fs::write(&gate.rules, text).expect("write rules");
+        gate.signal("HUP");
+        eventually("the reload to be applied", || {
+            gate.metric("ftpgate_reloads_total{result=\"success\"}") == f64::from(n)
+        });
+    }
+    assert!(
+        gate.metric("ftpgate_expectations_active") > 0.0,
+        "the reloads happened while transfers were in flight"
+    );
+    for (mut child, out) in downloads {
+        assert!(
+            child.wait().expect("curl").success(),
+            "a transfer was dropped"
+        );
+        assert_same_file(&out, &source);
+    }
+    assert_eq!(
+        gate.metric("ftpgate_reloads_total{result=\"failure\"}"),
+        0.0
+    );
+    assert_eq!(
+        gate.metric("ftpgate_sessions_total{outcome=\"shutdown\"}"),
+        0.0
+    );
+}
