@@ -40,6 +40,13 @@ enum Command {
         /// The rule file to check.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Also print the compiled rule set with every effective setting.
+        #[arg(long)]
+        explain: bool,
+        /// Print which rule decides each step of a hypothetical session, e.g.
+        /// 'session from 198.51.100.2 to 203.0.113.2 port 21 user alice cmd STOR'.
+        #[arg(long, value_name = "SESSION")]
+        test: Option<String>,
     },
     /// Print the live table of tracked sessions and their expectations, like
     /// `conntrack -L` for FTP, from a running ftpgate's admin endpoint.
@@ -75,21 +82,11 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { file } => match Config::load(&file) {
-            Ok(config) => {
-                println!(
-                    "{}: ok ({} listeners, {} rules)",
-                    file.display(),
-                    config.listeners.len(),
-                    config.session_rules.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Check {
+            file,
+            explain,
+            test,
+        } => check(&file, explain, test.as_deref()),
         Command::Sessions { admin, json } => match fetch_sessions(&admin) {
             Ok(v) if json => {
                 println!("{v:#}");
@@ -115,6 +112,35 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn check(file: &std::path::Path, explain: bool, test: Option<&str>) -> ExitCode {
+    let config = match Config::load(file) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "{}: ok ({} listeners, {} rules)",
+        file.display(),
+        config.listeners.len(),
+        config.session_rules.len()
+    );
+    if explain {
+        print!("{}", ftpgate::rules::explain(&config));
+    }
+    if let Some(spec) = test {
+        match ftpgate::rules::parse_trial(spec) {
+            Ok(trial) => print!("{}", ftpgate::rules::run_trial(&config, &trial)),
+            Err(e) => {
+                eprintln!("--test: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn fetch_sessions(admin: &str) -> anyhow::Result<serde_json::Value> {

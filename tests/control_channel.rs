@@ -330,3 +330,29 @@ fn reloading_rules_fifty_times_under_load_drops_no_session() {
         0.0
     );
 }
+
+/// `ftpgate check --test` names the rule that decides each step.
+#[test]
+fn check_test_names_the_deciding_rule_of_each_step() {
+    let bin = env!("CARGO_BIN_EXE_ftpgate");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/example.rules");
+    let spec = "session from 127.0.0.1 to 127.0.0.1 port 21 user root cmd RETR SITE";
+    let out = run_ok(std::process::Command::new(bin).args(["check", example, "--test", spec]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("session 127.0.0.1 -> 127.0.0.1:21: pass (")
+            && text.contains("example.rules:"),
+        "{text}"
+    );
+    assert!(text.contains("login root: block ("), "{text}");
+    assert!(text.contains("cmd RETR: pass (default)"), "{text}");
+    assert!(text.contains("cmd SITE: block ("), "{text}");
+    let bad = run(std::process::Command::new(bin).args([
+        "check",
+        example,
+        "--test",
+        "session to 1.2.3.4",
+    ]));
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--test: expected `from`, found `to`"));
+}

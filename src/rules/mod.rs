@@ -4,6 +4,7 @@
 //! Parsing lives in `parse`; this module holds the compiled form and the decisions. It
 //! never touches a socket or the clock: the shell asks, the rules answer.
 
+mod explain;
 mod parse;
 
 use std::fmt;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use explain::{Trial, explain, parse_trial, run_trial};
 pub use parse::parse_str;
 
 /// Where a rule was written, carried into logs and metrics with every decision.

@@ -1,0 +1,260 @@
+//! What `ftpgate check --explain` and `--test` print: the compiled rule set with its
+//! effective settings, and the rule that decides each step of a hypothetical session.
+//! Pure functions over a [`Config`]; the CLI only prints them.
+
+use std::fmt::Write;
+use std::net::{IpAddr, SocketAddr};
+
+use super::{AddrMatch, Config, Decision, ListenMode, Subject};
+
+fn addr(m: &AddrMatch) -> String {
+    match m {
+        AddrMatch::Any => "any".into(),
+        AddrMatch::Net(net) => net.to_string(),
+    }
+}
+
+/// The compiled rule set, one line per setting, listener and rule.
+pub fn explain(c: &Config) -> String {
+    let s = &c.settings;
+    let mut out = String::new();
+    let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
+    let _ = writeln!(out, "settings (defaults filled in):");
+    for (name, value) in [
+        ("data-timeout", ms(s.data_timeout)),
+        ("idle-timeout", ms(s.idle_timeout)),
+        ("connect-timeout", ms(s.connect_timeout)),
+        ("login-timeout", ms(s.login_timeout)),
+        ("data-idle-timeout", ms(s.data_idle_timeout)),
+        ("drain-timeout", ms(s.drain_timeout)),
+        ("data-ports", s.data_ports.to_string()),
+        ("max-line", s.max_line.to_string()),
+        ("max-sessions", s.max_sessions.to_string()),
+        (
+            "max-sessions-per-client",
+            s.max_sessions_per_client.to_string(),
+        ),
+        (
+            "advertise",
+            s.advertise.map_or("-".into(), |a| a.to_string()),
+        ),
+        (
+            "xferlog",
+            s.xferlog
+                .as_ref()
+                .map_or("-".into(), |p| p.display().to_string()),
+        ),
+    ] {
+        let _ = writeln!(out, "  set {name} {value}");
+    }
+    let metrics = c.metrics_listen.map_or("-".into(), |a| a.to_string());
+    let _ = writeln!(out, "  metrics listen {metrics}");
+    let _ = writeln!(out, "listeners:");
+    for l in &c.listeners {
+        let mode = match &l.mode {
+            ListenMode::Reverse { upstream } => format!("reverse upstream {upstream}"),
+            ListenMode::Transparent { tproxy: false, .. } => "transparent (REDIRECT)".into(),
+            ListenMode::Transparent {
+                tproxy: true,
+                preserve_source,
+            } => {
+                format!(
+                    "transparent (TPROXY{})",
+                    if *preserve_source {
+                        ", preserve-source"
+                    } else {
+                        ""
+                    }
+                )
+            }
+        };
+        let _ = writeln!(out, "  {} {mode}    # {}", l.addr, l.origin);
+    }
+    let _ = writeln!(out, "rules (first match wins within each kind):");
+    for r in &c.session_rules {
+        let subject = match &r.subject {
+            Subject::Session => "session".to_string(),
+            Subject::Commands(v) => format!("cmd {{ {} }}", v.join(", ")),
+            Subject::Users(u) => format!("user {{ {} }}", u.join(", ")),
+        };
+        let port = r.port.map_or(String::new(), |p| format!(" port {p}"));
+        let log = if r.log { " log" } else { "" };
+        let _ = writeln!(
+            out,
+            "  {}{log} {subject} from {} to {}{port}    # {}",
+            r.verdict.as_str(),
+            addr(&r.from),
+            addr(&r.to),
+            r.origin
+        );
+    }
+    let _ = writeln!(
+        out,
+        "defaults: sessions blocked; commands and logins passed"
+    );
+    out
+}
+
+/// A hypothetical session: `session from IP to IP [port PORT] [user NAME]
+/// [cmd VERB ...]`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Trial {
+    client: IpAddr,
+    server: SocketAddr,
+    user: Option<String>,
+    commands: Vec<String>,
+}
+
+/// Reads a `--test` description; the error says what was expected.
+pub fn parse_trial(spec: &str) -> Result<Trial, String> {
+    let mut words = spec.split_whitespace();
+    for keyword in ["session", "from"] {
+        match words.next() {
+            Some(w) if w == keyword => {}
+            other => {
+                return Err(format!(
+                    "expected `{keyword}`, found `{}`",
+                    other.unwrap_or("the end")
+                ));
+            }
+        }
+    }
+    let client: IpAddr = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .ok_or("expected the client address after `from`")?;
+    if words.next() != Some("to") {
+        return Err("expected `to SERVER` after the client address".into());
+    }
+    let server_ip: IpAddr = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .ok_or("expected the server address after `to`")?;
+    let mut trial = Trial {
+        client,
+        server: SocketAddr::new(server_ip, 21),
+        user: None,
+        commands: Vec::new(),
+    };
+    while let Some(word) = words.next() {
+        match word {
+            "port" => {
+                let port = words
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or("expected a port after `port`")?;
+                trial.server.set_port(port);
+            }
+            "user" => {
+                trial.user = Some(
+                    words
+                        .next()
+                        .ok_or("expected a name after `user`")?
+                        .to_string(),
+                )
+            }
+            "cmd" => trial
+                .commands
+                .extend(words.by_ref().map(|v| v.to_ascii_uppercase())),
+            other => return Err(format!("unexpected `{other}`; expected port, user or cmd")),
+        }
+    }
+    Ok(trial)
+}
+
+fn verdict(d: Option<&Decision>, default: &str) -> String {
+    match d {
+        Some(d) => format!("{} ({})", d.verdict.as_str(), d.source()),
+        None => format!("{default} (default)"),
+    }
+}
+
+/// Which rule decides each step of `trial`, one line per step.
+pub fn run_trial(c: &Config, trial: &Trial) -> String {
+    let mut out = String::new();
+    let session = c.session_decision(trial.client, trial.server);
+    let _ = writeln!(
+        out,
+        "session {} -> {}: {}",
+        trial.client,
+        trial.server,
+        verdict(session.rule.is_some().then_some(&session), "block")
+    );
+    if let Some(user) = &trial.user {
+        let d = c.login_decision(trial.client, trial.server, user);
+        let _ = writeln!(out, "login {user}: {}", verdict(d.as_ref(), "pass"));
+    }
+    for verb in &trial.commands {
+        let d = c.command_decision(trial.client, trial.server, verb);
+        let _ = writeln!(out, "cmd {verb}: {}", verdict(d.as_ref(), "pass"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::parse_str;
+
+    const RULES: &str = "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n\
+                         block log cmd { DELE, SITE }\nblock user root\n\
+                         pass from 198.51.100.0/24 to 203.0.113.0/24 port 21\n";
+
+    #[test]
+    fn a_trial_names_the_rule_that_decides_each_step() {
+        let c = parse_str("t.rules", RULES).unwrap();
+        let t = parse_trial(
+            "session from 198.51.100.2 to 203.0.113.2 port 21 user alice cmd STOR dele",
+        )
+        .unwrap();
+        assert_eq!(
+            run_trial(&c, &t),
+            "session 198.51.100.2 -> 203.0.113.2:21: pass (t.rules:4)\n\
+             login alice: pass (default)\n\
+             cmd STOR: pass (default)\n\
+             cmd DELE: block (t.rules:2)\n"
+        );
+        let t = parse_trial("session from 192.0.2.9 to 203.0.113.2 user root").unwrap();
+        assert_eq!(
+            run_trial(&c, &t),
+            "session 192.0.2.9 -> 203.0.113.2:21: block (default)\nlogin root: block (t.rules:3)\n"
+        );
+    }
+
+    #[test]
+    fn a_malformed_trial_says_what_was_expected() {
+        assert_eq!(
+            parse_trial("from 1.2.3.4"),
+            Err("expected `session`, found `from`".into())
+        );
+        assert_eq!(
+            parse_trial("session from x to 1.2.3.4"),
+            Err("expected the client address after `from`".into())
+        );
+        assert_eq!(
+            parse_trial("session from 1.2.3.4 to 1.2.3.5 usr x"),
+            Err("unexpected `usr`; expected port, user or cmd".into())
+        );
+    }
+
+    #[test]
+    fn explain_lists_settings_listeners_and_rules_with_their_origin() {
+        let c = parse_str("t.rules", RULES).unwrap();
+        let text = explain(&c);
+        assert!(text.contains("  set data-timeout 30000ms\n"), "{text}");
+        assert!(
+            text.contains("  127.0.0.1:2121 reverse upstream 127.0.0.1:21    # t.rules:1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  block log cmd { DELE, SITE } from any to any    # t.rules:2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  pass session from 198.51.100.0/24 to 203.0.113.0/24 port 21    # t.rules:4\n"
+            ),
+            "{text}"
+        );
+    }
+}
