@@ -1,0 +1,130 @@
+//! Micro-benchmarks of the hot pure paths: framing and parsing control traffic, the
+//! passive-reply parsers, the session engine on a whole transfer's exchange, and rule
+//! evaluation over a large rule set. `cargo bench`; reports land in target/criterion/.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ftpgate::codec::{Frame, LineFramer, ReplyAssembler, parse_227, parse_command};
+use ftpgate::rules::parse_str;
+use ftpgate::session::{Action, Event, Params, Session};
+
+const CLIENT: &[u8] = b"USER anonymous\r\nPASS guest@\r\nTYPE I\r\nPASV\r\nRETR pub/one.bin\r\n\
+EPSV\r\nSTOR pub/up.bin\r\nPORT 198,51,100,2,195,81\r\nLIST pub\r\nQUIT\r\n";
+const SERVER: &[u8] = b"220 ready\r\n331 pw\r\n230 ok\r\n200 binary\r\n\
+227 Entering Passive Mode (203,0,113,2,200,10).\r\n150 here\r\n226 done\r\n\
+211-status\r\n an entry\r\n211 End\r\n221 bye\r\n";
+
+fn framing_and_parsing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec");
+    g.throughput(Throughput::Bytes(CLIENT.len() as u64));
+    g.bench_function("client commands: frame and parse", |b| {
+        b.iter(|| {
+            let mut framer = LineFramer::new(4096);
+            let mut frames = Vec::new();
+            framer.push(black_box(CLIENT), &mut frames);
+            for f in frames {
+                if let Frame::Line(l) = f {
+                    let _ = black_box(parse_command(&l.text));
+                }
+            }
+        })
+    });
+    g.throughput(Throughput::Bytes(SERVER.len() as u64));
+    g.bench_function("server replies: frame and assemble", |b| {
+        b.iter(|| {
+            let mut framer = LineFramer::new(4096);
+            let mut frames = Vec::new();
+            framer.push(black_box(SERVER), &mut frames);
+            let mut replies = ReplyAssembler::default();
+            for f in frames {
+                if let Frame::Line(l) = f {
+                    let _ = black_box(replies.push(l));
+                }
+            }
+        })
+    });
+    g.finish();
+    c.bench_function("parse_227", |b| {
+        b.iter(|| {
+            parse_227(black_box(
+                b"227 Entering Passive Mode (203,0,113,2,200,10).",
+            ))
+        })
+    });
+}
+
+fn session_engine(c: &mut Criterion) {
+    let params = Params {
+        client: "198.51.100.2:50000".parse().unwrap(),
+        client_side: "198.51.100.1:21".parse().unwrap(),
+        client_local: "198.51.100.1".parse().unwrap(),
+        server: "203.0.113.2:21".parse().unwrap(),
+        server_side: "203.0.113.1:61000".parse().unwrap(),
+        advertise: None,
+        min_data_port: 1024,
+    };
+    let proxy: SocketAddr = "198.51.100.1:40000".parse().unwrap();
+    let lines = |bytes: &[u8]| {
+        let mut framer = LineFramer::new(4096);
+        let mut frames = Vec::new();
+        framer.push(bytes, &mut frames);
+        frames
+    };
+    let (pasv, reply, retr, done) = (
+        lines(b"PASV\r\n"),
+        lines(b"227 Entering Passive Mode (203,0,113,2,200,10).\r\n"),
+        lines(b"RETR f\r\n"),
+        lines(b"150 ok\r\n226 done\r\n"),
+    );
+    c.bench_function("session: one passive transfer", |b| {
+        b.iter(|| {
+            let mut s = Session::new(params.clone());
+            for f in pasv.iter().cloned() {
+                s.handle(Event::Client(f));
+            }
+            for f in reply.iter().cloned() {
+                for a in s.handle(Event::Server(f)) {
+                    if let Action::Open(req) = a {
+                        s.handle(Event::ExpectationOpened { id: req.id, proxy });
+                    }
+                }
+            }
+            for f in retr.iter().cloned() {
+                s.handle(Event::Client(f));
+            }
+            for f in done.iter().cloned() {
+                black_box(s.handle(Event::Server(f)));
+            }
+        })
+    });
+}
+
+fn rule_evaluation(c: &mut Criterion) {
+    let mut text = String::from("listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n");
+    for i in 0..100 {
+        text.push_str(&format!("block from 198.51.{i}.0/24 to 203.0.113.0/24\n"));
+    }
+    text.push_str("block cmd { SITE, DELE }\nblock user { root, adm* }\npass from 192.0.2.0/24\n");
+    let config = parse_str("bench.rules", &text).unwrap();
+    let client = "192.0.2.7".parse().unwrap();
+    let server = "203.0.113.2:21".parse().unwrap();
+    c.bench_function("rules: session decision, 100 rules before the match", |b| {
+        b.iter(|| config.session_decision(black_box(client), black_box(server)))
+    });
+    c.bench_function("rules: command decision", |b| {
+        b.iter(|| config.command_decision(black_box(client), server, black_box("STOR")))
+    });
+    c.bench_function("rules: login decision with globs", |b| {
+        b.iter(|| config.login_decision(black_box(client), server, black_box("alice")))
+    });
+}
+
+criterion_group!(
+    benches,
+    framing_and_parsing,
+    session_engine,
+    rule_evaluation
+);
+criterion_main!(benches);
