@@ -3,10 +3,16 @@
 //! The pure core (`codec`, `session`, `rules`, `track`) never touches a socket or a
 //! clock; the shell (`net`, `proxy`, `admin`) drives it with tokio.
 
-// Input never reaches a panic: no unwrap/expect/panic outside tests.
+// Input never reaches a panic: no unwrap, expect, panic or unchecked indexing outside
+// tests.
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 pub mod admin;

@@ -1,4 +1,11 @@
-//! The `ftpgate` command: `run` the proxy, `check` a rule file.
+//! The `ftpgate` command: `run` the proxy, `check` a rule file, print `sessions`.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

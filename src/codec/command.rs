@@ -138,8 +138,9 @@ fn split_verb(text: &[u8]) -> (String, Option<&[u8]>) {
         .iter()
         .position(|b| !b.is_ascii_alphabetic())
         .unwrap_or(text.len());
-    let verb = String::from_utf8_lossy(&text[..end]).to_ascii_uppercase();
-    let arg = match &text[end..] {
+    let (verb, rest) = text.split_at_checked(end).unwrap_or((text, &[]));
+    let verb = String::from_utf8_lossy(verb).to_ascii_uppercase();
+    let arg = match rest {
         [] => None,
         [b' ', rest @ ..] => Some(rest),
         rest => Some(rest),

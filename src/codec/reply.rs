@@ -126,7 +126,7 @@ pub struct ReplySyntaxError {
 /// RFC 1123 4.1.2.6 advises (servers vary in the wording and the parentheses).
 fn scan<T>(text: &[u8], parser: impl Fn(&[u8]) -> nom::IResult<&[u8], T>) -> Option<T> {
     let body = text.get(3..)?;
-    (0..body.len()).find_map(|i| parser(&body[i..]).ok().map(|(_, v)| v))
+    (0..body.len()).find_map(|i| parser(body.get(i..)?).ok().map(|(_, v)| v))
 }
 
 /// The address in the final line of a `227` reply.
@@ -135,8 +135,12 @@ pub fn parse_227(last: &[u8]) -> Result<SocketAddrV4, ReplySyntaxError> {
     // Only start at the beginning of a number, so "1192,0,..." is not read from its
     // middle as "192,0,...".
     (0..body.len())
-        .filter(|&i| i == 0 || !body[i - 1].is_ascii_digit())
-        .find_map(|i| addr::host_port(&body[i..]).ok().map(|(_, v)| v))
+        .filter(|&i| {
+            i.checked_sub(1)
+                .and_then(|before| body.get(before))
+                .is_none_or(|b| !b.is_ascii_digit())
+        })
+        .find_map(|i| addr::host_port(body.get(i..)?).ok().map(|(_, v)| v))
         .ok_or(ReplySyntaxError { code: 227 })
 }
 

@@ -98,7 +98,7 @@ async fn copy(
         if n == 0 {
             return to.shutdown().await;
         }
-        to.write_all(&buf[..n]).await?;
+        to.write_all(buf.get(..n).unwrap_or_default()).await?;
         moved.fetch_add(n as u64, Ordering::Relaxed);
     }
 }

@@ -538,14 +538,14 @@ async fn relay_control(
             r = client_rd.read(&mut cbuf) => match r? {
                 0 => break Outcome::ClientClosed,
                 n => {
-                    client_lines.push(&cbuf[..n], &mut frames);
+                    client_lines.push(cbuf.get(..n).unwrap_or_default(), &mut frames);
                     frames.into_iter().map(Event::Client).collect()
                 }
             },
             r = server_rd.read(&mut sbuf) => match r? {
                 0 => break Outcome::ServerClosed,
                 n => {
-                    server_lines.push(&sbuf[..n], &mut frames);
+                    server_lines.push(sbuf.get(..n).unwrap_or_default(), &mut frames);
                     frames.into_iter().map(Event::Server).collect()
                 }
             },

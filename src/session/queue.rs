@@ -44,7 +44,11 @@ impl OutQueue {
             return false;
         };
         match bytes {
-            Some(bytes) => self.slots[pos] = Slot::Ready(bytes),
+            Some(bytes) => {
+                if let Some(slot) = self.slots.get_mut(pos) {
+                    *slot = Slot::Ready(bytes);
+                }
+            }
             None => {
                 self.slots.remove(pos);
             }
