@@ -21,12 +21,7 @@ fn the_completion_reply_reaches_the_client_only_after_the_data() {
     let sent = payload.clone();
     let (server, script) = fake_server(move |mut p| {
         p.login();
-        assert_eq!(p.heard(), "PASV");
-        p.say(&format!(
-            "227 Entering Passive Mode (127,0,0,1,{},{})",
-            port >> 8,
-            port & 0xff
-        ));
+        p.pasv(port);
         assert_eq!(p.heard(), "RETR f");
         let (mut conn, _) = data.accept().expect("accept");
         p.say("150 sending");

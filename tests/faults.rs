@@ -24,12 +24,7 @@ fn a_server_that_dies_mid_transfer_ends_the_session_and_leaks_nothing() {
     let port = data.local_addr().expect("addr").port();
     let (server, script) = fake_server(move |mut p| {
         p.login();
-        assert_eq!(p.heard(), "PASV");
-        p.say(&format!(
-            "227 Entering Passive Mode (127,0,0,1,{},{})",
-            port >> 8,
-            port & 0xff
-        ));
+        p.pasv(port);
         assert_eq!(p.heard(), "RETR big");
         let (mut conn, _) = data.accept().expect("accept");
         p.say("150 sending");
@@ -90,12 +85,7 @@ fn a_server_that_refuses_the_data_connection_gives_the_client_a_closed_data_conn
     let closed_port = free_port(LOCALHOST.parse().expect("ip"));
     let (server, script) = fake_server(move |mut p| {
         p.login();
-        assert_eq!(p.heard(), "PASV");
-        p.say(&format!(
-            "227 Entering Passive Mode (127,0,0,1,{},{})",
-            closed_port >> 8,
-            closed_port & 0xff
-        ));
+        p.pasv(closed_port);
         assert_eq!(p.heard(), "RETR x");
         p.say("425 Can't open data connection.");
         assert_eq!(p.heard(), "QUIT");

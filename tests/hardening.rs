@@ -108,12 +108,7 @@ fn a_stalled_data_connection_is_closed_at_the_data_idle_timeout() {
     let port = data.local_addr().expect("addr").port();
     let (server, script) = fake_server(move |mut p| {
         p.login();
-        assert_eq!(p.heard(), "PASV");
-        p.say(&format!(
-            "227 Entering Passive Mode (127,0,0,1,{},{})",
-            port >> 8,
-            port & 0xff
-        ));
+        p.pasv(port);
         assert_eq!(p.heard(), "RETR stall");
         let (mut conn, _) = data.accept().expect("accept");
         p.say("150 sending, then stalling");

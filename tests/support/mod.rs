@@ -712,6 +712,16 @@ impl Peer {
         line.trim_end().to_string()
     }
 
+    /// Expects `PASV` and answers with a 227 naming loopback and `port`.
+    pub fn pasv(&mut self, port: u16) {
+        assert_eq!(self.heard(), "PASV");
+        self.say(&format!(
+            "227 Entering Passive Mode (127,0,0,1,{},{})",
+            port >> 8,
+            port & 0xff
+        ));
+    }
+
     /// Greets and accepts any login.
     pub fn login(&mut self) {
         self.say("220 scripted server");
