@@ -339,6 +339,20 @@ impl Tracker {
         self.lock().sessions.get(&id).cloned()
     }
 
+    /// Whether a connection from `peer` for `dst` may use the expectation `key`: the
+    /// matcher, applied under the lock without copying the entry.
+    pub fn admits(
+        &self,
+        key: (SessionId, ExpectationId),
+        peer: IpAddr,
+        dst: Option<SocketAddr>,
+    ) -> Result<(), Mismatch> {
+        match self.lock().expectations.get(&key) {
+            Some(e) => e.admits(peer, dst),
+            None => Err(Mismatch::Peer),
+        }
+    }
+
     pub fn expectation(&self, key: (SessionId, ExpectationId)) -> Option<ExpectationEntry> {
         self.lock().expectations.get(&key).cloned()
     }

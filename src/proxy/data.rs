@@ -218,12 +218,10 @@ impl Expectation {
 
     /// Whether `stream` from `peer` may use the expectation, or why not.
     fn admission(&self, stream: &TcpStream, peer: SocketAddr) -> Result<(), Mismatch> {
-        let key = (self.session, self.req.id);
         let dst = net::original_dst(stream).map(net::canonical).ok();
-        match self.shared.tracker.expectation(key) {
-            Some(e) => e.admits(peer.ip(), dst),
-            None => Err(Mismatch::Peer),
-        }
+        self.shared
+            .tracker
+            .admits((self.session, self.req.id), peer.ip(), dst)
     }
 
     /// Waits for the expected peer until the deadline; anyone else is refused and the
