@@ -84,10 +84,17 @@ cmp "$work/ten.bin" "$work/root/pub/uploaded.bin" && echo "uploaded file is iden
 echo "== a bounce attempt (PORT naming another host) is refused"
 curl -sS -v -P 127.0.0.2 --disable-eprt "ftp://$PROXY/hello.txt" 2>&1 | grep -E '^[<>] (PORT|5)' | sed 's/^/   /' || true
 
-echo "== metrics: curl http://$ADMIN/metrics"
-curl -s "http://$ADMIN/metrics" | grep -E '^ftpgate_(data_bytes_total|expectations_total|expectations_refused_total|sessions_total|commands_total\{verb="(PASV|EPSV|PORT)")'
-echo "== live session table: curl http://$ADMIN/sessions"
-curl -s "http://$ADMIN/sessions"; echo
+echo "== metrics (non-zero series): curl http://$ADMIN/metrics"
+curl -s "http://$ADMIN/metrics" | grep -E '^ftpgate_(data_bytes_total|expectations_total|expectations_refused_total|sessions_total|commands_total\{verb="(PASV|EPSV|PORT)")' | grep -v ' 0$'
+echo "== the live session table during a (rate-limited) download: ftpgate sessions"
+curl -sS --limit-rate 2M "ftp://$PROXY/pub/ten.bin" -o /dev/null &
+slow=$!
+for _ in $(seq 100); do
+    curl -s "http://$ADMIN/metrics" | grep -q '^ftpgate_expectations_active 1' && break
+    sleep 0.05
+done
+"$bin" sessions --admin "$ADMIN"
+wait "$slow"
 echo "== ftpgate's transfer log"
 grep -E "transfer|refused" "$work/ftpgate.log" | sed 's/^/   /'
 
