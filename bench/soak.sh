@@ -95,6 +95,10 @@ for _ in $(seq 200); do [ "$(metric ftpgate_sessions_active)" = 0 ] && break; sl
 read -r rss1 fds1 <<<"$(sample)"
 sessions=$(metric ftpgate_sessions_active)
 echo "end:   rss ${rss1} kB, ${fds1} fds, ${sessions} sessions open; ${total} rounds of 3 transfers, ${failures} failed"
+echo "ftpgate's warnings, by message:"
+sed -E 's/^[^ ]+ +//; s/\x1b\[[0-9;]*m//g' "$work/ftpgate.log" | grep -oE '(WARN|ERROR) .*' |
+    sed -E 's/session\{[^}]*\}(:data\{[^}]*\})?: //; s/ (peer|target|error|onward|expected)=.*//' |
+    sort | uniq -c | sort -rn | head -10 || true
 if [ "$fds1" -gt "$fds0" ] || [ "$sessions" != 0 ] || [ "$failures" != 0 ]; then
     echo "soak: FAILED (descriptors, sessions or transfers)" >&2
     exit 1
