@@ -95,6 +95,8 @@ for _ in $(seq 200); do [ "$(metric ftpgate_sessions_active)" = 0 ] && break; sl
 read -r rss1 fds1 <<<"$(sample)"
 sessions=$(metric ftpgate_sessions_active)
 echo "end:   rss ${rss1} kB, ${fds1} fds, ${sessions} sessions open; ${total} rounds of 3 transfers, ${failures} failed"
+echo "ftpgate's expectation and data-connection outcomes:"
+curl -s "http://$ADMIN/metrics" | grep -E '^ftpgate_(expectations_total|data_connections_total|expectations_refused_total)' | grep -v ' 0$' || true
 echo "ftpgate's warnings, by message:"
 sed -E 's/^[^ ]+ +//; s/\x1b\[[0-9;]*m//g' "$work/ftpgate.log" | grep -oE '(WARN|ERROR) .*' |
     sed -E 's/session\{[^}]*\}(:data\{[^}]*\})?: //; s/ (peer|target|error|onward|expected)=.*//' |
