@@ -20,13 +20,7 @@ SERVER=203.0.113.2
 CONFIGS=(routing kernel redirect tproxy)
 MODES=(pasv epsv port eprt)
 
-for tool in vsftpd:vsftpd curl:curl nft:nftables ip:iproute2 python3:python3; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || {
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${tool##*:}"
-    }
-done
-id ftp >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin ftp
+bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl nft:nftables ip:iproute2 python3:python3
 cargo build --release --locked -q
 bin=$PWD/target/release/ftpgate
 

@@ -11,13 +11,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-600} SESSIONS=${SESSIONS:-200}
 SERVER=127.0.0.1:2031 PROXY=127.0.0.1:2131 ADMIN=127.0.0.1:9131
 
-for tool in vsftpd curl; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends vsftpd curl
-    }
-done
-id ftp >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin ftp
+bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl
 cargo build --release --locked -q
 
 work=$(mktemp -d /tmp/ftpgate-soak.XXXXXX)

@@ -9,14 +9,7 @@ cd "$(dirname "$0")/.."
 
 SERVER=127.0.0.1:2021 PROXY=127.0.0.1:2121 ADMIN=127.0.0.1:9121
 
-for tool in vsftpd curl; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends vsftpd curl
-        break
-    fi
-done
-id ftp >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin ftp
+bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl
 
 echo "== building ftpgate (release)"
 cargo build --release --locked -q

@@ -8,22 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 promtool:prometheus nft:nftables ip:iproute2 ss:iproute2; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
-done
-if ((${#missing[@]})); then
-    if [ "$(id -u)" = 0 ]; then
-        echo "installing: ${missing[*]}"
-        apt-get update -qq
-        # The package's own service is not needed: the tests start their own vsftpd.
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    else
-        echo "missing: ${missing[*]} (run as root to install them)" >&2
-    fi
-fi
-# vsftpd serves anonymous sessions as this user; the package creates it.
-id ftp >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin ftp
+bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl lftp:lftp python3:python3 \
+    promtool:prometheus nft:nftables ip:iproute2 ss:iproute2
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
