@@ -459,12 +459,6 @@ impl Driver<'_> {
                 }
             }
         }
-        if let Some(user) = self.session.user() {
-            let user = user.to_string();
-            self.shared
-                .tracker
-                .update_session(self.id, |s| s.user = Some(user));
-        }
         Ok(Flow::Continue)
     }
 
