@@ -124,11 +124,7 @@ pub async fn resolve(host: &str, port: u16, limit: Duration) -> io::Result<Socke
 
 /// Connects to `target` within `limit`.
 pub async fn connect(target: SocketAddr, limit: Duration) -> io::Result<TcpStream> {
-    let stream = tokio::time::timeout(limit, TcpStream::connect(target))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    connect_from(unspecified(target.ip()), target, limit, Binding::Plain).await
 }
 
 /// Where the peer of an accepted connection meant to connect: the original
