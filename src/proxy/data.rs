@@ -27,8 +27,15 @@ pub fn open(
     events: mpsc::UnboundedSender<Event>,
     binding: Binding,
 ) -> Option<(SocketAddr, CancellationToken)> {
-    let settings = shared.config.load().settings.clone();
-    let deadline = Instant::now() + settings.data_timeout;
+    let (data_timeout, connect_timeout, data_idle_timeout) = {
+        let settings = &shared.config.load().settings;
+        (
+            settings.data_timeout,
+            settings.connect_timeout,
+            settings.data_idle_timeout,
+        )
+    };
+    let deadline = Instant::now() + data_timeout;
     let key = (session, req.id);
     let transferred = Arc::new(Transferred::default());
     let (listener, proxy) = shared.tracker.open_expectation(
@@ -60,8 +67,8 @@ pub fn open(
         session,
         req: req.clone(),
         deadline,
-        connect_timeout: settings.connect_timeout,
-        data_idle_timeout: settings.data_idle_timeout,
+        connect_timeout,
+        data_idle_timeout,
         cancel: token.clone(),
         events,
         transferred,
