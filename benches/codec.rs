@@ -114,7 +114,7 @@ fn rule_evaluation(c: &mut Criterion) {
         b.iter(|| config.session_decision(black_box(client), black_box(server)))
     });
     c.bench_function("rules: command decision", |b| {
-        b.iter(|| config.command_decision(black_box(client), server, black_box("STOR")))
+        b.iter(|| config.command_decision(black_box(client), server, black_box("STOR"), None))
     });
     c.bench_function("rules: login decision with globs", |b| {
         b.iter(|| config.login_decision(black_box(client), server, black_box("alice")))

@@ -125,7 +125,7 @@ fn check(file: &std::path::Path, explain: bool, test: Option<&str>) -> ExitCode 
     let config = match Config::load(file) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", e.with_caret());
             return ExitCode::FAILURE;
         }
     };

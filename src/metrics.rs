@@ -12,8 +12,9 @@ use crate::session::{DataMode, DataOutcome, Refusal};
 use crate::track::Mismatch;
 
 /// Every `limit` label value.
-pub const LIMITS: [&str; 6] = [
+pub const LIMITS: [&str; 7] = [
     "max-line",
+    "data-connections",
     "held-output",
     "server-reply",
     "data-ports",
@@ -271,6 +272,12 @@ impl Metrics {
                     .with_label_values(&reason)
                     .inc();
                 self.limit("data-ports");
+            }
+            Refusal::DataLimit => {
+                self.expectations_refused_total
+                    .with_label_values(&reason)
+                    .inc();
+                self.limit("data-connections");
             }
             Refusal::Syntax => {
                 self.parse_errors_total.with_label_values(&["client"]).inc();

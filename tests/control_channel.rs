@@ -194,7 +194,8 @@ fn sighup_reloads_rules_and_a_broken_file_keeps_the_old_ones() {
     );
 }
 
-/// `ftpgate check` accepts the shipped example and points at the first error.
+/// `ftpgate check` accepts the shipped example and points at the first error, with a
+/// caret under the offending token.
 #[test]
 fn check_accepts_the_example_and_reports_file_line_col() {
     let bin = env!("CARGO_BIN_EXE_ftpgate");
@@ -217,7 +218,8 @@ fn check_accepts_the_example_and_reports_file_line_col() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         format!(
-            "{}:2:18: expected a duration such as 30s, 15m or 500ms, found `30x`",
+            "{}:2:18: expected a duration such as 30s, 15m or 500ms, found `30x`\n    \
+             set data-timeout 30x\n                     ^^^",
             bad.display()
         )
     );
@@ -350,4 +352,65 @@ fn check_test_names_the_deciding_rule_of_each_step() {
     ]));
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--test: expected `from`, found `to`"));
+}
+
+/// Data rules through a real server and client: uploads refused with the rule's own
+/// reply before `STOR` reaches vsftpd, active mode refused at `PORT`, passive
+/// downloads untouched; each decision counted under its rule.
+#[test]
+fn data_rules_refuse_uploads_and_active_mode_before_the_server() {
+    require!("vsftpd", "curl");
+    let server = Vsftpd::start(LOCALHOST);
+    make_file(&server.public().join("get.bin"), 1 << 20, 5);
+    let gate = Gate::reverse(
+        server.addr,
+        "block return-code 553 \"Uploads are refused here.\" log data upload\n\
+         block data active",
+    );
+    let local = tempfile::tempdir().expect("tempdir");
+    let got = local.path().join("get.bin");
+    curl_get(gate.addr, Mode::Pasv, "pub/get.bin", &got);
+    assert_same_file(&server.public().join("get.bin"), &got);
+
+    let up = local.path().join("up.bin");
+    make_file(&up, 1000, 6);
+    let out = run(curl(Mode::Epsv)
+        .arg("-T")
+        .arg(&up)
+        .arg(url(gate.addr, "pub/up.bin")));
+    assert!(!out.status.success(), "the upload must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("553"), "curl says why: {stderr}");
+    assert!(!server.public().join("up.bin").exists());
+
+    let out = run(curl(Mode::Port)
+        .arg(url(gate.addr, "pub/get.bin"))
+        .arg("-o")
+        .arg(local.path().join("active.bin")));
+    assert!(!out.status.success(), "active mode must fail");
+
+    let log = server.log();
+    assert!(!log.contains("STOR") && !log.contains("PORT"), "{log}");
+    let rules = gate.rules.display().to_string();
+    let block = |line: u32| {
+        gate.metric(&format!(
+            "ftpgate_rule_decisions_total{{rule=\"{rules}:{line}\",verdict=\"block\"}}"
+        ))
+    };
+    assert_eq!((block(3), block(4)), (1.0, 1.0));
+    gate.wait_log("what=data passive upload");
+}
+
+/// A session rule's `return-code` is what a refused client reads instead of 421.
+#[test]
+fn a_session_block_answers_with_its_return_code() {
+    let upstream = TcpListener::bind((LOCALHOST, 0)).expect("upstream");
+    let gate = Gate::reverse(
+        upstream.local_addr().expect("addr"),
+        "block return-code 530 \"This server is closed to you.\" from 127.0.0.0/8",
+    );
+    let mut c = Control::connect(gate.addr);
+    assert_eq!(c.reply(), "530 This server is closed to you.\r\n");
+    assert!(c.closed());
+    assert_no_connection(&upstream, "the blocked session's server");
 }

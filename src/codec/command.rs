@@ -32,12 +32,28 @@ pub enum TransferKind {
 }
 
 impl TransferKind {
+    pub const ALL: [TransferKind; 3] = [
+        TransferKind::Download,
+        TransferKind::Upload,
+        TransferKind::Listing,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TransferKind::Download => "download",
             TransferKind::Upload => "upload",
             TransferKind::Listing => "listing",
         }
+    }
+}
+
+/// The kind of transfer an (upper-case) verb starts on a data connection, if any.
+pub fn transfer_kind(verb: &str) -> Option<TransferKind> {
+    match verb {
+        "RETR" => Some(TransferKind::Download),
+        "STOR" | "STOU" | "APPE" => Some(TransferKind::Upload),
+        "LIST" | "NLST" | "MLSD" => Some(TransferKind::Listing),
+        _ => None,
     }
 }
 
@@ -87,12 +103,7 @@ impl Command {
 
     /// The kind of transfer this command starts on a data connection, if any.
     pub fn transfer_kind(&self) -> Option<TransferKind> {
-        match self.verb() {
-            "RETR" => Some(TransferKind::Download),
-            "STOR" | "STOU" | "APPE" => Some(TransferKind::Upload),
-            "LIST" | "NLST" | "MLSD" => Some(TransferKind::Listing),
-            _ => None,
-        }
+        transfer_kind(self.verb())
     }
 
     /// The canonical text of this command, CRLF-terminated.

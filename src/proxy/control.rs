@@ -134,8 +134,12 @@ pub async fn serve(
 }
 
 /// Says `421` and closes; errors do not matter any more at that point.
-async fn refuse(mut client: TcpStream, text: &str) {
-    let _ = client.write_all(&Reply::encode(421, text)).await;
+async fn refuse(client: TcpStream, text: &str) {
+    refuse_with(client, 421, text).await;
+}
+
+async fn refuse_with(mut client: TcpStream, code: u16, text: &str) {
+    let _ = client.write_all(&Reply::encode(code, text)).await;
     let _ = client.shutdown().await;
 }
 
@@ -250,8 +254,8 @@ async fn run(
     };
     let server = target.server;
     tracing::Span::current().record("server", tracing::field::display(server));
-    if !admitted(shared, &config, peer, server) {
-        refuse(client, "Service not available: refused by policy.").await;
+    if let Err((code, text)) = admitted(shared, &config, peer, server) {
+        refuse_with(client, code, &text).await;
         return Outcome::Refused;
     }
     let server_stream = match connect_server(listener, peer, server, limit).await {
@@ -303,7 +307,14 @@ async fn run(
     }
 }
 
-fn admitted(shared: &Shared, config: &Config, client: SocketAddr, server: SocketAddr) -> bool {
+/// Whether the session rules let `client` reach `server`; if not, the reply to refuse
+/// with.
+fn admitted(
+    shared: &Shared,
+    config: &Config,
+    client: SocketAddr,
+    server: SocketAddr,
+) -> Result<(), (u16, String)> {
     let decision = config.session_decision(client.ip(), server);
     let source = decision.source();
     shared
@@ -314,7 +325,10 @@ fn admitted(shared: &Shared, config: &Config, client: SocketAddr, server: Socket
     if decision.log || decision.verdict == Verdict::Block {
         tracing::info!(verdict = decision.verdict.as_str(), rule = %source, "session rule");
     }
-    decision.verdict == Verdict::Pass
+    match decision.verdict {
+        Verdict::Pass => Ok(()),
+        Verdict::Block => Err(decision.refusal(421, "Service not available: refused by policy.")),
+    }
 }
 
 /// The running half of a session: the engine and the sockets it drives.

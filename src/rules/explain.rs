@@ -5,14 +5,8 @@
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use super::{AddrMatch, Config, Decision, ListenMode, Subject};
-
-fn addr(m: &AddrMatch) -> String {
-    match m {
-        AddrMatch::Any => "any".into(),
-        AddrMatch::Net(net) => net.to_string(),
-    }
-}
+use super::{Config, DataRequest, Decision, Family, ListenMode, Subject, Verdict};
+use crate::session::DataMode;
 
 /// The compiled rule set, one line per setting, listener and rule.
 pub fn explain(c: &Config) -> String {
@@ -34,6 +28,7 @@ pub fn explain(c: &Config) -> String {
             "max-sessions-per-client",
             s.max_sessions_per_client.to_string(),
         ),
+        ("max-data-connections", s.max_data_connections.to_string()),
         (
             "advertise",
             s.advertise.map_or("-".into(), |a| a.to_string()),
@@ -70,40 +65,70 @@ pub fn explain(c: &Config) -> String {
         };
         let _ = writeln!(out, "  {} {mode}    # {}", l.addr, l.origin);
     }
+    if !c.tables.is_empty() {
+        let _ = writeln!(out, "tables:");
+    }
+    for t in &c.tables {
+        let nets: Vec<String> = t.nets.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "  <{}> {{ {} }}    # {}",
+            t.name,
+            nets.join(", "),
+            t.origin
+        );
+    }
     let _ = writeln!(out, "rules (first match wins within each kind):");
     for r in &c.session_rules {
         let subject = match &r.subject {
             Subject::Session => "session".to_string(),
             Subject::Commands(v) => format!("cmd {{ {} }}", v.join(", ")),
             Subject::Users(u) => format!("user {{ {} }}", u.join(", ")),
+            Subject::Data(m) => m.to_string(),
         };
-        let port = r.port.map_or(String::new(), |p| format!(" port {p}"));
+        let port = r
+            .port
+            .as_ref()
+            .map_or(String::new(), |p| format!(" port {p}"));
         let log = if r.log { " log" } else { "" };
+        let code = match &r.reply {
+            Some(rc) => match &rc.text {
+                Some(text) => format!(" return-code {} \"{text}\"", rc.code),
+                None => format!(" return-code {}", rc.code),
+            },
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  {}{log} {subject} from {} to {}{port}    # {}",
+            "  {}{code}{log} {subject} from {} to {}{port}    # {}",
             r.verdict.as_str(),
-            addr(&r.from),
-            addr(&r.to),
+            r.from,
+            r.to,
             r.origin
         );
     }
     let _ = writeln!(
         out,
-        "defaults: sessions blocked; commands and logins passed"
+        "defaults: sessions blocked (421); commands, logins and data connections passed\n\
+         refusals: session 421, login 530, command 550, data 425 (or the rule's return-code)"
     );
     out
 }
 
-/// A hypothetical session: `session from IP to IP [port PORT] [user NAME]
-/// [cmd VERB ...]`.
+/// A hypothetical session: `session from IP to IP [port PORT] [active|passive]
+/// [data-port PORT] [user NAME] [cmd VERB ...]`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Trial {
     client: IpAddr,
     server: SocketAddr,
     user: Option<String>,
     commands: Vec<String>,
+    mode: DataMode,
+    data_port: u16,
 }
+
+/// The onward data port a trial assumes unless told (a typical ephemeral port).
+const TRIAL_DATA_PORT: u16 = 50000;
 
 /// Reads a `--test` description; the error says what was expected.
 pub fn parse_trial(spec: &str) -> Result<Trial, String> {
@@ -135,6 +160,8 @@ pub fn parse_trial(spec: &str) -> Result<Trial, String> {
         server: SocketAddr::new(server_ip, 21),
         user: None,
         commands: Vec::new(),
+        mode: DataMode::Passive,
+        data_port: TRIAL_DATA_PORT,
     };
     while let Some(word) = words.next() {
         match word {
@@ -144,6 +171,14 @@ pub fn parse_trial(spec: &str) -> Result<Trial, String> {
                     .and_then(|p| p.parse().ok())
                     .ok_or("expected a port after `port`")?;
                 trial.server.set_port(port);
+            }
+            "active" => trial.mode = DataMode::Active,
+            "passive" => trial.mode = DataMode::Passive,
+            "data-port" => {
+                trial.data_port = words
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or("expected a port after `data-port`")?;
             }
             "user" => {
                 trial.user = Some(
@@ -156,7 +191,11 @@ pub fn parse_trial(spec: &str) -> Result<Trial, String> {
             "cmd" => trial
                 .commands
                 .extend(words.by_ref().map(|v| v.to_ascii_uppercase())),
-            other => return Err(format!("unexpected `{other}`; expected port, user or cmd")),
+            other => {
+                return Err(format!(
+                    "unexpected `{other}`; expected port, active, passive, data-port, user or cmd"
+                ));
+            }
         }
     }
     Ok(trial)
@@ -185,8 +224,36 @@ pub fn run_trial(c: &Config, trial: &Trial) -> String {
         let _ = writeln!(out, "login {user}: {}", verdict(d.as_ref(), "pass"));
     }
     for verb in &trial.commands {
-        let d = c.command_decision(trial.client, trial.server, verb);
+        let d = c.command_decision(trial.client, trial.server, verb, None);
         let _ = writeln!(out, "cmd {verb}: {}", verdict(d.as_ref(), "pass"));
+        let passed = d.is_none_or(|d| d.verdict == Verdict::Pass);
+        let Some(kind) = crate::codec::transfer_kind(verb) else {
+            continue;
+        };
+        if !passed {
+            continue;
+        }
+        let mut data = DataRequest {
+            mode: trial.mode,
+            family: Family::of(trial.client),
+            port: trial.data_port,
+            direction: None,
+        };
+        let announced = c.data_decision(trial.client, trial.server, &data);
+        data.direction = Some(kind);
+        let used = match announced {
+            Some(d) => Some(d),
+            None => c.data_decision(trial.client, trial.server, &data),
+        };
+        let _ = writeln!(
+            out,
+            "  data {} {} {} port {}: {}",
+            trial.mode.as_str(),
+            data.family.as_str(),
+            kind.as_str(),
+            trial.data_port,
+            verdict(used.as_ref(), "pass")
+        );
     }
     out
 }
@@ -212,6 +279,7 @@ mod tests {
             "session 198.51.100.2 -> 203.0.113.2:21: pass (t.rules:4)\n\
              login alice: pass (default)\n\
              cmd STOR: pass (default)\n\
+             \x20 data passive inet upload port 50000: pass (default)\n\
              cmd DELE: block (t.rules:2)\n"
         );
         let t = parse_trial("session from 192.0.2.9 to 203.0.113.2 user root").unwrap();
@@ -233,7 +301,7 @@ mod tests {
         );
         assert_eq!(
             parse_trial("session from 1.2.3.4 to 1.2.3.5 usr x"),
-            Err("unexpected `usr`; expected port, user or cmd".into())
+            Err("unexpected `usr`; expected port, active, passive, data-port, user or cmd".into())
         );
     }
 

@@ -15,8 +15,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::codec::TransferKind;
+use crate::session::DataMode;
+
 pub use explain::{Trial, explain, parse_trial, run_trial};
-pub use parse::parse_str;
+pub use parse::{parse_file, parse_str};
 
 /// Where a rule was written, carried into logs and metrics with every decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +35,9 @@ impl fmt::Display for Origin {
 }
 
 /// A rule file that does not parse or does not make sense, located at `file:line:col`.
+///
+/// `Display` is the one-line form for logs; [`RuleError::with_caret`] adds the line and
+/// a caret under the offending token, for a terminal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}:{col}: {message}")]
 pub struct RuleError {
@@ -39,6 +45,22 @@ pub struct RuleError {
     pub line: usize,
     pub col: usize,
     pub message: String,
+    /// The offending line (empty when the error is about the file as a whole).
+    pub source_line: String,
+    /// How many characters the caret underlines (at least one).
+    pub width: usize,
+}
+
+impl RuleError {
+    /// The error, then the offending line with `^` under the token it is about.
+    pub fn with_caret(&self) -> String {
+        if self.source_line.trim().is_empty() {
+            return self.to_string();
+        }
+        let pad = " ".repeat(self.col.saturating_sub(1));
+        let carets = "^".repeat(self.width.max(1));
+        format!("{self}\n    {}\n    {pad}{carets}", self.source_line)
+    }
 }
 
 /// An inclusive range of TCP ports.
@@ -60,6 +82,28 @@ impl fmt::Display for PortRange {
             write!(f, "{}", self.lo)
         } else {
             write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// Ports and port ranges: `21`, `2100-2199` or `{ 21, 2121 }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSet(pub Vec<PortRange>);
+
+impl PortSet {
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|r| r.contains(port))
+    }
+}
+
+impl fmt::Display for PortSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => {
+                let items: Vec<String> = many.iter().map(PortRange::to_string).collect();
+                write!(f, "{{ {} }}", items.join(", "))
+            }
         }
     }
 }
@@ -123,6 +167,8 @@ pub struct Settings {
     pub max_sessions: usize,
     /// Control sessions open at once from one client address.
     pub max_sessions_per_client: usize,
+    /// Data connections (announced or transferring) one session may hold at once.
+    pub max_data_connections: usize,
     /// How long a session may take from accept to a successful login.
     pub login_timeout: Duration,
     /// How long a data connection may move no byte in either direction.
@@ -146,6 +192,7 @@ impl Default for Settings {
             xferlog: None,
             max_sessions: 4096,
             max_sessions_per_client: 32,
+            max_data_connections: 2,
             login_timeout: Duration::from_secs(60),
             data_idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(20),
@@ -169,18 +216,122 @@ impl Verdict {
     }
 }
 
-/// `any` or a prefix (a bare address is a host prefix).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The reply a `block return-code N "text"` rule gives instead of the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnCode {
+    pub code: u16,
+    pub text: Option<String>,
+}
+
+/// A set of prefixes: an address, a prefix, a `<table>`, a `{ list }` of them, or
+/// the negation (`!`) of one of those.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrSet {
+    /// As written (after `from`/`to`), for `check --explain`.
+    pub label: String,
+    pub negated: bool,
+    pub nets: Vec<IpNet>,
+}
+
+/// `any` or a set of prefixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddrMatch {
     Any,
-    Net(IpNet),
+    Set(Arc<AddrSet>),
 }
 
 impl AddrMatch {
     fn matches(&self, ip: IpAddr) -> bool {
         match self {
             AddrMatch::Any => true,
-            AddrMatch::Net(net) => net.contains(&ip),
+            AddrMatch::Set(set) => set.nets.iter().any(|n| n.contains(&ip)) != set.negated,
+        }
+    }
+}
+
+impl fmt::Display for AddrMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddrMatch::Any => f.write_str("any"),
+            AddrMatch::Set(set) => f.write_str(&set.label),
+        }
+    }
+}
+
+/// The address family of a data connection's client leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Inet,
+    Inet6,
+}
+
+impl Family {
+    pub fn of(ip: IpAddr) -> Family {
+        match ip.to_canonical() {
+            IpAddr::V4(_) => Family::Inet,
+            IpAddr::V6(_) => Family::Inet6,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Inet6 => "inet6",
+        }
+    }
+}
+
+/// What a data rule matches; every field left out matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataMatch {
+    /// The client's mode (`active`: PORT/EPRT, `passive`: PASV/EPSV).
+    pub mode: Option<DataMode>,
+    /// The family of the client's data connection.
+    pub family: Option<Family>,
+    /// The onward port: the server's announced port (passive) or the client's (active).
+    pub ports: Option<PortSet>,
+    /// What the transfer does, from the verb that uses the connection; empty: any.
+    pub directions: Vec<TransferKind>,
+}
+
+/// One data connection as a data rule sees it. `direction` is `None` while it is only
+/// announced (`PASV`, `PORT`), before a transfer verb uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataRequest {
+    pub mode: DataMode,
+    pub family: Family,
+    pub port: u16,
+    pub direction: Option<TransferKind>,
+}
+
+impl DataMatch {
+    fn matches(&self, d: &DataRequest, direction: TransferKind) -> bool {
+        self.mode.is_none_or(|m| m == d.mode)
+            && self.family.is_none_or(|f| f == d.family)
+            && self.ports.as_ref().is_none_or(|p| p.contains(d.port))
+            && (self.directions.is_empty() || self.directions.contains(&direction))
+    }
+}
+
+impl fmt::Display for DataMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("data")?;
+        if let Some(m) = self.mode {
+            write!(f, " {}", m.as_str())?;
+        }
+        if let Some(fam) = self.family {
+            write!(f, " {}", fam.as_str())?;
+        }
+        if let Some(p) = &self.ports {
+            write!(f, " ports {p}")?;
+        }
+        match self.directions.as_slice() {
+            [] => Ok(()),
+            [one] => write!(f, " {}", one.as_str()),
+            many => {
+                let names: Vec<&str> = many.iter().map(|d| d.as_str()).collect();
+                write!(f, " {{ {} }}", names.join(", "))
+            }
         }
     }
 }
@@ -190,12 +341,15 @@ impl AddrMatch {
 pub enum Subject {
     /// Whether the control session may exist at all.
     Session,
-    /// Client commands with one of these verbs (upper-case); a blocked one is answered
-    /// `550` by the proxy and never reaches the server.
+    /// Client commands with one of these verbs (upper-case; `SITE CHMOD` names a
+    /// `SITE` sub-command); a blocked one is answered `550` by the proxy and never
+    /// reaches the server.
     Commands(Vec<String>),
     /// Logins whose user name matches one of these patterns (`*` and `?` wildcards);
     /// a blocked `USER` is answered `530` and never reaches the server.
     Users(Vec<String>),
+    /// Data connections; a blocked one is answered `425` and never opened.
+    Data(DataMatch),
 }
 
 /// A `pass`/`block` rule.
@@ -205,8 +359,10 @@ pub struct SessionRule {
     pub log: bool,
     pub from: AddrMatch,
     pub to: AddrMatch,
-    pub port: Option<PortRange>,
+    pub port: Option<PortSet>,
     pub subject: Subject,
+    /// `block return-code`: the reply instead of the decision point's default.
+    pub reply: Option<ReturnCode>,
     pub origin: Origin,
 }
 
@@ -214,7 +370,7 @@ impl SessionRule {
     fn matches(&self, client: IpAddr, server: SocketAddr) -> bool {
         self.from.matches(client)
             && self.to.matches(server.ip())
-            && self.port.is_none_or(|p| p.contains(server.port()))
+            && self.port.as_ref().is_none_or(|p| p.contains(server.port()))
     }
 
     fn decision(&self) -> Decision {
@@ -222,6 +378,7 @@ impl SessionRule {
             verdict: self.verdict,
             log: self.log,
             rule: Some(self.origin.clone()),
+            reply: self.reply.clone(),
         }
     }
 }
@@ -233,6 +390,8 @@ pub struct Decision {
     pub verdict: Verdict,
     pub log: bool,
     pub rule: Option<Origin>,
+    /// The reply to a blocked request, when the rule chose one.
+    pub reply: Option<ReturnCode>,
 }
 
 impl Decision {
@@ -242,6 +401,22 @@ impl Decision {
             .as_ref()
             .map_or_else(|| "default".to_string(), Origin::to_string)
     }
+
+    /// The code and text to refuse with: the rule's, or the decision point's default.
+    pub fn refusal(&self, code: u16, text: &str) -> (u16, String) {
+        match &self.reply {
+            Some(r) => (r.code, r.text.clone().unwrap_or_else(|| text.to_string())),
+            None => (code, text.to_string()),
+        }
+    }
+}
+
+/// A named set of prefixes (`table <name> { ... }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub name: String,
+    pub nets: Vec<IpNet>,
+    pub origin: Origin,
 }
 
 /// A compiled, validated rule file.
@@ -250,53 +425,60 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub settings: Settings,
     pub session_rules: Vec<SessionRule>,
+    pub tables: Vec<Table>,
     pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
-    /// Reads and compiles a rule file.
+    /// Reads and compiles a rule file and the files it includes.
     pub fn load(path: &Path) -> Result<Config, RuleError> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| RuleError {
-            file: name.clone(),
-            line: 0,
-            col: 0,
-            message: format!("cannot read: {e}"),
-        })?;
-        parse_str(&name, &text)
+        parse::parse_file(path)
+    }
+
+    fn rules_for<'a>(
+        &'a self,
+        client: IpAddr,
+        server: SocketAddr,
+    ) -> impl Iterator<Item = &'a SessionRule> + 'a {
+        let (client, server) = canonical(client, server);
+        self.session_rules
+            .iter()
+            .filter(move |r| r.matches(client, server))
     }
 
     /// May `client` open a control session to `server`? First match wins; a session
     /// nothing passes is blocked.
     pub fn session_decision(&self, client: IpAddr, server: SocketAddr) -> Decision {
-        let (client, server) = canonical(client, server);
-        self.session_rules
-            .iter()
-            .filter(|r| r.subject == Subject::Session)
-            .find(|r| r.matches(client, server))
+        self.rules_for(client, server)
+            .find(|r| r.subject == Subject::Session)
             .map_or(
                 Decision {
                     verdict: Verdict::Block,
                     log: true,
                     rule: None,
+                    reply: None,
                 },
                 SessionRule::decision,
             )
     }
 
-    /// The first command rule for `verb` in this session; `None` (the command passes)
-    /// when no rule names it.
+    /// The first command rule for `verb` (and, for `SITE`, `SITE <sub>`) in this
+    /// session; `None` (the command passes) when no rule names it.
     pub fn command_decision(
         &self,
         client: IpAddr,
         server: SocketAddr,
         verb: &str,
+        site: Option<&str>,
     ) -> Option<Decision> {
-        let (client, server) = canonical(client, server);
-        self.session_rules
-            .iter()
-            .filter(|r| matches!(&r.subject, Subject::Commands(verbs) if verbs.iter().any(|v| v == verb)))
-            .find(|r| r.matches(client, server))
+        let site = site.map(|s| format!("SITE {}", s.to_ascii_uppercase()));
+        self.rules_for(client, server)
+            .find(|r| match &r.subject {
+                Subject::Commands(verbs) => verbs
+                    .iter()
+                    .any(|v| v == verb || site.as_deref() == Some(v.as_str())),
+                _ => false,
+            })
             .map(SessionRule::decision)
     }
 
@@ -308,17 +490,44 @@ impl Config {
         server: SocketAddr,
         user: &str,
     ) -> Option<Decision> {
-        let (client, server) = canonical(client, server);
-        self.session_rules
-            .iter()
-            .filter(|r| match &r.subject {
+        self.rules_for(client, server)
+            .find(|r| match &r.subject {
                 Subject::Users(patterns) => patterns
                     .iter()
                     .any(|p| wildmatch::WildMatch::new(p).matches(user)),
                 _ => false,
             })
-            .find(|r| r.matches(client, server))
             .map(SessionRule::decision)
+    }
+
+    /// The first data rule matching `data`; `None` (the connection passes) when none
+    /// does. An announced connection (no direction yet) is blocked only when it would
+    /// be blocked whatever verb then used it, so a later `download`-only rule still
+    /// gets its say at the verb.
+    pub fn data_decision(
+        &self,
+        client: IpAddr,
+        server: SocketAddr,
+        data: &DataRequest,
+    ) -> Option<Decision> {
+        let decide = |direction: TransferKind| {
+            self.rules_for(client, server)
+                .find(|r| matches!(&r.subject, Subject::Data(m) if m.matches(data, direction)))
+                .map(SessionRule::decision)
+        };
+        match data.direction {
+            Some(direction) => decide(direction),
+            None => {
+                let all = TransferKind::ALL.map(decide);
+                let blocked =
+                    |d: &Option<Decision>| d.as_ref().is_some_and(|d| d.verdict == Verdict::Block);
+                if all.iter().all(blocked) {
+                    all.into_iter().flatten().next()
+                } else {
+                    None
+                }
+            }
+        }
     }
 }
 
@@ -398,13 +607,13 @@ mod tests {
             Verdict::Pass,
             "no session rule blocks it"
         );
-        let d = c.command_decision(client, server, "DELE").unwrap();
+        let d = c.command_decision(client, server, "DELE", None).unwrap();
         assert_eq!(
             (d.verdict, d.source()),
             (Verdict::Block, "t.rules:2".to_string())
         );
         assert!(d.log);
-        assert_eq!(c.command_decision(client, server, "RETR"), None);
+        assert_eq!(c.command_decision(client, server, "RETR", None), None);
         assert_eq!(
             c.login_decision(client, server, "root").unwrap().verdict,
             Verdict::Block
@@ -421,6 +630,55 @@ mod tests {
             d.verdict,
             Verdict::Block,
             "first match wins: the block comes first"
+        );
+    }
+
+    fn data(mode: DataMode, port: u16, direction: Option<TransferKind>) -> DataRequest {
+        DataRequest {
+            mode,
+            family: Family::Inet,
+            port,
+            direction,
+        }
+    }
+
+    #[test]
+    fn data_rules_decide_at_the_verb_and_block_an_announcement_only_when_every_verb_would_be() {
+        let c = config(&format!(
+            "{LISTEN}pass data passive download\nblock data passive\n\
+             block return-code 504 data active ports 1024-4999\n"
+        ));
+        let (client, server) = (
+            "198.51.100.2".parse().unwrap(),
+            "203.0.113.2:21".parse().unwrap(),
+        );
+        let d = |r: DataRequest| {
+            c.data_decision(client, server, &r)
+                .map(|d| (d.verdict, d.source()))
+        };
+        use TransferKind::*;
+        assert_eq!(
+            d(data(DataMode::Passive, 50000, None)),
+            None,
+            "a download may still use it"
+        );
+        assert_eq!(
+            d(data(DataMode::Passive, 50000, Some(Download))),
+            Some((Verdict::Pass, "t.rules:2".into()))
+        );
+        assert_eq!(
+            d(data(DataMode::Passive, 50000, Some(Upload))),
+            Some((Verdict::Block, "t.rules:3".into()))
+        );
+        let blocked = c
+            .data_decision(client, server, &data(DataMode::Active, 2000, None))
+            .unwrap();
+        assert_eq!(blocked.verdict, Verdict::Block);
+        assert_eq!(blocked.refusal(425, "x"), (504, "x".to_string()));
+        assert_eq!(
+            d(data(DataMode::Active, 5000, Some(Upload))),
+            None,
+            "default: pass"
         );
     }
 

@@ -1,28 +1,32 @@
 //! The rule-file parser: nom combinators over one line at a time, one per production,
-//! with errors that point at `file:line:col`.
-//!
-//! Grammar (one statement per line, `#` starts a comment):
+//! with errors that point at `file:line:col`. `rules/README.md` is the reference for
+//! the language; the grammar in brief (one statement per line, `#` starts a comment):
 //!
 //! ```text
-//! statement := set | listen | metrics | rule
-//! set       := "set" ( ("data-timeout" | "idle-timeout" | "connect-timeout"
-//!                      | "login-timeout" | "data-idle-timeout" | "drain-timeout") DURATION
-//!                    | "data-ports" PORT "-" PORT | "max-line" NUMBER
-//!                    | ("max-sessions" | "max-sessions-per-client") NUMBER
-//!                    | "advertise" IP | "xferlog" PATH )
+//! statement := set | listen | metrics | table | include | rule
+//! set       := "set" NAME VALUE
 //! listen    := "listen" ( "reverse" SOCKADDR "upstream" HOST ":" PORT
 //!                       | "transparent" SOCKADDR ["tproxy" ["preserve-source"]] )
 //! metrics   := "metrics" "listen" SOCKADDR
-//! rule      := ("pass" | "block") ["log"] ["from" TARGET] ["to" TARGET] ["port" PORTS]
-//!              [ "cmd" WORDS | "user" WORDS ]
+//! table     := "table" "<" NAME ">" ( "{" TARGET ("," TARGET)* "}" | "file" PATH )
+//! include   := "include" PATH
+//! rule      := ("pass" | "block" ["return-code" CODE [QUOTED]]) ["log"]
+//!              ["from" ADDRS] ["to" ADDRS] ["port" PORTS]
+//!              [ "cmd" WORDS | "user" WORDS | "data" DATA* ]
+//! DATA      := "active" | "passive" | "inet" | "inet6" | "ports" PORTS
+//!            | DIRECTION | "{" DIRECTION ("," DIRECTION)* "}"
+//! DIRECTION := "download" | "upload" | "listing"
+//! ADDRS     := "any" | ["!"] ADDR | "{" ADDR ("," ADDR)* "}"
+//! ADDR      := IP | IP "/" LEN | "<" NAME ">"
+//! PORTS     := PORT ["-" PORT] | "{" PORT ["-" PORT] ("," PORT ["-" PORT])* "}"
 //! WORDS     := WORD | "{" WORD ("," WORD)* "}"
-//! TARGET    := "any" | IP | IP "/" LEN
 //! DURATION  := NUMBER ("ms" | "s" | "m" | "h")
 //! ```
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,9 +37,11 @@ use nom::error::{ErrorKind, ParseError};
 use nom::{IResult, Parser};
 
 use super::{
-    AddrMatch, Config, ListenMode, Listener, Origin, PortRange, RuleError, SessionRule, Settings,
-    Subject, Upstream, Verdict,
+    AddrMatch, AddrSet, Config, DataMatch, Family, ListenMode, Listener, Origin, PortRange,
+    PortSet, ReturnCode, RuleError, SessionRule, Settings, Subject, Table, Upstream, Verdict,
 };
+use crate::codec::TransferKind;
+use crate::session::DataMode;
 
 /// A parse failure at a position inside the line.
 #[derive(Debug)]
@@ -64,6 +70,13 @@ fn fail<T>(at: &str, message: impl Into<Cow<'static, str>>) -> PResult<'_, T> {
         at,
         message: message.into(),
     }))
+}
+
+/// `part` is a slice of `whole`; the rest of `whole` from where `part` starts, so an
+/// error inside a `{ list }` item still points at its column.
+fn from_part<'a>(whole: &'a str, part: &str) -> &'a str {
+    let offset = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    whole.get(offset..).unwrap_or(whole)
 }
 
 /// A run of non-blank characters.
@@ -102,6 +115,12 @@ fn optional_keyword<'a>(i: &'a str, word: &str) -> (&'a str, bool) {
     }
 }
 
+/// The next token without consuming it.
+fn peek(i: &str) -> Option<&str> {
+    let (at, _) = space0::<_, Failure>(i).ok()?;
+    token(at).ok().map(|(_, t)| t)
+}
+
 fn socket_addr(t: &str) -> Option<SocketAddr> {
     t.parse().ok()
 }
@@ -118,8 +137,8 @@ fn port_range(t: &str) -> Option<PortRange> {
 
 fn duration(t: &str) -> Option<Duration> {
     let split = t.find(|c: char| !c.is_ascii_digit())?;
-    let n: u64 = t[..split].parse().ok()?;
-    let d = match &t[split..] {
+    let n: u64 = t.get(..split)?.parse().ok()?;
+    let d = match t.get(split..)? {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.checked_mul(60)?),
@@ -129,15 +148,20 @@ fn duration(t: &str) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
-fn target(t: &str) -> Option<AddrMatch> {
-    if t == "any" {
-        return Some(AddrMatch::Any);
-    }
+/// An address or a prefix (host bits cleared).
+fn prefix(t: &str) -> Option<IpNet> {
     if let Ok(ip) = t.parse::<IpAddr>() {
-        return Some(AddrMatch::Net(IpNet::from(ip)));
+        return Some(IpNet::from(ip.to_canonical()));
     }
     let net: IpNet = t.parse().ok()?;
-    Some(AddrMatch::Net(net.trunc()))
+    Some(net.trunc())
+}
+
+/// `<name>`: a table reference.
+fn table_name(t: &str) -> Option<&str> {
+    let name = t.strip_prefix('<')?.strip_suffix('>')?;
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    (!name.is_empty() && name.chars().all(valid)).then_some(name)
 }
 
 /// `HOST:PORT` with `[v6]:PORT` for IPv6 literals.
@@ -159,6 +183,29 @@ fn upstream(t: &str) -> Option<Upstream> {
     })
 }
 
+/// The items of a `{ a, b }` list starting at `at` (which begins with `{`), and the
+/// input after it. Each item is a trimmed slice of the line, for error columns.
+fn braced<'a>(at: &'a str, what: &'static str) -> PResult<'a, Vec<&'a str>> {
+    let body = at.get(1..).unwrap_or_default();
+    let Some(end) = body.find('}') else {
+        return fail(at, "a `{` list needs its closing `}`");
+    };
+    let inner = body.get(..end).unwrap_or_default();
+    let items: Vec<&str> = inner.split(',').map(str::trim).collect();
+    if let Some(bad) = items
+        .iter()
+        .find(|w| w.is_empty() || w.contains(char::is_whitespace))
+    {
+        let at = if bad.is_empty() {
+            at
+        } else {
+            from_part(at, bad)
+        };
+        return fail(at, format!("expected {what}, separated by commas"));
+    }
+    Ok((body.get(end + 1..).unwrap_or_default(), items))
+}
+
 /// One `set` statement.
 enum Setting {
     DataTimeout(Duration),
@@ -170,6 +217,7 @@ enum Setting {
     Xferlog(PathBuf),
     MaxSessions(usize),
     MaxSessionsPerClient(usize),
+    MaxDataConnections(usize),
     LoginTimeout(Duration),
     DataIdleTimeout(Duration),
     DrainTimeout(Duration),
@@ -187,11 +235,18 @@ impl Setting {
             Setting::Xferlog(path) => s.xferlog = Some(path),
             Setting::MaxSessions(n) => s.max_sessions = n,
             Setting::MaxSessionsPerClient(n) => s.max_sessions_per_client = n,
+            Setting::MaxDataConnections(n) => s.max_data_connections = n,
             Setting::LoginTimeout(d) => s.login_timeout = d,
             Setting::DataIdleTimeout(d) => s.data_idle_timeout = d,
             Setting::DrainTimeout(d) => s.drain_timeout = d,
         }
     }
+}
+
+/// Where a table's prefixes come from.
+enum TableBody {
+    Inline(Vec<IpNet>),
+    File(PathBuf),
 }
 
 /// What one line says.
@@ -200,6 +255,8 @@ enum Statement {
     Listen(SocketAddr, ListenMode),
     Metrics(SocketAddr),
     Rule(SessionRule),
+    Table(String, TableBody),
+    Include(PathBuf),
 }
 
 const DURATION: &str = "a duration such as 30s, 15m or 500ms";
@@ -208,19 +265,14 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
     let (at, _) = space0(i)?;
     let (rest, name) = next("a setting name", Some)(at)?;
     let (value_at, _) = space0(rest)?;
+    let timeout = |rest| next(DURATION, duration)(rest);
     let (rest, setting) = match name {
-        "data-timeout" => {
-            let (rest, d) = next(DURATION, duration)(rest)?;
-            (rest, Setting::DataTimeout(d))
-        }
-        "idle-timeout" => {
-            let (rest, d) = next(DURATION, duration)(rest)?;
-            (rest, Setting::IdleTimeout(d))
-        }
-        "connect-timeout" => {
-            let (rest, d) = next(DURATION, duration)(rest)?;
-            (rest, Setting::ConnectTimeout(d))
-        }
+        "data-timeout" => timeout(rest).map(|(r, d)| (r, Setting::DataTimeout(d)))?,
+        "idle-timeout" => timeout(rest).map(|(r, d)| (r, Setting::IdleTimeout(d)))?,
+        "connect-timeout" => timeout(rest).map(|(r, d)| (r, Setting::ConnectTimeout(d)))?,
+        "login-timeout" => timeout(rest).map(|(r, d)| (r, Setting::LoginTimeout(d)))?,
+        "data-idle-timeout" => timeout(rest).map(|(r, d)| (r, Setting::DataIdleTimeout(d)))?,
+        "drain-timeout" => timeout(rest).map(|(r, d)| (r, Setting::DrainTimeout(d)))?,
         "data-ports" => {
             let (rest, r) = next("a port range such as 40000-40999", port_range)(rest)?;
             if r.lo < 1024 {
@@ -253,17 +305,10 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
             };
             (rest, setting)
         }
-        "login-timeout" => {
-            let (rest, d) = next(DURATION, duration)(rest)?;
-            (rest, Setting::LoginTimeout(d))
-        }
-        "data-idle-timeout" => {
-            let (rest, d) = next(DURATION, duration)(rest)?;
-            (rest, Setting::DataIdleTimeout(d))
-        }
-        "drain-timeout" => {
-            let (rest, d) = next(DURATION, duration)(rest)?;
-            (rest, Setting::DrainTimeout(d))
+        "max-data-connections" => {
+            let small = |t: &str| t.parse::<usize>().ok().filter(|n| (1..=64).contains(n));
+            let (rest, n) = next("a number of data connections from 1 to 64", small)(rest)?;
+            (rest, Setting::MaxDataConnections(n))
         }
         other => {
             return fail(
@@ -272,7 +317,7 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
                     "unknown setting `{other}`; known: data-timeout, idle-timeout, \
                      connect-timeout, login-timeout, data-idle-timeout, drain-timeout, \
                      data-ports, max-line, max-sessions, max-sessions-per-client, \
-                     advertise, xferlog"
+                     max-data-connections, advertise, xferlog"
                 ),
             );
         }
@@ -318,49 +363,303 @@ fn metrics_statement(i: &str) -> PResult<'_, Statement> {
     Ok((rest, Statement::Metrics(addr)))
 }
 
-fn rule_statement<'a>(verdict: Verdict, i: &'a str, origin: Origin) -> PResult<'a, Statement> {
-    let (rest, log) = optional_keyword(i, "log");
+/// A file path: a bare token or a `"quoted"` one (which may contain blanks).
+fn path(i: &str) -> PResult<'_, PathBuf> {
+    let (at, _) = space0(i)?;
+    if at.starts_with('"') {
+        let (rest, text) = quoted(at)?;
+        return Ok((rest, PathBuf::from(text)));
+    }
+    next("a file path", |t| Some(PathBuf::from(t)))(at)
+}
+
+fn table_statement<'a>(i: &'a str, tables: &Tables) -> PResult<'a, Statement> {
+    let (at, _) = space0(i)?;
+    let (rest, name) = next("a table name such as <lan>", table_name)(at)?;
+    if tables.contains_key(name) {
+        return fail(at, format!("table <{name}> is already defined"));
+    }
+    let (body_at, _) = space0(rest)?;
+    if body_at.starts_with('{') {
+        let (rest, items) = braced(body_at, "addresses or prefixes")?;
+        let mut nets = Vec::new();
+        for item in items {
+            match prefix(item) {
+                Some(net) => nets.push(net),
+                None => {
+                    return fail(
+                        from_part(body_at, item),
+                        format!("expected an address or a prefix, found `{item}`"),
+                    );
+                }
+            }
+        }
+        return Ok((
+            rest,
+            Statement::Table(name.to_string(), TableBody::Inline(nets)),
+        ));
+    }
+    let (rest, _) = keyword("file")(rest).or_else(|_| {
+        fail(
+            body_at,
+            "expected `{ addresses }` or `file PATH` after the table name",
+        )
+    })?;
+    let (rest, file) = path(rest)?;
+    Ok((
+        rest,
+        Statement::Table(name.to_string(), TableBody::File(file)),
+    ))
+}
+
+/// A `"double-quoted"` reply text: printable, no `"` inside, at most 200 characters.
+fn quoted(at: &str) -> PResult<'_, &str> {
+    let Some(body) = at.strip_prefix('"') else {
+        return fail(at, "expected a \"quoted text\"");
+    };
+    let Some(end) = body.find('"') else {
+        return fail(at, "a quoted text needs its closing `\"`");
+    };
+    let text = body.get(..end).unwrap_or_default();
+    if text.chars().any(char::is_control) || text.chars().count() > 200 {
+        return fail(
+            at,
+            "a quoted text must be printable and at most 200 characters",
+        );
+    }
+    Ok((body.get(end + 1..).unwrap_or_default(), text))
+}
+
+type Tables = HashMap<String, Vec<IpNet>>;
+
+/// `any`, an address set, or a negated one, as written after `from`/`to`.
+fn addrs<'a>(i: &'a str, tables: &Tables) -> PResult<'a, AddrMatch> {
+    let (at, _) = space0(i)?;
+    let item =
+        |at: &'a str, t: &'a str, nets: &mut Vec<IpNet>| -> Result<(), nom::Err<Failure<'a>>> {
+            if let Some(name) = table_name(t) {
+                match tables.get(name) {
+                    Some(table) => nets.extend_from_slice(table),
+                    None => {
+                        return fail::<()>(
+                            at,
+                            format!("unknown table <{name}>; define it above its first use"),
+                        )
+                        .map(|_| ());
+                    }
+                }
+            } else if let Some(net) = prefix(t) {
+                nets.push(net);
+            } else {
+                return fail::<()>(
+                    at,
+                    format!("expected `any`, an address, a prefix or a <table>, found `{t}`"),
+                )
+                .map(|_| ());
+            }
+            Ok(())
+        };
+    let mut nets = Vec::new();
+    if at.starts_with('{') {
+        let (rest, items) = braced(at, "addresses, prefixes or <tables>")?;
+        for t in &items {
+            item(from_part(at, t), t, &mut nets)?;
+        }
+        let label = format!("{{ {} }}", items.join(", "));
+        let set = AddrSet {
+            label,
+            negated: false,
+            nets,
+        };
+        return Ok((rest, AddrMatch::Set(Arc::new(set))));
+    }
+    let (rest, t) = match token(at) {
+        Ok(v) => v,
+        Err(_) => {
+            return fail(
+                at,
+                "expected `any`, an address, a prefix or a <table> before the end of the line",
+            );
+        }
+    };
+    if t == "any" {
+        return Ok((rest, AddrMatch::Any));
+    }
+    let (negated, body) = match t.strip_prefix('!') {
+        Some(body) => (true, body),
+        None => (false, t),
+    };
+    if body == "any" {
+        return fail(at, "`!any` matches nothing; leave the rule out");
+    }
+    item(
+        if negated { from_part(at, body) } else { at },
+        body,
+        &mut nets,
+    )?;
+    let set = AddrSet {
+        label: t.to_string(),
+        negated,
+        nets,
+    };
+    Ok((rest, AddrMatch::Set(Arc::new(set))))
+}
+
+/// A port, a range, or a `{ list }` of them.
+fn ports(i: &str) -> PResult<'_, PortSet> {
+    const WHAT: &str = "a port or a port range such as 21 or 2100-2199";
+    let (at, _) = space0(i)?;
+    if !at.starts_with('{') {
+        let (rest, r) = next(WHAT, port_range)(at)?;
+        return Ok((rest, PortSet(vec![r])));
+    }
+    let (rest, items) = braced(at, "ports or port ranges")?;
+    let mut set = Vec::new();
+    for t in items {
+        match port_range(t) {
+            Some(r) => set.push(r),
+            None => return fail(from_part(at, t), format!("expected {WHAT}, found `{t}`")),
+        }
+    }
+    Ok((rest, PortSet(set)))
+}
+
+fn direction(t: &str) -> Option<TransferKind> {
+    TransferKind::ALL.into_iter().find(|d| d.as_str() == t)
+}
+
+/// The attributes after `data`, in any order, each at most once.
+fn data_match(mut rest: &str) -> PResult<'_, DataMatch> {
+    let mut m = DataMatch::default();
+    loop {
+        let (at, _) = space0(rest)?;
+        let Some(word) = peek(at) else {
+            return Ok((at, m));
+        };
+        let twice = |what: &str| format!("the data {what} is given twice");
+        let after = at.get(word.len()..).unwrap_or_default();
+        rest = match word {
+            "active" | "passive" => {
+                if m.mode.is_some() {
+                    return fail(at, twice("mode"));
+                }
+                m.mode = Some(if word == "active" {
+                    DataMode::Active
+                } else {
+                    DataMode::Passive
+                });
+                after
+            }
+            "inet" | "inet6" => {
+                if m.family.is_some() {
+                    return fail(at, twice("family"));
+                }
+                m.family = Some(if word == "inet" {
+                    Family::Inet
+                } else {
+                    Family::Inet6
+                });
+                after
+            }
+            "ports" => {
+                if m.ports.is_some() {
+                    return fail(at, twice("port range"));
+                }
+                let (rest, p) = ports(after)?;
+                m.ports = Some(p);
+                rest
+            }
+            w if w.starts_with('{') || direction(w).is_some() => {
+                if !m.directions.is_empty() {
+                    return fail(at, twice("direction"));
+                }
+                let what = "download, upload or listing";
+                let (rest, items) = if w.starts_with('{') {
+                    braced(at, what)?
+                } else {
+                    (after, vec![w])
+                };
+                for t in items {
+                    match direction(t) {
+                        Some(d) => m.directions.push(d),
+                        None => {
+                            return fail(from_part(at, t), format!("expected {what}, found `{t}`"));
+                        }
+                    }
+                }
+                rest
+            }
+            other => {
+                return fail(
+                    at,
+                    format!(
+                        "unexpected `{other}`; a data rule takes active, passive, inet, \
+                         inet6, ports, download, upload or listing"
+                    ),
+                );
+            }
+        };
+    }
+}
+
+fn rule_statement<'a>(
+    verdict: Verdict,
+    i: &'a str,
+    origin: Origin,
+    tables: &Tables,
+) -> PResult<'a, Statement> {
+    let (code_at, _) = space0(i)?;
+    let (rest, has_code) = optional_keyword(i, "return-code");
+    let (rest, reply) = if has_code {
+        if verdict == Verdict::Pass {
+            return fail(code_at, "return-code only goes with block");
+        }
+        let code = |t: &str| t.parse::<u16>().ok().filter(|c| (400..=599).contains(c));
+        let (rest, code) = next("a reply code from 400 to 599", code)(rest)?;
+        let (text_at, _) = space0(rest)?;
+        let (rest, text) = if text_at.starts_with('"') {
+            let (rest, text) = quoted(text_at)?;
+            (rest, Some(text.to_string()))
+        } else {
+            (rest, None)
+        };
+        (rest, Some(ReturnCode { code, text }))
+    } else {
+        (rest, None)
+    };
+    let (rest, log) = optional_keyword(rest, "log");
     let (rest, has_from) = optional_keyword(rest, "from");
     let (rest, from) = if has_from {
-        next("`any`, an address or a prefix", target)(rest)?
+        addrs(rest, tables)?
     } else {
         (rest, AddrMatch::Any)
     };
     let (rest, has_to) = optional_keyword(rest, "to");
     let (rest, to) = if has_to {
-        next("`any`, an address or a prefix", target)(rest)?
+        addrs(rest, tables)?
     } else {
         (rest, AddrMatch::Any)
     };
     let (rest, has_port) = optional_keyword(rest, "port");
     let (rest, port) = if has_port {
-        let (rest, p) = next("a port or a port range such as 21 or 2100-2199", port_range)(rest)?;
+        let (rest, p) = ports(rest)?;
         (rest, Some(p))
     } else {
         (rest, None)
     };
-    let (rest, has_cmd) = optional_keyword(rest, "cmd");
-    let (rest, has_user) = if has_cmd {
-        (rest, false)
-    } else {
-        optional_keyword(rest, "user")
-    };
-    let (rest, subject) = if has_cmd {
-        let (at, _) = space0(rest)?;
-        let (rest, verbs) = words("command verbs such as DELE or { SITE, DELE }")(rest)?;
-        if let Some(bad) = verbs
-            .iter()
-            .find(|v| !v.chars().all(|c| c.is_ascii_alphabetic()))
-        {
-            return fail(at, format!("`{bad}` is not a command verb"));
+    let (subject_at, _) = space0(rest)?;
+    let (rest, subject) = match peek(subject_at) {
+        Some("cmd") => command_subject(subject_at.get(3..).unwrap_or_default())?,
+        Some("user") => {
+            let what = "user names or patterns such as root or { root, adm* }";
+            let (rest, users) = words(what)(subject_at.get(4..).unwrap_or_default())?;
+            (rest, Subject::Users(users))
         }
-        let verbs = verbs.iter().map(|v| v.to_ascii_uppercase()).collect();
-        (rest, Subject::Commands(verbs))
-    } else if has_user {
-        let (rest, users) = words("user names or patterns such as root or { root, adm* }")(rest)?;
-        (rest, Subject::Users(users))
-    } else {
-        (rest, Subject::Session)
+        Some("data") => {
+            let (rest, m) = data_match(subject_at.get(4..).unwrap_or_default())?;
+            (rest, Subject::Data(m))
+        }
+        _ => (rest, Subject::Session),
     };
     let rule = SessionRule {
         verdict,
@@ -369,51 +668,97 @@ fn rule_statement<'a>(verdict: Verdict, i: &'a str, origin: Origin) -> PResult<'
         to,
         port,
         subject,
+        reply,
         origin,
     };
     Ok((rest, Statement::Rule(rule)))
+}
+
+/// `cmd VERB`, `cmd SITE SUB` or `cmd { VERB, SITE SUB, ... }`.
+fn command_subject(i: &str) -> PResult<'_, Subject> {
+    let what = "command verbs such as DELE or { SITE CHMOD, DELE }";
+    let (at, _) = space0(i)?;
+    let (rest, items): (&str, Vec<String>) = if at.starts_with('{') {
+        let Some(end) = at.find('}') else {
+            return fail(at, "a `{` list needs its closing `}`");
+        };
+        let inner = at.get(1..end).unwrap_or_default();
+        let items: Vec<String> = inner
+            .split(',')
+            .map(|w| w.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        (at.get(end + 1..).unwrap_or_default(), items)
+    } else {
+        let (rest, verb) = next(what, Some)(at)?;
+        // `cmd SITE CHMOD`: the sub-command is the one word that may follow.
+        match peek(rest) {
+            Some(sub) if verb.eq_ignore_ascii_case("SITE") => {
+                let (rest, _) = token(space0(rest)?.0)?;
+                (rest, vec![format!("{verb} {sub}")])
+            }
+            _ => (rest, vec![verb.to_string()]),
+        }
+    };
+    let mut verbs = Vec::new();
+    for item in &items {
+        let valid = match item.split_once(' ') {
+            None => !item.is_empty() && item.chars().all(|c| c.is_ascii_alphabetic()),
+            Some((site, sub)) => {
+                site.eq_ignore_ascii_case("SITE")
+                    && !sub.is_empty()
+                    && sub.chars().all(|c| c.is_ascii_alphanumeric())
+            }
+        };
+        if !valid {
+            let shown = if item.is_empty() { "" } else { item.as_str() };
+            return fail(
+                at,
+                if shown.contains(' ') || shown.is_empty() {
+                    format!("expected {what}, separated by commas")
+                } else {
+                    format!("`{shown}` is not a command verb")
+                },
+            );
+        }
+        verbs.push(item.to_ascii_uppercase());
+    }
+    Ok((rest, Subject::Commands(verbs)))
 }
 
 /// One word, or a `{ a, b }` list of them.
 fn words<'a>(what: &'static str) -> impl FnMut(&'a str) -> PResult<'a, Vec<String>> {
     move |i: &'a str| {
         let (at, _) = space0(i)?;
-        let Some(body) = at.strip_prefix('{') else {
+        if !at.starts_with('{') {
             return next(what, |t: &str| {
                 (!t.starts_with('}')).then(|| vec![t.to_string()])
             })(at);
-        };
-        let Some(end) = body.find('}') else {
-            return fail(at, "a `{` list needs its closing `}`");
-        };
-        let items: Vec<String> = body[..end]
-            .split(',')
-            .map(|w| w.trim().to_string())
-            .collect();
-        if items
-            .iter()
-            .any(|w| w.is_empty() || w.contains(char::is_whitespace))
-        {
-            return fail(at, format!("expected {what}, separated by commas"));
         }
-        Ok((&body[end + 1..], items))
+        let (rest, items) = braced(at, what)?;
+        Ok((rest, items.into_iter().map(str::to_string).collect()))
     }
 }
 
-fn statement<'a>(i: &'a str, origin: Origin) -> PResult<'a, Statement> {
+fn statement<'a>(i: &'a str, origin: Origin, tables: &Tables) -> PResult<'a, Statement> {
     let (at, _) = space0(i)?;
     let (rest, word) = token(at)?;
     let (rest, stmt) = match word {
         "set" => set_statement(rest)?,
         "listen" => listen_statement(rest)?,
         "metrics" => metrics_statement(rest)?,
-        "pass" => rule_statement(Verdict::Pass, rest, origin)?,
-        "block" => rule_statement(Verdict::Block, rest, origin)?,
+        "table" => table_statement(rest, tables)?,
+        "include" => {
+            let (rest, p) = path(rest)?;
+            (rest, Statement::Include(p))
+        }
+        "pass" => rule_statement(Verdict::Pass, rest, origin, tables)?,
+        "block" => rule_statement(Verdict::Block, rest, origin, tables)?,
         other => {
             return fail(
                 at,
                 format!(
-                    "unknown statement `{other}`; expected set, listen, metrics, pass or block"
+                    "unknown statement `{other}`; expected set, listen, metrics, table, \
+                     include, pass or block"
                 ),
             );
         }
@@ -425,75 +770,237 @@ fn statement<'a>(i: &'a str, origin: Origin) -> PResult<'a, Statement> {
     }
 }
 
-/// Cuts a trailing `#` comment.
+/// Cuts a trailing `#` comment (a `#` inside a quoted text is text).
 fn strip_comment(line: &str) -> &str {
-    line.split_once('#').map_or(line, |(code, _)| code)
+    let mut quoted = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return line.get(..i).unwrap_or(line),
+            _ => {}
+        }
+    }
+    line
 }
 
-/// Parses and validates a whole rule file; `file` names it in errors and origins.
-pub fn parse_str(file: &str, text: &str) -> Result<Config, RuleError> {
-    let file_arc: Arc<str> = Arc::from(file);
-    // `at` is always a suffix of `code`, the line without its comment.
-    let error = |line: usize, code: &str, at: &str, message: String| RuleError {
+/// Includes nest at most this deep (a cycle is reported before that).
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// Compiles one file and what it includes into one [`Config`].
+struct Builder {
+    config: Config,
+    settings: Settings,
+    tables: Tables,
+    /// The include chain, to report cycles.
+    stack: Vec<PathBuf>,
+}
+
+/// An error located in `code` (the line without its comment) at `at`, a suffix of it.
+fn located(
+    file: &str,
+    line: usize,
+    full: &str,
+    code: &str,
+    at: &str,
+    message: String,
+) -> RuleError {
+    let offset = code.len().saturating_sub(at.len());
+    let before = code.get(..offset).unwrap_or_default();
+    let width = at
+        .split(char::is_whitespace)
+        .next()
+        .map_or(1, |t| t.chars().count().max(1));
+    RuleError {
         file: file.to_string(),
         line,
-        col: code[..code.len() - at.len()].chars().count() + 1,
+        col: before.chars().count() + 1,
         message,
-    };
-    let mut settings = Settings::default();
-    let mut config = Config {
-        listeners: Vec::new(),
-        settings: Settings::default(),
-        session_rules: Vec::new(),
-        metrics_listen: None,
-    };
-    for (index, full) in text.lines().enumerate() {
-        let line_no = index + 1;
-        let code = strip_comment(full);
-        if code.trim().is_empty() {
+        source_line: full.trim_end().to_string(),
+        width,
+    }
+}
+
+fn whole_file(file: &str, message: String) -> RuleError {
+    RuleError {
+        file: file.to_string(),
+        line: 0,
+        col: 0,
+        message,
+        source_line: String::new(),
+        width: 0,
+    }
+}
+
+/// Resolves `path` against the directory of the file that names it.
+fn relative_to(file: &str, path: &Path) -> PathBuf {
+    match Path::new(file).parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+impl Builder {
+    fn file(&mut self, file: &str, text: &str) -> Result<(), RuleError> {
+        let file_arc: Arc<str> = Arc::from(file);
+        for (index, full) in text.lines().enumerate() {
+            let line_no = index + 1;
+            let code = strip_comment(full);
+            if code.trim().is_empty() {
+                continue;
+            }
+            let origin = Origin {
+                file: file_arc.clone(),
+                line: line_no,
+            };
+            let error = |at: &str, message: String| located(file, line_no, full, code, at, message);
+            let stmt = match statement(code, origin.clone(), &self.tables) {
+                Ok((_, stmt)) => stmt,
+                Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
+                    return Err(error(e.at, e.message.into_owned()));
+                }
+                Err(nom::Err::Incomplete(_)) => {
+                    return Err(error("", "incomplete statement".into()));
+                }
+            };
+            // Where the statement's argument starts, for errors found after parsing.
+            let argument = code
+                .trim_start()
+                .split_once(char::is_whitespace)
+                .map_or(code, |(_, rest)| from_part(code, rest.trim_start()));
+            match stmt {
+                Statement::Set(setting) => setting.apply(&mut self.settings),
+                Statement::Listen(addr, mode) => {
+                    if self.config.listeners.iter().any(|l| l.addr == addr) {
+                        let at = code.find(&addr.to_string()).map_or(code, |p| &code[p..]);
+                        return Err(error(at, format!("{addr} is already a listener")));
+                    }
+                    self.config.listeners.push(Listener { addr, mode, origin });
+                }
+                Statement::Metrics(addr) => self.config.metrics_listen = Some(addr),
+                Statement::Rule(rule) => self.config.session_rules.push(rule),
+                Statement::Table(name, body) => {
+                    let nets = match body {
+                        TableBody::Inline(nets) => nets,
+                        TableBody::File(path) => {
+                            let path = relative_to(file, &path);
+                            table_file(&path).map_err(|e| error(argument, e))?
+                        }
+                    };
+                    self.tables.insert(name.clone(), nets.clone());
+                    self.config.tables.push(Table { name, nets, origin });
+                }
+                Statement::Include(path) => {
+                    let path = relative_to(file, &path);
+                    self.include(&path).map_err(|e| match e {
+                        // A problem with the include itself points at this line; one
+                        // inside the included file keeps its own location.
+                        Included::Here(message) => error(argument, message),
+                        Included::Inside(e) => e,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn include(&mut self, path: &Path) -> Result<(), Included> {
+        if self.stack.len() >= MAX_INCLUDE_DEPTH {
+            return Err(Included::Here(format!(
+                "includes nest deeper than {MAX_INCLUDE_DEPTH} files"
+            )));
+        }
+        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        if self.stack.contains(&key) {
+            return Err(Included::Here(format!(
+                "{} includes itself (through {})",
+                path.display(),
+                self.stack
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            )));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Included::Here(format!("cannot read {}: {e}", path.display())))?;
+        self.stack.push(key);
+        let result = self.file(&path.display().to_string(), &text);
+        self.stack.pop();
+        result.map_err(Included::Inside)
+    }
+
+    fn finish(mut self, file: &str) -> Result<Config, RuleError> {
+        if self.config.listeners.is_empty() {
+            return Err(RuleError {
+                file: file.to_string(),
+                line: 1,
+                col: 1,
+                message: "no `listen` statement: ftpgate would accept nothing".into(),
+                source_line: String::new(),
+                width: 0,
+            });
+        }
+        self.config.settings = self.settings;
+        Ok(self.config)
+    }
+}
+
+/// Why an `include` failed.
+enum Included {
+    /// The include statement itself (unreadable, a cycle, too deep).
+    Here(String),
+    /// A statement inside the included file.
+    Inside(RuleError),
+}
+
+/// A table file: one address or prefix per line, `#` comments.
+fn table_file(path: &Path) -> Result<Vec<IpNet>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut nets = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let entry = strip_comment(line).trim();
+        if entry.is_empty() {
             continue;
         }
-        let origin = Origin {
-            file: file_arc.clone(),
-            line: line_no,
-        };
-        let stmt = match statement(code, origin.clone()) {
-            Ok((_, stmt)) => stmt,
-            Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
-                return Err(error(line_no, code, e.at, e.message.into_owned()));
+        match prefix(entry) {
+            Some(net) => nets.push(net),
+            None => {
+                return Err(format!(
+                    "{}:{}: expected an address or a prefix, found `{entry}`",
+                    path.display(),
+                    index + 1
+                ));
             }
-            Err(nom::Err::Incomplete(_)) => {
-                return Err(error(line_no, code, "", "incomplete statement".into()));
-            }
-        };
-        match stmt {
-            Statement::Set(setting) => setting.apply(&mut settings),
-            Statement::Listen(addr, mode) => {
-                if config.listeners.iter().any(|l| l.addr == addr) {
-                    let at = code.find(&addr.to_string()).map_or(code, |p| &code[p..]);
-                    return Err(error(
-                        line_no,
-                        code,
-                        at,
-                        format!("{addr} is already a listener"),
-                    ));
-                }
-                config.listeners.push(Listener { addr, mode, origin });
-            }
-            Statement::Metrics(addr) => config.metrics_listen = Some(addr),
-            Statement::Rule(rule) => config.session_rules.push(rule),
         }
     }
-    if config.listeners.is_empty() {
-        return Err(RuleError {
-            file: file.to_string(),
-            line: 1,
-            col: 1,
-            message: "no `listen` statement: ftpgate would accept nothing".into(),
-        });
+    Ok(nets)
+}
+
+fn builder(file: &str) -> Builder {
+    let key = Path::new(file);
+    Builder {
+        config: Config::default(),
+        settings: Settings::default(),
+        tables: Tables::new(),
+        stack: vec![key.canonicalize().unwrap_or_else(|_| key.to_path_buf())],
     }
-    config.settings = settings;
-    Ok(config)
+}
+
+/// Parses and validates a rule file's text; `file` names it in errors and origins, and
+/// `include`s and table files are read relative to its directory.
+pub fn parse_str(file: &str, text: &str) -> Result<Config, RuleError> {
+    let mut b = builder(file);
+    b.file(file, text)?;
+    b.finish(file)
+}
+
+/// Reads and compiles a rule file and what it includes.
+pub fn parse_file(path: &Path) -> Result<Config, RuleError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| whole_file(&name, format!("cannot read: {e}")))?;
+    parse_str(&name, &text)
 }
 
 #[cfg(test)]
@@ -568,7 +1075,10 @@ mod tests {
         );
         assert_eq!(c.session_rules.len(), 2);
         assert!(c.session_rules[0].log);
-        assert_eq!(c.session_rules[0].port, Some(PortRange { lo: 21, hi: 21 }));
+        assert_eq!(
+            c.session_rules[0].port,
+            Some(PortSet(vec![PortRange { lo: 21, hi: 21 }]))
+        );
         assert_eq!(c.session_rules[1].origin.line, 20);
         assert_eq!(c.session_rules[1].from, AddrMatch::Any);
     }
@@ -581,7 +1091,7 @@ mod tests {
         );
         assert_eq!(
             err(&format!("{LISTEN}\npass from 198.51.100.0/33\n")),
-            "x.rules:2:11: expected `any`, an address or a prefix, found `198.51.100.0/33`"
+            "x.rules:2:11: expected `any`, an address, a prefix or a <table>, found `198.51.100.0/33`"
         );
         assert_eq!(
             err("listen reverse 127.0.0.1:2121 upstreem 127.0.0.1:21\n"),
@@ -589,7 +1099,7 @@ mod tests {
         );
         assert_eq!(
             err(&format!("{LISTEN}\n  frobnicate\n")),
-            "x.rules:2:3: unknown statement `frobnicate`; expected set, listen, metrics, pass or block"
+            "x.rules:2:3: unknown statement `frobnicate`; expected set, listen, metrics, table, include, pass or block"
         );
         assert_eq!(
             err(&format!("{LISTEN}\npass from any extra\n")),
@@ -630,8 +1140,8 @@ mod tests {
             "x.rules:2:18: expected a number of sessions above 0, found `0`"
         );
         assert_eq!(
-            err(&format!("{LISTEN}\nblock cmd {{ SITE DELE }}\n")),
-            "x.rules:2:11: expected command verbs such as DELE or { SITE, DELE }, separated by commas"
+            err(&format!("{LISTEN}\nblock cmd {{ DELE RETR }}\n")),
+            "x.rules:2:11: expected command verbs such as DELE or { SITE CHMOD, DELE }, separated by commas"
         );
         assert_eq!(
             err(&format!("{LISTEN}\nblock cmd {{ SITE, DELE\n")),
@@ -648,6 +1158,192 @@ mod tests {
         assert_eq!(
             err("pass\n"),
             "x.rules:1:1: no `listen` statement: ftpgate would accept nothing"
+        );
+    }
+
+    #[test]
+    fn tables_lists_negation_and_port_lists() {
+        let text = format!(
+            "{LISTEN}\ntable <lan> {{ 198.51.100.0/24, 2001:db8:1::/48 }}\n\
+             table <bad> {{ 198.51.100.66 }}\n\
+             block from {{ <bad>, 192.0.2.1 }}\n\
+             pass from <lan> to !203.0.113.66 port {{ 21, 2121-2122 }}\n"
+        );
+        let c = parse_str("x.rules", &text).unwrap();
+        assert_eq!(c.tables.len(), 2);
+        let client = |s: &str| s.parse::<IpAddr>().unwrap();
+        let server = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let v = |c1: &str, s1: &str| c.session_decision(client(c1), server(s1)).source();
+        assert_eq!(v("198.51.100.2", "203.0.113.2:21"), "x.rules:5");
+        assert_eq!(v("2001:db8:1::9", "[2001:db8:2::2]:2122"), "x.rules:5");
+        assert_eq!(v("198.51.100.66", "203.0.113.2:21"), "x.rules:4");
+        assert_eq!(v("198.51.100.2", "203.0.113.66:21"), "default");
+        assert_eq!(v("198.51.100.2", "203.0.113.2:2123"), "default");
+        assert_eq!(v("203.0.113.9", "203.0.113.2:21"), "default");
+    }
+
+    #[test]
+    fn include_and_table_files_are_read_relative_to_the_including_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules.d")).unwrap();
+        std::fs::write(
+            dir.path().join("lan.txt"),
+            "# the client LAN\n198.51.100.0/24\n2001:db8:1::/48  # v6\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("rules.d/users.rules"),
+            "block user root\ntable <lan> file ../lan.txt\n",
+        )
+        .unwrap();
+        let main = dir.path().join("main.rules");
+        std::fs::write(
+            &main,
+            format!("{LISTEN}\ninclude rules.d/users.rules\npass from <lan>\n"),
+        )
+        .unwrap();
+        let c = Config::load(&main).unwrap();
+        assert_eq!(c.tables[0].nets.len(), 2);
+        let users = dir.path().join("rules.d/users.rules");
+        assert_eq!(
+            c.session_rules[0].origin.to_string(),
+            format!("{}:1", users.display())
+        );
+        assert_eq!(c.session_rules[1].origin.line, 3);
+
+        // An error inside the included file points there.
+        std::fs::write(&users, "block user root\nblok\n").unwrap();
+        let e = Config::load(&main).unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.line, e.col),
+            (users.to_str().unwrap(), 2, 1)
+        );
+        // A cycle is reported at the include that closes it.
+        std::fs::write(&users, "include ../main.rules\n").unwrap();
+        let e = Config::load(&main).unwrap_err();
+        assert!(e.message.contains("includes itself"), "{e}");
+        assert_eq!((e.line, e.col), (1, 9));
+        // A missing file and a bad table entry, each at its line.
+        std::fs::write(&users, "include nowhere.rules\n").unwrap();
+        assert!(
+            Config::load(&main)
+                .unwrap_err()
+                .message
+                .contains("cannot read")
+        );
+        std::fs::write(
+            dir.path().join("lan.txt"),
+            "198.51.100.0/24\nnot-an-address\n",
+        )
+        .unwrap();
+        std::fs::write(&users, "table <lan> file ../lan.txt\n").unwrap();
+        let e = Config::load(&main).unwrap_err();
+        assert!(
+            e.message
+                .ends_with("lan.txt:2: expected an address or a prefix, found `not-an-address`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rule_errors_for_the_new_constructs() {
+        assert_eq!(
+            err(&format!("{LISTEN}\npass from <lan>\n")),
+            "x.rules:2:11: unknown table <lan>; define it above its first use"
+        );
+        assert_eq!(
+            err(&format!(
+                "{LISTEN}\ntable <a> {{ 1.2.3.4 }}\ntable <a> {{ 1.2.3.5 }}\n"
+            )),
+            "x.rules:3:7: table <a> is already defined"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\ntable <a> {{ 1.2.3.4, nope }}\n")),
+            "x.rules:2:22: expected an address or a prefix, found `nope`"
+        );
+        assert_eq!(
+            err(&format!(
+                "{LISTEN}\npass from {{ 198.51.100.1, 10.0.0.0/33 }}\n"
+            )),
+            "x.rules:2:27: expected `any`, an address, a prefix or a <table>, found `10.0.0.0/33`"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\npass to !any\n")),
+            "x.rules:2:9: `!any` matches nothing; leave the rule out"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\npass return-code 550\n")),
+            "x.rules:2:6: return-code only goes with block"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\nblock return-code 250 cmd DELE\n")),
+            "x.rules:2:19: expected a reply code from 400 to 599, found `250`"
+        );
+        assert_eq!(
+            err(&format!(
+                "{LISTEN}\nblock return-code 550 \"open cmd DELE\n"
+            )),
+            "x.rules:2:23: a quoted text needs its closing `\"`"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\nblock data sideways\n")),
+            "x.rules:2:12: unexpected `sideways`; a data rule takes active, passive, inet, inet6, ports, download, upload or listing"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\nblock data active passive\n")),
+            "x.rules:2:19: the data mode is given twice"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\nblock data {{ upload, delete }}\n")),
+            "x.rules:2:22: expected download, upload or listing, found `delete`"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\nset max-data-connections 0\n")),
+            "x.rules:2:26: expected a number of data connections from 1 to 64, found `0`"
+        );
+    }
+
+    #[test]
+    fn data_rules_and_return_codes_parse_into_their_parts() {
+        let c = parse_str(
+            "x.rules",
+            &format!(
+                "{LISTEN}\nblock return-code 553 \"No uploads # here.\" log data passive inet ports {{ 1024-2000, 3000 }} {{ upload, listing }}  # why\n"
+            ),
+        )
+        .unwrap();
+        let r = &c.session_rules[0];
+        assert!(r.log);
+        assert_eq!(
+            r.reply,
+            Some(ReturnCode {
+                code: 553,
+                text: Some("No uploads # here.".into())
+            })
+        );
+        let Subject::Data(m) = &r.subject else {
+            panic!("{r:?}")
+        };
+        assert_eq!(m.mode, Some(DataMode::Passive));
+        assert_eq!(m.family, Some(Family::Inet));
+        assert_eq!(
+            m.to_string(),
+            "data passive inet ports { 1024-2000, 3000 } { upload, listing }"
+        );
+    }
+
+    #[test]
+    fn the_caret_underlines_the_offending_token() {
+        let e = parse_str(
+            "x.rules",
+            &format!("{LISTEN}\npass from 198.51.100.0/33 # c\n"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.with_caret(),
+            "x.rules:2:11: expected `any`, an address, a prefix or a <table>, found `198.51.100.0/33`\n\
+             \x20   pass from 198.51.100.0/33 # c\n\
+             \x20             ^^^^^^^^^^^^^^^"
         );
     }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::codec::{
     self, Command, EpsvArg, Frame, Line, Reply, ReplyAssembler, TransferKind, addr,
 };
-use crate::rules::{Config, Decision, Verdict};
+use crate::rules::{Config, DataRequest, Decision, Family, Verdict};
 use queue::OutQueue;
 
 /// Identifies an expectation within its session.
@@ -161,13 +161,16 @@ pub enum Refusal {
     BadPassiveReply,
     /// No data port could be bound.
     NoDataPort,
-    /// A command or login rule blocked it.
+    /// A command, login or data rule blocked it.
     Policy,
+    /// The session holds `max-data-connections` data connections already.
+    DataLimit,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::Policy,
+        Refusal::DataLimit,
         Refusal::Bounce,
         Refusal::PrivilegedPort,
         Refusal::Syntax,
@@ -194,6 +197,7 @@ impl Refusal {
             Refusal::BadPassiveReply => "bad-passive-reply",
             Refusal::NoDataPort => "no-data-port",
             Refusal::Policy => "policy",
+            Refusal::DataLimit => "data-limit",
         }
     }
 }
@@ -312,6 +316,9 @@ struct Data {
     phase: Phase,
     announce: Announce,
     transfer: Option<TransferKind>,
+    /// The client's mode and the onward port, for data rules at the transfer verb.
+    mode: DataMode,
+    port: u16,
 }
 
 /// A reply held while waiting for a multi-line reply to end is bounded by this.
@@ -331,6 +338,9 @@ pub struct Session {
     pending: VecDeque<Pending>,
     replies: ReplyAssembler,
     data: Option<Data>,
+    /// Expectations opened and neither cancelled nor closed yet: the current one and
+    /// any earlier one still transferring.
+    live: std::collections::BTreeSet<ExpectationId>,
     to_client: OutQueue,
     to_server: OutQueue,
     epsv_all: bool,
@@ -352,6 +362,7 @@ impl Session {
             pending: VecDeque::from([Pending::Greeting]),
             replies: ReplyAssembler::default(),
             data: None,
+            live: std::collections::BTreeSet::new(),
             to_client: OutQueue::default(),
             to_server: OutQueue::default(),
             epsv_all: false,
@@ -369,17 +380,45 @@ impl Session {
         self.rules = rules;
     }
 
-    /// Whether a command or login rule blocks `what`; records the decision.
-    fn blocked(&mut self, decision: Option<Decision>, what: &str) -> bool {
-        let Some(decision) = decision else {
-            return false;
-        };
-        let block = decision.verdict == Verdict::Block;
+    /// Records a rule's decision about `what`; when it blocks, the reply to give:
+    /// the rule's `return-code` or `code` and `text`.
+    fn blocked_reply(
+        &mut self,
+        decision: Option<Decision>,
+        what: &str,
+        code: u16,
+        text: &str,
+    ) -> Option<(u16, String)> {
+        let decision = decision?;
+        let reply = (decision.verdict == Verdict::Block).then(|| decision.refusal(code, text));
         self.out.push(Action::Rule {
             decision,
             what: what.to_string(),
         });
-        block
+        reply
+    }
+
+    /// Whether the data rules or the data-connection limit refuse a connection about
+    /// to be announced; the reply to give if so. Call after idle expectations are gone.
+    fn data_refusal(&mut self, mode: DataMode, port: u16) -> Option<(Refusal, u16, String)> {
+        let request = DataRequest {
+            mode,
+            family: Family::of(self.params.client.ip()),
+            port,
+            direction: None,
+        };
+        let (client, server) = (self.params.client.ip(), self.params.server);
+        let decision = self.rules.data_decision(client, server, &request);
+        let what = format!("data {} port {port}", mode.as_str());
+        let text = "Can't open data connection: refused by policy.";
+        if let Some((code, text)) = self.blocked_reply(decision, &what, 425, text) {
+            return Some((Refusal::Policy, code, text));
+        }
+        if self.live.len() >= self.rules.settings.max_data_connections {
+            let text = "Can't open data connection: too many data connections.";
+            return Some((Refusal::DataLimit, 425, text.to_string()));
+        }
+        None
     }
 
     /// The user name the client sent, if any.
@@ -454,13 +493,33 @@ impl Session {
         if let Command::User(name) = &cmd {
             let name = String::from_utf8_lossy(name).into_owned();
             let decision = self.rules.login_decision(client, server, &name);
-            if self.blocked(decision, &name) {
-                return self.refuse(Refusal::Policy, 530, "Login refused by policy.");
+            if let Some((code, text)) =
+                self.blocked_reply(decision, &name, 530, "Login refused by policy.")
+            {
+                return self.refuse(Refusal::Policy, code, &text);
             }
         } else {
-            let decision = self.rules.command_decision(client, server, cmd.verb());
-            if self.blocked(decision, cmd.verb()) {
-                return self.refuse(Refusal::Policy, 550, "Command refused by policy.");
+            let site = match &cmd {
+                Command::Other {
+                    verb,
+                    arg: Some(arg),
+                } if verb == "SITE" => arg
+                    .split(|b| *b == b' ')
+                    .next()
+                    .map(|sub| String::from_utf8_lossy(sub).into_owned()),
+                _ => None,
+            };
+            let decision = self
+                .rules
+                .command_decision(client, server, cmd.verb(), site.as_deref());
+            let what = match &site {
+                Some(sub) => format!("SITE {}", sub.to_ascii_uppercase()),
+                None => cmd.verb().to_string(),
+            };
+            if let Some((code, text)) =
+                self.blocked_reply(decision, &what, 550, "Command refused by policy.")
+            {
+                return self.refuse(Refusal::Policy, code, &text);
             }
         }
         match cmd {
@@ -623,12 +682,40 @@ impl Session {
             );
         }
         self.cancel_idle_expectation();
+        if let Some((why, code, text)) = self.data_refusal(DataMode::Active, target.port()) {
+            return self.refuse(why, code, &text);
+        }
         let id = self.open_expectation(Announce::Command(form), DataMode::Active, target.port());
         self.pending.push_back(Pending::Active { id });
         self.to_server.push_placeholder(id);
     }
 
     fn on_transfer(&mut self, line: Line, transfer: Transfer) {
+        let unused = self
+            .data
+            .as_ref()
+            .filter(|d| d.transfer.is_none())
+            .map(|d| (d.id, d.mode, d.port));
+        if let Some((id, mode, port)) = unused {
+            let request = DataRequest {
+                mode,
+                family: Family::of(self.params.client.ip()),
+                port,
+                direction: Some(transfer.kind),
+            };
+            let (client, server) = (self.params.client.ip(), self.params.server);
+            let decision = self.rules.data_decision(client, server, &request);
+            let what = format!(
+                "data {} {} port {port}",
+                mode.as_str(),
+                transfer.kind.as_str()
+            );
+            let text = "Can't open data connection: refused by policy.";
+            if let Some((code, text)) = self.blocked_reply(decision, &what, 425, text) {
+                self.cancel_if_current(id);
+                return self.refuse(Refusal::Policy, code, &text);
+            }
+        }
         let id = match self.data.as_mut() {
             Some(data) if data.transfer.is_none() => {
                 data.transfer = Some(transfer.kind);
@@ -685,7 +772,10 @@ impl Session {
             phase: Phase::Binding,
             announce,
             transfer: None,
+            mode,
+            port: onward_port,
         });
+        self.live.insert(id);
         self.out.push(Action::Open(ExpectationRequest {
             id,
             mode,
@@ -699,6 +789,7 @@ impl Session {
     }
 
     fn cancel(&mut self, id: ExpectationId) {
+        self.live.remove(&id);
         self.out.push(Action::Cancel(id));
         self.to_client.lift_barrier(id);
     }
@@ -753,6 +844,7 @@ impl Session {
     }
 
     fn on_open_failed(&mut self, id: ExpectationId) {
+        self.live.remove(&id);
         let Some(data) = self.data.take_if(|d| d.id == id) else {
             return;
         };
@@ -782,6 +874,7 @@ impl Session {
     }
 
     fn on_data_closed(&mut self, id: ExpectationId) {
+        self.live.remove(&id);
         if self.data.take_if(|d| d.id == id).is_some() {
             self.to_client.lift_barrier(id);
         }
@@ -858,6 +951,10 @@ impl Session {
             });
             let text = "Can't open data connection: server announced a privileged port.";
             return self.to_client.push(Reply::encode(425, text));
+        }
+        if let Some((why, code, text)) = self.data_refusal(DataMode::Passive, port) {
+            self.out.push(Action::Refused { why, target: None });
+            return self.to_client.push(Reply::encode(code, &text));
         }
         // The address inside a 227 is never used (invariant 1).
         let id = self.open_expectation(Announce::Reply(client), DataMode::Passive, port);

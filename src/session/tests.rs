@@ -684,7 +684,7 @@ fn command_and_login_rules_answer_locally_and_nothing_reaches_the_server() {
             _ => None,
         })
         .collect();
-    assert_eq!(ruled, ["DELE t.rules:2", "SITE t.rules:2"]);
+    assert_eq!(ruled, ["DELE t.rules:2", "SITE CHMOD t.rules:2"]);
     // The local refusals wait behind the reply the server owes for USER alice.
     assert_eq!(to_client(&a), "");
     let a = h.server(b"331 password\r\n").take();
@@ -815,4 +815,112 @@ proptest! {
             prop_assert!(open.onward.port() >= 1024);
         }
     }
+}
+
+fn with_rules(rules: &str) -> Harness {
+    let text = format!("listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n{rules}");
+    let rules = crate::rules::parse_str("t.rules", &text).unwrap();
+    let mut h = Harness::new(params());
+    h.session.set_rules(std::sync::Arc::new(rules));
+    h
+}
+
+#[test]
+fn a_data_rule_blocking_a_direction_refuses_only_that_verb_and_closes_its_connection() {
+    let mut h = with_rules("block return-code 553 \"No uploads here.\" data upload\n");
+    let a = h
+        .client(b"PASV\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,200,10)\r\n")
+        .take();
+    assert_eq!(
+        opens(&a).len(),
+        1,
+        "the connection could still be a download"
+    );
+    let id = opens(&a)[0].id;
+    let a = h.client(b"STOR x\r\n").take();
+    assert_eq!(to_server(&a), "", "the upload never reaches the server");
+    assert_eq!(to_client(&a), "553 No uploads here.\r\n");
+    assert!(a.contains(&Action::Cancel(id)));
+    assert_eq!(refusals(&a), [Refusal::Policy]);
+    let a = h
+        .client(b"PASV\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,200,11)\r\n")
+        .client(b"RETR x\r\n")
+        .take();
+    assert_eq!(to_server(&a), "PASV\r\nRETR x\r\n");
+    assert!(refusals(&a).is_empty());
+}
+
+#[test]
+fn a_data_rule_blocking_every_direction_refuses_at_the_announcement() {
+    let mut h = with_rules("block data active\nblock data passive ports 1024-2000\n");
+    let a = h.client(b"PORT 198,51,100,2,200,10\r\n").take();
+    assert!(opens(&a).is_empty());
+    assert_eq!(to_server(&a), "");
+    assert_eq!(
+        to_client(&a),
+        "425 Can't open data connection: refused by policy.\r\n"
+    );
+    // A hostile server announcing a blocked port opens nothing either.
+    let a = h
+        .client(b"PASV\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,4,232)\r\n")
+        .take();
+    assert!(opens(&a).is_empty());
+    assert_eq!(
+        to_client(&a),
+        "425 Can't open data connection: refused by policy.\r\n"
+    );
+    let a = h
+        .client(b"PASV\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,200,10)\r\n")
+        .take();
+    assert_eq!(opens(&a).len(), 1);
+}
+
+#[test]
+fn data_connections_beyond_the_limit_get_425() {
+    let mut h = with_rules("set max-data-connections 1\n");
+    let a = h
+        .client(b"PASV\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,200,10)\r\n")
+        .client(b"RETR big\r\n")
+        .take();
+    let id = opens(&a)[0].id;
+    h.feed(Event::DataConnected { id });
+    // While the first transfers, a second announcement is over the limit.
+    let a = h
+        .server(b"150 Opening\r\n226 Done\r\n")
+        .client(b"PASV\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,200,11)\r\n")
+        .take();
+    assert!(opens(&a).is_empty());
+    assert_eq!(refusals(&a), [Refusal::DataLimit]);
+    assert_eq!(
+        to_client(&a),
+        "150 Opening\r\n",
+        "the rest waits for the data"
+    );
+    h.feed(Event::DataClosed {
+        id,
+        outcome: DataOutcome::Completed,
+    });
+    assert_eq!(
+        to_client(&h.take()),
+        "226 Done\r\n425 Can't open data connection: too many data connections.\r\n"
+    );
+    let a = h
+        .client(b"PASV\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,200,12)\r\n")
+        .take();
+    assert_eq!(opens(&a).len(), 1, "closing the first frees its place");
+}
+
+#[test]
+fn a_site_subcommand_rule_leaves_other_site_commands_alone() {
+    let mut h = with_rules("block cmd SITE CHMOD\n");
+    let a = h.client(b"SITE CHMOD 777 x\r\nSITE HELP\r\n").take();
+    assert_eq!(to_server(&a), "SITE HELP\r\n");
+    assert_eq!(refusals(&a), [Refusal::Policy]);
 }
