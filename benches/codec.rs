@@ -64,6 +64,7 @@ fn session_engine(c: &mut Criterion) {
         server_side: "203.0.113.1:61000".parse().unwrap(),
         advertise: None,
         min_data_port: 1024,
+        server_mode: None,
     };
     let proxy: SocketAddr = "198.51.100.1:40000".parse().unwrap();
     let lines = |bytes: &[u8]| {
@@ -87,7 +88,11 @@ fn session_engine(c: &mut Criterion) {
             for f in reply.iter().cloned() {
                 for a in s.handle(Event::Server(f)) {
                     if let Action::Open(req) = a {
-                        s.handle(Event::ExpectationOpened { id: req.id, proxy });
+                        s.handle(Event::ExpectationOpened {
+                            id: req.id,
+                            proxy,
+                            server_port: None,
+                        });
                     }
                 }
             }

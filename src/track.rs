@@ -107,6 +107,9 @@ pub struct ExpectationEntry {
     /// The transfer command that uses it, once one has.
     pub transfer: Option<Transfer>,
     pub transferred: Arc<Transferred>,
+    /// The second data port, where the server connects (client passive, server
+    /// active).
+    pub server_port: Option<u16>,
 }
 
 /// Why a data connection may not use an expectation.
@@ -362,11 +365,40 @@ impl Tracker {
         self.lock().ports.range = range;
     }
 
-    /// Forgets an expectation and frees its port.
+    /// Records an expectation that listens on no port (the proxy dials both legs).
+    pub fn insert_expectation(&self, key: (SessionId, ExpectationId), entry: ExpectationEntry) {
+        self.lock().expectations.insert(key, entry);
+    }
+
+    /// Reserves a second data port for expectation `key` with `bind`; it is freed
+    /// with the expectation.
+    pub fn reserve_server_port<T>(
+        &self,
+        key: (SessionId, ExpectationId),
+        bind: impl FnMut(u16) -> Option<T>,
+    ) -> Option<(u16, T)> {
+        let mut t = self.lock();
+        let Table {
+            ports,
+            expectations,
+            ..
+        } = &mut *t;
+        let entry = expectations.get_mut(&key)?;
+        let (port, bound) = ports.allocate(&mut rand::rng(), bind)?;
+        entry.server_port = Some(port);
+        Some((port, bound))
+    }
+
+    /// Forgets an expectation and frees its ports.
     pub fn close_expectation(&self, key: (SessionId, ExpectationId)) {
         let mut t = self.lock();
         if let Some(e) = t.expectations.remove(&key) {
-            t.ports.release(e.proxy.port());
+            if e.proxy.port() != 0 {
+                t.ports.release(e.proxy.port());
+            }
+            if let Some(port) = e.server_port {
+                t.ports.release(port);
+            }
         }
     }
 
@@ -478,6 +510,7 @@ mod tests {
             state: ExpectationState::Waiting,
             transfer: None,
             transferred: Arc::default(),
+            server_port: None,
         };
         assert!(
             t.open_expectation((sid, ExpectationId(1)), |_| Some(()), entry)
@@ -544,6 +577,7 @@ mod tests {
             state: ExpectationState::Waiting,
             transfer: None,
             transferred: Arc::default(),
+            server_port: None,
         };
         let dst = Some("127.0.0.1:40000".parse().unwrap());
         assert_eq!(e.admits("203.0.113.2".parse().unwrap(), dst), Ok(()));

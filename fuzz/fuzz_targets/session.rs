@@ -19,6 +19,7 @@ fn params() -> Params {
         server_side: "203.0.113.1:61000".parse().unwrap(),
         advertise: None,
         min_data_port: 1024,
+        server_mode: None,
     }
 }
 
@@ -71,7 +72,11 @@ fuzz_target!(|data: &[u8]| {
                     port = port.wrapping_add(1).max(40000);
                     opened.push(req.id);
                     let proxy = SocketAddr::new(IpAddr::from(req.listen_ip), port);
-                    events.push(Event::ExpectationOpened { id: req.id, proxy });
+                    events.push(Event::ExpectationOpened {
+                        id: req.id,
+                        proxy,
+                        server_port: None,
+                    });
                 }
             }
         }

@@ -57,6 +57,47 @@ pub fn transfer_kind(verb: &str) -> Option<TransferKind> {
     }
 }
 
+/// Where a forward-proxy client wants to go, from `USER name@host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardUser {
+    /// The user name for the server.
+    pub user: String,
+    /// A host name or an IP literal (without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+/// Splits `name@host[:port]` (`name@[v6]:port` for IPv6 literals) at the last `@`,
+/// so user names may contain `@` themselves. The port defaults to 21.
+pub fn parse_forward_user(arg: &str) -> Option<ForwardUser> {
+    let (user, target) = arg.rsplit_once('@')?;
+    if user.is_empty() || target.is_empty() {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = target.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        host.parse::<std::net::Ipv6Addr>().ok()?;
+        match after {
+            "" => (host, 21),
+            port => (host, port.strip_prefix(':')?.parse().ok()?),
+        }
+    } else {
+        match target.split_once(':') {
+            None => (target, 21),
+            Some((host, port)) => (host, port.parse().ok()?),
+        }
+    };
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':');
+    if host.is_empty() || !host.chars().all(valid) || port == 0 {
+        return None;
+    }
+    Some(ForwardUser {
+        user: user.to_string(),
+        host: host.to_string(),
+        port,
+    })
+}
+
 /// A parsed client command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -216,6 +257,34 @@ fn epsv_arg(arg: Option<&[u8]>) -> Result<EpsvArg, SyntaxError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn forward_users_name_their_host_and_port() {
+        let f = |s: &str| parse_forward_user(s).map(|f| (f.user, f.host, f.port));
+        let t = |u: &str, h: &str, p: u16| Some((u.to_string(), h.to_string(), p));
+        assert_eq!(
+            f("alice@ftp.example.net"),
+            t("alice", "ftp.example.net", 21)
+        );
+        assert_eq!(f("alice@203.0.113.2:2121"), t("alice", "203.0.113.2", 2121));
+        assert_eq!(f("me@home@203.0.113.2"), t("me@home", "203.0.113.2", 21));
+        assert_eq!(f("bob@[2001:db8::2]:21"), t("bob", "2001:db8::2", 21));
+        assert_eq!(f("bob@[2001:db8::2]"), t("bob", "2001:db8::2", 21));
+        for bad in [
+            "alice",
+            "@host",
+            "alice@",
+            "a@host:0",
+            "a@host:x",
+            "a@[nothost]:21",
+            "a@ho st",
+            "a@host/x",
+            "a@[2001:db8::2]21",
+            "a@host:70000",
+        ] {
+            assert_eq!(parse_forward_user(bad), None, "{bad}");
+        }
+    }
     use super::*;
     use proptest::prelude::*;
 

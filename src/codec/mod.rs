@@ -9,6 +9,9 @@ pub mod command;
 pub mod line;
 pub mod reply;
 
-pub use command::{Command, EpsvArg, SyntaxError, TransferKind, parse_command, transfer_kind};
+pub use command::{
+    Command, EpsvArg, ForwardUser, SyntaxError, TransferKind, parse_command, parse_forward_user,
+    transfer_kind,
+};
 pub use line::{Frame, Line, LineFramer, Signals};
 pub use reply::{Reply, ReplyAssembler, parse_227, parse_228, parse_229};

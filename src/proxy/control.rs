@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Shared, data};
-use crate::codec::{LineFramer, Reply};
+use crate::codec::{Command, Frame, LineFramer, Reply, parse_command, parse_forward_user};
 use crate::net::{self, Binding};
 use crate::rules::{Config, ListenMode, Listener, Verdict};
-use crate::session::{Action, CloseReason, Event, ExpectationId, Params, Session};
+use crate::session::{Action, CloseReason, DataMode, Event, ExpectationId, Params, Session};
 use crate::track::{SessionEntry, SessionId, SessionState};
 
 /// How a control session ended, as logged and counted.
@@ -162,6 +162,10 @@ async fn target(
         .map(net::canonical)
         .map_err(|_| (unreachable, Outcome::IoError))?;
     match &listener.mode {
+        ListenMode::Forward => Err((
+            "Service not available: log in as USER name@host.",
+            Outcome::Refused,
+        )),
         ListenMode::Reverse { upstream } => {
             let server = net::resolve(&upstream.host, upstream.port, limit)
                 .await
@@ -235,18 +239,114 @@ async fn connect_server(
     }
 }
 
+/// Why a forward-listener client never named a server.
+enum NoTarget {
+    /// Say this `421` and close.
+    Refuse(&'static str, Outcome),
+    /// The client left (or said `QUIT` and got its `221`).
+    Gone(Outcome),
+}
+
+/// Greets a forward-listener client and reads lines until `USER name@host[:port]`
+/// names a server that resolves. Returns the target and the client's lines from
+/// that `USER` on, rewritten to `USER name`, for the session engine.
+async fn forward_login(
+    client: &mut TcpStream,
+    deadline: tokio::time::Instant,
+    max_line: usize,
+    limit: Duration,
+) -> Result<(Target, Vec<Frame>), NoTarget> {
+    let io_error = |_| NoTarget::Gone(Outcome::IoError);
+    let local = client.local_addr().map(net::canonical).map_err(io_error)?;
+    let greeting = Reply::encode(220, "ftpgate: log in as USER name@host[:port].");
+    client.write_all(&greeting).await.map_err(io_error)?;
+    let mut lines = LineFramer::new(max_line);
+    let mut buf = [0u8; READ_BUFFER];
+    loop {
+        let read = tokio::time::timeout_at(deadline, client.read(&mut buf)).await;
+        let n = match read {
+            Err(_) => {
+                let text = "Login timeout: closing the control connection.";
+                return Err(NoTarget::Refuse(text, Outcome::LoginTimeout));
+            }
+            Ok(Ok(0)) => return Err(NoTarget::Gone(Outcome::ClientClosed)),
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => return Err(NoTarget::Gone(Outcome::IoError)),
+        };
+        let mut frames = Vec::new();
+        lines.push(buf.get(..n).unwrap_or_default(), &mut frames);
+        let mut frames = frames.into_iter();
+        while let Some(frame) = frames.next() {
+            let Frame::Line(line) = frame else {
+                let reply = Reply::encode(500, "Command line too long.");
+                client.write_all(&reply).await.map_err(io_error)?;
+                continue;
+            };
+            let reply = match parse_command(&line.text) {
+                Ok(Command::User(name)) => {
+                    let name = String::from_utf8_lossy(&name).into_owned();
+                    match parse_forward_user(&name) {
+                        Some(f) => match net::resolve(&f.host, f.port, limit).await {
+                            Ok(server) => {
+                                let server = net::canonical(server);
+                                if server == local {
+                                    Reply::encode(530, "That is this proxy; name an FTP server.")
+                                } else {
+                                    let mut user = LineFramer::new(max_line);
+                                    let mut rest = Vec::new();
+                                    user.push(format!("USER {}\r\n", f.user).as_bytes(), &mut rest);
+                                    rest.extend(frames);
+                                    let target = Target {
+                                        server,
+                                        client_side: local,
+                                        client_local: local.ip(),
+                                    };
+                                    return Ok((target, rest));
+                                }
+                            }
+                            Err(e) => {
+                                tracing::info!(host = %f.host, error = %e, "forward target does not resolve");
+                                Reply::encode(530, "Cannot resolve that host.")
+                            }
+                        },
+                        None => Reply::encode(501, "Log in as USER name@host[:port]."),
+                    }
+                }
+                Ok(Command::Other { verb, .. }) if verb == "QUIT" => {
+                    let _ = client.write_all(&Reply::encode(221, "Goodbye.")).await;
+                    return Err(NoTarget::Gone(Outcome::ClientClosed));
+                }
+                _ => Reply::encode(530, "Log in with USER name@host[:port] first."),
+            };
+            client.write_all(&reply).await.map_err(io_error)?;
+        }
+    }
+}
+
 async fn run(
     shared: &Arc<Shared>,
     id: SessionId,
     listener: &Listener,
-    client: TcpStream,
+    mut client: TcpStream,
     peer: SocketAddr,
     login_deadline: tokio::time::Instant,
 ) -> Outcome {
     let config = shared.config.load_full();
     let limit = config.settings.connect_timeout;
-    let target = match target(listener, &client, limit).await {
-        Ok(t) => t,
+    let found = if listener.mode == ListenMode::Forward {
+        let max_line = config.settings.max_line;
+        match forward_login(&mut client, login_deadline, max_line, limit).await {
+            Ok(found) => Ok(found),
+            Err(NoTarget::Refuse(text, outcome)) => Err((text, outcome)),
+            Err(NoTarget::Gone(outcome)) => return outcome,
+        }
+    } else {
+        target(listener, &client, limit)
+            .await
+            .map(|t| (t, Vec::new()))
+    };
+    let (target, early) = match found {
+        Ok(found) => found,
         Err((text, outcome)) => {
             refuse(client, text).await;
             return outcome;
@@ -254,10 +354,13 @@ async fn run(
     };
     let server = target.server;
     tracing::Span::current().record("server", tracing::field::display(server));
-    if let Err((code, text)) = admitted(shared, &config, peer, server) {
-        refuse_with(client, code, &text).await;
-        return Outcome::Refused;
-    }
+    let server_mode = match admitted(shared, &config, peer, server) {
+        Ok(mode) => mode,
+        Err((code, text)) => {
+            refuse_with(client, code, &text).await;
+            return Outcome::Refused;
+        }
+    };
     let server_stream = match connect_server(listener, peer, server, limit).await {
         Ok(s) => s,
         Err(e) => {
@@ -282,6 +385,7 @@ async fn run(
         server_side,
         advertise: config.settings.advertise,
         min_data_port: MIN_DATA_PORT,
+        server_mode,
     });
     let relayed = match params {
         Ok(params) => {
@@ -293,6 +397,7 @@ async fn run(
                 params,
                 binding,
                 login_deadline,
+                early,
             };
             relay_control(shared, id, &config, client, server_stream, relay).await
         }
@@ -307,14 +412,14 @@ async fn run(
     }
 }
 
-/// Whether the session rules let `client` reach `server`; if not, the reply to refuse
-/// with.
+/// Whether the session rules let `client` reach `server`, with the server-side data
+/// mode the passing rule sets; if not, the reply to refuse with.
 fn admitted(
     shared: &Shared,
     config: &Config,
     client: SocketAddr,
     server: SocketAddr,
-) -> Result<(), (u16, String)> {
+) -> Result<Option<DataMode>, (u16, String)> {
     let decision = config.session_decision(client.ip(), server);
     let source = decision.source();
     shared
@@ -326,7 +431,7 @@ fn admitted(
         tracing::info!(verdict = decision.verdict.as_str(), rule = %source, "session rule");
     }
     match decision.verdict {
-        Verdict::Pass => Ok(()),
+        Verdict::Pass => Ok(decision.server_mode),
         Verdict::Block => Err(decision.refusal(421, "Service not available: refused by policy.")),
     }
 }
@@ -402,9 +507,13 @@ impl Driver<'_> {
                         self.events.clone(),
                         self.binding,
                     ) {
-                        Some((proxy, token)) => {
-                            self.data.insert(req.id, token);
-                            Event::ExpectationOpened { id: req.id, proxy }
+                        Some(opened) => {
+                            self.data.insert(req.id, opened.cancel);
+                            Event::ExpectationOpened {
+                                id: req.id,
+                                proxy: opened.proxy,
+                                server_port: opened.server_port,
+                            }
                         }
                         None => {
                             tracing::warn!("no free data port in the configured range");
@@ -490,6 +599,9 @@ struct Relay {
     binding: Binding,
     /// Sessions not logged in by then are closed (slow or silent peers).
     login_deadline: tokio::time::Instant,
+    /// Client lines read before the server was known (forward listener); the proxy
+    /// greeted the client itself then.
+    early: Vec<Frame>,
 }
 
 async fn relay_control(
@@ -504,6 +616,7 @@ async fn relay_control(
         params,
         binding,
         login_deadline,
+        early,
     } = relay;
     let settings = &config.settings;
     client.set_nodelay(true)?;
@@ -531,6 +644,15 @@ async fn relay_control(
     let login = tokio::time::sleep_until(login_deadline);
     tokio::pin!(login);
     let mut draining = false;
+    if !early.is_empty() {
+        driver.session.greeted_by_proxy();
+    }
+    for frame in early {
+        if let Flow::Close = driver.feed(Event::Client(frame)).await? {
+            driver.cancel_all();
+            return Ok(Outcome::ProtocolError);
+        }
+    }
     let outcome = loop {
         // Draining (SIGTERM): a session ends as soon as it has no transfer in flight.
         if draining && driver.data.is_empty() {

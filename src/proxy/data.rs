@@ -1,5 +1,7 @@
 //! One task per expectation: wait for the expected peer on the data port, refuse anyone
 //! else without consuming the expectation, connect the onward leg, relay, report.
+//! Under `server-mode` one leg changes: the proxy dials the server instead of waiting
+//! for it, or waits for the server on a second port instead of dialing it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,19 +16,28 @@ use tracing::Instrument;
 use super::Shared;
 use crate::codec::TransferKind;
 use crate::net::{self, Binding};
-use crate::session::{DataOutcome, Event, ExpectationRequest};
+use crate::session::{Conversion, DataOutcome, Event, ExpectationRequest};
 use crate::track::{ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
 use crate::xferlog;
 
-/// Binds a data port for `req` and starts its task. Returns the proxy's data socket
-/// address and the token that cancels the task, or `None` when no port is free.
+/// A started expectation, as the session engine needs to know it.
+pub struct Opened {
+    /// The proxy's data socket for the client (port 0 when the proxy dials it).
+    pub proxy: SocketAddr,
+    /// The second data port, where the server connects (client passive, server active).
+    pub server_port: Option<u16>,
+    /// Cancels the task.
+    pub cancel: CancellationToken,
+}
+
+/// Binds the data ports for `req` and starts its task; `None` when no port is free.
 pub fn open(
     shared: &Arc<Shared>,
     session: SessionId,
     req: &ExpectationRequest,
     events: mpsc::UnboundedSender<Event>,
     binding: Binding,
-) -> Option<(SocketAddr, CancellationToken)> {
+) -> Option<Opened> {
     let (data_timeout, connect_timeout, data_idle_timeout) = {
         let settings = &shared.config.load().settings;
         (
@@ -38,24 +49,51 @@ pub fn open(
     let deadline = Instant::now() + data_timeout;
     let key = (session, req.id);
     let transferred = Arc::new(Transferred::default());
-    let (listener, proxy) = shared.tracker.open_expectation(
-        key,
-        |port| {
-            let proxy = SocketAddr::new(req.listen_ip, port);
-            net::listen_data(req.listen_ip, port, binding).map(|l| (l, proxy))
-        },
-        |port| ExpectationEntry {
-            mode: req.mode,
-            proxy: SocketAddr::new(req.listen_ip, port),
-            dst: SocketAddr::new(req.dst_ip, port),
-            expected_peer: req.expected_peer,
-            onward: req.onward,
-            deadline,
-            state: ExpectationState::Waiting,
-            transfer: None,
-            transferred: transferred.clone(),
-        },
-    )?;
+    let entry = |port| ExpectationEntry {
+        mode: req.mode,
+        proxy: SocketAddr::new(req.listen_ip, port),
+        dst: SocketAddr::new(req.dst_ip, port),
+        expected_peer: req.expected_peer,
+        onward: req.onward,
+        deadline,
+        state: ExpectationState::Waiting,
+        transfer: None,
+        transferred: transferred.clone(),
+        server_port: None,
+    };
+    let (listener, proxy) = match req.conversion {
+        Some(Conversion::DialServer { .. }) => {
+            shared.tracker.insert_expectation(key, entry(0));
+            (None, SocketAddr::new(req.listen_ip, 0))
+        }
+        _ => {
+            let (l, proxy) = shared.tracker.open_expectation(
+                key,
+                |port| {
+                    let proxy = SocketAddr::new(req.listen_ip, port);
+                    net::listen_data(req.listen_ip, port, binding).map(|l| (l, proxy))
+                },
+                entry,
+            )?;
+            (Some(l), proxy)
+        }
+    };
+    let second = match req.conversion {
+        Some(Conversion::AcceptServer { listen_ip, .. }) => {
+            let reserved = shared
+                .tracker
+                .reserve_server_port(key, |port| net::listen_data(listen_ip, port, binding));
+            match reserved {
+                Some((port, l)) => Some((l, SocketAddr::new(listen_ip, port))),
+                None => {
+                    shared.tracker.close_expectation(key);
+                    return None;
+                }
+            }
+        }
+        _ => None,
+    };
+    let server_port = second.as_ref().map(|(_, addr)| addr.port());
     // The data connection may outlive its session (its reverse direction can close
     // after the client quit), so what the transfer log needs is taken now.
     let client = shared.tracker.session(session).map(|s| s.client.ip());
@@ -75,8 +113,12 @@ pub fn open(
         client,
         binding,
     };
-    tokio::spawn(task.run(listener).instrument(span));
-    Some((proxy, token))
+    tokio::spawn(task.run(listener, second).instrument(span));
+    Some(Opened {
+        proxy,
+        server_port,
+        cancel: token,
+    })
 }
 
 struct Expectation {
@@ -95,10 +137,10 @@ struct Expectation {
 }
 
 impl Expectation {
-    async fn run(self, listener: TcpListener) {
+    async fn run(self, listener: Option<TcpListener>, second: Option<(TcpListener, SocketAddr)>) {
         let key = (self.session, self.req.id);
         let started = Instant::now();
-        let outcome = self.serve(listener).await;
+        let outcome = self.serve(listener, second).await;
         let entry = self.shared.tracker.expectation(key);
         self.shared.tracker.close_expectation(key);
         let m = &self.shared.metrics;
@@ -171,25 +213,80 @@ impl Expectation {
         });
     }
 
-    async fn serve(&self, listener: TcpListener) -> DataOutcome {
-        let Some(accepted) = self.accept_expected_peer(listener).await else {
-            return if self.cancel.is_cancelled() {
-                DataOutcome::Cancelled
-            } else {
-                DataOutcome::Expired
-            };
+    /// Connects a leg the proxy dials.
+    async fn dial(&self, from: IpAddr, to: SocketAddr) -> Result<TcpStream, DataOutcome> {
+        let dialed = tokio::select! {
+            _ = self.cancel.cancelled() => return Err(DataOutcome::Cancelled),
+            r = net::connect_from(from, to, self.connect_timeout, self.binding) => r,
+        };
+        dialed.map_err(|e| {
+            tracing::warn!(onward = %to, error = %e, "onward data connection failed");
+            DataOutcome::Failed
+        })
+    }
+
+    /// Why waiting for a peer ended without one.
+    fn no_peer(&self) -> DataOutcome {
+        if self.cancel.is_cancelled() {
+            DataOutcome::Cancelled
+        } else {
+            DataOutcome::Expired
+        }
+    }
+
+    async fn serve(
+        &self,
+        listener: Option<TcpListener>,
+        second: Option<(TcpListener, SocketAddr)>,
+    ) -> DataOutcome {
+        let accepted = match (self.req.conversion, listener) {
+            (Some(Conversion::DialServer { server, from }), _) => {
+                match self.dial(from, server).await {
+                    Ok(s) => s,
+                    Err(outcome) => return outcome,
+                }
+            }
+            (_, Some(listener)) => {
+                let key = (self.session, self.req.id);
+                let admits = |stream: &TcpStream, peer: SocketAddr| {
+                    let dst = net::original_dst(stream).map(net::canonical).ok();
+                    self.shared.tracker.admits(key, peer.ip(), dst)
+                };
+                match self
+                    .accept_expected_peer(listener, self.req.expected_peer, admits)
+                    .await
+                {
+                    Some(s) => s,
+                    None => return self.no_peer(),
+                }
+            }
+            (_, None) => return DataOutcome::Failed,
         };
         let setup = Instant::now();
-        let onward = tokio::select! {
-            _ = self.cancel.cancelled() => return DataOutcome::Cancelled,
-            r = net::connect_from(self.req.onward_from, self.req.onward, self.connect_timeout, self.binding) => r,
-        };
-        let onward = match onward {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(onward = %self.req.onward, error = %e, "onward data connection failed");
-                return DataOutcome::Failed;
+        let onward = match (self.req.conversion, second) {
+            (Some(Conversion::AcceptServer { expected_peer, .. }), Some((listener, local))) => {
+                let admits = |stream: &TcpStream, peer: SocketAddr| {
+                    let dst = net::original_dst(stream).map(net::canonical).ok();
+                    if peer.ip().to_canonical() != expected_peer {
+                        Err(Mismatch::Peer)
+                    } else if dst != Some(local) {
+                        Err(Mismatch::Destination)
+                    } else {
+                        Ok(())
+                    }
+                };
+                match self
+                    .accept_expected_peer(listener, expected_peer, admits)
+                    .await
+                {
+                    Some(s) => s,
+                    None => return self.no_peer(),
+                }
             }
+            _ => match self.dial(self.req.onward_from, self.req.onward).await {
+                Ok(s) => s,
+                Err(outcome) => return outcome,
+            },
         };
         self.shared
             .metrics
@@ -223,18 +320,15 @@ impl Expectation {
         }
     }
 
-    /// Whether `stream` from `peer` may use the expectation, or why not.
-    fn admission(&self, stream: &TcpStream, peer: SocketAddr) -> Result<(), Mismatch> {
-        let dst = net::original_dst(stream).map(net::canonical).ok();
-        self.shared
-            .tracker
-            .admits((self.session, self.req.id), peer.ip(), dst)
-    }
-
     /// Waits for the expected peer until the deadline; anyone else is refused and the
     /// expectation stays open for the right peer (invariant 2). The listener is
     /// dropped on return, so the port takes no second connection (invariant 3).
-    async fn accept_expected_peer(&self, listener: TcpListener) -> Option<TcpStream> {
+    async fn accept_expected_peer(
+        &self,
+        listener: TcpListener,
+        expected: IpAddr,
+        admits: impl Fn(&TcpStream, SocketAddr) -> Result<(), Mismatch>,
+    ) -> Option<TcpStream> {
         let deadline = tokio::time::Instant::from_std(self.deadline);
         loop {
             let accepted = tokio::select! {
@@ -243,7 +337,7 @@ impl Expectation {
                 r = listener.accept() => r,
             };
             match accepted {
-                Ok((stream, peer)) => match self.admission(&stream, peer) {
+                Ok((stream, peer)) => match admits(&stream, peer) {
                     Ok(()) => {
                         let _ = stream.set_nodelay(true);
                         return Some(stream);
@@ -251,7 +345,7 @@ impl Expectation {
                     Err(mismatch) => {
                         tracing::warn!(
                             %peer,
-                            expected = %self.req.expected_peer,
+                            %expected,
                             reason = mismatch.as_str(),
                             "data connection refused"
                         );

@@ -49,6 +49,7 @@ pub fn explain(c: &Config) -> String {
         let mode = match &l.mode {
             ListenMode::Reverse { upstream } => format!("reverse upstream {upstream}"),
             ListenMode::Transparent { tproxy: false, .. } => "transparent (REDIRECT)".into(),
+            ListenMode::Forward => "forward (USER name@host[:port])".into(),
             ListenMode::Transparent {
                 tproxy: true,
                 preserve_source,
@@ -98,9 +99,12 @@ pub fn explain(c: &Config) -> String {
             },
             None => String::new(),
         };
+        let convert = r
+            .server_mode
+            .map_or(String::new(), |m| format!(" server-mode {}", m.as_str()));
         let _ = writeln!(
             out,
-            "  {}{code}{log} {subject} from {} to {}{port}    # {}",
+            "  {}{code}{log} {subject} from {} to {}{port}{convert}    # {}",
             r.verdict.as_str(),
             r.from,
             r.to,

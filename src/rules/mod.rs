@@ -136,6 +136,9 @@ pub enum ListenMode {
     /// `preserve_source` (TPROXY only): the server sees the client's address and the
     /// client sees active-mode data come from the server's address.
     Transparent { tproxy: bool, preserve_source: bool },
+    /// The client names the server when it logs in, `USER name@host[:port]`; the
+    /// proxy greets it, resolves the host and applies the session rules to it.
+    Forward,
 }
 
 /// One `listen` statement.
@@ -363,6 +366,9 @@ pub struct SessionRule {
     pub subject: Subject,
     /// `block return-code`: the reply instead of the decision point's default.
     pub reply: Option<ReturnCode>,
+    /// `server-mode` (session pass rules): the mode the server leg of every data
+    /// connection uses, whatever the client's; `None` keeps the client's.
+    pub server_mode: Option<DataMode>,
     pub origin: Origin,
 }
 
@@ -379,6 +385,7 @@ impl SessionRule {
             log: self.log,
             rule: Some(self.origin.clone()),
             reply: self.reply.clone(),
+            server_mode: self.server_mode,
         }
     }
 }
@@ -392,6 +399,8 @@ pub struct Decision {
     pub rule: Option<Origin>,
     /// The reply to a blocked request, when the rule chose one.
     pub reply: Option<ReturnCode>,
+    /// The server leg's data mode the session must use (`server-mode`).
+    pub server_mode: Option<DataMode>,
 }
 
 impl Decision {
@@ -457,6 +466,7 @@ impl Config {
                     log: true,
                     rule: None,
                     reply: None,
+                    server_mode: None,
                 },
                 SessionRule::decision,
             )

@@ -6,13 +6,15 @@
 //! statement := set | listen | metrics | table | include | rule
 //! set       := "set" NAME VALUE
 //! listen    := "listen" ( "reverse" SOCKADDR "upstream" HOST ":" PORT
-//!                       | "transparent" SOCKADDR ["tproxy" ["preserve-source"]] )
+//!                       | "transparent" SOCKADDR ["tproxy" ["preserve-source"]]
+//!                       | "forward" SOCKADDR )
 //! metrics   := "metrics" "listen" SOCKADDR
 //! table     := "table" "<" NAME ">" ( "{" TARGET ("," TARGET)* "}" | "file" PATH )
 //! include   := "include" PATH
 //! rule      := ("pass" | "block" ["return-code" CODE [QUOTED]]) ["log"]
 //!              ["from" ADDRS] ["to" ADDRS] ["port" PORTS]
 //!              [ "cmd" WORDS | "user" WORDS | "data" DATA* ]
+//!              [ "server-mode" ("active" | "passive" | "keep") ]   (session pass rules)
 //! DATA      := "active" | "passive" | "inet" | "inet6" | "ports" PORTS
 //!            | DIRECTION | "{" DIRECTION ("," DIRECTION)* "}"
 //! DIRECTION := "download" | "upload" | "listing"
@@ -326,13 +328,16 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
 }
 
 fn listen_statement(i: &str) -> PResult<'_, Statement> {
-    let (rest, mode) = next("a listener mode (reverse or transparent)", |t| {
-        matches!(t, "reverse" | "transparent").then_some(t)
+    let (rest, mode) = next("a listener mode (reverse, transparent or forward)", |t| {
+        matches!(t, "reverse" | "transparent" | "forward").then_some(t)
     })(i)?;
     let (rest, addr) = next(
         "a listen address such as 127.0.0.1:2121 or [::1]:2121",
         socket_addr,
     )(rest)?;
+    if mode == "forward" {
+        return Ok((rest, Statement::Listen(addr, ListenMode::Forward)));
+    }
     if mode == "transparent" {
         let (rest, tproxy) = optional_keyword(rest, "tproxy");
         let (at, _) = space0(rest)?;
@@ -661,6 +666,22 @@ fn rule_statement<'a>(
         }
         _ => (rest, Subject::Session),
     };
+    let (mode_at, _) = space0(rest)?;
+    let (rest, has_mode) = optional_keyword(rest, "server-mode");
+    let (rest, server_mode) = if has_mode {
+        if verdict != Verdict::Pass || subject != Subject::Session {
+            return fail(mode_at, "server-mode only goes with a session pass rule");
+        }
+        let mode = |t: &str| match t {
+            "active" => Some(Some(DataMode::Active)),
+            "passive" => Some(Some(DataMode::Passive)),
+            "keep" => Some(None),
+            _ => None,
+        };
+        next("active, passive or keep", mode)(rest)?
+    } else {
+        (rest, None)
+    };
     let rule = SessionRule {
         verdict,
         log,
@@ -669,6 +690,7 @@ fn rule_statement<'a>(
         port,
         subject,
         reply,
+        server_mode,
         origin,
     };
     Ok((rest, Statement::Rule(rule)))
@@ -1121,7 +1143,7 @@ mod tests {
         );
         assert_eq!(
             err("listen sideways 127.0.0.1:2121\n"),
-            "x.rules:1:8: expected a listener mode (reverse or transparent), found `sideways`"
+            "x.rules:1:8: expected a listener mode (reverse, transparent or forward), found `sideways`"
         );
         assert_eq!(
             err("listen transparent 0.0.0.0:8021 tproxi\n"),

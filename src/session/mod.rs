@@ -65,6 +65,9 @@ pub struct Params {
     pub advertise: Option<IpAddr>,
     /// Onward data ports below this are refused (invariant 4).
     pub min_data_port: u16,
+    /// The mode every server-side data leg uses (`server-mode` in the rules);
+    /// `None` keeps the client's.
+    pub server_mode: Option<DataMode>,
 }
 
 /// What the shell must set up for one announced data connection.
@@ -83,6 +86,24 @@ pub struct ExpectationRequest {
     pub onward: SocketAddr,
     /// The local address the onward leg leaves from.
     pub onward_from: IpAddr,
+    /// Set when the server leg uses the other mode than the client's.
+    pub conversion: Option<Conversion>,
+}
+
+/// How the server leg differs from the client's mode (`server-mode` in the rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// Client active, server passive: the proxy dials both legs. `mode` is `Active`,
+    /// `onward` the client; instead of accepting the server's connection the proxy
+    /// dials the server's announced passive port.
+    DialServer { server: SocketAddr, from: IpAddr },
+    /// Client passive, server active: both peers dial the proxy. `mode` is `Passive`
+    /// and the client is accepted as usual; instead of dialing the server the proxy
+    /// accepts it on a second port of `listen_ip`, announced to it with `PORT`/`EPRT`.
+    AcceptServer {
+        listen_ip: IpAddr,
+        expected_peer: IpAddr,
+    },
 }
 
 /// Why a data connection ended.
@@ -120,6 +141,8 @@ pub enum Event {
     ExpectationOpened {
         id: ExpectationId,
         proxy: SocketAddr,
+        /// The second port, for [`Conversion::AcceptServer`].
+        server_port: Option<u16>,
     },
     ExpectationFailed {
         id: ExpectationId,
@@ -277,11 +300,24 @@ enum ActiveForm {
 #[derive(Debug)]
 enum Pending {
     Greeting,
+    /// The server's greeting when the proxy greeted the client itself (forward
+    /// listener): dropped if positive, passed on if the server refuses.
+    HiddenGreeting,
     Passive {
         client: PassiveForm,
         sent: PassiveForm,
     },
     Active {
+        id: ExpectationId,
+    },
+    /// Our `PASV`/`EPSV` for a client's `PORT`/`EPRT` (server-mode passive).
+    ToPassive {
+        form: ActiveForm,
+        sent: PassiveForm,
+        client_port: u16,
+    },
+    /// Our `PORT`/`EPRT` for a client's `PASV`/`EPSV` (server-mode active).
+    ToActive {
         id: ExpectationId,
     },
     Transfer {
@@ -293,6 +329,9 @@ enum Pending {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Ready, but opened only when a transfer verb uses it (the proxy dials both
+    /// legs, and dialing a client before it expects it is impolite).
+    Deferred,
     /// The shell is binding the data listener.
     Binding,
     /// Listening for the expected peer.
@@ -307,6 +346,11 @@ enum Phase {
 enum Announce {
     Reply(PassiveForm),
     Command(ActiveForm),
+    /// Converted to server passive: the client already has its `200`.
+    Nothing,
+    /// Converted to server active: our `PORT`/`EPRT` goes to the server, and the
+    /// client's `227`/`229` waits for the server's answer.
+    ServerCommand(PassiveForm),
 }
 
 /// The current expectation of the session (FTP has one data connection at a time).
@@ -319,6 +363,10 @@ struct Data {
     /// The client's mode and the onward port, for data rules at the transfer verb.
     mode: DataMode,
     port: u16,
+    /// What to open at the transfer verb, in the `Deferred` phase.
+    deferred: Option<ExpectationRequest>,
+    /// The proxy's port for the client, once bound (announced later when converted).
+    client_port: Option<u16>,
 }
 
 /// A reply held while waiting for a multi-line reply to end is bounded by this.
@@ -372,6 +420,14 @@ impl Session {
             out: Vec::new(),
             closed: false,
             rules: Arc::default(),
+        }
+    }
+
+    /// The client was greeted by the proxy (forward listener): the server's own
+    /// greeting is not passed on unless it refuses the session.
+    pub fn greeted_by_proxy(&mut self) {
+        if let Some(first @ Pending::Greeting) = self.pending.front_mut() {
+            *first = Pending::HiddenGreeting;
         }
     }
 
@@ -451,7 +507,11 @@ impl Session {
             }
             Event::Server(Frame::Line(line)) => self.on_server_line(line),
             Event::Server(Frame::TooLong { .. }) => self.close(CloseReason::ServerReplyTooLong),
-            Event::ExpectationOpened { id, proxy } => self.on_opened(id, proxy),
+            Event::ExpectationOpened {
+                id,
+                proxy,
+                server_port,
+            } => self.on_opened(id, proxy, server_port),
             Event::ExpectationFailed { id } => self.on_open_failed(id),
             Event::DataConnected { id } => self.set_phase(id, Phase::Connected),
             Event::DataDrained { id } => {
@@ -543,7 +603,13 @@ impl Session {
             }
             Command::Epsv(EpsvArg::All) => {
                 self.epsv_all = true;
-                self.forward(line, Pending::Other);
+                if self.params.server_mode == Some(DataMode::Active) {
+                    // The server leg uses PORT/EPRT, which EPSV ALL would forbid it;
+                    // the promise binds the client only, so it is kept here.
+                    self.reply_locally(Reply::encode(200, "EPSV ALL ok."));
+                } else {
+                    self.forward(line, Pending::Other);
+                }
             }
             Command::Auth(_) => self.refuse(
                 Refusal::Auth,
@@ -619,9 +685,16 @@ impl Session {
             return self.refuse(Refusal::Family, 501, "PASV needs IPv4; use EPSV.");
         }
         self.cancel_idle_expectation();
+        if self.params.server_mode == Some(DataMode::Active) {
+            return self.passive_to_active(form);
+        }
         let server_family = addr::family_number(self.params.server_side.ip());
+        // Across families the server gets its own family's classic form: EPSV for
+        // IPv6, and PASV for IPv4, which every IPv4 server knows.
         let sent = if self.params.server_side.is_ipv6() {
             PassiveForm::Epsv
+        } else if self.params.client_side.is_ipv6() {
+            PassiveForm::Pasv
         } else {
             form
         };
@@ -685,6 +758,23 @@ impl Session {
         if let Some((why, code, text)) = self.data_refusal(DataMode::Active, target.port()) {
             return self.refuse(why, code, &text);
         }
+        if self.params.server_mode == Some(DataMode::Passive) {
+            let sent = if self.params.server_side.is_ipv6() {
+                PassiveForm::Epsv
+            } else {
+                PassiveForm::Pasv
+            };
+            let cmd = match sent {
+                PassiveForm::Pasv => Command::Pasv,
+                PassiveForm::Epsv => Command::Epsv(EpsvArg::Any),
+            };
+            self.pending.push_back(Pending::ToPassive {
+                form,
+                sent,
+                client_port: target.port(),
+            });
+            return self.to_server.push(cmd.encode());
+        }
         let id = self.open_expectation(Announce::Command(form), DataMode::Active, target.port());
         self.pending.push_back(Pending::Active { id });
         self.to_server.push_placeholder(id);
@@ -715,6 +805,17 @@ impl Session {
                 self.cancel_if_current(id);
                 return self.refuse(Refusal::Policy, code, &text);
             }
+        }
+        if let Some(req) = self
+            .data
+            .as_mut()
+            .filter(|d| d.phase == Phase::Deferred)
+            .and_then(|d| {
+                d.phase = Phase::Binding;
+                d.deferred.take()
+            })
+        {
+            self.out.push(Action::Open(req));
         }
         let id = match self.data.as_mut() {
             Some(data) if data.transfer.is_none() => {
@@ -767,16 +868,14 @@ impl Session {
         };
         self.next_id += 1;
         let id = ExpectationId(self.next_id);
-        self.data = Some(Data {
-            id,
-            phase: Phase::Binding,
-            announce,
-            transfer: None,
-            mode,
-            port: onward_port,
-        });
-        self.live.insert(id);
-        self.out.push(Action::Open(ExpectationRequest {
+        let conversion = match (mode, self.params.server_mode) {
+            (DataMode::Passive, Some(DataMode::Active)) => Some(Conversion::AcceptServer {
+                listen_ip: p.server_side.ip(),
+                expected_peer: p.server.ip(),
+            }),
+            _ => None,
+        };
+        let req = ExpectationRequest {
             id,
             mode,
             listen_ip,
@@ -784,8 +883,129 @@ impl Session {
             expected_peer,
             onward: SocketAddr::new(onward_ip, onward_port),
             onward_from,
-        }));
+            conversion,
+        };
+        self.data = Some(Data {
+            id,
+            phase: Phase::Binding,
+            announce,
+            transfer: None,
+            mode,
+            port: onward_port,
+            deferred: None,
+            client_port: None,
+        });
+        self.live.insert(id);
+        self.out.push(Action::Open(req));
         id
+    }
+
+    /// A client's `PASV`/`EPSV` under `server-mode active`: two listeners, our
+    /// `PORT`/`EPRT` to the server, and the client's answer once the server agreed.
+    fn passive_to_active(&mut self, form: PassiveForm) {
+        if let Some((why, code, text)) = self.data_refusal(DataMode::Passive, 0) {
+            return self.refuse(why, code, &text);
+        }
+        // Onward port 0: the server dials the proxy, no port of the server's is used.
+        let id = self.open_expectation(Announce::ServerCommand(form), DataMode::Passive, 0);
+        self.pending.push_back(Pending::ToActive { id });
+        self.to_server.push_placeholder(id);
+    }
+
+    /// The server's answer to our `PASV`/`EPSV` for a client's `PORT`/`EPRT`: the
+    /// client gets its `200`, and both legs are dialed when a transfer verb comes.
+    fn on_to_passive_reply(
+        &mut self,
+        reply: Reply,
+        form: ActiveForm,
+        sent: PassiveForm,
+        client_port: u16,
+    ) {
+        let port = match (sent, reply.code) {
+            (PassiveForm::Pasv, Some(227)) => codec::parse_227(&reply.last).map(|a| a.port()),
+            (PassiveForm::Epsv, Some(229)) => codec::parse_229(&reply.last),
+            _ => {
+                let text = "Can't open data connection: the server refused passive mode.";
+                return self.to_client.push(Reply::encode(425, text));
+            }
+        };
+        let Ok(port) = port else {
+            self.out.push(Action::Refused {
+                why: Refusal::BadPassiveReply,
+                target: None,
+            });
+            let text = "Can't open data connection: malformed passive reply from server.";
+            return self.to_client.push(Reply::encode(425, text));
+        };
+        let server = SocketAddr::new(self.params.server.ip(), port);
+        if port < self.params.min_data_port {
+            self.out.push(Action::Refused {
+                why: Refusal::PrivilegedPort,
+                target: Some(server),
+            });
+            let text = "Can't open data connection: server announced a privileged port.";
+            return self.to_client.push(Reply::encode(425, text));
+        }
+        let p = &self.params;
+        self.next_id += 1;
+        let id = ExpectationId(self.next_id);
+        let req = ExpectationRequest {
+            id,
+            mode: DataMode::Active,
+            listen_ip: p.server_side.ip(),
+            dst_ip: p.server_side.ip(),
+            expected_peer: p.server.ip(),
+            onward: SocketAddr::new(p.client.ip(), client_port),
+            onward_from: p.client_local,
+            conversion: Some(Conversion::DialServer {
+                server,
+                from: p.server_side.ip(),
+            }),
+        };
+        self.data = Some(Data {
+            id,
+            phase: Phase::Deferred,
+            announce: Announce::Nothing,
+            transfer: None,
+            mode: DataMode::Active,
+            port: client_port,
+            deferred: Some(req),
+            client_port: None,
+        });
+        self.live.insert(id);
+        let verb = match form {
+            ActiveForm::Port => "PORT",
+            ActiveForm::Eprt => "EPRT",
+        };
+        self.to_client
+            .push(Reply::encode(200, &format!("{verb} command successful.")));
+    }
+
+    /// The server's answer to our `PORT`/`EPRT` for a client's `PASV`/`EPSV`.
+    fn on_to_active_reply(&mut self, reply: Reply, id: ExpectationId) {
+        let current = self.data.as_ref().filter(|d| d.id == id);
+        let announce = current.and_then(|d| match (d.announce, d.client_port) {
+            (Announce::ServerCommand(form), Some(port)) => Some((form, port)),
+            _ => None,
+        });
+        match announce {
+            Some((form, port)) if is_positive(&reply) => {
+                let bytes = match form {
+                    PassiveForm::Pasv => self
+                        .passive_v4()
+                        .map(|ip| Reply::passive(SocketAddrV4::new(ip, port))),
+                    PassiveForm::Epsv => Some(Reply::extended_passive(port)),
+                };
+                if let Some(bytes) = bytes {
+                    self.to_client.push(bytes);
+                }
+            }
+            _ => {
+                self.cancel_if_current(id);
+                let text = "Can't open data connection: the server refused active mode.";
+                self.to_client.push(Reply::encode(425, text));
+            }
+        }
     }
 
     fn cancel(&mut self, id: ExpectationId) {
@@ -799,7 +1019,7 @@ impl Session {
     fn cancel_idle_expectation(&mut self) {
         if let Some(data) = self
             .data
-            .take_if(|d| matches!(d.phase, Phase::Waiting | Phase::Drained))
+            .take_if(|d| matches!(d.phase, Phase::Deferred | Phase::Waiting | Phase::Drained))
         {
             self.cancel(data.id);
         }
@@ -811,7 +1031,7 @@ impl Session {
         }
     }
 
-    fn on_opened(&mut self, id: ExpectationId, proxy: SocketAddr) {
+    fn on_opened(&mut self, id: ExpectationId, proxy: SocketAddr, server_port: Option<u16>) {
         let Some(data) = self
             .data
             .as_mut()
@@ -821,8 +1041,21 @@ impl Session {
             return;
         };
         data.phase = Phase::Waiting;
+        data.client_port = Some(proxy.port());
         let proxy = SocketAddr::new(proxy.ip().to_canonical(), proxy.port());
         match data.announce {
+            Announce::Nothing => {}
+            Announce::ServerCommand(_) => {
+                let Some(port) = server_port else {
+                    return self.on_open_failed(id);
+                };
+                let ours = SocketAddr::new(self.params.server_side.ip(), port);
+                let cmd = match ours {
+                    SocketAddr::V4(v4) => Command::Port(v4),
+                    SocketAddr::V6(_) => Command::Eprt(ours),
+                };
+                self.to_server.fill(id, Some(cmd.encode()));
+            }
             Announce::Reply(PassiveForm::Pasv) => {
                 let reply = self
                     .passive_v4()
@@ -834,8 +1067,10 @@ impl Session {
                     .fill(id, Some(Reply::extended_passive(proxy.port())));
             }
             Announce::Command(form) => {
-                let cmd = match (form, proxy) {
-                    (ActiveForm::Port, SocketAddr::V4(v4)) => Command::Port(v4),
+                // Across families an IPv4 server gets PORT, which every one knows.
+                let classic = form == ActiveForm::Port || self.params.client_side.is_ipv6();
+                let cmd = match proxy {
+                    SocketAddr::V4(v4) if classic => Command::Port(v4),
                     _ => Command::Eprt(proxy),
                 };
                 self.to_server.fill(id, Some(cmd.encode()));
@@ -857,14 +1092,17 @@ impl Session {
             Announce::Reply(_) => {
                 self.to_client.fill(id, Some(reply));
             }
-            Announce::Command(_) => {
+            // Opened at the transfer verb, which is on its way to the server: its
+            // reply tells the client (no dial happened, so the server times out).
+            Announce::Nothing => {}
+            Announce::Command(_) | Announce::ServerCommand(_) => {
                 // The command never reaches the server, so the reply it would have
                 // owed becomes a local one in the same place.
                 self.to_server.fill(id, None);
                 if let Some(slot) = self
                     .pending
                     .iter_mut()
-                    .find(|p| matches!(p, Pending::Active { id: p } if *p == id))
+                    .find(|p| matches!(p, Pending::Active { id: p } | Pending::ToActive { id: p } if *p == id))
                 {
                     *slot = Pending::Local(reply);
                 }
@@ -909,8 +1147,16 @@ impl Session {
                 self.to_client.push(reply.raw);
             }
             Some(Pending::Transfer { id: Some(id) }) => self.on_transfer_reply(reply, id),
+            Some(Pending::ToPassive {
+                form,
+                sent,
+                client_port,
+            }) => self.on_to_passive_reply(reply, form, sent, client_port),
+            Some(Pending::ToActive { id }) => self.on_to_active_reply(reply, id),
+            Some(Pending::HiddenGreeting) if is_positive(&reply) => {}
             Some(
                 Pending::Greeting
+                | Pending::HiddenGreeting
                 | Pending::Other
                 | Pending::Transfer { id: None }
                 | Pending::Local(_),

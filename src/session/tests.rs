@@ -16,6 +16,7 @@ fn params() -> Params {
         server_side: "203.0.113.1:61000".parse().unwrap(),
         advertise: None,
         min_data_port: 1024,
+        server_mode: None,
     }
 }
 
@@ -28,6 +29,7 @@ fn v6_params() -> Params {
         server_side: "[2001:db8:2::1]:61000".parse().unwrap(),
         advertise: None,
         min_data_port: 1024,
+        server_mode: None,
     }
 }
 
@@ -59,10 +61,16 @@ impl Harness {
         for action in actions {
             if let Action::Open(req) = &action {
                 let proxy = SocketAddr::new(req.listen_ip, self.next_port);
+                let server_port = matches!(req.conversion, Some(Conversion::AcceptServer { .. }))
+                    .then_some(self.next_port + 1000);
                 self.next_port += 1;
                 let id = req.id;
                 self.actions.push(action);
-                self.feed(Event::ExpectationOpened { id, proxy });
+                self.feed(Event::ExpectationOpened {
+                    id,
+                    proxy,
+                    server_port,
+                });
             } else {
                 self.actions.push(action);
             }
@@ -290,6 +298,25 @@ fn client_pasv_to_an_ipv6_server_leg_becomes_epsv_and_the_229_a_227() {
         to_client(&a),
         "227 Entering Passive Mode (198,51,100,1,156,64).\r\n"
     );
+}
+
+#[test]
+fn an_ipv6_client_reaches_an_ipv4_server_with_pasv_and_port() {
+    let mut p = v6_params();
+    p.server = SERVER.parse().unwrap();
+    p.server_side = "203.0.113.1:61000".parse().unwrap();
+    let mut h = Harness::new(p);
+    assert_eq!(to_server(&h.client(b"EPSV\r\n").take()), "PASV\r\n");
+    let a = h
+        .server(b"227 Entering Passive Mode (203,0,113,2,200,10)\r\n")
+        .take();
+    assert_eq!(opens(&a)[0].onward, "203.0.113.2:51210".parse().unwrap());
+    assert_eq!(
+        to_client(&a),
+        "229 Entering Extended Passive Mode (|||40000|)\r\n"
+    );
+    let a = h.client(b"EPRT |2|2001:db8:1::2|51000|\r\n").take();
+    assert_eq!(to_server(&a), "PORT 203,0,113,1,156,65\r\n");
 }
 
 #[test]
@@ -798,21 +825,31 @@ proptest! {
                 Just(b"226 ok\r\n".to_vec()),
             ]),
             0..40,
-        )
+        ),
+        server_mode in prop_oneof![Just(None), Just(Some(DataMode::Active)), Just(Some(DataMode::Passive))],
     ) {
-        let mut h = Harness::new(params());
+        let mut h = Harness::new(Params { server_mode, ..params() });
         for (from_client, bytes) in steps {
             if from_client { h.client(&bytes); } else { h.server(&bytes); }
         }
         let client: IpAddr = "198.51.100.2".parse().unwrap();
         let server: IpAddr = "203.0.113.2".parse().unwrap();
         for open in opens(&h.take()) {
-            let ok = match open.mode {
-                DataMode::Passive => open.onward.ip() == server && open.expected_peer == client,
-                DataMode::Active => open.onward.ip() == client && open.expected_peer == server,
+            let ok = match (open.mode, open.conversion) {
+                (DataMode::Passive, None) => open.onward.ip() == server && open.expected_peer == client,
+                (DataMode::Active, None) => open.onward.ip() == client && open.expected_peer == server,
+                (DataMode::Passive, Some(Conversion::AcceptServer { expected_peer, .. })) => {
+                    expected_peer == server && open.expected_peer == client
+                }
+                (DataMode::Active, Some(Conversion::DialServer { server: to, .. })) => {
+                    to.ip() == server && to.port() >= 1024 && open.onward.ip() == client
+                }
+                _ => false,
             };
             prop_assert!(ok, "{open:?}");
-            prop_assert!(open.onward.port() >= 1024);
+            if open.conversion.is_none() || open.mode == DataMode::Active {
+                prop_assert!(open.onward.port() >= 1024);
+            }
         }
     }
 }
@@ -923,4 +960,155 @@ fn a_site_subcommand_rule_leaves_other_site_commands_alone() {
     let a = h.client(b"SITE CHMOD 777 x\r\nSITE HELP\r\n").take();
     assert_eq!(to_server(&a), "SITE HELP\r\n");
     assert_eq!(refusals(&a), [Refusal::Policy]);
+}
+
+fn converting(mode: DataMode) -> Harness {
+    Harness::new(Params {
+        server_mode: Some(mode),
+        ..params()
+    })
+}
+
+#[test]
+fn client_active_to_server_passive_dials_both_legs_only_at_the_transfer_verb() {
+    let mut h = converting(DataMode::Passive);
+    let a = h.client(b"PORT 198,51,100,2,200,10\r\n").take();
+    assert_eq!(to_server(&a), "PASV\r\n");
+    assert!(opens(&a).is_empty());
+    // The server's 227 may name any host: only its control address is dialed.
+    let a = h
+        .server(b"227 Entering Passive Mode (192,0,2,66,150,20)\r\n")
+        .take();
+    assert_eq!(to_client(&a), "200 PORT command successful.\r\n");
+    assert!(opens(&a).is_empty(), "nothing is dialed before a transfer");
+    let a = h.client(b"RETR f\r\n").take();
+    let open = &opens(&a)[0];
+    assert_eq!(open.mode, DataMode::Active);
+    assert_eq!(open.onward, "198.51.100.2:51210".parse().unwrap());
+    assert_eq!(
+        open.conversion,
+        Some(Conversion::DialServer {
+            server: "203.0.113.2:38420".parse().unwrap(),
+            from: "203.0.113.1".parse().unwrap(),
+        })
+    );
+    assert_eq!(to_server(&a), "RETR f\r\n");
+    // The transfer record lands on the opened expectation.
+    let open_at = a.iter().position(|x| matches!(x, Action::Open(_)));
+    let transfer_at = a.iter().position(|x| matches!(x, Action::Transfer { .. }));
+    assert!(open_at < transfer_at, "{a:?}");
+}
+
+#[test]
+fn client_active_to_server_passive_refusals() {
+    let mut h = converting(DataMode::Passive);
+    let a = h
+        .client(b"EPRT |1|198.51.100.2|51000|\r\n")
+        .server(b"502 no passive here\r\n")
+        .take();
+    assert_eq!(
+        to_client(&a),
+        "425 Can't open data connection: the server refused passive mode.\r\n"
+    );
+    let a = h
+        .client(b"PORT 198,51,100,2,200,10\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,0,25)\r\n")
+        .take();
+    assert_eq!(refusals(&a), [Refusal::PrivilegedPort]);
+    assert!(to_client(&a).starts_with("425 "));
+    let a = h.client(b"RETR f\r\n").take();
+    assert!(opens(&a).is_empty());
+    // The bounce check still applies to the client's own PORT.
+    let a = h.client(b"PORT 192,0,2,66,200,10\r\n").take();
+    assert_eq!(refusals(&a), [Refusal::Bounce]);
+    assert_eq!(to_server(&a), "");
+}
+
+#[test]
+fn client_passive_to_server_active_announces_after_the_server_agreed() {
+    let mut h = converting(DataMode::Active);
+    let a = h.client(b"EPSV\r\n").take();
+    let open = &opens(&a)[0];
+    assert_eq!(open.mode, DataMode::Passive);
+    assert_eq!(
+        open.expected_peer,
+        "198.51.100.2".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(
+        open.conversion,
+        Some(Conversion::AcceptServer {
+            listen_ip: "203.0.113.1".parse().unwrap(),
+            expected_peer: "203.0.113.2".parse().unwrap(),
+        })
+    );
+    // The harness bound the server's port at 41000 = 160 * 256 + 40.
+    assert_eq!(to_server(&a), "PORT 203,0,113,1,160,40\r\n");
+    assert_eq!(
+        to_client(&a),
+        "",
+        "the client waits for the server's answer"
+    );
+    let a = h.server(b"200 PORT ok\r\n").take();
+    assert_eq!(
+        to_client(&a),
+        "229 Entering Extended Passive Mode (|||40000|)\r\n"
+    );
+    let a = h.client(b"RETR f\r\n").take();
+    assert_eq!(to_server(&a), "RETR f\r\n");
+    // A server that refuses active mode: the client gets 425, the ports are freed.
+    let a = h
+        .server(b"226 done\r\n")
+        .client(b"PASV\r\n")
+        .server(b"500 PORT refused\r\n")
+        .take();
+    let id = opens(&a)[0].id;
+    assert!(a.contains(&Action::Cancel(id)));
+    assert!(
+        to_client(&a)
+            .ends_with("425 Can't open data connection: the server refused active mode.\r\n")
+    );
+}
+
+#[test]
+fn epsv_all_is_kept_by_the_proxy_when_the_server_leg_is_active() {
+    let mut h = converting(DataMode::Active);
+    let a = h.client(b"EPSV ALL\r\n").take();
+    assert_eq!(to_server(&a), "");
+    assert_eq!(to_client(&a), "200 EPSV ALL ok.\r\n");
+    let a = h.client(b"PASV\r\n").take();
+    assert_eq!(refusals(&a), [Refusal::EpsvAll]);
+    let a = h.client(b"EPSV\r\n").take();
+    assert!(to_server(&a).starts_with("PORT "), "{}", to_server(&a));
+}
+
+#[test]
+fn a_proxy_greeted_session_drops_the_servers_greeting_but_not_a_refusal() {
+    let mut s = Session::new(params());
+    s.greeted_by_proxy();
+    let mut framer = LineFramer::new(4096);
+    let mut frames = Vec::new();
+    framer.push(b"220-welcome\r\n220 ready\r\n", &mut frames);
+    framer.push(b"331 password please\r\n", &mut frames);
+    let mut c = LineFramer::new(4096);
+    let mut cf = Vec::new();
+    c.push(b"USER alice\r\n", &mut cf);
+    let mut out = Vec::new();
+    for f in cf {
+        out.extend(s.handle(Event::Client(f)));
+    }
+    for f in frames {
+        out.extend(s.handle(Event::Server(f)));
+    }
+    assert_eq!(to_server(&out), "USER alice\r\n");
+    assert_eq!(to_client(&out), "331 password please\r\n");
+
+    let mut s = Session::new(params());
+    s.greeted_by_proxy();
+    let mut frames = Vec::new();
+    LineFramer::new(4096).push(b"421 Too many users\r\n", &mut frames);
+    let out: Vec<Action> = frames
+        .into_iter()
+        .flat_map(|f| s.handle(Event::Server(f)))
+        .collect();
+    assert_eq!(to_client(&out), "421 Too many users\r\n");
 }
