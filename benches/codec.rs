@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ftpgate::codec::{Frame, LineFramer, ReplyAssembler, parse_227, parse_command};
-use ftpgate::rules::parse_str;
+use ftpgate::rules::{Parties, parse_str};
 use ftpgate::session::{Action, Event, Params, Session};
 
 const CLIENT: &[u8] = b"USER anonymous\r\nPASS guest@\r\nTYPE I\r\nPASV\r\nRETR pub/one.bin\r\n\
@@ -57,6 +57,7 @@ fn framing_and_parsing(c: &mut Criterion) {
 
 fn session_engine(c: &mut Criterion) {
     let params = Params {
+        listener: "127.0.0.1:2121".parse().unwrap(),
         client: "198.51.100.2:50000".parse().unwrap(),
         client_side: "198.51.100.1:21".parse().unwrap(),
         client_local: "198.51.100.1".parse().unwrap(),
@@ -113,16 +114,19 @@ fn rule_evaluation(c: &mut Criterion) {
     }
     text.push_str("block cmd { SITE, DELE }\nblock user { root, adm* }\npass from 192.0.2.0/24\n");
     let config = parse_str("bench.rules", &text).unwrap();
-    let client = "192.0.2.7".parse().unwrap();
-    let server = "203.0.113.2:21".parse().unwrap();
+    let who = Parties::new(
+        "127.0.0.1:2121".parse().unwrap(),
+        "192.0.2.7".parse().unwrap(),
+        "203.0.113.2:21".parse().unwrap(),
+    );
     c.bench_function("rules: session decision, 100 rules before the match", |b| {
-        b.iter(|| config.session_decision(black_box(client), black_box(server)))
+        b.iter(|| config.session_decision(black_box(&who)))
     });
     c.bench_function("rules: command decision", |b| {
-        b.iter(|| config.command_decision(black_box(client), server, black_box("STOR"), None))
+        b.iter(|| config.command_decision(black_box(&who), black_box("STOR"), None))
     });
     c.bench_function("rules: login decision with globs", |b| {
-        b.iter(|| config.login_decision(black_box(client), server, black_box("alice")))
+        b.iter(|| config.login_decision(black_box(&who), black_box("alice")))
     });
 }
 

@@ -12,6 +12,7 @@ use libfuzzer_sys::fuzz_target;
 
 fn params() -> Params {
     Params {
+        listener: "127.0.0.1:2121".parse().unwrap(),
         client: "198.51.100.2:50000".parse().unwrap(),
         client_side: "198.51.100.1:21".parse().unwrap(),
         client_local: "198.51.100.1".parse().unwrap(),

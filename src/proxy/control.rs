@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::{Shared, data};
 use crate::codec::{Command, Frame, LineFramer, Reply, parse_command, parse_forward_user};
 use crate::net::{self, Binding};
-use crate::rules::{Config, ListenMode, Listener, Verdict};
+use crate::rules::{Config, ListenMode, Listener, Parties, Verdict};
 use crate::session::{Action, CloseReason, DataMode, Event, ExpectationId, Params, Session};
 use crate::track::{SessionEntry, SessionId, SessionState};
 
@@ -354,7 +354,7 @@ async fn run(
     };
     let server = target.server;
     tracing::Span::current().record("server", tracing::field::display(server));
-    let server_mode = match admitted(shared, &config, peer, server) {
+    let server_mode = match admitted(shared, &config, listener.addr, peer, server) {
         Ok(mode) => mode,
         Err((code, text)) => {
             refuse_with(client, code, &text).await;
@@ -378,6 +378,7 @@ async fn run(
         s.state = SessionState::Login;
     });
     let params = net::canonical_local(&server_stream).map(|server_side| Params {
+        listener: listener.addr,
         client: peer,
         client_side: target.client_side,
         client_local: target.client_local,
@@ -417,10 +418,11 @@ async fn run(
 fn admitted(
     shared: &Shared,
     config: &Config,
+    listener: SocketAddr,
     client: SocketAddr,
     server: SocketAddr,
 ) -> Result<Option<DataMode>, (u16, String)> {
-    let decision = config.session_decision(client.ip(), server);
+    let decision = config.session_decision(&Parties::new(listener, client.ip(), server));
     let source = decision.source();
     shared
         .metrics

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use super::{Config, DataRequest, Decision, Family, ListenMode, Subject, Verdict};
+use super::{Config, DataRequest, Decision, Family, ListenMode, Parties, Subject, Verdict};
 use crate::session::DataMode;
 
 /// The compiled rule set, one line per setting, listener and rule.
@@ -92,6 +92,7 @@ pub fn explain(c: &Config) -> String {
             .as_ref()
             .map_or(String::new(), |p| format!(" port {p}"));
         let log = if r.log { " log" } else { "" };
+        let on = r.on.map_or(String::new(), |l| format!(" on {l}"));
         let code = match &r.reply {
             Some(rc) => match &rc.text {
                 Some(text) => format!(" return-code {} \"{text}\"", rc.code),
@@ -104,7 +105,7 @@ pub fn explain(c: &Config) -> String {
             .map_or(String::new(), |m| format!(" server-mode {}", m.as_str()));
         let _ = writeln!(
             out,
-            "  {}{code}{log} {subject} from {} to {}{port}{convert}    # {}",
+            "  {}{code}{log}{on} {subject} from {} to {}{port}{convert}    # {}",
             r.verdict.as_str(),
             r.from,
             r.to,
@@ -119,10 +120,12 @@ pub fn explain(c: &Config) -> String {
     out
 }
 
-/// A hypothetical session: `session from IP to IP [port PORT] [active|passive]
-/// [data-port PORT] [user NAME] [cmd VERB ...]`.
+/// A hypothetical session: `session [on LISTENER] from IP to IP [port PORT]
+/// [active|passive] [data-port PORT] [user NAME] [cmd VERB ...]`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Trial {
+    /// Unspecified (matching no `on` rule) unless the trial names one.
+    listener: SocketAddr,
     client: IpAddr,
     server: SocketAddr,
     user: Option<String>,
@@ -136,8 +139,24 @@ const TRIAL_DATA_PORT: u16 = 50000;
 
 /// Reads a `--test` description; the error says what was expected.
 pub fn parse_trial(spec: &str) -> Result<Trial, String> {
-    let mut words = spec.split_whitespace();
-    for keyword in ["session", "from"] {
+    let mut words = spec.split_whitespace().peekable();
+    let mut listener = SocketAddr::from(([0, 0, 0, 0], 0));
+    if words.peek() == Some(&"session") {
+        words.next();
+        if words.peek() == Some(&"on") {
+            words.next();
+            listener = words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .ok_or("expected a listener address such as 0.0.0.0:8021 after `on`")?;
+        }
+    } else {
+        return Err(format!(
+            "expected `session`, found `{}`",
+            words.next().unwrap_or("the end")
+        ));
+    }
+    for keyword in ["from"] {
         match words.next() {
             Some(w) if w == keyword => {}
             other => {
@@ -160,6 +179,7 @@ pub fn parse_trial(spec: &str) -> Result<Trial, String> {
         .and_then(|w| w.parse().ok())
         .ok_or("expected the server address after `to`")?;
     let mut trial = Trial {
+        listener,
         client,
         server: SocketAddr::new(server_ip, 21),
         user: None,
@@ -215,20 +235,24 @@ fn verdict(d: Option<&Decision>, default: &str) -> String {
 /// Which rule decides each step of `trial`, one line per step.
 pub fn run_trial(c: &Config, trial: &Trial) -> String {
     let mut out = String::new();
-    let session = c.session_decision(trial.client, trial.server);
+    let who = Parties::new(trial.listener, trial.client, trial.server);
+    let session = c.session_decision(&who);
+    let convert = session
+        .server_mode
+        .map_or(String::new(), |m| format!(", server leg {}", m.as_str()));
     let _ = writeln!(
         out,
-        "session {} -> {}: {}",
+        "session {} -> {}: {}{convert}",
         trial.client,
         trial.server,
         verdict(session.rule.is_some().then_some(&session), "block")
     );
     if let Some(user) = &trial.user {
-        let d = c.login_decision(trial.client, trial.server, user);
+        let d = c.login_decision(&who, user);
         let _ = writeln!(out, "login {user}: {}", verdict(d.as_ref(), "pass"));
     }
     for verb in &trial.commands {
-        let d = c.command_decision(trial.client, trial.server, verb, None);
+        let d = c.command_decision(&who, verb, None);
         let _ = writeln!(out, "cmd {verb}: {}", verdict(d.as_ref(), "pass"));
         let passed = d.is_none_or(|d| d.verdict == Verdict::Pass);
         let Some(kind) = crate::codec::transfer_kind(verb) else {
@@ -243,11 +267,11 @@ pub fn run_trial(c: &Config, trial: &Trial) -> String {
             port: trial.data_port,
             direction: None,
         };
-        let announced = c.data_decision(trial.client, trial.server, &data);
+        let announced = c.data_decision(&who, &data);
         data.direction = Some(kind);
         let used = match announced {
             Some(d) => Some(d),
-            None => c.data_decision(trial.client, trial.server, &data),
+            None => c.data_decision(&who, &data),
         };
         let _ = writeln!(
             out,
@@ -265,7 +289,7 @@ pub fn run_trial(c: &Config, trial: &Trial) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::parse_str;
+    use crate::rules::{Config, parse_str};
 
     const RULES: &str = "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n\
                          block log cmd { DELE, SITE }\nblock user root\n\
@@ -290,6 +314,79 @@ mod tests {
         assert_eq!(
             run_trial(&c, &t),
             "session 192.0.2.9 -> 203.0.113.2:21: block (default)\nlogin root: block (t.rules:3)\n"
+        );
+    }
+
+    fn trial(file: &str, spec: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let c = Config::load(&path).unwrap();
+        run_trial(&c, &parse_trial(spec).unwrap()).replace(&format!("{}:", path.display()), "")
+    }
+
+    /// The shipped examples do what their comments say.
+    #[test]
+    fn the_shipped_examples_decide_as_documented() {
+        assert_eq!(
+            trial(
+                "rules/outbound-lan.rules",
+                "session from 198.51.100.2 to 203.0.113.2 active user root cmd STOR SITE"
+            ),
+            "session 198.51.100.2 -> 203.0.113.2:21: pass (36), server leg passive\n\
+             login root: block (23)\ncmd STOR: pass (default)\n\
+             \x20 data active inet upload port 50000: pass (30)\ncmd SITE: pass (default)\n"
+        );
+        assert!(
+            trial(
+                "rules/outbound-lan.rules",
+                "session from 198.51.100.2 to 203.0.113.66"
+            )
+            .starts_with("session 198.51.100.2 -> 203.0.113.66:21: block (35)")
+        );
+        assert_eq!(
+            trial(
+                "rules/anonymous-mirror.rules",
+                "session from 192.0.2.1 to 127.0.0.1 port 2121 user anonymous cmd RETR STOR DELE"
+            ),
+            "session 192.0.2.1 -> 127.0.0.1:2121: pass (30)\nlogin anonymous: pass (18)\n\
+             cmd RETR: pass (default)\n\x20 data passive inet download port 50000: pass (26)\n\
+             cmd STOR: block (22)\ncmd DELE: block (22)\n"
+        );
+        assert_eq!(
+            trial(
+                "rules/server-farm.rules",
+                "session from 192.0.2.1 to 203.0.113.5 user root cmd DELE LIST"
+            ),
+            "session 192.0.2.1 -> 203.0.113.5:21: pass (37), server leg active\n\
+             login root: block (26)\ncmd DELE: block (30)\ncmd LIST: pass (default)\n\
+             \x20 data passive inet listing port 50000: pass (default)\n"
+        );
+        assert!(
+            trial(
+                "rules/server-farm.rules",
+                "session from 192.0.2.1 to 203.0.113.5 active cmd RETR"
+            )
+            .ends_with("data active inet download port 50000: block (33)\n")
+        );
+        assert_eq!(
+            trial(
+                "rules/forward-proxy.rules",
+                "session from 198.51.100.2 to 203.0.113.3 port 2121"
+            ),
+            "session 198.51.100.2 -> 203.0.113.3:2121: pass (21)\n"
+        );
+        assert_eq!(
+            trial(
+                "rules/forward-proxy.rules",
+                "session from 198.51.100.2 to 203.0.113.9"
+            ),
+            "session 198.51.100.2 -> 203.0.113.9:21: block (22)\n"
+        );
+        assert_eq!(
+            trial(
+                "rules/edge-redirect.rules",
+                "session on 0.0.0.0:8021 from 198.51.100.2 to 203.0.113.2"
+            ),
+            "session 198.51.100.2 -> 203.0.113.2:21: pass (14)\n"
         );
     }
 

@@ -355,11 +355,32 @@ pub enum Subject {
     Data(DataMatch),
 }
 
+/// Who a decision is about: the listener the client came in on, the client's address
+/// and the server's address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parties {
+    pub listener: SocketAddr,
+    pub client: IpAddr,
+    pub server: SocketAddr,
+}
+
+impl Parties {
+    pub fn new(listener: SocketAddr, client: IpAddr, server: SocketAddr) -> Self {
+        Parties {
+            listener,
+            client: client.to_canonical(),
+            server: SocketAddr::new(server.ip().to_canonical(), server.port()),
+        }
+    }
+}
+
 /// A `pass`/`block` rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRule {
     pub verdict: Verdict,
     pub log: bool,
+    /// `on`: only sessions that came in on this listener.
+    pub on: Option<SocketAddr>,
     pub from: AddrMatch,
     pub to: AddrMatch,
     pub port: Option<PortSet>,
@@ -373,10 +394,14 @@ pub struct SessionRule {
 }
 
 impl SessionRule {
-    fn matches(&self, client: IpAddr, server: SocketAddr) -> bool {
-        self.from.matches(client)
-            && self.to.matches(server.ip())
-            && self.port.as_ref().is_none_or(|p| p.contains(server.port()))
+    fn matches(&self, p: &Parties) -> bool {
+        self.on.is_none_or(|l| l == p.listener)
+            && self.from.matches(p.client)
+            && self.to.matches(p.server.ip())
+            && self
+                .port
+                .as_ref()
+                .is_none_or(|r| r.contains(p.server.port()))
     }
 
     fn decision(&self) -> Decision {
@@ -444,21 +469,14 @@ impl Config {
         parse::parse_file(path)
     }
 
-    fn rules_for<'a>(
-        &'a self,
-        client: IpAddr,
-        server: SocketAddr,
-    ) -> impl Iterator<Item = &'a SessionRule> + 'a {
-        let (client, server) = canonical(client, server);
-        self.session_rules
-            .iter()
-            .filter(move |r| r.matches(client, server))
+    fn rules_for<'a>(&'a self, p: &'a Parties) -> impl Iterator<Item = &'a SessionRule> + 'a {
+        self.session_rules.iter().filter(move |r| r.matches(p))
     }
 
     /// May `client` open a control session to `server`? First match wins; a session
     /// nothing passes is blocked.
-    pub fn session_decision(&self, client: IpAddr, server: SocketAddr) -> Decision {
-        self.rules_for(client, server)
+    pub fn session_decision(&self, p: &Parties) -> Decision {
+        self.rules_for(p)
             .find(|r| r.subject == Subject::Session)
             .map_or(
                 Decision {
@@ -476,13 +494,12 @@ impl Config {
     /// session; `None` (the command passes) when no rule names it.
     pub fn command_decision(
         &self,
-        client: IpAddr,
-        server: SocketAddr,
+        p: &Parties,
         verb: &str,
         site: Option<&str>,
     ) -> Option<Decision> {
         let site = site.map(|s| format!("SITE {}", s.to_ascii_uppercase()));
-        self.rules_for(client, server)
+        self.rules_for(p)
             .find(|r| match &r.subject {
                 Subject::Commands(verbs) => verbs
                     .iter()
@@ -494,13 +511,8 @@ impl Config {
 
     /// The first login rule matching `user` in this session; `None` (the login goes to
     /// the server) when no rule matches.
-    pub fn login_decision(
-        &self,
-        client: IpAddr,
-        server: SocketAddr,
-        user: &str,
-    ) -> Option<Decision> {
-        self.rules_for(client, server)
+    pub fn login_decision(&self, p: &Parties, user: &str) -> Option<Decision> {
+        self.rules_for(p)
             .find(|r| match &r.subject {
                 Subject::Users(patterns) => patterns
                     .iter()
@@ -514,14 +526,9 @@ impl Config {
     /// does. An announced connection (no direction yet) is blocked only when it would
     /// be blocked whatever verb then used it, so a later `download`-only rule still
     /// gets its say at the verb.
-    pub fn data_decision(
-        &self,
-        client: IpAddr,
-        server: SocketAddr,
-        data: &DataRequest,
-    ) -> Option<Decision> {
+    pub fn data_decision(&self, p: &Parties, data: &DataRequest) -> Option<Decision> {
         let decide = |direction: TransferKind| {
-            self.rules_for(client, server)
+            self.rules_for(p)
                 .find(|r| matches!(&r.subject, Subject::Data(m) if m.matches(data, direction)))
                 .map(SessionRule::decision)
         };
@@ -541,13 +548,6 @@ impl Config {
     }
 }
 
-fn canonical(client: IpAddr, server: SocketAddr) -> (IpAddr, SocketAddr) {
-    (
-        client.to_canonical(),
-        SocketAddr::new(server.ip().to_canonical(), server.port()),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,16 +559,20 @@ mod tests {
 
     const LISTEN: &str = "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n";
 
+    fn at(client: IpAddr, server: SocketAddr) -> Parties {
+        Parties::new("127.0.0.1:2121".parse().unwrap(), client, server)
+    }
+
     #[test]
     fn first_match_wins() {
         let c = config(&format!(
             "{LISTEN}block from 198.51.100.7\npass from 198.51.100.0/24\n"
         ));
         let server = "203.0.113.2:21".parse().unwrap();
-        let d = c.session_decision("198.51.100.7".parse().unwrap(), server);
+        let d = c.session_decision(&at("198.51.100.7".parse().unwrap(), server));
         assert_eq!(d.verdict, Verdict::Block);
         assert_eq!(d.source(), "t.rules:2");
-        let d = c.session_decision("198.51.100.8".parse().unwrap(), server);
+        let d = c.session_decision(&at("198.51.100.8".parse().unwrap(), server));
         assert_eq!(d.verdict, Verdict::Pass);
         assert_eq!(d.source(), "t.rules:3");
     }
@@ -576,10 +580,10 @@ mod tests {
     #[test]
     fn a_session_nothing_passes_is_blocked_by_default() {
         let c = config(&format!("{LISTEN}pass from 198.51.100.0/24\n"));
-        let d = c.session_decision(
+        let d = c.session_decision(&at(
             "203.0.113.9".parse().unwrap(),
             "203.0.113.2:21".parse().unwrap(),
-        );
+        ));
         assert_eq!(d.verdict, Verdict::Block);
         assert_eq!(d.rule, None);
     }
@@ -588,7 +592,7 @@ mod tests {
     fn to_and_port_restrict_the_server() {
         let c = config(&format!("{LISTEN}pass to 203.0.113.0/24 port 21\n"));
         let client = "198.51.100.2".parse().unwrap();
-        let pass = |s: &str| c.session_decision(client, s.parse().unwrap()).verdict;
+        let pass = |s: &str| c.session_decision(&at(client, s.parse().unwrap())).verdict;
         assert_eq!(pass("203.0.113.2:21"), Verdict::Pass);
         assert_eq!(pass("203.0.113.2:2121"), Verdict::Block);
         assert_eq!(pass("198.51.100.3:21"), Verdict::Block);
@@ -597,10 +601,10 @@ mod tests {
     #[test]
     fn ipv4_mapped_clients_match_ipv4_prefixes() {
         let c = config(&format!("{LISTEN}pass from 127.0.0.0/8\n"));
-        let d = c.session_decision(
+        let d = c.session_decision(&at(
             "::ffff:127.0.0.1".parse().unwrap(),
             "127.0.0.1:21".parse().unwrap(),
-        );
+        ));
         assert_eq!(d.verdict, Verdict::Pass);
     }
 
@@ -613,33 +617,68 @@ mod tests {
         let server = "203.0.113.2:21".parse().unwrap();
         let client = "198.51.100.2".parse().unwrap();
         assert_eq!(
-            c.session_decision(client, server).verdict,
+            c.session_decision(&at(client, server)).verdict,
             Verdict::Pass,
             "no session rule blocks it"
         );
-        let d = c.command_decision(client, server, "DELE", None).unwrap();
+        let d = c
+            .command_decision(&at(client, server), "DELE", None)
+            .unwrap();
         assert_eq!(
             (d.verdict, d.source()),
             (Verdict::Block, "t.rules:2".to_string())
         );
         assert!(d.log);
-        assert_eq!(c.command_decision(client, server, "RETR", None), None);
+        assert_eq!(c.command_decision(&at(client, server), "RETR", None), None);
         assert_eq!(
-            c.login_decision(client, server, "root").unwrap().verdict,
+            c.login_decision(&at(client, server), "root")
+                .unwrap()
+                .verdict,
             Verdict::Block
         );
         assert_eq!(
-            c.login_decision(client, server, "admin").unwrap().verdict,
+            c.login_decision(&at(client, server), "admin")
+                .unwrap()
+                .verdict,
             Verdict::Block
         );
-        assert_eq!(c.login_decision(client, server, "alice"), None);
+        assert_eq!(c.login_decision(&at(client, server), "alice"), None);
         let d = c
-            .login_decision("198.51.100.7".parse().unwrap(), server, "admin")
+            .login_decision(&at("198.51.100.7".parse().unwrap(), server), "admin")
             .unwrap();
         assert_eq!(
             d.verdict,
             Verdict::Block,
             "first match wins: the block comes first"
+        );
+    }
+
+    #[test]
+    fn on_restricts_a_rule_to_one_listener() {
+        let c = config(&format!(
+            "{LISTEN}listen transparent 0.0.0.0:8021\n\
+             pass on 0.0.0.0:8021 to 203.0.113.0/24\nblock on 127.0.0.1:2121 cmd STOR\n"
+        ));
+        let (client, server) = (
+            "198.51.100.2".parse().unwrap(),
+            "203.0.113.2:21".parse().unwrap(),
+        );
+        let on = |l: &str| Parties::new(l.parse().unwrap(), client, server);
+        assert_eq!(
+            c.session_decision(&on("0.0.0.0:8021")).source(),
+            "t.rules:3"
+        );
+        assert_eq!(
+            c.session_decision(&on("127.0.0.1:2121")).source(),
+            "default"
+        );
+        assert!(
+            c.command_decision(&on("0.0.0.0:8021"), "STOR", None)
+                .is_none()
+        );
+        assert!(
+            c.command_decision(&on("127.0.0.1:2121"), "STOR", None)
+                .is_some()
         );
     }
 
@@ -663,7 +702,7 @@ mod tests {
             "203.0.113.2:21".parse().unwrap(),
         );
         let d = |r: DataRequest| {
-            c.data_decision(client, server, &r)
+            c.data_decision(&at(client, server), &r)
                 .map(|d| (d.verdict, d.source()))
         };
         use TransferKind::*;
@@ -681,7 +720,7 @@ mod tests {
             Some((Verdict::Block, "t.rules:3".into()))
         );
         let blocked = c
-            .data_decision(client, server, &data(DataMode::Active, 2000, None))
+            .data_decision(&at(client, server), &data(DataMode::Active, 2000, None))
             .unwrap();
         assert_eq!(blocked.verdict, Verdict::Block);
         assert_eq!(blocked.refusal(425, "x"), (504, "x".to_string()));
@@ -692,11 +731,86 @@ mod tests {
         );
     }
 
+    /// One rule line assembled from valid parts, most of them optional.
+    fn rule_line() -> impl Strategy<Value = String> {
+        let addr = prop_oneof![
+            Just("any".to_string()),
+            Just("<t>".to_string()),
+            Just("!<t>".to_string()),
+            (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, l)| format!("{}/{l}", IpAddr::from(a))),
+            (any::<[u16; 8]>(), 0u8..=128).prop_map(|(a, l)| format!("{}/{l}", IpAddr::from(a))),
+            Just("{ 198.51.100.0/24, <t>, 2001:db8::/32 }".to_string()),
+        ];
+        let ports = (1u16.., 1u16..).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b)));
+        let subject = prop_oneof![
+            Just(String::new()),
+            Just(" cmd { DELE, SITE CHMOD }".to_string()),
+            Just(" user { root, a*, ?x }".to_string()),
+            Just(" data".to_string()),
+            Just(" data passive inet6 upload".to_string()),
+            ports
+                .clone()
+                .prop_map(|p| format!(" data active ports {p} {{ download, listing }}")),
+        ];
+        (
+            any::<bool>(),
+            any::<bool>(),
+            proptest::option::of(addr.clone()),
+            proptest::option::of(addr),
+            proptest::option::of(ports),
+            subject,
+        )
+            .prop_map(|(pass, log, from, to, port, subject)| {
+                let mut l = String::from(if pass {
+                    "pass"
+                } else {
+                    "block return-code 550 \"no\""
+                });
+                if log {
+                    l.push_str(" log");
+                }
+                for (kw, v) in [("from", from), ("to", to), ("port", port)] {
+                    if let Some(v) = v {
+                        l.push_str(&format!(" {kw} {v}"));
+                    }
+                }
+                l.push_str(&subject);
+                l
+            })
+    }
+
     proptest! {
+        /// Random rule sets parse and every decision point answers, for any parties.
+        #[test]
+        fn random_rule_sets_never_panic_the_evaluator(
+            lines in proptest::collection::vec(rule_line(), 0..20),
+            client in any::<IpAddr>(),
+            server in any::<SocketAddr>(),
+            port in any::<u16>(),
+            user in "\\PC{0,12}",
+        ) {
+            let text = format!(
+                "{LISTEN}table <t> {{ 203.0.113.0/24, 2001:db8:2::/48 }}\n{}\n",
+                lines.join("\n")
+            );
+            let c = parse_str("t.rules", &text).map_err(|e| TestCaseError::fail(e.with_caret()))?;
+            let who = at(client, server);
+            let d = c.session_decision(&who);
+            prop_assert!(d.rule.is_some() || d.verdict == Verdict::Block);
+            let _ = c.login_decision(&who, &user);
+            let _ = c.command_decision(&who, "SITE", Some("chmod"));
+            for mode in DataMode::ALL {
+                for direction in [None, Some(TransferKind::Upload)] {
+                    let r = DataRequest { mode, family: Family::of(client), port, direction };
+                    let _ = c.data_decision(&who, &r);
+                }
+            }
+        }
+
         #[test]
         fn evaluation_is_total(client in any::<IpAddr>(), server in any::<SocketAddr>(), bits in 0u8..=32) {
             let c = config(&format!("{LISTEN}block from 198.51.100.0/{bits}\npass to any\n"));
-            let _ = c.session_decision(client, server);
+            let _ = c.session_decision(&at(client, server));
         }
     }
 }

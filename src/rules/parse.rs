@@ -11,8 +11,8 @@
 //! metrics   := "metrics" "listen" SOCKADDR
 //! table     := "table" "<" NAME ">" ( "{" TARGET ("," TARGET)* "}" | "file" PATH )
 //! include   := "include" PATH
-//! rule      := ("pass" | "block" ["return-code" CODE [QUOTED]]) ["log"]
-//!              ["from" ADDRS] ["to" ADDRS] ["port" PORTS]
+//! rule      := ("pass" | "block" ["return-code" CODE [QUOTED]]) ["log"]   (or log first)
+//!              ["on" SOCKADDR] ["from" ADDRS] ["to" ADDRS] ["port" PORTS]
 //!              [ "cmd" WORDS | "user" WORDS | "data" DATA* ]
 //!              [ "server-mode" ("active" | "passive" | "keep") ]   (session pass rules)
 //! DATA      := "active" | "passive" | "inet" | "inet6" | "ports" PORTS
@@ -613,6 +613,8 @@ fn rule_statement<'a>(
     origin: Origin,
     tables: &Tables,
 ) -> PResult<'a, Statement> {
+    // `log` may come before or after `return-code`.
+    let (i, log_first) = optional_keyword(i, "log");
     let (code_at, _) = space0(i)?;
     let (rest, has_code) = optional_keyword(i, "return-code");
     let (rest, reply) = if has_code {
@@ -632,7 +634,21 @@ fn rule_statement<'a>(
     } else {
         (rest, None)
     };
-    let (rest, log) = optional_keyword(rest, "log");
+    let (rest, log) = if log_first {
+        (rest, true)
+    } else {
+        optional_keyword(rest, "log")
+    };
+    let (rest, has_on) = optional_keyword(rest, "on");
+    let (rest, on) = if has_on {
+        let (rest, addr) = next(
+            "a listener address such as 0.0.0.0:8021 or [::]:8021",
+            socket_addr,
+        )(rest)?;
+        (rest, Some(addr))
+    } else {
+        (rest, None)
+    };
     let (rest, has_from) = optional_keyword(rest, "from");
     let (rest, from) = if has_from {
         addrs(rest, tables)?
@@ -685,6 +701,7 @@ fn rule_statement<'a>(
     let rule = SessionRule {
         verdict,
         log,
+        on,
         from,
         to,
         port,
@@ -1195,7 +1212,10 @@ mod tests {
         assert_eq!(c.tables.len(), 2);
         let client = |s: &str| s.parse::<IpAddr>().unwrap();
         let server = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let v = |c1: &str, s1: &str| c.session_decision(client(c1), server(s1)).source();
+        let at = |c1: &str, s1: &str| {
+            crate::rules::Parties::new("127.0.0.1:2121".parse().unwrap(), client(c1), server(s1))
+        };
+        let v = |c1: &str, s1: &str| c.session_decision(&at(c1, s1)).source();
         assert_eq!(v("198.51.100.2", "203.0.113.2:21"), "x.rules:5");
         assert_eq!(v("2001:db8:1::9", "[2001:db8:2::2]:2122"), "x.rules:5");
         assert_eq!(v("198.51.100.66", "203.0.113.2:21"), "x.rules:4");
@@ -1375,10 +1395,30 @@ mod tests {
     }
 
     #[test]
-    fn shipped_example_parses() {
-        let text = include_str!("../../rules/example.rules");
-        let c = parse_str("rules/example.rules", text).unwrap();
-        assert!(!c.listeners.is_empty());
+    fn every_shipped_rule_file_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rules") {
+                let c = Config::load(&path).unwrap_or_else(|e| panic!("{}", e.with_caret()));
+                assert!(!c.listeners.is_empty());
+                seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "anonymous-mirror.rules",
+                "edge-redirect.rules",
+                "edge-tproxy.rules",
+                "example.rules",
+                "forward-proxy.rules",
+                "outbound-lan.rules",
+                "server-farm.rules"
+            ]
+        );
     }
 
     proptest::proptest! {

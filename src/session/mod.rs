@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::codec::{
     self, Command, EpsvArg, Frame, Line, Reply, ReplyAssembler, TransferKind, addr,
 };
-use crate::rules::{Config, DataRequest, Decision, Family, Verdict};
+use crate::rules::{Config, DataRequest, Decision, Family, Parties, Verdict};
 use queue::OutQueue;
 
 /// Identifies an expectation within its session.
@@ -48,6 +48,8 @@ impl DataMode {
 /// The addresses of one control session, all in canonical form (no IPv4-mapped IPv6).
 #[derive(Debug, Clone)]
 pub struct Params {
+    /// The listener the client came in on (for rules with `on`).
+    pub listener: SocketAddr,
     /// The client's control address.
     pub client: SocketAddr,
     /// The address the client believes it is connected to: the proxy's own in reverse
@@ -463,8 +465,7 @@ impl Session {
             port,
             direction: None,
         };
-        let (client, server) = (self.params.client.ip(), self.params.server);
-        let decision = self.rules.data_decision(client, server, &request);
+        let decision = self.rules.data_decision(&self.parties(), &request);
         let what = format!("data {} port {port}", mode.as_str());
         let text = "Can't open data connection: refused by policy.";
         if let Some((code, text)) = self.blocked_reply(decision, &what, 425, text) {
@@ -475,6 +476,12 @@ impl Session {
             return Some((Refusal::DataLimit, 425, text.to_string()));
         }
         None
+    }
+
+    /// Who the rules decide about in this session.
+    fn parties(&self) -> Parties {
+        let p = &self.params;
+        Parties::new(p.listener, p.client.ip(), p.server)
     }
 
     /// The user name the client sent, if any.
@@ -549,10 +556,10 @@ impl Session {
             }
         };
         self.out.push(Action::Command(cmd.verb().to_string()));
-        let (client, server) = (self.params.client.ip(), self.params.server);
+        let parties = self.parties();
         if let Command::User(name) = &cmd {
             let name = String::from_utf8_lossy(name).into_owned();
-            let decision = self.rules.login_decision(client, server, &name);
+            let decision = self.rules.login_decision(&parties, &name);
             if let Some((code, text)) =
                 self.blocked_reply(decision, &name, 530, "Login refused by policy.")
             {
@@ -571,7 +578,7 @@ impl Session {
             };
             let decision = self
                 .rules
-                .command_decision(client, server, cmd.verb(), site.as_deref());
+                .command_decision(&parties, cmd.verb(), site.as_deref());
             let what = match &site {
                 Some(sub) => format!("SITE {}", sub.to_ascii_uppercase()),
                 None => cmd.verb().to_string(),
@@ -793,8 +800,7 @@ impl Session {
                 port,
                 direction: Some(transfer.kind),
             };
-            let (client, server) = (self.params.client.ip(), self.params.server);
-            let decision = self.rules.data_decision(client, server, &request);
+            let decision = self.rules.data_decision(&self.parties(), &request);
             let what = format!(
                 "data {} {} port {port}",
                 mode.as_str(),

@@ -9,6 +9,7 @@ const SERVER: &str = "203.0.113.2:21";
 
 fn params() -> Params {
     Params {
+        listener: "127.0.0.1:2121".parse().unwrap(),
         client: CLIENT.parse().unwrap(),
         client_side: "198.51.100.1:21".parse().unwrap(),
         client_local: "198.51.100.1".parse().unwrap(),
@@ -22,6 +23,7 @@ fn params() -> Params {
 
 fn v6_params() -> Params {
     Params {
+        listener: "127.0.0.1:2121".parse().unwrap(),
         client: "[2001:db8:1::2]:50000".parse().unwrap(),
         client_side: "[2001:db8:1::1]:21".parse().unwrap(),
         client_local: "2001:db8:1::1".parse().unwrap(),
