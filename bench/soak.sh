@@ -50,6 +50,7 @@ cat > "$work/soak.rules" <<RULES
 metrics listen $ADMIN
 listen reverse $PROXY upstream $SERVER
 set max-sessions-per-client $((SESSIONS * 4))
+set max-accept-rate-per-client 100000
 pass from 127.0.0.0/8
 RULES
 vsftpd "$work/vsftpd.conf" >/dev/null 2>&1 &

@@ -12,8 +12,9 @@ use crate::session::{DataMode, DataOutcome, Refusal};
 use crate::track::Mismatch;
 
 /// Every `limit` label value.
-pub const LIMITS: [&str; 7] = [
+pub const LIMITS: [&str; 8] = [
     "max-line",
+    "accept-rate",
     "data-connections",
     "held-output",
     "server-reply",

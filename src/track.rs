@@ -200,6 +200,52 @@ impl PortPool {
     }
 }
 
+/// New sessions per client address, as token buckets: each address may open `rate`
+/// sessions per second, in bursts of up to twice that.
+#[derive(Debug, Default)]
+pub struct AcceptRate {
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Above this many tracked addresses, buckets that have refilled are forgotten.
+const MAX_BUCKETS: usize = 65536;
+
+impl AcceptRate {
+    /// Whether `ip` may open a session at `now`; takes a token if so.
+    pub fn admit(&mut self, ip: IpAddr, now: Instant, rate: u32) -> bool {
+        let burst = f64::from(rate) * 2.0;
+        let refill = |b: &Bucket| {
+            let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+            (b.tokens + elapsed * f64::from(rate)).min(burst)
+        };
+        if self.buckets.len() >= MAX_BUCKETS {
+            self.buckets.retain(|_, b| refill(b) < burst);
+        }
+        let bucket = self.buckets.entry(ip).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        bucket.tokens = refill(bucket);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
 /// Why a new session was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionLimit {
@@ -207,6 +253,8 @@ pub enum SessionLimit {
     Total,
     /// `max-sessions-per-client` are open from this client address.
     PerClient,
+    /// The address opened more than `max-accept-rate-per-client` sessions a second.
+    AcceptRate,
 }
 
 impl SessionLimit {
@@ -215,8 +263,17 @@ impl SessionLimit {
         match self {
             SessionLimit::Total => "sessions",
             SessionLimit::PerClient => "sessions-per-client",
+            SessionLimit::AcceptRate => "accept-rate",
         }
     }
+}
+
+/// The limits a new session is checked against (from the settings).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub total: usize,
+    pub per_client: usize,
+    pub rate_per_client: u32,
 }
 
 #[derive(Debug)]
@@ -227,6 +284,7 @@ struct Table {
     per_client: HashMap<IpAddr, usize>,
     expectations: BTreeMap<(SessionId, ExpectationId), ExpectationEntry>,
     ports: PortPool,
+    accepts: AcceptRate,
 }
 
 /// The shared tracker.
@@ -258,6 +316,7 @@ impl Tracker {
                 per_client: HashMap::new(),
                 expectations: BTreeMap::new(),
                 ports: PortPool::new(data_ports),
+                accepts: AcceptRate::default(),
             }),
         }
     }
@@ -268,19 +327,27 @@ impl Tracker {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a new session unless a limit is reached: `max_total` sessions in all
-    /// or `max_per_client` from the entry's client address.
+    /// Records a new session unless a limit is reached: `limits.total` sessions in all,
+    /// `limits.per_client` from the entry's client address, or more than
+    /// `limits.rate_per_client` new ones a second from it.
     pub fn open_session(
         &self,
         entry: SessionEntry,
-        max_total: usize,
-        max_per_client: usize,
+        limits: SessionLimits,
     ) -> Result<SessionId, SessionLimit> {
         let mut t = self.lock();
-        if t.sessions.len() >= max_total {
+        let client = entry.client.ip();
+        // The rate counts every attempt, admitted or not, so a flood stays refused.
+        if !t
+            .accepts
+            .admit(client, entry.started, limits.rate_per_client)
+        {
+            return Err(SessionLimit::AcceptRate);
+        }
+        if t.sessions.len() >= limits.total {
             return Err(SessionLimit::Total);
         }
-        let client = entry.client.ip();
+        let max_per_client = limits.per_client;
         let from_client = t.per_client.entry(client).or_insert(0);
         if *from_client >= max_per_client {
             return Err(SessionLimit::PerClient);
@@ -446,6 +513,37 @@ mod tests {
         PortRange { lo, hi }
     }
 
+    fn limits(total: usize, per_client: usize) -> SessionLimits {
+        SessionLimits {
+            total,
+            per_client,
+            rate_per_client: 1000,
+        }
+    }
+
+    #[test]
+    fn accept_rate_allows_bursts_then_the_rate_and_forgets_idle_addresses() {
+        let mut r = AcceptRate::default();
+        let start = Instant::now();
+        let ip: IpAddr = "198.51.100.2".parse().unwrap();
+        let admitted = (0..30).filter(|_| r.admit(ip, start, 10)).count();
+        assert_eq!(admitted, 20, "a burst of twice the rate");
+        assert!(
+            r.admit("198.51.100.3".parse().unwrap(), start, 10),
+            "others are not affected"
+        );
+        let later = start + std::time::Duration::from_millis(500);
+        let admitted = (0..30).filter(|_| r.admit(ip, later, 10)).count();
+        assert_eq!(admitted, 5, "half a second refills five");
+        let mut r = AcceptRate::default();
+        for i in 0..MAX_BUCKETS as u32 {
+            r.admit(IpAddr::from(i.to_be_bytes()), start, 10);
+        }
+        let much_later = start + std::time::Duration::from_secs(10);
+        r.admit(ip, much_later, 10);
+        assert_eq!(r.tracked(), 1, "refilled buckets are forgotten");
+    }
+
     #[test]
     fn ports_come_from_the_range_and_are_not_handed_out_twice() {
         let mut pool = PortPool::new(range(40000, 40009));
@@ -496,8 +594,7 @@ mod tests {
                     "127.0.0.1:5000".parse().unwrap(),
                     now,
                 ),
-                10,
-                10,
+                limits(10, 10),
             )
             .unwrap();
         let entry = |port| ExpectationEntry {
@@ -539,19 +636,23 @@ mod tests {
         let now = Instant::now();
         let from =
             |c: &str| SessionEntry::new("127.0.0.1:2121".parse().unwrap(), c.parse().unwrap(), now);
-        let a1 = t.open_session(from("198.51.100.2:1"), 3, 2).unwrap();
-        t.open_session(from("198.51.100.2:2"), 3, 2).unwrap();
+        let a1 = t
+            .open_session(from("198.51.100.2:1"), limits(3, 2))
+            .unwrap();
+        t.open_session(from("198.51.100.2:2"), limits(3, 2))
+            .unwrap();
         assert_eq!(
-            t.open_session(from("198.51.100.2:3"), 3, 2),
+            t.open_session(from("198.51.100.2:3"), limits(3, 2)),
             Err(SessionLimit::PerClient)
         );
-        t.open_session(from("198.51.100.3:1"), 3, 2).unwrap();
+        t.open_session(from("198.51.100.3:1"), limits(3, 2))
+            .unwrap();
         assert_eq!(
-            t.open_session(from("198.51.100.4:1"), 3, 2),
+            t.open_session(from("198.51.100.4:1"), limits(3, 2)),
             Err(SessionLimit::Total)
         );
         t.close_session(a1);
-        assert!(t.open_session(from("198.51.100.2:4"), 3, 2).is_ok());
+        assert!(t.open_session(from("198.51.100.2:4"), limits(3, 2)).is_ok());
         t.close_session(a1);
         assert_eq!(t.sessions(), 3, "closing twice changes nothing");
     }

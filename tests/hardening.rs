@@ -56,6 +56,38 @@ fn sessions_over_the_total_limit_get_421() {
     );
 }
 
+/// A client opening sessions faster than `max-accept-rate-per-client` gets 421 for
+/// the excess, its open sessions go on, and a moment later it is admitted again.
+#[test]
+fn sessions_over_the_accept_rate_get_421_and_the_rate_recovers() {
+    require!("vsftpd");
+    let server = Vsftpd::start(LOCALHOST);
+    let gate = Gate::reverse(server.addr, "set max-accept-rate-per-client 1");
+    let mut first = Control::login(gate.addr);
+    // A burst of twice the rate passes; six attempts at once cannot all.
+    let replies: Vec<String> = (0..6)
+        .map(|_| Control::connect(gate.addr).reply())
+        .collect();
+    let refused = replies
+        .iter()
+        .filter(|r| {
+            *r == "421 Service not available: too many new sessions from your address; slow down.\r\n"
+        })
+        .count();
+    assert!(refused >= 3, "{replies:?}");
+    assert!(
+        first.cmd("NOOP").starts_with("200"),
+        "admitted sessions go on"
+    );
+    assert_eq!(
+        gate.metric("ftpgate_limits_hit_total{limit=\"accept-rate\"}"),
+        refused as f64
+    );
+    eventually("the rate to admit again", || {
+        Control::connect(gate.addr).reply().starts_with("220")
+    });
+}
+
 #[test]
 fn a_slowloris_client_is_cut_at_the_login_timeout() {
     require!("vsftpd");

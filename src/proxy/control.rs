@@ -20,7 +20,7 @@ use crate::codec::{Command, Frame, LineFramer, Reply, parse_command, parse_forwa
 use crate::net::{self, Binding};
 use crate::rules::{Config, ListenMode, Listener, Parties, Verdict};
 use crate::session::{Action, CloseReason, DataMode, Event, ExpectationId, Params, Session};
-use crate::track::{SessionEntry, SessionId, SessionState};
+use crate::track::{SessionEntry, SessionId, SessionLimit, SessionLimits, SessionState};
 
 /// How a control session ended, as logged and counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,18 +85,17 @@ pub async fn serve(
 ) {
     let peer = net::canonical(peer);
     let started = Instant::now();
-    let (max_total, max_per_client, login_timeout) = {
+    let (limits, login_timeout) = {
         let settings = &shared.config.load().settings;
-        (
-            settings.max_sessions,
-            settings.max_sessions_per_client,
-            settings.login_timeout,
-        )
+        let limits = SessionLimits {
+            total: settings.max_sessions,
+            per_client: settings.max_sessions_per_client,
+            rate_per_client: settings.max_accept_rate_per_client,
+        };
+        (limits, settings.login_timeout)
     };
     let entry = SessionEntry::new(listener.addr, peer, started);
-    let opened = shared
-        .tracker
-        .open_session(entry, max_total, max_per_client);
+    let opened = shared.tracker.open_session(entry, limits);
     let id = match opened {
         Ok(id) => id,
         Err(limit) => {
@@ -107,7 +106,15 @@ pub async fn serve(
                 .sessions_total
                 .with_label_values(&[Outcome::Limit.as_str()])
                 .inc();
-            refuse(client, "Service not available: too many sessions.").await;
+            let text = match limit {
+                SessionLimit::AcceptRate => {
+                    "Service not available: too many new sessions from your address; slow down."
+                }
+                SessionLimit::Total | SessionLimit::PerClient => {
+                    "Service not available: too many sessions."
+                }
+            };
+            refuse(client, text).await;
             return;
         }
     };

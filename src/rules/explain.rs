@@ -30,6 +30,10 @@ pub fn explain(c: &Config) -> String {
         ),
         ("max-data-connections", s.max_data_connections.to_string()),
         (
+            "max-accept-rate-per-client",
+            s.max_accept_rate_per_client.to_string(),
+        ),
+        (
             "advertise",
             s.advertise.map_or("-".into(), |a| a.to_string()),
         ),

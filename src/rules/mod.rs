@@ -170,6 +170,8 @@ pub struct Settings {
     pub max_sessions: usize,
     /// Control sessions open at once from one client address.
     pub max_sessions_per_client: usize,
+    /// New sessions a second from one client address (bursts of twice as many).
+    pub max_accept_rate_per_client: u32,
     /// Data connections (announced or transferring) one session may hold at once.
     pub max_data_connections: usize,
     /// How long a session may take from accept to a successful login.
@@ -196,6 +198,7 @@ impl Default for Settings {
             max_sessions: 4096,
             max_sessions_per_client: 32,
             max_data_connections: 2,
+            max_accept_rate_per_client: 100,
             login_timeout: Duration::from_secs(60),
             data_idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(20),

@@ -220,6 +220,7 @@ enum Setting {
     MaxSessions(usize),
     MaxSessionsPerClient(usize),
     MaxDataConnections(usize),
+    MaxAcceptRatePerClient(u32),
     LoginTimeout(Duration),
     DataIdleTimeout(Duration),
     DrainTimeout(Duration),
@@ -238,6 +239,7 @@ impl Setting {
             Setting::MaxSessions(n) => s.max_sessions = n,
             Setting::MaxSessionsPerClient(n) => s.max_sessions_per_client = n,
             Setting::MaxDataConnections(n) => s.max_data_connections = n,
+            Setting::MaxAcceptRatePerClient(n) => s.max_accept_rate_per_client = n,
             Setting::LoginTimeout(d) => s.login_timeout = d,
             Setting::DataIdleTimeout(d) => s.data_idle_timeout = d,
             Setting::DrainTimeout(d) => s.drain_timeout = d,
@@ -307,6 +309,15 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
             };
             (rest, setting)
         }
+        "max-accept-rate-per-client" => {
+            let positive = |t: &str| {
+                t.parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=1_000_000).contains(n))
+            };
+            let (rest, n) = next("new sessions per second, 1 to 1000000", positive)(rest)?;
+            (rest, Setting::MaxAcceptRatePerClient(n))
+        }
         "max-data-connections" => {
             let small = |t: &str| t.parse::<usize>().ok().filter(|n| (1..=64).contains(n));
             let (rest, n) = next("a number of data connections from 1 to 64", small)(rest)?;
@@ -319,7 +330,7 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
                     "unknown setting `{other}`; known: data-timeout, idle-timeout, \
                      connect-timeout, login-timeout, data-idle-timeout, drain-timeout, \
                      data-ports, max-line, max-sessions, max-sessions-per-client, \
-                     max-data-connections, advertise, xferlog"
+                     max-accept-rate-per-client, max-data-connections, advertise, xferlog"
                 ),
             );
         }
@@ -1059,6 +1070,7 @@ mod tests {
              set data-ports 41000-41099\nset max-line 1024\nset advertise 198.51.100.1\n\
              set xferlog /var/log/ftpgate/xferlog\n\
              set max-sessions 100\nset max-sessions-per-client 3\nset login-timeout 20s\n\
+             set max-accept-rate-per-client 7\n\
              set data-idle-timeout 1m\nset drain-timeout 5s\n\
              metrics listen 127.0.0.1:9121\n{LISTEN}  # trailing\n\
              listen reverse [::1]:2121 upstream ftp.example.net:21\n\
@@ -1084,6 +1096,7 @@ mod tests {
         );
         assert_eq!(c.settings.max_sessions, 100);
         assert_eq!(c.settings.max_sessions_per_client, 3);
+        assert_eq!(c.settings.max_accept_rate_per_client, 7);
         assert_eq!(c.settings.login_timeout, Duration::from_secs(20));
         assert_eq!(c.settings.data_idle_timeout, Duration::from_secs(60));
         assert_eq!(c.settings.drain_timeout, Duration::from_secs(5));
@@ -1118,7 +1131,7 @@ mod tests {
             c.session_rules[0].port,
             Some(PortSet(vec![PortRange { lo: 21, hi: 21 }]))
         );
-        assert_eq!(c.session_rules[1].origin.line, 20);
+        assert_eq!(c.session_rules[1].origin.line, 21);
         assert_eq!(c.session_rules[1].from, AddrMatch::Any);
     }
 
