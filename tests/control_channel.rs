@@ -414,3 +414,125 @@ fn a_session_block_answers_with_its_return_code() {
     assert!(c.closed());
     assert_no_connection(&upstream, "the blocked session's server");
 }
+
+/// lftp interrupting a download and an upload (`kill` on the job): it sends `ABOR`
+/// with Telnet IP and the Synch's DM as TCP urgent data. The proxy keeps the verb
+/// whole, forwards the Synch as urgent data, tears the data legs down, and the
+/// session lists the directory afterwards; nothing leaks.
+#[test]
+fn lftp_interrupting_transfers_aborts_them_and_the_session_goes_on() {
+    require!("vsftpd", "lftp");
+    let server = Vsftpd::start(LOCALHOST);
+    make_file(&server.public().join("big.bin"), 64 << 20, 41);
+    let gate = Gate::reverse(server.addr, "");
+    let baseline = gate.open_fds();
+    let local = tempfile::tempdir().expect("tempdir");
+    let (down, up) = (local.path().join("down.bin"), local.path().join("up.bin"));
+    make_file(&up, 64 << 20, 42);
+    let jobs = [
+        format!("get pub/big.bin -o {}", down.display()),
+        format!("put {} -o pub/up.bin", up.display()),
+    ];
+    for (n, job) in jobs.iter().enumerate() {
+        let out = lftp(
+            gate.addr,
+            Mode::Epsv,
+            &format!("set net:limit-rate 1M; {job} &; sleep 2; kill all; cls pub/"),
+        );
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(listing.contains("big.bin"), "{listing}");
+        let log = server.log();
+        assert_eq!(log.matches("ABOR\"").count(), n + 1, "{log}");
+        // The same vsftpd process (the same session) answered the ABOR and then
+        // listed: lftp did not have to time out and reconnect.
+        let pid_of = |needle: &str| {
+            log.lines()
+                .rev()
+                .find(|l| l.contains(needle))
+                .and_then(|l| l.split("[pid ").nth(1))
+                .and_then(|p| p.split(']').next())
+                .map(str::to_string)
+        };
+        assert_eq!(pid_of("ABOR\""), pid_of("\"LIST"), "{log}");
+    }
+    assert_eq!(gate.metric("ftpgate_commands_total{verb=\"ABOR\"}"), 2.0);
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    assert!(size(&down) < 64 << 20, "the download was cut short");
+    assert!(
+        size(&server.public().join("up.bin")) < 64 << 20,
+        "the upload too"
+    );
+    gate.assert_nothing_left(baseline);
+}
+
+/// The Synch before `ABOR` travels as RFC 959 describes it on both legs: a client's
+/// DM sent as TCP urgent data reaches the server as TCP urgent data, the line stays
+/// `IAC IP IAC ABOR`, and the session answers promptly (tokio took the short read at
+/// the urgent mark for an empty socket until this was handled).
+#[test]
+fn the_synch_before_abor_reaches_the_server_as_urgent_data() {
+    let (server, script) = fake_server(|mut p| {
+        p.login();
+        // Urgent data is lost once a normal read passes it: wait for it first.
+        use std::os::fd::AsFd;
+        let mut fds = [nix::poll::PollFd::new(
+            p.stream.as_fd(),
+            nix::poll::PollFlags::POLLPRI,
+        )];
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20_000u16));
+        assert_eq!(ready.expect("poll"), 1, "no urgent data arrived");
+        let mut oob = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        let n = socket2::SockRef::from(&p.stream)
+            .recv_out_of_band(&mut oob)
+            .expect("urgent data");
+        assert_eq!(n, 1);
+        // SAFETY: recv_out_of_band initialised the one byte it reported.
+        assert_eq!(unsafe { oob[0].assume_init() }, 0xf2, "the DM");
+        assert_eq!(p.heard_raw(), b"\xff\xf4\xffABOR\r\n");
+        p.say("225 ABOR ok");
+        assert_eq!(p.heard(), "NOOP");
+        p.say("200 ok");
+    });
+    let gate = Gate::reverse(server, "");
+    let mut c = Control::login(gate.addr);
+    c.stream.write_all(&[0xff, 0xf4, 0xff]).expect("IAC IP IAC");
+    socket2::SockRef::from(&c.stream)
+        .send_out_of_band(&[0xf2])
+        .expect("DM as urgent data");
+    c.stream.write_all(b"ABOR\r\n").expect("ABOR");
+    assert_eq!(c.reply(), "225 ABOR ok\r\n");
+    assert_eq!(c.cmd("NOOP"), "200 ok\r\n");
+    script.join().expect("script");
+}
+
+/// curl giving up mid-download (`--max-time`) sends no ABOR: it closes its data and
+/// control connections. The proxy tears both legs down, vsftpd reports the broken
+/// transfer, nothing leaks, and the next download is whole.
+#[test]
+fn curl_giving_up_mid_transfer_leaves_nothing_behind() {
+    require!("vsftpd", "curl");
+    let server = Vsftpd::start(LOCALHOST);
+    make_file(&server.public().join("big.bin"), 64 << 20, 43);
+    let gate = Gate::reverse(server.addr, "");
+    let baseline = gate.open_fds();
+    let local = tempfile::tempdir().expect("tempdir");
+    for mode in [Mode::Epsv, Mode::Port] {
+        let out = run(curl(mode)
+            .args(["--limit-rate", "1M", "--max-time", "1"])
+            .arg(url(gate.addr, "pub/big.bin"))
+            .arg("-o")
+            .arg(local.path().join("cut.bin")));
+        assert_eq!(out.status.code(), Some(28), "curl timed out");
+        gate.assert_nothing_left(baseline);
+    }
+    eventually("vsftpd to report both broken transfers", || {
+        server
+            .log()
+            .matches("426 Failure writing network stream")
+            .count()
+            == 2
+    });
+    let whole = local.path().join("whole.bin");
+    curl_get(gate.addr, Mode::Epsv, "pub/big.bin", &whole);
+    assert_same_file(&whole, &server.public().join("big.bin"));
+}

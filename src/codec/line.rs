@@ -12,6 +12,8 @@ const IAC: u8 = 255;
 const IP: u8 = 244;
 /// Telnet Data Mark, the Synch signal that follows `IAC IP`.
 const DM: u8 = 242;
+/// The lowest Telnet command byte (subnegotiation end).
+const SE: u8 = 240;
 /// WILL, WONT, DO, DONT take one option byte after them.
 const WILL: u8 = 251;
 const DONT: u8 = 254;
@@ -119,6 +121,10 @@ impl LineFramer {
                     IP => self.signals.interrupt = true,
                     DM => self.signals.synch = true,
                     WILL..=DONT => self.telnet = Telnet::Option,
+                    // Not a Telnet command at all: most likely an `IAC DM` whose DM
+                    // went as TCP urgent data and was not read inline, so the byte is
+                    // the command's first letter and must stay.
+                    b if b < SE => self.text.push(b),
                     _ => {}
                 }
             }
@@ -194,6 +200,14 @@ mod tests {
                 synch: true
             }
         );
+    }
+
+    #[test]
+    fn an_iac_whose_data_mark_went_out_of_band_keeps_the_verb() {
+        let out = frames(4096, &[&[IAC, IP, IAC], b"ABOR\r\n"]);
+        let l = line(&out[0]);
+        assert_eq!(l.text, b"ABOR");
+        assert!(l.signals.interrupt);
     }
 
     #[test]

@@ -467,6 +467,50 @@ enum Flow {
     Close,
 }
 
+/// Reads what a short read left behind. A read stops at TCP urgent data (the Synch
+/// before `ABOR`) although more is there, and tokio, taking a short read for an empty
+/// socket, would not wake the session again until the client sent something else.
+/// Returns whether the client closed.
+fn read_past_urgent_mark(
+    client: &tokio::net::tcp::OwnedReadHalf,
+    buf: &mut [u8],
+    lines: &mut LineFramer,
+    frames: &mut Vec<Frame>,
+) -> io::Result<bool> {
+    let sock = socket2::SockRef::from(client.as_ref());
+    // Bounded, so one client cannot keep its session task busy.
+    for _ in 0..16 {
+        match std::io::Read::read(&mut &*sock, buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => lines.push(buf.get(..n).unwrap_or_default(), frames),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// Telnet IAC and Data Mark.
+const IAC: u8 = 255;
+const DM: u8 = 242;
+
+/// Where the DM byte of the first `IAC DM` in `bytes` is, skipping doubled IACs.
+fn data_mark(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == IAC {
+            if bytes.get(i + 1) == Some(&DM) {
+                return Some(i + 1);
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
 /// Tells the client `421 text`, without waiting long for a client that does not read.
 async fn say_421(driver: &mut Driver<'_>, text: &str) {
     let reply = Reply::encode(421, text);
@@ -505,9 +549,7 @@ impl Driver<'_> {
                 Action::ToClient(bytes) => {
                     write_within(&mut self.to_client, &bytes, self.write_timeout).await?
                 }
-                Action::ToServer(bytes) => {
-                    write_within(&mut self.to_server, &bytes, self.write_timeout).await?
-                }
+                Action::ToServer(bytes) => self.write_to_server(&bytes).await?,
                 Action::Open(req) => {
                     let event = match data::open(
                         self.shared,
@@ -594,6 +636,26 @@ impl Driver<'_> {
         Ok(Flow::Continue)
     }
 
+    /// Writes a line to the server; a Telnet Synch in it (`IAC DM`, before `ABOR`)
+    /// goes as RFC 959 describes it, with the DM as TCP urgent data.
+    async fn write_to_server(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let limit = self.write_timeout;
+        let Some(dm) = data_mark(bytes) else {
+            return write_within(&mut self.to_server, bytes, limit).await;
+        };
+        let (before, after) = bytes.split_at(dm);
+        write_within(&mut self.to_server, before, limit).await?;
+        let urgent = socket2::SockRef::from(self.to_server.as_ref())
+            .send_out_of_band(after.get(..1).unwrap_or_default());
+        // A full send buffer refuses urgent data; the DM then goes inline, which
+        // servers accept as well.
+        let rest = match urgent {
+            Ok(1) => after.get(1..).unwrap_or_default(),
+            _ => after,
+        };
+        write_within(&mut self.to_server, rest, limit).await
+    }
+
     /// Cancels every data connection of the session.
     fn cancel_all(&mut self) {
         for (_, token) in self.data.drain() {
@@ -629,6 +691,9 @@ async fn relay_control(
     } = relay;
     let settings = &config.settings;
     client.set_nodelay(true)?;
+    // RFC 959's Synch sends the Telnet DM as TCP urgent data; read inline, it stays in
+    // place in the `IAC IP IAC DM ABOR` sequence the codec understands.
+    socket2::SockRef::from(&client).set_out_of_band_inline(true)?;
     let (mut client_rd, to_client) = client.into_split();
     let (mut server_rd, to_server) = server.into_split();
     let (events, mut data_events) = mpsc::unbounded_channel();
@@ -653,6 +718,7 @@ async fn relay_control(
     let login = tokio::time::sleep_until(login_deadline);
     tokio::pin!(login);
     let mut draining = false;
+    let mut client_eof = false;
     if !early.is_empty() {
         driver.session.greeted_by_proxy();
     }
@@ -678,6 +744,9 @@ async fn relay_control(
                 0 => break Outcome::ClientClosed,
                 n => {
                     client_lines.push(cbuf.get(..n).unwrap_or_default(), &mut frames);
+                    if n < cbuf.len() {
+                        client_eof = read_past_urgent_mark(&client_rd, &mut cbuf, &mut client_lines, &mut frames)?;
+                    }
                     frames.into_iter().map(Event::Client).collect()
                 }
             },
@@ -720,9 +789,29 @@ async fn relay_control(
         if closing {
             break Outcome::ProtocolError;
         }
+        if client_eof {
+            break Outcome::ClientClosed;
+        }
     };
     driver.cancel_all();
     let _ = driver.to_client.shutdown().await;
     let _ = driver.to_server.shutdown().await;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_mark_is_found_past_doubled_iacs_only() {
+        assert_eq!(data_mark(&[IAC, 244, IAC, DM, b'A']), Some(3));
+        assert_eq!(
+            data_mark(&[IAC, IAC, DM, b'A']),
+            None,
+            "a literal 0xff, then 0xf2"
+        );
+        assert_eq!(data_mark(b"ABOR\r\n"), None);
+        assert_eq!(data_mark(&[b'x', IAC]), None);
+    }
 }

@@ -712,6 +712,13 @@ impl Peer {
         line.trim_end().to_string()
     }
 
+    /// The next command line as bytes, terminator included.
+    pub fn heard_raw(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line).expect("peer read");
+        line
+    }
+
     /// Expects `PASV` and answers with a 227 naming loopback and `port`.
     pub fn pasv(&mut self, port: u16) {
         assert_eq!(self.heard(), "PASV");
