@@ -86,7 +86,8 @@ async fn sessions(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 /// Serves the admin endpoint on `addr` until shutdown.
-pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+pub async fn serve(shared: Arc<Shared>, listener: std::net::TcpListener) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let stop = shared.shutdown.clone();
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -99,8 +100,8 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) -> st
 }
 
 /// Binds the admin endpoint.
-pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    crate::net::listen(addr, 128)
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    crate::net::listen_std(addr, 128, crate::net::Binding::Plain)
 }
 
 /// Renders `/sessions` JSON as the aligned table `ftpgate sessions` prints: one line

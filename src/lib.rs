@@ -19,6 +19,7 @@ pub mod admin;
 pub mod codec;
 pub mod metrics;
 pub mod net;
+pub mod privileges;
 pub mod proxy;
 pub mod rules;
 pub mod session;

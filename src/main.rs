@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use ftpgate::proxy::{self, Shared};
-use ftpgate::rules::Config;
+use ftpgate::rules::{Config, ListenMode};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// An FTP-aware firewall proxy: it reads the FTP control channel and opens exactly the
@@ -40,6 +40,10 @@ enum Command {
         /// Log format on standard error.
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
         log_format: LogFormat,
+        /// After binding, switch to this user (needs root). Capabilities are dropped
+        /// in any case, down to CAP_NET_ADMIN with a TPROXY listener and none without.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Check a rule file and exit: 0 if it is valid, 1 with `file:line:col: message`
     /// on standard error otherwise.
@@ -108,9 +112,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config, log_format } => {
+        Command::Run {
+            config,
+            log_format,
+            user,
+        } => {
             init_logging(log_format);
-            match run(config) {
+            match run(config, user.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -161,9 +169,9 @@ fn fetch_sessions(admin: &str) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(&body).with_context(|| format!("{url} did not return JSON"))
 }
 
-#[tokio::main]
-async fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)?;
+/// Binds, gives up privileges while the process has one thread, then serves.
+fn run(path: PathBuf, user: Option<&str>) -> anyhow::Result<()> {
+    let config = Config::load(&path).map_err(|e| anyhow::anyhow!(e.with_caret()))?;
     let listeners = proxy::bind(&config)?;
     let admin = match config.metrics_listen {
         Some(addr) => Some(
@@ -172,6 +180,26 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let transparent = config
+        .listeners
+        .iter()
+        .any(|l| matches!(l.mode, ListenMode::Transparent { tproxy: true, .. }));
+    let dropped = ftpgate::privileges::drop_after_bind(user, transparent)
+        .context("cannot drop privileges")?;
+    tracing::info!(%dropped, bounding_set = dropped.bounded, "privileges dropped after binding");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(path, config, listeners, admin))
+}
+
+async fn serve(
+    path: PathBuf,
+    config: Config,
+    listeners: Vec<(ftpgate::rules::Listener, std::net::TcpListener)>,
+    admin: Option<std::net::TcpListener>,
+) -> anyhow::Result<()> {
     let shared = Shared::new(config);
     if let Some(listener) = admin {
         tracing::info!(addr = %listener.local_addr()?, "admin endpoint: /metrics /sessions /healthz");
@@ -219,13 +247,13 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     };
     match drained {
         Some(result) => {
-            result?;
+            result??;
             tracing::info!("drained");
         }
         None => {
             tracing::warn!("closing the sessions still open");
             shared.shutdown.cancel();
-            serving.await?;
+            serving.await??;
         }
     }
     shared.shutdown.cancel();

@@ -237,3 +237,55 @@ fn sigterm_closes_what_outlasts_the_drain_timeout() {
     let _ = slow.kill();
     let _ = slow.wait();
 }
+
+/// The first port from 1000 to 1023 nothing listens on: binding it needs privileges.
+fn privileged_port() -> u16 {
+    (1000..1024)
+        .find(|p| TcpListener::bind((LOCALHOST, *p)).is_ok())
+        .expect("a free port below 1024")
+}
+
+/// Started as root with `--user nobody`, ftpgate binds a privileged port, then serves
+/// as nobody with no capability left (none can come back) and still reloads its rules.
+#[test]
+fn after_binding_it_runs_as_the_given_user_without_capabilities() {
+    require!("vsftpd", "curl");
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(!ci(), "this test needs root under CI");
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let server = Vsftpd::start(LOCALHOST);
+    make_file(&server.public().join("f.bin"), 1 << 20, 51);
+    let listen = format!("{LOCALHOST}:{}", privileged_port());
+    let gate = Gate::start_args(
+        &format!(
+            "listen reverse {listen} upstream {}\npass from 127.0.0.0/8\n",
+            server.addr
+        ),
+        &["--user", "nobody"],
+    );
+    let status = gate.proc_status();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("lookup")
+        .expect("user nobody");
+    assert!(
+        status.contains(&format!("Uid:\t{0}\t{0}\t{0}\t{0}\n", nobody.uid)),
+        "{status}"
+    );
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            status.contains(&format!("{set}:\t0000000000000000\n")),
+            "{status}"
+        );
+    }
+    assert!(status.contains("NoNewPrivs:\t1\n"), "{status}");
+    let local = tempfile::tempdir().expect("tempdir");
+    let got = local.path().join("f.bin");
+    curl_get(gate.addr, Mode::Epsv, "pub/f.bin", &got);
+    assert_same_file(&got, &server.public().join("f.bin"));
+    gate.signal("HUP");
+    eventually("the reload as nobody", || {
+        gate.metric("ftpgate_reloads_total{result=\"success\"}") == 1.0
+    });
+}

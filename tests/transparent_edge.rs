@@ -129,6 +129,17 @@ fn curl_in_every_mode(flavour: Flavour) {
     assert_eq!(n, 24);
     let listing = run_ok(curl_in(Some(&ns), Mode::Epsv).arg(url(server_addr(false), "pub/")));
     assert!(String::from_utf8_lossy(&listing.stdout).contains("ten.bin"));
+    // All of it with the capabilities left after binding: CAP_NET_ADMIN (bit 12) for
+    // TPROXY's transparent data sockets, none for REDIRECT.
+    let status = e.gate.proc_status();
+    let kept = match flavour {
+        Flavour::Redirect => "0000000000000000",
+        Flavour::Tproxy | Flavour::TproxyPreserveSource => "0000000000001000",
+    };
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert!(status.contains(&format!("{set}:\t{kept}\n")), "{status}");
+    }
+    assert!(status.contains("NoNewPrivs:\t1\n"), "{status}");
 }
 
 fn lftp_in_its_modes(flavour: Flavour) {

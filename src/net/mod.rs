@@ -40,6 +40,16 @@ pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 
 /// A listening socket on `addr`, bound as `binding` says.
 pub fn listen_as(addr: SocketAddr, backlog: i32, binding: Binding) -> io::Result<TcpListener> {
+    TcpListener::from_std(listen_std(addr, backlog, binding)?)
+}
+
+/// Like [`listen_as`], before the async runtime exists (privileges are dropped after
+/// binding, while the process still has one thread).
+pub fn listen_std(
+    addr: SocketAddr,
+    backlog: i32,
+    binding: Binding,
+) -> io::Result<std::net::TcpListener> {
     let socket = socket_for(addr)?;
     if binding == Binding::Transparent {
         if addr.is_ipv4() {
@@ -50,7 +60,7 @@ pub fn listen_as(addr: SocketAddr, backlog: i32, binding: Binding) -> io::Result
     }
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// A data listener on `ip:port`; `None` when the port is taken. A transparent one

@@ -98,7 +98,7 @@ impl Shared {
 }
 
 /// Binds every listener of the configuration.
-pub fn bind(config: &Config) -> anyhow::Result<Vec<(Listener, TcpListener)>> {
+pub fn bind(config: &Config) -> anyhow::Result<Vec<(Listener, std::net::TcpListener)>> {
     config
         .listeners
         .iter()
@@ -107,7 +107,7 @@ pub fn bind(config: &Config) -> anyhow::Result<Vec<(Listener, TcpListener)>> {
                 ListenMode::Transparent { tproxy: true, .. } => Binding::Transparent,
                 _ => Binding::Plain,
             };
-            let socket = net::listen_as(l.addr, 1024, binding)
+            let socket = net::listen_std(l.addr, 1024, binding)
                 .with_context(|| format!("cannot listen on {} ({})", l.addr, l.origin))?;
             Ok((l.clone(), socket))
         })
@@ -116,9 +116,13 @@ pub fn bind(config: &Config) -> anyhow::Result<Vec<(Listener, TcpListener)>> {
 
 /// Serves the bound listeners until `shared.draining` is cancelled, then closes them
 /// and waits for the sessions to end.
-pub async fn serve(shared: Arc<Shared>, listeners: Vec<(Listener, TcpListener)>) {
+pub async fn serve(
+    shared: Arc<Shared>,
+    listeners: Vec<(Listener, std::net::TcpListener)>,
+) -> std::io::Result<()> {
     let sessions = TaskTracker::new();
     for (listener, socket) in listeners {
+        let socket = TcpListener::from_std(socket)?;
         tracing::info!(addr = %listener.addr, rule = %listener.origin, "listening");
         let shared = shared.clone();
         let sessions = sessions.clone();
@@ -127,6 +131,7 @@ pub async fn serve(shared: Arc<Shared>, listeners: Vec<(Listener, TcpListener)>)
     shared.draining.cancelled().await;
     sessions.close();
     sessions.wait().await;
+    Ok(())
 }
 
 async fn accept_loop(

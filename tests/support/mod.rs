@@ -332,6 +332,11 @@ impl Gate {
     }
 
     /// File descriptors the process holds now.
+    /// `/proc/PID/status` of the ftpgate process (uid, capabilities, no_new_privs).
+    pub fn proc_status(&self) -> String {
+        fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status")
+    }
+
     pub fn open_fds(&self) -> usize {
         fs::read_dir(format!("/proc/{}/fd", self.child.id()))
             .map(|d| d.count())
