@@ -1,6 +1,6 @@
 //! Faults on either side, and what the client sees: a server that dies mid-transfer,
-//! a client that resets mid-transfer, a server that refuses the data connection, and
-//! running out of file descriptors. After each, nothing is left behind: no session, no
+//! a client that resets mid-transfer, a server that refuses the data connection,
+//! running out of file descriptors, and an upstream whose name does not resolve. After each, nothing is left behind: no session, no
 //! expectation, no descriptor.
 
 mod support;
@@ -136,4 +136,67 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
     });
     let mut c = Control::login(gate.addr);
     assert!(c.cmd("NOOP").starts_with("200"), "the proxy serves again");
+}
+
+/// A network namespace with only loopback, whose resolver is its own loopback where
+/// nothing answers: any name lookup fails at once and no packet leaves the machine.
+struct Isolated {
+    name: String,
+}
+
+impl Isolated {
+    fn new() -> Isolated {
+        let name = format!("ftpgate-dns-{}", std::process::id());
+        run_ok(std::process::Command::new("ip").args(["netns", "add", &name]));
+        run_ok(std::process::Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        // `ip netns exec` mounts these over /etc/resolv.conf and /etc/nsswitch.conf.
+        let etc = std::path::Path::new("/etc/netns").join(&name);
+        std::fs::create_dir_all(&etc).expect("mkdir /etc/netns/NAME");
+        std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n").expect("resolv.conf");
+        std::fs::write(etc.join("nsswitch.conf"), "hosts: files dns\n").expect("nsswitch.conf");
+        Isolated { name }
+    }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&self.name));
+    }
+}
+
+/// An upstream whose name does not resolve: the client gets 421, the log says why,
+/// the session is counted as upstream-failed, and nothing is left behind.
+#[test]
+fn an_unresolvable_upstream_yields_421() {
+    require!("ip", "curl", "python3");
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(!ci(), "this test needs root under CI");
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let ns = Isolated::new();
+    let gate = Gate::start_in(
+        Some(&ns.name),
+        "listen reverse 127.0.0.1:2121 upstream ftp.example.invalid:21\npass from 127.0.0.0/8\n",
+        &[],
+    );
+    let baseline = gate.open_fds();
+    let greeting = run_ok(command_in(Some(&ns.name), "python3").args([
+        "-c",
+        "import socket; s = socket.create_connection(('127.0.0.1', 2121), timeout=30); \
+         import sys; sys.stdout.buffer.write(s.makefile('rb').readline())",
+    ]));
+    assert_eq!(
+        String::from_utf8_lossy(&greeting.stdout),
+        "421 Service not available: cannot reach the FTP server.\r\n"
+    );
+    gate.wait_log("cannot resolve the FTP server");
+    assert_eq!(
+        gate.metric("ftpgate_sessions_total{outcome=\"upstream-failed\"}"),
+        1.0
+    );
+    gate.assert_nothing_left(baseline);
 }
