@@ -467,28 +467,43 @@ enum Flow {
     Close,
 }
 
-/// Reads what a short read left behind. A read stops at TCP urgent data (the Synch
-/// before `ABOR`) although more is there, and tokio, taking a short read for an empty
-/// socket, would not wake the session again until the client sent something else.
-/// Returns whether the client closed.
-fn read_past_urgent_mark(
-    client: &tokio::net::tcp::OwnedReadHalf,
-    buf: &mut [u8],
+/// What reading a readable control socket gave.
+enum Ready {
+    /// Bytes (possibly no whole line yet).
+    Read,
+    /// The peer closed (after the bytes read, if any).
+    Closed,
+    /// A spurious wake-up.
+    Nothing,
+}
+
+/// Reads what a readable control socket holds into `lines`, through a buffer on the
+/// stack: an idle session keeps no read buffer at all. Reads go on until the socket
+/// says it is empty, not merely until one read came back short: a read stops at TCP
+/// urgent data (the Synch before `ABOR`) with more behind it, and taking that for an
+/// empty socket stalled the session until the client sent something else.
+fn read_ready(
+    stream: &TcpStream,
     lines: &mut LineFramer,
     frames: &mut Vec<Frame>,
-) -> io::Result<bool> {
-    let sock = socket2::SockRef::from(client.as_ref());
-    // Bounded, so one client cannot keep its session task busy.
+) -> io::Result<Ready> {
+    let mut buf = [0u8; READ_BUFFER];
+    let mut ready = Ready::Nothing;
+    // Bounded, so one peer cannot keep its session task busy; the socket stays
+    // readable and the next turn of the loop goes on.
     for _ in 0..16 {
-        match std::io::Read::read(&mut &*sock, buf) {
-            Ok(0) => return Ok(true),
-            Ok(n) => lines.push(buf.get(..n).unwrap_or_default(), frames),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+        match stream.try_read(&mut buf) {
+            Ok(0) => return Ok(Ready::Closed),
+            Ok(n) => {
+                lines.push(buf.get(..n).unwrap_or_default(), frames);
+                ready = Ready::Read;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ready),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(false)
+    Ok(ready)
 }
 
 /// Telnet IAC and Data Mark.
@@ -694,8 +709,8 @@ async fn relay_control(
     // RFC 959's Synch sends the Telnet DM as TCP urgent data; read inline, it stays in
     // place in the `IAC IP IAC DM ABOR` sequence the codec understands.
     socket2::SockRef::from(&client).set_out_of_band_inline(true)?;
-    let (mut client_rd, to_client) = client.into_split();
-    let (mut server_rd, to_server) = server.into_split();
+    let (client_rd, to_client) = client.into_split();
+    let (server_rd, to_server) = server.into_split();
     let (events, mut data_events) = mpsc::unbounded_channel();
     let mut driver = Driver {
         shared,
@@ -712,13 +727,12 @@ async fn relay_control(
     };
     let mut client_lines = LineFramer::new(settings.max_line);
     let mut server_lines = LineFramer::new(settings.max_line);
-    let (mut cbuf, mut sbuf) = ([0u8; READ_BUFFER], [0u8; READ_BUFFER]);
     let idle = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(idle);
     let login = tokio::time::sleep_until(login_deadline);
     tokio::pin!(login);
     let mut draining = false;
-    let mut client_eof = false;
+    let (mut client_eof, mut server_eof) = (false, false);
     if !early.is_empty() {
         driver.session.greeted_by_proxy();
     }
@@ -740,22 +754,23 @@ async fn relay_control(
         }
         let mut frames = Vec::new();
         let events: Vec<Event> = tokio::select! {
-            r = client_rd.read(&mut cbuf) => match r? {
-                0 => break Outcome::ClientClosed,
-                n => {
-                    client_lines.push(cbuf.get(..n).unwrap_or_default(), &mut frames);
-                    if n < cbuf.len() {
-                        client_eof = read_past_urgent_mark(&client_rd, &mut cbuf, &mut client_lines, &mut frames)?;
-                    }
-                    frames.into_iter().map(Event::Client).collect()
+            r = client_rd.readable() => {
+                r?;
+                match read_ready(client_rd.as_ref(), &mut client_lines, &mut frames)? {
+                    Ready::Closed if frames.is_empty() => break Outcome::ClientClosed,
+                    Ready::Closed => client_eof = true,
+                    Ready::Read | Ready::Nothing => {}
                 }
+                frames.into_iter().map(Event::Client).collect()
             },
-            r = server_rd.read(&mut sbuf) => match r? {
-                0 => break Outcome::ServerClosed,
-                n => {
-                    server_lines.push(sbuf.get(..n).unwrap_or_default(), &mut frames);
-                    frames.into_iter().map(Event::Server).collect()
+            r = server_rd.readable() => {
+                r?;
+                match read_ready(server_rd.as_ref(), &mut server_lines, &mut frames)? {
+                    Ready::Closed if frames.is_empty() => break Outcome::ServerClosed,
+                    Ready::Closed => server_eof = true,
+                    Ready::Read | Ready::Nothing => {}
                 }
+                frames.into_iter().map(Event::Server).collect()
             },
             Some(event) = data_events.recv() => vec![event],
             // A long transfer leaves the control channel silent: idle only counts
@@ -791,6 +806,9 @@ async fn relay_control(
         }
         if client_eof {
             break Outcome::ClientClosed;
+        }
+        if server_eof {
+            break Outcome::ServerClosed;
         }
     };
     driver.cancel_all();
