@@ -21,6 +21,7 @@ cargo test --locked 2>&1 | tee "$results"
 bash fuzz/run.sh 10
 # A smoke run of the benchmark: proves the script works, measures nothing (bench/README.md).
 bash bench/run.sh --smoke
+python3 bench/idle.py --ftpgate target/release/ftpgate --sessions 200
 
 # The totals of every cargo test binary, as the last line.
 awk '/^test result:/ { passed += $4; failed += $6 }
