@@ -500,6 +500,9 @@ fn read_ready(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ready),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // What came before the error (a reply, then a reset) is still delivered;
+            // the socket stays readable and the next turn reports the end.
+            Err(_) if matches!(ready, Ready::Read) => return Ok(ready),
             Err(e) => return Err(e),
         }
     }
