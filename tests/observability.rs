@@ -130,7 +130,12 @@ fn json_logs_carry_one_record_per_transfer_and_per_session() {
         .iter()
         .find(|r| r["fields"]["message"] == "session end")
         .expect("a session end record");
-    assert_eq!(end["fields"]["outcome"], "server-closed");
+    // After QUIT both ends close; which end's close the proxy sees first is a race.
+    let outcome = end["fields"]["outcome"].as_str().unwrap_or_default();
+    assert!(
+        ["server-closed", "client-closed"].contains(&outcome),
+        "{end}"
+    );
 }
 
 #[test]
