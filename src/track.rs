@@ -136,13 +136,26 @@ impl ExpectationEntry {
     /// expectation (invariant 2). `dst` is the connection's original destination,
     /// `None` when it cannot be known.
     pub fn admits(&self, peer: IpAddr, dst: Option<SocketAddr>) -> Result<(), Mismatch> {
-        if peer.to_canonical() != self.expected_peer {
-            return Err(Mismatch::Peer);
-        }
-        match dst {
-            Some(dst) if dst == self.dst => Ok(()),
-            _ => Err(Mismatch::Destination),
-        }
+        admits(self.expected_peer, self.dst, peer, dst)
+    }
+}
+
+/// The matcher: a connection from `peer` to `dst` (its original destination, `None`
+/// when unknown) may be the data connection only if `peer` is `expected_peer` and `dst`
+/// is `announced`. Every data listener, the second one of a converted connection too,
+/// admits through this.
+pub fn admits(
+    expected_peer: IpAddr,
+    announced: SocketAddr,
+    peer: IpAddr,
+    dst: Option<SocketAddr>,
+) -> Result<(), Mismatch> {
+    if peer.to_canonical() != expected_peer {
+        return Err(Mismatch::Peer);
+    }
+    match dst {
+        Some(dst) if dst == announced => Ok(()),
+        _ => Err(Mismatch::Destination),
     }
 }
 

@@ -17,7 +17,7 @@ use super::Shared;
 use crate::codec::TransferKind;
 use crate::net::{self, Binding};
 use crate::session::{Conversion, DataOutcome, Event, ExpectationRequest};
-use crate::track::{ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
+use crate::track::{self, ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
 use crate::xferlog;
 
 /// A started expectation, as the session engine needs to know it.
@@ -267,13 +267,7 @@ impl Expectation {
             (Some(Conversion::AcceptServer { expected_peer, .. }), Some((listener, local))) => {
                 let admits = |stream: &TcpStream, peer: SocketAddr| {
                     let dst = net::original_dst(stream).map(net::canonical).ok();
-                    if peer.ip().to_canonical() != expected_peer {
-                        Err(Mismatch::Peer)
-                    } else if dst != Some(local) {
-                        Err(Mismatch::Destination)
-                    } else {
-                        Ok(())
-                    }
+                    track::admits(expected_peer, local, peer.ip(), dst)
                 };
                 match self
                     .accept_expected_peer(listener, expected_peer, admits)
