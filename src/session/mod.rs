@@ -927,31 +927,15 @@ impl Session {
         sent: PassiveForm,
         client_port: u16,
     ) {
-        let port = match (sent, reply.code) {
-            (PassiveForm::Pasv, Some(227)) => codec::parse_227(&reply.last).map(|a| a.port()),
-            (PassiveForm::Epsv, Some(229)) => codec::parse_229(&reply.last),
-            _ => {
+        let port = match self.announced_port(reply, sent) {
+            Ok(port) => port,
+            Err(Some(_)) => {
                 let text = "Can't open data connection: the server refused passive mode.";
                 return self.to_client.push(Reply::encode(425, text));
             }
-        };
-        let Ok(port) = port else {
-            self.out.push(Action::Refused {
-                why: Refusal::BadPassiveReply,
-                target: None,
-            });
-            let text = "Can't open data connection: malformed passive reply from server.";
-            return self.to_client.push(Reply::encode(425, text));
+            Err(None) => return,
         };
         let server = SocketAddr::new(self.params.server.ip(), port);
-        if port < self.params.min_data_port {
-            self.out.push(Action::Refused {
-                why: Refusal::PrivilegedPort,
-                target: Some(server),
-            });
-            let text = "Can't open data connection: server announced a privileged port.";
-            return self.to_client.push(Reply::encode(425, text));
-        }
         let p = &self.params;
         self.next_id += 1;
         let id = ExpectationId(self.next_id);
@@ -1182,28 +1166,12 @@ impl Session {
     }
 
     fn on_passive_reply(&mut self, reply: Reply, client: PassiveForm, sent: PassiveForm) {
-        let port = match (sent, reply.code) {
-            (PassiveForm::Pasv, Some(227)) => codec::parse_227(&reply.last).map(|a| a.port()),
-            (PassiveForm::Epsv, Some(229)) => codec::parse_229(&reply.last),
+        let port = match self.announced_port(reply, sent) {
+            Ok(port) => port,
             // An error reply (or the wrong one) opens nothing and reaches the client.
-            _ => return self.to_client.push(reply.raw),
+            Err(Some(reply)) => return self.to_client.push(reply.raw),
+            Err(None) => return,
         };
-        let Ok(port) = port else {
-            self.out.push(Action::Refused {
-                why: Refusal::BadPassiveReply,
-                target: None,
-            });
-            let text = "Can't open data connection: malformed passive reply from server.";
-            return self.to_client.push(Reply::encode(425, text));
-        };
-        if port < self.params.min_data_port {
-            self.out.push(Action::Refused {
-                why: Refusal::PrivilegedPort,
-                target: Some(SocketAddr::new(self.params.server.ip(), port)),
-            });
-            let text = "Can't open data connection: server announced a privileged port.";
-            return self.to_client.push(Reply::encode(425, text));
-        }
         if let Some((why, code, text)) = self.data_refusal(DataMode::Passive, port) {
             self.out.push(Action::Refused { why, target: None });
             return self.to_client.push(Reply::encode(code, &text));
@@ -1211,6 +1179,36 @@ impl Session {
         // The address inside a 227 is never used (invariant 1).
         let id = self.open_expectation(Announce::Reply(client), DataMode::Passive, port);
         self.to_client.push_placeholder(id);
+    }
+
+    /// The data port the server announced in its answer to our `PASV`/`EPSV`, checked.
+    /// `Err(Some(reply))`: no passive reply at all, the caller decides what the client
+    /// sees; `Err(None)`: malformed or privileged, already refused with a `425`.
+    fn announced_port(&mut self, reply: Reply, sent: PassiveForm) -> Result<u16, Option<Reply>> {
+        let port = match (sent, reply.code) {
+            (PassiveForm::Pasv, Some(227)) => codec::parse_227(&reply.last).map(|a| a.port()),
+            (PassiveForm::Epsv, Some(229)) => codec::parse_229(&reply.last),
+            _ => return Err(Some(reply)),
+        };
+        let Ok(port) = port else {
+            self.out.push(Action::Refused {
+                why: Refusal::BadPassiveReply,
+                target: None,
+            });
+            let text = "Can't open data connection: malformed passive reply from server.";
+            self.to_client.push(Reply::encode(425, text));
+            return Err(None);
+        };
+        if port < self.params.min_data_port {
+            self.out.push(Action::Refused {
+                why: Refusal::PrivilegedPort,
+                target: Some(SocketAddr::new(self.params.server.ip(), port)),
+            });
+            let text = "Can't open data connection: server announced a privileged port.";
+            self.to_client.push(Reply::encode(425, text));
+            return Err(None);
+        }
+        Ok(port)
     }
 
     fn on_transfer_reply(&mut self, reply: Reply, id: ExpectationId) {
