@@ -540,6 +540,11 @@ fn ports(i: &str) -> PResult<'_, PortSet> {
     Ok((rest, PortSet(set)))
 }
 
+/// `active` or `passive`, as the rules and the logs spell them.
+fn data_mode(t: &str) -> Option<DataMode> {
+    DataMode::ALL.into_iter().find(|m| m.as_str() == t)
+}
+
 fn direction(t: &str) -> Option<TransferKind> {
     TransferKind::ALL.into_iter().find(|d| d.as_str() == t)
 }
@@ -555,15 +560,11 @@ fn data_match(mut rest: &str) -> PResult<'_, DataMatch> {
         let twice = |what: &str| format!("the data {what} is given twice");
         let after = at.get(word.len()..).unwrap_or_default();
         rest = match word {
-            "active" | "passive" => {
+            w if data_mode(w).is_some() => {
                 if m.mode.is_some() {
                     return fail(at, twice("mode"));
                 }
-                m.mode = Some(if word == "active" {
-                    DataMode::Active
-                } else {
-                    DataMode::Passive
-                });
+                m.mode = data_mode(w);
                 after
             }
             "inet" | "inet6" => {
@@ -700,10 +701,8 @@ fn rule_statement<'a>(
             return fail(mode_at, "server-mode only goes with a session pass rule");
         }
         let mode = |t: &str| match t {
-            "active" => Some(Some(DataMode::Active)),
-            "passive" => Some(Some(DataMode::Passive)),
             "keep" => Some(None),
-            _ => None,
+            t => data_mode(t).map(Some),
         };
         next("active, passive or keep", mode)(rest)?
     } else {
