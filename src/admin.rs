@@ -59,7 +59,7 @@ pub fn sessions_json(shared: &Shared) -> Value {
                         "download_bytes": download,
                         "upload_bytes": upload,
                         // The deadline only applies while waiting for the peer.
-                        "expires_in_seconds": (e.state == ExpectationState::Waiting)
+                        "expires_in_seconds": (e.state != ExpectationState::Connected)
                             .then(|| secs(e.deadline.saturating_duration_since(now))),
                     })
                 })

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use ftpgate::proxy::{self, Shared};
-use ftpgate::rules::{Config, ListenMode};
+use ftpgate::rules::{Config, DataPath, ListenMode};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// An FTP-aware firewall proxy: it reads the FTP control channel and opens exactly the
@@ -180,27 +180,41 @@ fn run(path: PathBuf, user: Option<&str>) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let transparent = config
+    // Opened (and the ruleset checked) before privileges go, so a missing table is a
+    // start-up error.
+    let kernel_path = config
         .listeners
         .iter()
-        .any(|l| matches!(l.mode, ListenMode::Transparent { tproxy: true, .. }));
-    let dropped = ftpgate::privileges::drop_after_bind(user, transparent)
-        .context("cannot drop privileges")?;
+        .any(|l| l.data_path == DataPath::Kernel);
+    let nft = if kernel_path {
+        Some(ftpgate::net::nft::Nft::open().context("data-path kernel")?)
+    } else {
+        None
+    };
+    // TPROXY sockets and nftables changes need CAP_NET_ADMIN for as long as ftpgate runs.
+    let net_admin = kernel_path
+        || config
+            .listeners
+            .iter()
+            .any(|l| matches!(l.mode, ListenMode::Transparent { tproxy: true, .. }));
+    let dropped =
+        ftpgate::privileges::drop_after_bind(user, net_admin).context("cannot drop privileges")?;
     tracing::info!(%dropped, bounding_set = dropped.bounded, "privileges dropped after binding");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(path, config, listeners, admin))
+        .block_on(serve(path, config, nft, listeners, admin))
 }
 
 async fn serve(
     path: PathBuf,
     config: Config,
+    nft: Option<ftpgate::net::nft::Nft>,
     listeners: Vec<(ftpgate::rules::Listener, std::net::TcpListener)>,
     admin: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
-    let shared = Shared::new(config);
+    let shared = Shared::new(config, nft);
     if let Some(listener) = admin {
         tracing::info!(addr = %listener.local_addr()?, "admin endpoint: /metrics /sessions /healthz");
         let shared = shared.clone();

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub data_connections_total: IntCounterVec,
     pub data_bytes_total: IntCounterVec,
     pub data_setup_seconds: Histogram,
+    pub kernel_data_connections_total: IntCounterVec,
+    pub kernel_hole_errors_total: IntCounterVec,
     pub parse_errors_total: IntCounterVec,
     pub rule_decisions_total: IntCounterVec,
     pub limits_hit_total: IntCounterVec,
@@ -163,6 +165,19 @@ impl Metrics {
                 &["mode", "direction"],
             ),
             data_setup_seconds: register(&r, setup),
+            kernel_data_connections_total: counter(
+                &r,
+                "kernel_data_connections_total",
+                "Data connections the kernel forwarded through an nftables hole \
+                 (data-path kernel), by mode; their bytes are not in data_bytes_total.",
+                &["mode"],
+            ),
+            kernel_hole_errors_total: counter(
+                &r,
+                "kernel_hole_errors_total",
+                "nftables holes that could not be opened or closed, by operation.",
+                &["op"],
+            ),
             parse_errors_total: counter(
                 &r,
                 "parse_errors_total",
@@ -220,7 +235,12 @@ impl Metrics {
             self.expectations_total
                 .with_label_values(&[outcome.as_str()]);
         }
+        for op in ["install", "remove"] {
+            self.kernel_hole_errors_total.with_label_values(&[op]);
+        }
         for mode in DataMode::ALL {
+            self.kernel_data_connections_total
+                .with_label_values(&[mode.as_str()]);
             for direction in ["download", "upload"] {
                 self.data_bytes_total
                     .with_label_values(&[mode.as_str(), direction]);

@@ -2,7 +2,7 @@
 //!
 //! Binding a port below 1024 and `IP_TRANSPARENT` need capabilities; serving needs at
 //! most `CAP_NET_ADMIN`, and only with a TPROXY listener (its data sockets and the
-//! `preserve-source` legs are transparent). So after binding, ftpgate keeps that one
+//! `preserve-source` legs are transparent) or `data-path kernel` (nftables elements). So after binding, ftpgate keeps that one
 //! capability or none, in every set, drops the rest from the bounding set when it may,
 //! forbids gaining any back (`no_new_privs`), and with `--user` also leaves root.
 //!
@@ -42,11 +42,11 @@ impl fmt::Display for Dropped {
     }
 }
 
-/// Drops every capability but `CAP_NET_ADMIN` (kept only when `transparent`), and
+/// Drops every capability but `CAP_NET_ADMIN` (kept only when `net_admin`), and
 /// switches to `user` (which needs root) if given.
-pub fn drop_after_bind(user: Option<&str>, transparent: bool) -> anyhow::Result<Dropped> {
+pub fn drop_after_bind(user: Option<&str>, net_admin: bool) -> anyhow::Result<Dropped> {
     let mut keep = CapsHashSet::new();
-    if transparent {
+    if net_admin {
         keep.insert(Capability::CAP_NET_ADMIN);
     }
     // The bounding set needs CAP_SETPCAP, which only root (or a generous unit) has;

@@ -90,6 +90,9 @@ impl Transferred {
 pub enum ExpectationState {
     Waiting,
     Connected,
+    /// `data-path kernel`: an nftables hole is open; the kernel forwards the
+    /// connection and ftpgate sees none of its bytes.
+    Kernel,
 }
 
 /// One announced data connection.

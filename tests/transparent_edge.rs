@@ -10,7 +10,7 @@ mod support;
 
 use std::net::SocketAddr;
 
-use support::lab::{Flavour, Lab, LabServer, path_str};
+use support::lab::{Flavour, KernelOf, Lab, LabServer, path_str};
 use support::*;
 
 const SERVER_V4: &str = "203.0.113.2:21";
@@ -100,7 +100,7 @@ const V4_ALL: [(bool, Mode); 4] = [
 ];
 const V6_ALL: [(bool, Mode); 2] = [(true, Mode::Epsv), (true, Mode::Eprt)];
 
-fn curl_in_every_mode(flavour: Flavour) {
+fn curl_in_every_mode(flavour: Flavour) -> Option<Edge> {
     require!("vsftpd", "curl", "nft", "ip", "python3");
     let e = edge(flavour, "");
     let ns = e.lab.ns("client");
@@ -132,14 +132,17 @@ fn curl_in_every_mode(flavour: Flavour) {
     // All of it with the capabilities left after binding: CAP_NET_ADMIN (bit 12) for
     // TPROXY's transparent data sockets, none for REDIRECT.
     let status = e.gate.proc_status();
+    // TPROXY's transparent data sockets and the kernel path's nftables elements, none
+    // for REDIRECT.
     let kept = match flavour {
         Flavour::Redirect => "0000000000000000",
-        Flavour::Tproxy | Flavour::TproxyPreserveSource => "0000000000001000",
+        _ => "0000000000001000",
     };
     for set in ["CapEff", "CapPrm", "CapBnd"] {
         assert!(status.contains(&format!("{set}:\t{kept}\n")), "{status}");
     }
     assert!(status.contains("NoNewPrivs:\t1\n"), "{status}");
+    Some(e)
 }
 
 fn lftp_in_its_modes(flavour: Flavour) {
@@ -228,6 +231,12 @@ fn another_client_racing_for_the_data_port(flavour: Flavour) {
     );
     assert!(out.contains("thief: 0"), "{out}");
     assert!(out.contains("client: 1048576 226"), "{out}");
+    if matches!(flavour, Flavour::Kernel(_)) {
+        // The hole is keyed on the client: the thief never reaches the server, and
+        // ftpgate has no listener there to count it.
+        assert!(!e.server.log().contains("198.51.100.3"));
+        return;
+    }
     assert_eq!(
         e.gate
             .metric("ftpgate_expectations_refused_total{reason=\"wrong-peer\"}"),
@@ -421,4 +430,127 @@ fn with_ftpgate_stopped_no_ftp_crosses_the_redirect_edge() {
 #[test]
 fn with_ftpgate_stopped_no_ftp_crosses_the_tproxy_edge() {
     nothing_crosses_without_ftpgate(Flavour::Tproxy);
+}
+
+/// `data-path kernel`: every transfer crossed the edge through a one-shot nftables
+/// hole, none through ftpgate's relay, and no hole is left once they are done.
+fn kernel_forwards_every_mode(of: KernelOf) {
+    let Some(e) = curl_in_every_mode(Flavour::Kernel(of)) else {
+        return;
+    };
+    let by_kernel: f64 = ["passive", "active"]
+        .iter()
+        .map(|m| {
+            e.gate.metric(&format!(
+                "ftpgate_kernel_data_connections_total{{mode=\"{m}\"}}"
+            ))
+        })
+        .sum();
+    // 24 transfers and one listing.
+    assert_eq!(by_kernel, 25.0);
+    let metrics = e.gate.metrics();
+    let relayed: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ftpgate_data_bytes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(relayed, 0.0, "ftpgate relayed data bytes itself");
+    assert_no_holes(&e.lab);
+}
+
+/// No element is left in the kernel path's maps and sets.
+fn assert_no_holes(lab: &Lab) {
+    let out = run_ok(
+        lab.on("edge", "nft")
+            .args(["list", "table", "inet", "ftpgate"]),
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("map data_dnat4"), "{table}");
+    assert!(!table.contains("elements ="), "holes left open: {table}");
+}
+
+/// A hole lets one connection through: a second one to the same announced port,
+/// from the same client, gets nowhere, and the first carries the file.
+fn a_hole_passes_one_connection(of: KernelOf) {
+    require!("vsftpd", "python3", "nft", "ip");
+    let e = edge(Flavour::Kernel(of), "");
+    let out = e
+        .lab
+        .script("client", &["twice", "203.0.113.2", "pub/one.bin"]);
+    assert!(out.contains("second: timeout"), "{out}");
+    assert!(out.contains("client: 1048576 226"), "{out}");
+    eventually("the hole to close", || {
+        e.gate.metric("ftpgate_expectations_active") == 0.0
+    });
+    assert_no_holes(&e.lab);
+}
+
+#[test]
+fn the_kernel_forwards_redirect_edge_data_in_every_mode_over_ipv4_and_ipv6() {
+    kernel_forwards_every_mode(KernelOf::Redirect);
+}
+
+#[test]
+fn the_kernel_forwards_tproxy_edge_data_in_every_mode_over_ipv4_and_ipv6() {
+    kernel_forwards_every_mode(KernelOf::Tproxy);
+}
+
+#[test]
+fn the_kernel_forwards_preserve_source_edge_data_in_every_mode_over_ipv4_and_ipv6() {
+    kernel_forwards_every_mode(KernelOf::TproxyPreserveSource);
+}
+
+#[test]
+fn a_kernel_hole_through_the_redirect_edge_passes_one_connection() {
+    a_hole_passes_one_connection(KernelOf::Redirect);
+}
+
+#[test]
+fn a_kernel_hole_through_the_tproxy_edge_passes_one_connection() {
+    a_hole_passes_one_connection(KernelOf::Tproxy);
+}
+
+#[test]
+fn another_client_cannot_use_a_kernel_hole_announced_for_someone_else() {
+    another_client_racing_for_the_data_port(Flavour::Kernel(KernelOf::Redirect));
+    another_client_racing_for_the_data_port(Flavour::Kernel(KernelOf::Tproxy));
+}
+
+#[test]
+fn port_toward_a_third_host_opens_no_kernel_hole() {
+    port_toward_a_third_host(Flavour::Kernel(KernelOf::Redirect));
+}
+
+#[test]
+fn lftp_crosses_the_redirect_edge_by_the_kernel_path() {
+    lftp_in_its_modes(Flavour::Kernel(KernelOf::Redirect));
+}
+
+#[test]
+fn ftplib_crosses_the_tproxy_edge_by_the_kernel_path() {
+    ftplib_in_every_mode(Flavour::Kernel(KernelOf::Tproxy));
+}
+
+#[test]
+fn data_path_kernel_without_its_nftables_table_is_a_start_up_error() {
+    require!("nft", "ip");
+    let lab = Lab::up(Flavour::Redirect);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("kernel.rules");
+    std::fs::write(
+        &rules,
+        "listen transparent 0.0.0.0:8021 data-path kernel\npass from any to any\n",
+    )
+    .expect("write rules");
+    // The client host has no table inet ftpgate.
+    let out = run(lab
+        .on("client", env!("CARGO_BIN_EXE_ftpgate"))
+        .args(["run", "-c"])
+        .arg(&rules));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("data-path kernel: nftables set or map `inet ftpgate data_dnat4`"),
+        "{stderr}"
+    );
 }

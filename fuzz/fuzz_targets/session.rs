@@ -77,6 +77,7 @@ fuzz_target!(|data: &[u8]| {
                         id: req.id,
                         proxy,
                         server_port: None,
+                        kernel: false,
                     });
                 }
             }

@@ -1,6 +1,7 @@
 //! The only place with socket options: control listeners, data listeners on a chosen
 //! port, onward connections from a chosen local address, and the byte relay.
 
+pub mod nft;
 mod relay;
 
 use std::io;

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::{Shared, data};
 use crate::codec::{Command, Frame, LineFramer, Reply, parse_command, parse_forward_user};
 use crate::net::{self, Binding};
-use crate::rules::{Config, ListenMode, Listener, Parties, Verdict};
+use crate::rules::{Config, DataPath, ListenMode, Listener, Parties, Verdict};
 use crate::session::{Action, CloseReason, DataMode, Event, ExpectationId, Params, Session};
 use crate::track::{SessionEntry, SessionId, SessionLimit, SessionLimits, SessionState};
 
@@ -404,6 +404,7 @@ async fn run(
             let relay = Relay {
                 params,
                 binding,
+                kernel: listener.data_path == DataPath::Kernel,
                 login_deadline,
                 early,
             };
@@ -456,6 +457,7 @@ struct Driver<'a> {
     events: mpsc::UnboundedSender<Event>,
     write_timeout: Duration,
     binding: Binding,
+    kernel: bool,
     logged_in: bool,
     /// The rule set the session engine decides with.
     rules: Arc<Config>,
@@ -575,6 +577,7 @@ impl Driver<'_> {
                         &req,
                         self.events.clone(),
                         self.binding,
+                        self.kernel,
                     ) {
                         Some(opened) => {
                             self.data.insert(req.id, opened.cancel);
@@ -582,6 +585,7 @@ impl Driver<'_> {
                                 id: req.id,
                                 proxy: opened.proxy,
                                 server_port: opened.server_port,
+                                kernel: opened.kernel,
                             }
                         }
                         None => {
@@ -686,6 +690,8 @@ impl Driver<'_> {
 struct Relay {
     params: Params,
     binding: Binding,
+    /// `data-path kernel`: data connections the kernel can forward get an nftables hole.
+    kernel: bool,
     /// Sessions not logged in by then are closed (slow or silent peers).
     login_deadline: tokio::time::Instant,
     /// Client lines read before the server was known (forward listener); the proxy
@@ -704,6 +710,7 @@ async fn relay_control(
     let Relay {
         params,
         binding,
+        kernel,
         login_deadline,
         early,
     } = relay;
@@ -725,6 +732,7 @@ async fn relay_control(
         events,
         write_timeout: settings.idle_timeout,
         binding,
+        kernel,
         logged_in: false,
         rules: Arc::default(),
     };

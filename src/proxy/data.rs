@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// How much longer than ftpgate's own deadline the kernel keeps a hole.
+const HOLE_GRACE: Duration = Duration::from_secs(5);
+
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -15,8 +18,9 @@ use tracing::Instrument;
 
 use super::Shared;
 use crate::codec::TransferKind;
+use crate::net::nft::{Hole, Nft};
 use crate::net::{self, Binding};
-use crate::session::{Conversion, DataOutcome, Event, ExpectationRequest};
+use crate::session::{Conversion, DataOutcome, Event, ExpectationId, ExpectationRequest};
 use crate::track::{self, ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
 use crate::xferlog;
 
@@ -28,15 +32,20 @@ pub struct Opened {
     pub server_port: Option<u16>,
     /// Cancels the task.
     pub cancel: CancellationToken,
+    /// The kernel forwards the connection (an nftables hole, not the relay).
+    pub kernel: bool,
 }
 
-/// Binds the data ports for `req` and starts its task; `None` when no port is free.
+/// Binds the data ports for `req` (or, with `kernel`, opens an nftables hole when the
+/// kernel can forward the connection) and starts its task; `None` when no port is free
+/// or the hole cannot be opened.
 pub fn open(
     shared: &Arc<Shared>,
     session: SessionId,
     req: &ExpectationRequest,
     events: mpsc::UnboundedSender<Event>,
     binding: Binding,
+    kernel: bool,
 ) -> Option<Opened> {
     let (data_timeout, connect_timeout, data_idle_timeout) = {
         let settings = &shared.config.load().settings;
@@ -61,6 +70,15 @@ pub fn open(
         transferred: transferred.clone(),
         server_port: None,
     };
+    if let Some(nft) = shared.nft.as_ref().filter(|_| kernel) {
+        // Conversions need the proxy to dial a leg, which no kernel rule does.
+        let probe = SocketAddr::new(req.dst_ip, 0);
+        let forwardable = req.conversion.is_none()
+            && Hole::new(req.expected_peer, probe, req.onward, req.onward_from).is_some();
+        if forwardable {
+            return open_hole(shared, nft, (session, req.id), req, events, entry, deadline);
+        }
+    }
     let (listener, proxy) = match req.conversion {
         Some(Conversion::DialServer { .. }) => {
             shared.tracker.insert_expectation(key, entry(0));
@@ -118,7 +136,123 @@ pub fn open(
         proxy,
         server_port,
         cancel: token,
+        kernel: false,
     })
+}
+
+/// `data-path kernel`: picks the announced port, installs the hole, and starts the
+/// task that closes it when the session is done with it or at the deadline.
+fn open_hole(
+    shared: &Arc<Shared>,
+    nft: &Nft,
+    key: (SessionId, ExpectationId),
+    req: &ExpectationRequest,
+    events: mpsc::UnboundedSender<Event>,
+    entry: impl FnOnce(u16) -> ExpectationEntry,
+    deadline: Instant,
+) -> Option<Opened> {
+    // The kernel's own expiry is a safety net should ftpgate die; it is later than
+    // ftpgate's so that a missing pass element means the connection was made.
+    let kernel_timeout = deadline.saturating_duration_since(Instant::now()) + HOLE_GRACE;
+    let installed = shared.tracker.open_expectation(
+        key,
+        |port| {
+            let dst = SocketAddr::new(req.dst_ip, port);
+            let hole = Hole::new(req.expected_peer, dst, req.onward, req.onward_from)?;
+            // Any port does as well as another for an error, so none is retried.
+            Some(nft.install(&hole, kernel_timeout).map(|()| hole))
+        },
+        |port| ExpectationEntry {
+            state: ExpectationState::Kernel,
+            ..entry(port)
+        },
+    )?;
+    let hole = match installed {
+        Ok(hole) => hole,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the nftables hole for a data connection");
+            shared
+                .metrics
+                .kernel_hole_errors_total
+                .with_label_values(&["install"])
+                .inc();
+            shared.tracker.close_expectation(key);
+            return None;
+        }
+    };
+    let proxy = SocketAddr::new(req.listen_ip, hole.dst.port());
+    let token = CancellationToken::new();
+    shared.metrics.expectations_active.inc();
+    let span = tracing::info_span!("data", id = req.id.0, mode = req.mode.as_str(), dst = %hole.dst, path = "kernel");
+    let task = close_hole(
+        shared.clone(),
+        key,
+        req.mode,
+        hole,
+        deadline,
+        token.clone(),
+        events,
+    );
+    tokio::spawn(task.instrument(span));
+    Some(Opened {
+        proxy,
+        server_port: None,
+        cancel: token,
+        kernel: true,
+    })
+}
+
+async fn close_hole(
+    shared: Arc<Shared>,
+    key: (SessionId, ExpectationId),
+    mode: crate::session::DataMode,
+    hole: Hole,
+    deadline: Instant,
+    cancel: CancellationToken,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+    }
+    let used = match shared.nft.as_ref().map(|nft| nft.remove(&hole)) {
+        Some(Ok(used)) => used,
+        Some(Err(e)) => {
+            // The elements expire on their own a little later.
+            tracing::warn!(error = %e, "cannot close the nftables hole of a data connection");
+            shared
+                .metrics
+                .kernel_hole_errors_total
+                .with_label_values(&["remove"])
+                .inc();
+            false
+        }
+        None => false,
+    };
+    let outcome = match (used, cancel.is_cancelled()) {
+        (true, _) => DataOutcome::Completed,
+        (false, true) => DataOutcome::Cancelled,
+        (false, false) => DataOutcome::Expired,
+    };
+    shared.tracker.close_expectation(key);
+    let m = &shared.metrics;
+    m.expectations_active.dec();
+    m.expectations_total
+        .with_label_values(&[outcome.as_str()])
+        .inc();
+    if used {
+        m.kernel_data_connections_total
+            .with_label_values(&[mode.as_str()])
+            .inc();
+    }
+    tracing::info!(
+        peer = %hole.peer,
+        onward = %hole.onward,
+        used,
+        outcome = outcome.as_str(),
+        "kernel data connection closed"
+    );
+    let _ = events.send(Event::DataClosed { id: key.1, outcome });
 }
 
 struct Expectation {

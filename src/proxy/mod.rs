@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-use crate::net::{self, Binding};
+use crate::net::{self, Binding, nft::Nft};
 use crate::rules::{Config, ListenMode, Listener};
 use crate::track::Tracker;
 use crate::xferlog::XferLog;
@@ -32,11 +32,13 @@ pub struct Shared {
     /// Cancelled when the process stops: every session ends now, with 421.
     pub shutdown: CancellationToken,
     xferlog: Mutex<Option<XferLog>>,
+    /// The netlink side of `data-path kernel`, when a listener uses it.
+    pub nft: Option<Nft>,
 }
 
 impl Shared {
     /// Must be called inside the runtime (it may start the xferlog writer).
-    pub fn new(config: Config) -> Arc<Self> {
+    pub fn new(config: Config, nft: Option<Nft>) -> Arc<Self> {
         let metrics = Metrics::new();
         metrics
             .sessions_limit
@@ -50,6 +52,7 @@ impl Shared {
             metrics,
             draining: CancellationToken::new(),
             shutdown: CancellationToken::new(),
+            nft,
         })
     }
 

@@ -68,7 +68,11 @@ pub fn explain(c: &Config) -> String {
                 )
             }
         };
-        let _ = writeln!(out, "  {} {mode}    # {}", l.addr, l.origin);
+        let path = match l.data_path {
+            super::DataPath::Relay => "",
+            super::DataPath::Kernel => " data-path kernel",
+        };
+        let _ = writeln!(out, "  {} {mode}{path}    # {}", l.addr, l.origin);
     }
     if !c.tables.is_empty() {
         let _ = writeln!(out, "tables:");

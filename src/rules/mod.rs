@@ -141,11 +141,24 @@ pub enum ListenMode {
     Forward,
 }
 
+/// Who forwards the data connections of a listener's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataPath {
+    /// ftpgate accepts each data connection and relays its bytes.
+    #[default]
+    Relay,
+    /// ftpgate installs a one-shot nftables element per data connection and the
+    /// kernel forwards it (`net::nft`); conversions between modes or address
+    /// families still use the relay.
+    Kernel,
+}
+
 /// One `listen` statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub addr: SocketAddr,
     pub mode: ListenMode,
+    pub data_path: DataPath,
     pub origin: Origin,
 }
 

@@ -39,8 +39,9 @@ use nom::error::{ErrorKind, ParseError};
 use nom::{IResult, Parser};
 
 use super::{
-    AddrMatch, AddrSet, Config, DataMatch, Family, ListenMode, Listener, Origin, PortRange,
-    PortSet, ReturnCode, RuleError, SessionRule, Settings, Subject, Table, Upstream, Verdict,
+    AddrMatch, AddrSet, Config, DataMatch, DataPath, Family, ListenMode, Listener, Origin,
+    PortRange, PortSet, ReturnCode, RuleError, SessionRule, Settings, Subject, Table, Upstream,
+    Verdict,
 };
 use crate::codec::TransferKind;
 use crate::session::DataMode;
@@ -256,7 +257,7 @@ enum TableBody {
 /// What one line says.
 enum Statement {
     Set(Setting),
-    Listen(SocketAddr, ListenMode),
+    Listen(SocketAddr, ListenMode, DataPath),
     Metrics(SocketAddr),
     Rule(SessionRule),
     Table(String, TableBody),
@@ -339,6 +340,21 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
 }
 
 fn listen_statement(i: &str) -> PResult<'_, Statement> {
+    let (rest, (addr, mode)) = listen_mode(i)?;
+    let (rest, data_path) = if peek(rest) == Some("data-path") {
+        let (rest, _) = keyword("data-path")(rest)?;
+        next("a data path (relay or kernel)", |t| match t {
+            "relay" => Some(DataPath::Relay),
+            "kernel" => Some(DataPath::Kernel),
+            _ => None,
+        })(rest)?
+    } else {
+        (rest, DataPath::Relay)
+    };
+    Ok((rest, Statement::Listen(addr, mode, data_path)))
+}
+
+fn listen_mode(i: &str) -> PResult<'_, (SocketAddr, ListenMode)> {
     let (rest, mode) = next("a listener mode (reverse, transparent or forward)", |t| {
         matches!(t, "reverse" | "transparent" | "forward").then_some(t)
     })(i)?;
@@ -347,7 +363,7 @@ fn listen_statement(i: &str) -> PResult<'_, Statement> {
         socket_addr,
     )(rest)?;
     if mode == "forward" {
-        return Ok((rest, Statement::Listen(addr, ListenMode::Forward)));
+        return Ok((rest, (addr, ListenMode::Forward)));
     }
     if mode == "transparent" {
         let (rest, tproxy) = optional_keyword(rest, "tproxy");
@@ -363,14 +379,11 @@ fn listen_statement(i: &str) -> PResult<'_, Statement> {
             tproxy,
             preserve_source,
         };
-        return Ok((rest, Statement::Listen(addr, mode)));
+        return Ok((rest, (addr, mode)));
     }
     let (rest, _) = keyword("upstream")(rest)?;
     let (rest, up) = next("an upstream HOST:PORT", upstream)(rest)?;
-    Ok((
-        rest,
-        Statement::Listen(addr, ListenMode::Reverse { upstream: up }),
-    ))
+    Ok((rest, (addr, ListenMode::Reverse { upstream: up })))
 }
 
 fn metrics_statement(i: &str) -> PResult<'_, Statement> {
@@ -918,12 +931,17 @@ impl Builder {
                 .map_or(code, |(_, rest)| from_part(code, rest.trim_start()));
             match stmt {
                 Statement::Set(setting) => setting.apply(&mut self.settings),
-                Statement::Listen(addr, mode) => {
+                Statement::Listen(addr, mode, data_path) => {
                     if self.config.listeners.iter().any(|l| l.addr == addr) {
                         let at = code.find(&addr.to_string()).map_or(code, |p| &code[p..]);
                         return Err(error(at, format!("{addr} is already a listener")));
                     }
-                    self.config.listeners.push(Listener { addr, mode, origin });
+                    self.config.listeners.push(Listener {
+                        addr,
+                        mode,
+                        data_path,
+                        origin,
+                    });
                 }
                 Statement::Metrics(addr) => self.config.metrics_listen = Some(addr),
                 Statement::Rule(rule) => self.config.session_rules.push(rule),
@@ -1063,6 +1081,35 @@ mod tests {
     }
 
     #[test]
+    fn data_path_is_the_relay_unless_a_listener_says_kernel() {
+        let c = parse_str(
+            "x.rules",
+            "listen transparent 0.0.0.0:8021 tproxy preserve-source data-path kernel\n\
+             listen transparent [::]:8021 data-path relay\n\
+             listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21 data-path kernel\n\
+             listen forward 127.0.0.1:2122\n",
+        )
+        .unwrap();
+        let paths: Vec<DataPath> = c.listeners.iter().map(|l| l.data_path).collect();
+        assert_eq!(
+            paths,
+            [
+                DataPath::Kernel,
+                DataPath::Relay,
+                DataPath::Kernel,
+                DataPath::Relay
+            ]
+        );
+        assert_eq!(
+            c.listeners[0].mode,
+            ListenMode::Transparent {
+                tproxy: true,
+                preserve_source: true
+            }
+        );
+    }
+
+    #[test]
     fn parses_every_statement() {
         let text = format!(
             "# comment\nset data-timeout 45s\nset idle-timeout 15m\nset connect-timeout 500ms\n\
@@ -1181,6 +1228,14 @@ mod tests {
         assert_eq!(
             err("listen transparent 0.0.0.0:8021 preserve-source\n"),
             "x.rules:1:33: preserve-source needs tproxy (REDIRECT rewrites addresses)"
+        );
+        assert_eq!(
+            err("listen transparent 0.0.0.0:8021 tproxy data-path fast\n"),
+            "x.rules:1:50: expected a data path (relay or kernel), found `fast`"
+        );
+        assert_eq!(
+            err("listen transparent 0.0.0.0:8021 data-path kernel tproxy\n"),
+            "x.rules:1:50: unexpected `tproxy`"
         );
         assert_eq!(
             err("listen reverse 127.0.0.1:2121\n"),

@@ -145,6 +145,9 @@ pub enum Event {
         proxy: SocketAddr,
         /// The second port, for [`Conversion::AcceptServer`].
         server_port: Option<u16>,
+        /// The kernel forwards the connection (`data-path kernel`): no
+        /// [`Event::DataConnected`] or [`Event::DataDrained`] will come.
+        kernel: bool,
     },
     ExpectationFailed {
         id: ExpectationId,
@@ -342,6 +345,9 @@ enum Phase {
     Connected,
     /// The transfer's bytes are all delivered; the connection is not yet closed.
     Drained,
+    /// The kernel forwards the connection; the engine never sees its bytes, so no
+    /// reply waits for them, and the final reply to the transfer closes the hole.
+    Kernel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -518,7 +524,8 @@ impl Session {
                 id,
                 proxy,
                 server_port,
-            } => self.on_opened(id, proxy, server_port),
+                kernel,
+            } => self.on_opened(id, proxy, server_port, kernel),
             Event::ExpectationFailed { id } => self.on_open_failed(id),
             Event::DataConnected { id } => self.set_phase(id, Phase::Connected),
             Event::DataDrained { id } => {
@@ -1007,10 +1014,12 @@ impl Session {
     /// A new `PASV`/`PORT` replaces an announced connection nobody has used, or one
     /// whose transfer is over but whose peer has not closed it yet.
     fn cancel_idle_expectation(&mut self) {
-        if let Some(data) = self
-            .data
-            .take_if(|d| matches!(d.phase, Phase::Deferred | Phase::Waiting | Phase::Drained))
-        {
+        if let Some(data) = self.data.take_if(|d| {
+            matches!(
+                d.phase,
+                Phase::Deferred | Phase::Waiting | Phase::Drained | Phase::Kernel
+            )
+        }) {
             self.cancel(data.id);
         }
     }
@@ -1021,7 +1030,13 @@ impl Session {
         }
     }
 
-    fn on_opened(&mut self, id: ExpectationId, proxy: SocketAddr, server_port: Option<u16>) {
+    fn on_opened(
+        &mut self,
+        id: ExpectationId,
+        proxy: SocketAddr,
+        server_port: Option<u16>,
+        kernel: bool,
+    ) {
         let Some(data) = self
             .data
             .as_mut()
@@ -1030,7 +1045,11 @@ impl Session {
             self.out.push(Action::Cancel(id));
             return;
         };
-        data.phase = Phase::Waiting;
+        data.phase = if kernel {
+            Phase::Kernel
+        } else {
+            Phase::Waiting
+        };
         data.client_port = Some(proxy.port());
         let proxy = SocketAddr::new(proxy.ip().to_canonical(), proxy.port());
         match data.announce {
@@ -1212,11 +1231,14 @@ impl Session {
     }
 
     fn on_transfer_reply(&mut self, reply: Reply, id: ExpectationId) {
-        let undelivered = self
-            .data
-            .as_ref()
-            .is_some_and(|d| d.id == id && d.phase != Phase::Drained);
-        if undelivered && matches!(reply.code, Some(226 | 250)) {
+        let phase = self.data.as_ref().filter(|d| d.id == id).map(|d| d.phase);
+        if phase == Some(Phase::Kernel) {
+            // The kernel delivered (or refused) the bytes itself; the connection was
+            // made or never will be, so its hole closes now rather than at expiry.
+            self.cancel_if_current(id);
+        } else if phase.is_some_and(|p| p != Phase::Drained)
+            && matches!(reply.code, Some(226 | 250))
+        {
             // The completion reply waits until the proxy has delivered every data
             // byte of the transfer.
             self.to_client.push_barrier(id);

@@ -42,6 +42,8 @@ struct Harness {
     server: LineFramer,
     next_port: u16,
     actions: Vec<Action>,
+    /// Opened expectations are forwarded by the kernel (`data-path kernel`).
+    kernel: bool,
 }
 
 impl Harness {
@@ -52,6 +54,7 @@ impl Harness {
             server: LineFramer::new(4096),
             next_port: 40000,
             actions: Vec::new(),
+            kernel: false,
         };
         h.server(b"220 ready\r\n");
         h.actions.clear();
@@ -72,6 +75,7 @@ impl Harness {
                     id,
                     proxy,
                     server_port,
+                    kernel: self.kernel,
                 });
             } else {
                 self.actions.push(action);
@@ -507,6 +511,59 @@ fn completion_reply_is_released_once_the_transfer_direction_drained() {
         to_client(&h.server(b"150 x\r\n226 y\r\n").take()),
         "150 x\r\n226 y\r\n"
     );
+}
+
+#[test]
+fn kernel_forwarded_transfer_holds_no_reply_and_closes_its_hole_at_the_end() {
+    for (announce, reply) in [
+        (&b"PASV\r\n"[..], &b"227 (203,0,113,2,200,10)\r\n"[..]),
+        (b"EPSV\r\n", b"229 (|||51210|)\r\n"),
+        (b"PORT 198,51,100,2,200,10\r\n", b"200 ok\r\n"),
+    ] {
+        let mut h = Harness::new(params());
+        h.kernel = true;
+        h.client(announce).server(reply).client(b"RETR f\r\n");
+        let id = ExpectationId(1);
+        assert!(!h.take().contains(&Action::Cancel(id)));
+        // No DataConnected or DataDrained ever comes: the kernel carries the bytes.
+        let a = h.server(b"150 Opening\r\n226 Transfer complete\r\n").take();
+        assert_eq!(to_client(&a), "150 Opening\r\n226 Transfer complete\r\n");
+        assert!(
+            a.contains(&Action::Cancel(id)),
+            "the hole closes at the 226"
+        );
+        // The next announcement is a new expectation, within the data limit.
+        h.feed(Event::DataClosed {
+            id,
+            outcome: DataOutcome::Completed,
+        });
+        let a = h.client(b"EPSV\r\n").server(b"229 (|||51211|)\r\n").take();
+        assert_eq!(opens(&a).len(), 1);
+    }
+}
+
+#[test]
+fn kernel_forwarded_expectation_is_replaced_by_the_next_announcement() {
+    let mut h = Harness::new(params());
+    h.kernel = true;
+    h.client(b"PASV\r\n")
+        .server(b"227 (203,0,113,2,200,10)\r\n");
+    h.take();
+    let a = h.client(b"PASV\r\n").take();
+    assert!(a.contains(&Action::Cancel(ExpectationId(1))));
+}
+
+#[test]
+fn kernel_forwarded_transfer_refused_by_the_server_closes_its_hole() {
+    let mut h = Harness::new(params());
+    h.kernel = true;
+    h.client(b"EPSV\r\n")
+        .server(b"229 (|||51210|)\r\n")
+        .client(b"RETR missing\r\n");
+    h.take();
+    let a = h.server(b"550 No such file\r\n").take();
+    assert_eq!(to_client(&a), "550 No such file\r\n");
+    assert!(a.contains(&Action::Cancel(ExpectationId(1))));
 }
 
 #[test]

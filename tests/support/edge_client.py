@@ -5,6 +5,10 @@ namespace with `ip netns exec`. Each prints what it saw; the Rust test asserts.
   edge_client.py steal SERVER FILE THIEF_SOURCE
       Logs in, asks EPSV, lets a second host (THIEF_SOURCE) race for the data port,
       then downloads FILE on it. Prints "thief: <bytes>" and "client: <bytes> <reply>".
+  edge_client.py twice SERVER FILE
+      Logs in, asks EPSV, connects to the data port, then tries a second connection
+      to it (2 s); downloads FILE on the first. Prints "second: <connect result>"
+      and "client: <bytes> <reply>".
   edge_client.py bounce SERVER THIRD_HOST THIRD_PORT
       Logs in and sends PORT naming THIRD_HOST:THIRD_PORT, then LIST. Prints replies.
   edge_client.py active SERVER FILE
@@ -82,6 +86,39 @@ def steal(server, path, thief_source):
     print("client:", got, c.reply()[:3])
 
 
+def twice(server, path):
+    c = Control(server)
+    c.login()
+    reply = c.cmd("EPSV")
+    port = int(reply.split("|||")[1].split("|")[0])
+    data = socket.create_connection((server, port), timeout=20)
+    print("second:", attempt(server, port, 2))
+    c.sock.sendall(("RETR " + path + "\r\n").encode())
+    c.reply()
+    got = 0
+    while True:
+        chunk = data.recv(65536)
+        if not chunk:
+            break
+        got += len(chunk)
+    data.close()
+    print("client:", got, c.reply()[:3])
+
+
+def attempt(addr, port, seconds):
+    s = socket.socket(family(addr), socket.SOCK_STREAM)
+    s.settimeout(float(seconds))
+    try:
+        s.connect((addr, int(port)))
+        return "connected"
+    except ConnectionRefusedError:
+        return "refused"
+    except (socket.timeout, TimeoutError):
+        return "timeout"
+    finally:
+        s.close()
+
+
 def bounce(server, third, port):
     c = Control(server)
     c.login()
@@ -135,17 +172,10 @@ def probe(addr, port):
 
 
 def connect(addr, port, seconds):
-    s = socket.socket(family(addr), socket.SOCK_STREAM)
-    s.settimeout(float(seconds))
-    try:
-        s.connect((addr, int(port)))
-        print("connected")
-    except ConnectionRefusedError:
-        print("refused")
-    except (socket.timeout, TimeoutError):
-        print("timeout")
+    print(attempt(addr, port, seconds))
 
 
 if __name__ == "__main__":
-    scenarios = {"steal": steal, "bounce": bounce, "active": active, "probe": probe, "connect": connect}
+    scenarios = {"steal": steal, "bounce": bounce, "active": active, "probe": probe, "connect": connect,
+                 "twice": twice}
     scenarios[sys.argv[1]](*sys.argv[2:])

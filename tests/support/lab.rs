@@ -21,16 +21,34 @@ pub enum Flavour {
     Tproxy,
     /// TPROXY with `preserve-source` on its listeners.
     TproxyPreserveSource,
+    /// `data-path kernel` on the listeners of the flavour inside.
+    Kernel(KernelOf),
+}
+
+/// The flavours the kernel data path is tried with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelOf {
+    Redirect,
+    Tproxy,
+    TproxyPreserveSource,
 }
 
 impl Flavour {
     /// The shipped nftables ruleset and ftpgate rule file for this flavour.
     pub fn files(self) -> (&'static str, &'static str) {
-        match self {
+        match self.relay() {
             Flavour::Redirect => ("ftpgate-redirect.nft", "edge-redirect.rules"),
-            Flavour::Tproxy | Flavour::TproxyPreserveSource => {
-                ("ftpgate-tproxy.nft", "edge-tproxy.rules")
-            }
+            _ => ("ftpgate-tproxy.nft", "edge-tproxy.rules"),
+        }
+    }
+
+    /// The flavour without `data-path kernel`.
+    pub fn relay(self) -> Flavour {
+        match self {
+            Flavour::Kernel(KernelOf::Redirect) => Flavour::Redirect,
+            Flavour::Kernel(KernelOf::Tproxy) => Flavour::Tproxy,
+            Flavour::Kernel(KernelOf::TproxyPreserveSource) => Flavour::TproxyPreserveSource,
+            other => other,
         }
     }
 
@@ -38,10 +56,24 @@ impl Flavour {
     pub fn rules(self) -> String {
         let (_, rules) = self.files();
         let text = fs::read_to_string(format!("{ROOT}/rules/{rules}")).expect("shipped edge rules");
-        match self {
+        let text = match self.relay() {
             Flavour::TproxyPreserveSource => text.replace(" tproxy", " tproxy preserve-source"),
             _ => text,
+        };
+        if !matches!(self, Flavour::Kernel(_)) {
+            return text;
         }
+        // `data-path kernel` at the end of each listen statement, before its comment.
+        text.lines()
+            .map(|line| match line.split_once('#') {
+                Some((code, comment)) if code.starts_with("listen ") => {
+                    format!("{} data-path kernel # {comment}", code.trim_end())
+                }
+                _ if line.starts_with("listen ") => format!("{line} data-path kernel"),
+                _ => line.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -65,7 +97,7 @@ impl Lab {
             lab.on("edge", "nft")
                 .args(["-f", &format!("{ROOT}/deploy/nftables/{ruleset}")]),
         );
-        if flavour != Flavour::Redirect {
+        if flavour.relay() != Flavour::Redirect {
             let routing = format!("{ROOT}/deploy/tproxy-routing.sh");
             run_ok(lab.on("edge", "bash").args([routing.as_str(), "add"]));
         }

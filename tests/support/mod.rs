@@ -76,7 +76,7 @@ pub fn prerequisites(tools: &[&str]) -> bool {
 macro_rules! require {
     ($($tool:expr),* $(,)?) => {
         if !support::prerequisites(&[$($tool),*]) {
-            return;
+            return Default::default();
         }
     };
 }

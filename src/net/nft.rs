@@ -1,0 +1,471 @@
+//! The kernel data path (`data-path kernel`): instead of relaying a data connection,
+//! ftpgate writes three elements into the maps of its nftables table and the kernel
+//! forwards the connection itself, like the FTP conntrack helper does, but only for
+//! the connection ftpgate approved:
+//!
+//! - `data_dnat4`/`6`: (peer . announced address . announced port) → onward address
+//!   and port: the connection the peer makes to what ftpgate announced goes on to
+//!   where the relay would have connected.
+//! - `data_snat4`/`6`: (peer . onward address . onward port) → the address the relay
+//!   would have connected from, when that is not the peer's own.
+//! - `data_pass4`/`6`: (peer . onward address . onward port): the forward chain lets
+//!   one new connection with this key through and deletes the element as it does
+//!   (one-shot, invariant 3); every element also expires with the expectation.
+//!
+//! The table, maps and rules are the operator's (`deploy/nftables/*.nft`); ftpgate only
+//! adds and deletes elements, over one netlink socket, one batch per change.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use netlink_packet_core::{
+    DefaultNla, Emitable, ErrorBuffer, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+};
+use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
+
+// From <linux/netfilter/nfnetlink.h> and <linux/netfilter/nf_tables.h>.
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFPROTO_INET: u8 = 1;
+const AF_UNSPEC: u8 = 0;
+const ENOENT: i32 = 2;
+const DEL: u16 = NLM_F_REQUEST | NLM_F_ACK;
+
+/// The table ftpgate's maps live in (family `inet`).
+pub const TABLE: &str = "ftpgate";
+
+/// The names of the maps and the set of one address family.
+fn names(v4: bool) -> [&'static str; 3] {
+    if v4 {
+        ["data_dnat4", "data_snat4", "data_pass4"]
+    } else {
+        ["data_dnat6", "data_snat6", "data_pass6"]
+    }
+}
+
+/// One approved data connection, as the kernel is to forward it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hole {
+    /// The only peer that may connect.
+    pub peer: IpAddr,
+    /// What the peer was told to connect to.
+    pub dst: SocketAddr,
+    /// Where the connection goes on to.
+    pub onward: SocketAddr,
+    /// The source the onward side sees, when it is not the peer's own address.
+    pub snat: Option<IpAddr>,
+}
+
+impl Hole {
+    /// The hole for a connection from `peer` to `dst`, going on to `onward` from
+    /// `from` (unspecified: wherever the peer's packets come from, as the relay lets
+    /// the routing choose). `None` when the addresses are not all of one family: NAT
+    /// does not translate between IPv4 and IPv6, so such a connection needs the relay.
+    pub fn new(peer: IpAddr, dst: SocketAddr, onward: SocketAddr, from: IpAddr) -> Option<Hole> {
+        let v4 = peer.is_ipv4();
+        let same = [dst.ip(), onward.ip()]
+            .iter()
+            .all(|ip| ip.is_ipv4() == v4 && !ip.is_unspecified());
+        let from_ok = from.is_unspecified() || from.is_ipv4() == v4;
+        (same && from_ok && !peer.is_unspecified()).then(|| Hole {
+            peer,
+            dst,
+            onward,
+            snat: (from != peer && !from.is_unspecified()).then_some(from),
+        })
+    }
+
+    fn v4(&self) -> bool {
+        self.peer.is_ipv4()
+    }
+
+    /// The `dnat` element: key and value.
+    fn dnat(&self) -> (Vec<u8>, Vec<u8>) {
+        (
+            concat(&[
+                Field::Ip(self.peer),
+                Field::Ip(self.dst.ip()),
+                Field::Port(self.dst.port()),
+            ]),
+            concat(&[Field::Ip(self.onward.ip()), Field::Port(self.onward.port())]),
+        )
+    }
+
+    /// The key of the `snat` and `pass` elements: the connection after DNAT.
+    fn forwarded(&self) -> Vec<u8> {
+        concat(&[
+            Field::Ip(self.peer),
+            Field::Ip(self.onward.ip()),
+            Field::Port(self.onward.port()),
+        ])
+    }
+}
+
+enum Field {
+    Ip(IpAddr),
+    Port(u16),
+}
+
+/// nftables' encoding of a concatenation: each field in network byte order, padded
+/// to a multiple of four bytes (one 32-bit register each).
+fn concat(fields: &[Field]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40);
+    for field in fields {
+        match field {
+            Field::Ip(IpAddr::V4(ip)) => out.extend_from_slice(&ip.octets()),
+            Field::Ip(IpAddr::V6(ip)) => out.extend_from_slice(&ip.octets()),
+            Field::Port(port) => {
+                out.extend_from_slice(&port.to_be_bytes());
+                out.extend_from_slice(&[0, 0]);
+            }
+        }
+    }
+    out
+}
+
+/// One nf_tables message: `nfgenmsg` header and attributes.
+#[derive(Debug)]
+struct NftMessage {
+    message_type: u16,
+    family: u8,
+    res_id: u16,
+    attrs: Vec<DefaultNla>,
+}
+
+impl NetlinkSerializable for NftMessage {
+    fn message_type(&self) -> u16 {
+        self.message_type
+    }
+
+    fn buffer_len(&self) -> usize {
+        4 + self.attrs.as_slice().buffer_len()
+    }
+
+    fn serialize(&self, buffer: &mut [u8]) {
+        let (header, attrs) = buffer.split_at_mut(4);
+        header.copy_from_slice(&[
+            self.family,
+            0, // NFNETLINK_V0
+            (self.res_id >> 8) as u8,
+            self.res_id as u8,
+        ]);
+        self.attrs.as_slice().emit(attrs);
+    }
+}
+
+fn string(kind: u16, s: &str) -> DefaultNla {
+    let mut value = s.as_bytes().to_vec();
+    value.push(0);
+    DefaultNla::new(kind, value)
+}
+
+fn nested(kind: u16, inner: &[DefaultNla]) -> DefaultNla {
+    let mut value = vec![0; inner.buffer_len()];
+    inner.emit(&mut value);
+    DefaultNla::new(kind | NLA_F_NESTED, value)
+}
+
+fn data(kind: u16, value: Vec<u8>) -> DefaultNla {
+    nested(kind, &[DefaultNla::new(NFTA_DATA_VALUE, value)])
+}
+
+/// A `NEWSETELEM`/`DELSETELEM` for one element of `set`.
+fn element(
+    message: u16,
+    set: &str,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+    timeout: Option<Duration>,
+) -> NftMessage {
+    let mut attrs = vec![data(NFTA_SET_ELEM_KEY, key)];
+    if let Some(value) = value {
+        attrs.push(data(NFTA_SET_ELEM_DATA, value));
+    }
+    if let Some(timeout) = timeout {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        attrs.push(DefaultNla::new(
+            NFTA_SET_ELEM_TIMEOUT,
+            ms.to_be_bytes().to_vec(),
+        ));
+    }
+    NftMessage {
+        message_type: NFNL_SUBSYS_NFTABLES << 8 | message,
+        family: NFPROTO_INET,
+        res_id: 0,
+        attrs: vec![
+            string(NFTA_SET_ELEM_LIST_TABLE, TABLE),
+            string(NFTA_SET_ELEM_LIST_SET, set),
+            nested(
+                NFTA_SET_ELEM_LIST_ELEMENTS,
+                &[nested(NFTA_LIST_ELEM, &attrs)],
+            ),
+        ],
+    }
+}
+
+fn batch_marker(message_type: u16) -> NftMessage {
+    NftMessage {
+        message_type,
+        family: AF_UNSPEC,
+        res_id: NFNL_SUBSYS_NFTABLES,
+        attrs: Vec::new(),
+    }
+}
+
+/// The netlink side of the kernel data path.
+pub struct Nft {
+    socket: Mutex<Socket>,
+    seq: AtomicU32,
+}
+
+impl Nft {
+    /// Opens the netlink socket and checks that table `inet ftpgate` has every map and
+    /// set the kernel path writes to, so a missing ruleset is an error at start-up,
+    /// not at the first transfer.
+    pub fn open() -> io::Result<Nft> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        // Every answer is queued before send() returns; the timeout only keeps a
+        // kernel that never answers from holding the lock forever.
+        socket2::SockRef::from(&socket).set_read_timeout(Some(Duration::from_secs(1)))?;
+        let nft = Nft {
+            socket: Mutex::new(socket),
+            seq: AtomicU32::new(1),
+        };
+        for name in names(true).into_iter().chain(names(false)) {
+            let get = NftMessage {
+                message_type: NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSET,
+                family: NFPROTO_INET,
+                res_id: 0,
+                attrs: vec![string(NFTA_SET_TABLE, TABLE), string(NFTA_SET_NAME, name)],
+            };
+            nft.exchange(vec![get], false, NLM_F_REQUEST | NLM_F_ACK)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "nftables set or map `inet {TABLE} {name}`: {e} \
+                         (load deploy/nftables/ftpgate-*.nft)"
+                        ),
+                    )
+                })?;
+        }
+        Ok(nft)
+    }
+
+    /// Lets `hole` through for `timeout` (or until [`Nft::remove`]).
+    pub fn install(&self, hole: &Hole, timeout: Duration) -> io::Result<()> {
+        let [dnat, snat, pass] = names(hole.v4());
+        let (key, value) = hole.dnat();
+        let mut messages = vec![element(
+            NFT_MSG_NEWSETELEM,
+            dnat,
+            key,
+            Some(value),
+            Some(timeout),
+        )];
+        if let Some(from) = hole.snat {
+            let value = concat(&[Field::Ip(from)]);
+            messages.push(element(
+                NFT_MSG_NEWSETELEM,
+                snat,
+                hole.forwarded(),
+                Some(value),
+                Some(timeout),
+            ));
+        }
+        messages.push(element(
+            NFT_MSG_NEWSETELEM,
+            pass,
+            hole.forwarded(),
+            None,
+            Some(timeout),
+        ));
+        self.exchange(messages, true, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE)
+    }
+
+    /// Closes `hole`. `true` when its one connection went through: the forward chain
+    /// had deleted the pass element already.
+    pub fn remove(&self, hole: &Hole) -> io::Result<bool> {
+        let [dnat, snat, pass] = names(hole.v4());
+        let del = |set, key| element(NFT_MSG_DELSETELEM, set, key, None, None);
+        // One batch each: a batch stops at its first error, and any of them may have
+        // expired already.
+        let used = gone(self.exchange(vec![del(pass, hole.forwarded())], true, DEL))?;
+        gone(self.exchange(vec![del(dnat, hole.dnat().0)], true, DEL))?;
+        if hole.snat.is_some() {
+            gone(self.exchange(vec![del(snat, hole.forwarded())], true, DEL))?;
+        }
+        Ok(used)
+    }
+
+    /// Sends `messages` (inside a batch when `batch`) and waits for every ACK.
+    fn exchange(&self, messages: Vec<NftMessage>, batch: bool, flags: u16) -> io::Result<()> {
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        let mut push = |message: NftMessage, flags: u16, acked: bool| {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let mut header = NetlinkHeader::default();
+            header.flags = flags;
+            header.sequence_number = seq;
+            let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
+            msg.finalize();
+            let start = wire.len();
+            wire.resize(start + msg.buffer_len(), 0);
+            if let Some(buffer) = wire.get_mut(start..) {
+                msg.serialize(buffer);
+            }
+            if acked {
+                expected.push(seq);
+            }
+        };
+        if batch {
+            push(batch_marker(NFNL_MSG_BATCH_BEGIN), NLM_F_REQUEST, false);
+        }
+        for message in messages {
+            push(message, flags, true);
+        }
+        if batch {
+            push(batch_marker(NFNL_MSG_BATCH_END), NLM_F_REQUEST, false);
+        }
+        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        socket.send(&wire, 0)?;
+        // nf_tables handles the batch inside send(), so every answer is queued by now.
+        let mut buffer = Vec::with_capacity(8192);
+        let mut first_error = None;
+        while !expected.is_empty() {
+            buffer.clear();
+            socket.recv(&mut buffer, 0)?;
+            let mut rest = buffer.as_slice();
+            while let Ok(message) = NetlinkBuffer::new_checked(rest) {
+                let len = message.length() as usize;
+                let seq = message.sequence_number();
+                if message.message_type() == netlink_packet_core::NLMSG_ERROR {
+                    let code = ErrorBuffer::new_checked(message.payload())
+                        .ok()
+                        .and_then(|e| e.code());
+                    expected.retain(|&s| s != seq);
+                    if let (Some(code), None) = (code, &first_error) {
+                        first_error = Some(io::Error::from_raw_os_error(-code.get()));
+                        // A failed message aborts the batch: no further ACKs come.
+                        expected.clear();
+                    }
+                }
+                let next = (len + 3) & !3;
+                rest = rest.get(next..).unwrap_or_default();
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// `Ok(true)` when the element was gone already.
+fn gone(result: io::Result<()>) -> io::Result<bool> {
+    match result {
+        Ok(()) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(ENOENT) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn keys_pad_ports_to_a_register() {
+        let hole = Hole::new(
+            "198.51.100.2".parse().unwrap(),
+            sa("203.0.113.2:40001"),
+            sa("203.0.113.2:30000"),
+            "203.0.113.1".parse().unwrap(),
+        )
+        .unwrap();
+        let (key, value) = hole.dnat();
+        assert_eq!(key, [198, 51, 100, 2, 203, 0, 113, 2, 0x9c, 0x41, 0, 0]);
+        assert_eq!(value, [203, 0, 113, 2, 0x75, 0x30, 0, 0]);
+        assert_eq!(
+            hole.forwarded(),
+            [198, 51, 100, 2, 203, 0, 113, 2, 0x75, 0x30, 0, 0]
+        );
+        assert_eq!(hole.snat, Some("203.0.113.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv6_keys_are_forty_bytes() {
+        let hole = Hole::new(
+            "2001:db8:1::2".parse().unwrap(),
+            sa("[2001:db8:2::2]:40001"),
+            sa("[2001:db8:2::2]:30000"),
+            "2001:db8:1::2".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(hole.dnat().0.len(), 36);
+        assert_eq!(hole.dnat().1.len(), 20);
+        assert_eq!(hole.snat, None, "the peer's own address needs no SNAT");
+    }
+
+    #[test]
+    fn an_unspecified_source_needs_no_snat() {
+        let hole = Hole::new(
+            "203.0.113.2".parse().unwrap(),
+            sa("203.0.113.1:40001"),
+            sa("198.51.100.2:50000"),
+            "0.0.0.0".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(hole.snat, None);
+    }
+
+    #[test]
+    fn no_hole_across_families() {
+        let hole = Hole::new(
+            "2001:db8:1::2".parse().unwrap(),
+            sa("[2001:db8:2::2]:40001"),
+            sa("203.0.113.2:30000"),
+            "203.0.113.1".parse().unwrap(),
+        );
+        assert_eq!(hole, None);
+    }
+
+    #[test]
+    fn an_element_message_nests_key_value_and_timeout() {
+        let msg = element(
+            NFT_MSG_NEWSETELEM,
+            "data_pass4",
+            vec![1, 2, 3, 4],
+            Some(vec![5, 6, 7, 8]),
+            Some(Duration::from_secs(30)),
+        );
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        assert_eq!(&buf[..4], &[NFPROTO_INET, 0, 0, 0]);
+        // table "ftpgate\0" (8 bytes + 4 header), set "data_pass4\0" (11 + 4, padded)
+        assert_eq!(&buf[4..6], &12u16.to_ne_bytes());
+        assert_eq!(&buf[8..16], b"ftpgate\0");
+        assert!(buf.windows(8).any(|w| w == 30_000u64.to_be_bytes()));
+        assert!(buf.windows(4).any(|w| w == [5, 6, 7, 8]));
+    }
+}
