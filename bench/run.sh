@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
 # ftpgate against the Linux kernel's FTP helper and plain routing, in one run, on the
 # lab topology (deploy/lab.sh: client — edge — server in network namespaces, vsftpd on
-# the server, curl on the client). Prints a Markdown table of medians over interleaved
-# repetitions and the ratios to the kernel helper. Exits non-zero only when a transfer
-# fails, never because something is slow.
+# the server, curl and Python's ftplib on the client). ftpgate runs in REDIRECT and
+# TPROXY mode, each with the user-space relay and with `data-path kernel`. Prints
+# Markdown tables of medians over interleaved repetitions and the ratios to the kernel
+# helper. Exits non-zero only when a transfer fails, never because something is slow.
 #
-#   bash bench/run.sh            # 1 GiB per download, 3 repetitions (as root)
+#   bash bench/run.sh            # 1 GiB per transfer, 3 repetitions (as root)
 #   bash bench/run.sh --smoke    # a few seconds: proves the script works (CI)
-# Environment: SIZE_MB, REPS, SMALL (RETRs per session), SESSIONS.
+# Environment: SIZE_MB, REPS, SMALL (RETRs per session), SESSIONS, LATENCY (timed
+# data connections per mode), CONFIGS (a subset, e.g. "helper redirect-kernel").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--smoke" ]; then
     SIZE_MB=${SIZE_MB:-8} REPS=${REPS:-1} SMALL=${SMALL:-10} SESSIONS=${SESSIONS:-5}
+    LATENCY=${LATENCY:-10}
 fi
 SIZE_MB=${SIZE_MB:-1024} REPS=${REPS:-3} SMALL=${SMALL:-200} SESSIONS=${SESSIONS:-100}
+LATENCY=${LATENCY:-200}
 P=fgbench
 SERVER=203.0.113.2
-CONFIGS=(routing kernel redirect tproxy)
-MODES=(pasv epsv port eprt)
+SERVER6=2001:db8:2::2
+read -r -a CONFIGS <<<"${CONFIGS:-routing helper redirect tproxy redirect-kernel tproxy-kernel}"
+# IPv4 in every mode; curl speaks only EPSV and EPRT over IPv6.
+MODES=(pasv epsv port eprt epsv6 eprt6)
 
 bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl nft:nftables ip:iproute2 python3:python3
 cargo build --release --locked -q
@@ -38,11 +44,17 @@ trap cleanup EXIT
 
 bash deploy/lab.sh up "$P"
 chmod 755 "$work"
-mkdir -p "$work/root" /var/run/vsftpd/empty
+mkdir -p "$work/root/up" /var/run/vsftpd/empty
 chmod 755 "$work/root"
+chown ftp "$work/root/up"
 head -c $((SIZE_MB * 1024 * 1024)) /dev/zero > "$work/root/big.bin"
 head -c 1024 /dev/urandom > "$work/root/small.bin"
 chmod 644 "$work/root/"*.bin
+# The shipped edge rules, with the kernel data path on every listener.
+for flavour in redirect tproxy; do
+    sed -E 's/^(listen [^#]*[^ #])( *#.*)?$/\1 data-path kernel\2/' "rules/edge-$flavour.rules" \
+        > "$work/edge-$flavour-kernel.rules"
+done
 cat > "$work/vsftpd.conf" <<CONF
 listen=NO
 listen_ipv6=YES
@@ -51,6 +63,9 @@ anonymous_enable=YES
 no_anon_password=YES
 local_enable=NO
 anon_root=$work/root
+write_enable=YES
+anon_upload_enable=YES
+anon_other_write_enable=YES
 connect_from_port_20=NO
 secure_chroot_dir=/var/run/vsftpd/empty
 seccomp_sandbox=NO
@@ -65,23 +80,24 @@ ip netns exec "$P-server" vsftpd "$work/vsftpd.conf" >"$work/vsftpd.out" 2>&1 &
 pids+=($!)
 
 gate_pid=
+gate() {
+    RUST_LOG=warn ip netns exec "$P-edge" "$bin" run -c "$1" >/dev/null 2>>"$work/ftpgate.log" &
+    gate_pid=$!
+}
 edge_up() {
     case "$1" in
         routing) ;;
-        kernel) on edge nft -f bench/kernel-helper.nft ;;
-        redirect)
+        helper) on edge nft -f bench/kernel-helper.nft ;;
+        redirect | redirect-kernel)
             on edge nft -f deploy/nftables/ftpgate-redirect.nft
-            RUST_LOG=warn ip netns exec "$P-edge" "$bin" run -c rules/edge-redirect.rules \
-                >/dev/null 2>>"$work/ftpgate.log" &
-            gate_pid=$!
+            if [ "$1" = redirect ]; then gate rules/edge-redirect.rules; else gate "$work/edge-redirect-kernel.rules"; fi
             ;;
-        tproxy)
+        tproxy | tproxy-kernel)
             on edge nft -f deploy/nftables/ftpgate-tproxy.nft
             on edge bash deploy/tproxy-routing.sh add
-            RUST_LOG=warn ip netns exec "$P-edge" "$bin" run -c rules/edge-tproxy.rules \
-                >/dev/null 2>>"$work/ftpgate.log" &
-            gate_pid=$!
+            if [ "$1" = tproxy ]; then gate rules/edge-tproxy.rules; else gate "$work/edge-tproxy-kernel.rules"; fi
             ;;
+        *) echo "unknown configuration $1" >&2; exit 2 ;;
     esac
     # Ready when a control connection gets its greeting through the edge.
     for _ in $(seq 200); do
@@ -105,9 +121,15 @@ edge_down() {
 curl_mode() {
     case "$1" in
         pasv) echo "--ftp-pasv --disable-epsv" ;;
-        epsv) echo "--ftp-pasv" ;;
+        epsv | epsv6) echo "--ftp-pasv" ;;
         port) echo "-P - --disable-eprt" ;;
-        eprt) echo "-P -" ;;
+        eprt | eprt6) echo "-P -" ;;
+    esac
+}
+server_of() {
+    case "$1" in
+        *6) echo "[$SERVER6]" ;;
+        *) echo "$SERVER" ;;
     esac
 }
 
@@ -115,14 +137,27 @@ now() { date +%s.%N; }
 record() { echo "$1 $2 $3" >> "$results"; }
 
 measure() {
-    local config=$1 mode out speed size start end urls
+    local config=$1 mode out speed size start end urls p50 p99 bytes=$((SIZE_MB * 1024 * 1024))
     for mode in "${MODES[@]}"; do
         # shellcheck disable=SC2046
         out=$(on client curl -sS $(curl_mode "$mode") -o /dev/null \
-            -w '%{speed_download} %{size_download}' "ftp://$SERVER/big.bin")
+            -w '%{speed_download} %{size_download}' "ftp://$(server_of "$mode")/big.bin")
         read -r speed size <<<"$out"
-        [ "$size" = $((SIZE_MB * 1024 * 1024)) ] || { echo "$config $mode: got $size bytes" >&2; exit 1; }
-        record "$config" "throughput-$mode" "$speed"
+        [ "$size" = "$bytes" ] || { echo "$config $mode download: got $size bytes" >&2; exit 1; }
+        record "$config" "download-$mode" "$speed"
+        # shellcheck disable=SC2046
+        out=$(on client curl -sS $(curl_mode "$mode") -T "$work/root/big.bin" \
+            -w '%{speed_upload} %{size_upload}' "ftp://$(server_of "$mode")/up/big.bin")
+        read -r speed size <<<"$out"
+        [ "$size" = "$bytes" ] && [ "$(stat -c %s "$work/root/up/big.bin")" = "$bytes" ] ||
+            { echo "$config $mode upload: sent $size bytes" >&2; exit 1; }
+        rm -f "$work/root/up/big.bin"
+        record "$config" "upload-$mode" "$speed"
+    done
+    for mode in passive active; do
+        read -r p50 p99 < <(on client python3 bench/setup_latency.py "$SERVER" "$mode" "$LATENCY" small.bin)
+        record "$config" "latency-$mode-p50" "$p50"
+        record "$config" "latency-$mode-p99" "$p99"
     done
     urls=$(for _ in $(seq "$SMALL"); do printf 'ftp://%s/small.bin ' "$SERVER"; done)
     for mode in epsv port; do
@@ -150,25 +185,55 @@ for rep in $(seq "$REPS"); do
     done
 done
 
-python3 - "$results" "$SIZE_MB" "$REPS" "$SMALL" "$SESSIONS" <<'PY'
+python3 - "$results" "$SIZE_MB" "$REPS" "$SMALL" "$SESSIONS" "$LATENCY" "${CONFIGS[@]}" <<'PY'
 import statistics, sys
-path, size, reps, small, sessions = sys.argv[1:]
+path, size, reps, small, sessions, latency, *configs = sys.argv[1:]
 values = {}
 for line in open(path):
     config, metric, value = line.split()
     values.setdefault((metric, config), []).append(float(value))
-configs = ["routing", "kernel", "redirect", "tproxy"]
-metrics = sorted({m for m, _ in values}, key=lambda m: (not m.startswith("throughput"), m))
+names = {
+    "routing": "routing", "helper": "kernel helper", "redirect": "REDIRECT relay",
+    "tproxy": "TPROXY relay", "redirect-kernel": "REDIRECT kernel path",
+    "tproxy-kernel": "TPROXY kernel path",
+}
+order = ["download", "upload", "setup", "sessions", "latency"]
+metrics = sorted({m for m, _ in values}, key=lambda m: (order.index(m.split("-")[0]), m))
+med = {(m, c): statistics.median(values[(m, c)]) for (m, c) in values}
 def fmt(metric, v):
-    if metric.startswith("throughput"):
+    if metric.startswith(("download", "upload")):
         return f"{v / 1e9:.2f} GB/s"
+    if metric.startswith("latency"):
+        return f"{v * 1e3:.2f} ms"
     return f"{v:.0f}/s"
-print(f"\n{size} MiB downloads, {small} RETRs per session for setup rate, {sessions} sessions "
-      f"(login, LIST, QUIT) for session rate; medians of {reps} interleaved repetitions.\n")
-print("| metric | routing | kernel helper | ftpgate REDIRECT | ftpgate TPROXY | REDIRECT / kernel | TPROXY / kernel |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
+targets = {"download": 0.95, "upload": 0.95, "setup": 0.90, "sessions": 0.95}
+print(f"\n{size} MiB per transfer (curl; IPv6 in EPSV and EPRT only), {small} RETRs per session "
+      f"for setup rate, {sessions} sessions (login, LIST, QUIT) for session rate, {latency} "
+      f"timed data connections per mode for latency (ftplib: announcement to first data "
+      f"byte); medians of {reps} interleaved repetitions.\n")
+print("| metric | " + " | ".join(names[c] for c in configs) + " |")
+print("|" + " --- |" * (len(configs) + 1))
 for m in metrics:
-    med = {c: statistics.median(values[(m, c)]) for c in configs}
-    ratio = lambda c: f"{med[c] / med['kernel']:.2f}" if med["kernel"] else "-"
-    print(f"| {m} | " + " | ".join(fmt(m, med[c]) for c in configs) + f" | {ratio('redirect')} | {ratio('tproxy')} |")
+    print(f"| {m} | " + " | ".join(fmt(m, med[(m, c)]) if (m, c) in med else "-" for c in configs) + " |")
+gates = [c for c in configs if c not in ("routing", "helper")]
+if "helper" in configs and gates:
+    print("\nRatio to the kernel helper (throughput and rates: higher is better, ✓ at the "
+          "issue's target; latency: added milliseconds).\n")
+    print("| metric | target | " + " | ".join(names[c] for c in gates) + " |")
+    print("|" + " --- |" * (len(gates) + 2))
+    for m in metrics:
+        kind = m.split("-")[0]
+        base = med.get((m, "helper"))
+        cells = []
+        for c in gates:
+            v = med.get((m, c))
+            if v is None or not base:
+                cells.append("-")
+            elif kind == "latency":
+                cells.append(f"{(v - base) * 1e3:+.2f} ms")
+            else:
+                r = v / base
+                cells.append(f"{r:.2f}" + (" ✓" if r >= targets[kind] else ""))
+        target = f"≥ {targets[kind]:.2f}" if kind in targets else "reported"
+        print(f"| {m} | {target} | " + " | ".join(cells) + " |")
 PY

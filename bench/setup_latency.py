@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Data-connection setup latency as a client sees it, with Python's ftplib.
+
+  setup_latency.py HOST passive|active COUNT FILE
+
+Logs in anonymously, then COUNT times: announces a data connection (EPSV, or EPRT
+for active), sends RETR FILE and times from the announcement to the first data
+byte: the announcement's round trip, the connection through the edge (for ftpgate,
+the expectation, the onward connect or the kernel hole) and the server's first
+byte. Prints "p50 p99" in seconds. Exits non-zero if a transfer fails.
+"""
+import ftplib
+import statistics
+import sys
+import time
+
+
+def main():
+    host, mode, count, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    ftp = ftplib.FTP(host, timeout=20)
+    ftp.login()
+    ftp.voidcmd("TYPE I")
+    ftp.set_pasv(mode == "passive")
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        conn = ftp.transfercmd("RETR " + path)
+        first = conn.recv(65536)
+        samples.append(time.perf_counter() - start)
+        if not first:
+            sys.exit("no data")
+        while conn.recv(65536):
+            pass
+        conn.close()
+        ftp.voidresp()
+    ftp.quit()
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, int(round(0.99 * (len(samples) - 1))))]
+    print(statistics.median(samples), p99)
+
+
+if __name__ == "__main__":
+    main()
