@@ -554,3 +554,33 @@ fn data_path_kernel_without_its_nftables_table_is_a_start_up_error() {
         "{stderr}"
     );
 }
+
+/// The hole is consumed by the connection, not by its first packet: a SYN the server
+/// host drops is retransmitted through the edge and the transfer completes.
+#[test]
+fn a_kernel_hole_survives_a_lost_syn() {
+    require!("vsftpd", "curl", "nft", "ip", "python3");
+    let e = edge(Flavour::Kernel(KernelOf::Redirect), "");
+    // Every other SYN to vsftpd's passive ports is lost, the first one included.
+    let lossy = "table inet lossy { chain input { type filter hook input priority 0; \
+                 tcp dport 30000-30999 tcp flags & (syn | ack) == syn numgen inc mod 2 == 0 \
+                 counter drop; }; }";
+    run_ok(e.lab.on("server", "nft").arg(lossy));
+    let down = e.local.path().join("one.bin");
+    run_ok(
+        curl_in(Some(&e.lab.ns("client")), Mode::Epsv)
+            .arg(url(server_addr(false), "pub/one.bin"))
+            .arg("-o")
+            .arg(&down),
+    );
+    assert_same_file(&down, &e.server.path("one.bin"));
+    let table = run_ok(
+        e.lab
+            .on("server", "nft")
+            .args(["list", "table", "inet", "lossy"]),
+    );
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("counter packets 1 "),
+        "the first SYN was dropped"
+    );
+}

@@ -311,24 +311,22 @@ impl Nft {
         // an RCU grace period to abort (about 15 ms here), a lookup microseconds.
         let get = element(NFT_MSG_GETSETELEM, pass, hole.forwarded(), None, None);
         let used = gone(self.exchange(vec![get], false, DEL))?;
-        let del = |set, key| element(NFT_MSG_DELSETELEM, set, key, None, None);
-        let mut dels = vec![del(dnat, hole.dnat().0)];
+        let mut left = vec![(dnat, hole.dnat().0)];
         if hole.snat.is_some() {
-            dels.push(del(snat, hole.forwarded()));
+            left.push((snat, hole.forwarded()));
         }
         if !used {
-            dels.push(del(pass, hole.forwarded()));
+            left.push((pass, hole.forwarded()));
         }
-        match self.exchange(dels, true, DEL) {
+        let del = |(set, key): &(&str, Vec<u8>)| {
+            element(NFT_MSG_DELSETELEM, set, key.clone(), None, None)
+        };
+        match self.exchange(left.iter().map(del).collect(), true, DEL) {
+            // Something expired meanwhile (ftpgate was held up past the grace): the
+            // rest goes one by one.
             Err(e) if e.raw_os_error() == Some(ENOENT) => {
-                // Something expired meanwhile (ftpgate was held up past the grace);
-                // what is left goes one by one.
-                for (set, key) in [
-                    (dnat, hole.dnat().0),
-                    (snat, hole.forwarded()),
-                    (pass, hole.forwarded()),
-                ] {
-                    gone(self.exchange(vec![del(set, key)], true, DEL))?;
+                for one in &left {
+                    gone(self.exchange(vec![del(one)], true, DEL))?;
                 }
                 Ok(used)
             }

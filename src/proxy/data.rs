@@ -8,9 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// How much longer than ftpgate's own deadline the kernel keeps a hole.
-const HOLE_GRACE: Duration = Duration::from_secs(5);
-
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +20,9 @@ use crate::net::{self, Binding};
 use crate::session::{Conversion, DataOutcome, Event, ExpectationId, ExpectationRequest};
 use crate::track::{self, ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
 use crate::xferlog;
+
+/// How much longer than ftpgate's own deadline the kernel keeps a hole.
+const HOLE_GRACE: Duration = Duration::from_secs(5);
 
 /// A started expectation, as the session engine needs to know it.
 pub struct Opened {
