@@ -134,7 +134,7 @@ server_of() {
 }
 
 now() { date +%s.%N; }
-record() { echo "$1 $2 $3" >> "$results"; }
+record() { echo "$rep $1 $2 $3" >> "$results"; }
 
 measure() {
     local config=$1 mode out speed size start end urls p50 p99 bytes=$((SIZE_MB * 1024 * 1024))
@@ -189,9 +189,11 @@ python3 - "$results" "$SIZE_MB" "$REPS" "$SMALL" "$SESSIONS" "$LATENCY" "${CONFI
 import statistics, sys
 path, size, reps, small, sessions, latency, *configs = sys.argv[1:]
 values = {}
+by_rep = {}
 for line in open(path):
-    config, metric, value = line.split()
+    rep, config, metric, value = line.split()
     values.setdefault((metric, config), []).append(float(value))
+    by_rep[(metric, config, rep)] = float(value)
 names = {
     "routing": "routing", "helper": "kernel helper", "redirect": "REDIRECT relay",
     "tproxy": "TPROXY relay", "redirect-kernel": "REDIRECT kernel path",
@@ -200,6 +202,16 @@ names = {
 order = ["download", "upload", "setup", "sessions", "latency"]
 metrics = sorted({m for m, _ in values}, key=lambda m: (order.index(m.split("-")[0]), m))
 med = {(m, c): statistics.median(values[(m, c)]) for (m, c) in values}
+def spread(m, c):
+    v = values[(m, c)]
+    return f" ({fmt(m, min(v)).split()[0]}–{fmt(m, max(v))})" if len(v) > 1 else ""
+def rep_ratio(m, c):
+    # The configurations of one repetition ran back to back, so the ratio within a
+    # repetition cancels what drifts between repetitions; the median of those ratios.
+    ratios = [by_rep[(m, c, r)] / by_rep[(m, "helper", r)]
+              for (mm, cc, r) in by_rep if mm == m and cc == c
+              if by_rep.get((m, "helper", r))]
+    return statistics.median(ratios) if ratios else None
 def fmt(metric, v):
     if metric.startswith(("download", "upload")):
         return f"{v / 1e9:.2f} GB/s"
@@ -211,14 +223,16 @@ print(f"\n{size} MiB per transfer (curl; IPv6 in EPSV and EPRT only), {small} RE
       f"for setup rate, {sessions} sessions (login, LIST, QUIT) for session rate, {latency} "
       f"timed data connections per mode for latency (ftplib: announcement to first data "
       f"byte); medians of {reps} interleaved repetitions.\n")
+print("Medians (lowest–highest repetition):\n")
 print("| metric | " + " | ".join(names[c] for c in configs) + " |")
 print("|" + " --- |" * (len(configs) + 1))
 for m in metrics:
-    print(f"| {m} | " + " | ".join(fmt(m, med[(m, c)]) if (m, c) in med else "-" for c in configs) + " |")
+    print(f"| {m} | " + " | ".join(fmt(m, med[(m, c)]) + spread(m, c) if (m, c) in med else "-" for c in configs) + " |")
 gates = [c for c in configs if c not in ("routing", "helper")]
 if "helper" in configs and gates:
-    print("\nRatio to the kernel helper (throughput and rates: higher is better, ✓ at the "
-          "issue's target; latency: added milliseconds).\n")
+    print("\nRatio to the kernel helper, the median of the ratios within each repetition "
+          "(throughput and rates: higher is better, ✓ at the issue's target; latency: "
+          "added milliseconds, from the medians).\n")
     print("| metric | target | " + " | ".join(names[c] for c in gates) + " |")
     print("|" + " --- |" * (len(gates) + 2))
     for m in metrics:
@@ -232,7 +246,7 @@ if "helper" in configs and gates:
             elif kind == "latency":
                 cells.append(f"{(v - base) * 1e3:+.2f} ms")
             else:
-                r = v / base
+                r = rep_ratio(m, c)
                 cells.append(f"{r:.2f}" + (" ✓" if r >= targets[kind] else ""))
         target = f"≥ {targets[kind]:.2f}" if kind in targets else "reported"
         print(f"| {m} | {target} | " + " | ".join(cells) + " |")
