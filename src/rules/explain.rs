@@ -434,4 +434,18 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn explain_names_the_kernel_data_path() {
+        let c = parse_str(
+            "t.rules",
+            "listen transparent 0.0.0.0:8021 tproxy data-path kernel\n",
+        )
+        .unwrap();
+        let text = explain(&c);
+        assert!(
+            text.contains("  0.0.0.0:8021 transparent (TPROXY) data-path kernel    # t.rules:1\n"),
+            "{text}"
+        );
+    }
 }
