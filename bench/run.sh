@@ -34,8 +34,11 @@ work=$(mktemp -d /dev/shm/ftpgate-bench.XXXXXX)
 results=$work/results
 pids=()
 on() { ip netns exec "$P-$1" "${@:2}"; }
+gate_pid=
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # A failed transfer exits here with ftpgate still running: it must go too, or
+    # `wait` would wait for it forever.
+    for pid in "${pids[@]}" $gate_pid; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     bash deploy/lab.sh down "$P"
     rm -rf "$work"
@@ -79,7 +82,6 @@ CONF
 ip netns exec "$P-server" vsftpd "$work/vsftpd.conf" >"$work/vsftpd.out" 2>&1 &
 pids+=($!)
 
-gate_pid=
 gate() {
     RUST_LOG=warn ip netns exec "$P-edge" "$bin" run -c "$1" >/dev/null 2>>"$work/ftpgate.log" &
     gate_pid=$!
@@ -155,7 +157,9 @@ measure() {
         record "$config" "upload-$mode" "$speed"
     done
     for mode in passive active; do
-        read -r p50 p99 < <(on client python3 bench/setup_latency.py "$SERVER" "$mode" "$LATENCY" small.bin)
+        out=$(on client python3 bench/setup_latency.py "$SERVER" "$mode" "$LATENCY" small.bin) ||
+            { echo "$config latency-$mode: a transfer failed" >&2; exit 1; }
+        read -r p50 p99 <<<"$out"
         record "$config" "latency-$mode-p50" "$p50"
         record "$config" "latency-$mode-p99" "$p99"
     done

@@ -394,7 +394,7 @@ mod tests {
                 "rules/edge-redirect.rules",
                 "session on 0.0.0.0:8021 from 198.51.100.2 to 203.0.113.2"
             ),
-            "session 198.51.100.2 -> 203.0.113.2:21: pass (14)\n"
+            "session 198.51.100.2 -> 203.0.113.2:21: pass (18)\n"
         );
     }
 
