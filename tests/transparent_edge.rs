@@ -584,3 +584,45 @@ fn a_kernel_hole_survives_a_lost_syn() {
         "the first SYN was dropped"
     );
 }
+
+/// `data-path kernel` is not only for transparent listeners: a reverse listener on the
+/// edge's client-side address lets the kernel carry its sessions' data too (the DNAT
+/// turns a connection to the edge itself into a forwarded one).
+#[test]
+fn the_kernel_forwards_the_data_of_a_reverse_listener() {
+    require!("vsftpd", "curl", "nft", "ip", "python3");
+    let lab = Lab::up(Flavour::Redirect);
+    let server = LabServer::start(&lab);
+    make_file(&server.path("one.bin"), 1 << 20, 7);
+    let gate = Gate::start_in(
+        Some(&lab.ns("edge")),
+        "listen reverse 198.51.100.1:2121 upstream 203.0.113.2:21 data-path kernel\n\
+         set data-ports 40000-40999\npass\n",
+        &[],
+    );
+    let local = tempfile::tempdir().expect("tempdir");
+    let addr: SocketAddr = "198.51.100.1:2121".parse().expect("addr");
+    for mode in [Mode::Pasv, Mode::Epsv, Mode::Port, Mode::Eprt] {
+        let down = local.path().join(format!("{}.bin", mode.verb()));
+        run_ok(
+            curl_in(Some(&lab.ns("client")), mode)
+                .arg(url(addr, "pub/one.bin"))
+                .arg("-o")
+                .arg(&down),
+        );
+        assert_same_file(&down, &server.path("one.bin"));
+    }
+    eventually("the holes to close", || {
+        gate.metric("ftpgate_expectations_active") == 0.0
+    });
+    let by_kernel: f64 = ["passive", "active"]
+        .iter()
+        .map(|m| {
+            gate.metric(&format!(
+                "ftpgate_kernel_data_connections_total{{mode=\"{m}\"}}"
+            ))
+        })
+        .sum();
+    assert_eq!(by_kernel, 4.0);
+    assert_no_holes(&lab);
+}
