@@ -626,3 +626,38 @@ fn the_kernel_forwards_the_data_of_a_reverse_listener() {
     assert_eq!(by_kernel, 4.0);
     assert_no_holes(&lab);
 }
+
+/// Holes a previous ftpgate left behind (it was killed) are closed when the next one
+/// starts: their sessions are gone.
+#[test]
+fn a_restarted_ftpgate_closes_the_holes_it_finds() {
+    require!("nft", "ip");
+    let lab = Lab::up(Flavour::Redirect);
+    run_ok(lab.on("edge", "nft").args([
+        "add",
+        "element",
+        "inet",
+        "ftpgate",
+        "data_pass4",
+        "{ 198.51.100.2 . 203.0.113.2 . 30000 }",
+    ]));
+    run_ok(lab.on("edge", "nft").args([
+        "add",
+        "element",
+        "inet",
+        "ftpgate",
+        "data_dnat6",
+        "{ 2001:db8:1::2 . 2001:db8:2::2 . 40000 : 2001:db8:2::2 . 30000 }",
+    ]));
+    let listed = run_ok(
+        lab.on("edge", "nft")
+            .args(["list", "table", "inet", "ftpgate"]),
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("elements ="));
+    let _gate = Gate::start_in(
+        Some(&lab.ns("edge")),
+        &Flavour::Kernel(KernelOf::Redirect).rules(),
+        &[],
+    );
+    assert_no_holes(&lab);
+}

@@ -240,7 +240,8 @@ pub struct Nft {
 impl Nft {
     /// Opens the netlink socket and checks that table `inet ftpgate` has every map and
     /// set the kernel path writes to, so a missing ruleset is an error at start-up,
-    /// not at the first transfer.
+    /// not at the first transfer. Then empties them: holes a previous ftpgate left
+    /// belong to sessions that are gone (one ftpgate per table).
     pub fn open() -> io::Result<Nft> {
         let mut socket = Socket::new(NETLINK_NETFILTER)?;
         socket.bind_auto()?;
@@ -269,6 +270,21 @@ impl Nft {
                     )
                 })?;
         }
+        let flush = names(true)
+            .into_iter()
+            .chain(names(false))
+            .map(|name| NftMessage {
+                // A DELSETELEM without elements empties the set.
+                message_type: NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_DELSETELEM,
+                family: NFPROTO_INET,
+                res_id: 0,
+                attrs: vec![
+                    string(NFTA_SET_ELEM_LIST_TABLE, TABLE),
+                    string(NFTA_SET_ELEM_LIST_SET, name),
+                ],
+            })
+            .collect();
+        nft.exchange(flush, true, DEL)?;
         Ok(nft)
     }
 
