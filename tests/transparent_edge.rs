@@ -661,3 +661,48 @@ fn a_restarted_ftpgate_closes_the_holes_it_finds() {
     );
     assert_no_holes(&lab);
 }
+
+/// Many sessions at once, in every mode, each with its own holes over the one netlink
+/// socket: every file arrives whole and no hole is left.
+#[test]
+fn concurrent_sessions_through_kernel_holes() {
+    require!("vsftpd", "curl", "nft", "ip", "python3");
+    let e = edge(Flavour::Kernel(KernelOf::Redirect), "");
+    let ns = e.lab.ns("client");
+    let modes = [Mode::Pasv, Mode::Epsv, Mode::Port, Mode::Eprt];
+    let downloads: Vec<_> = (0..24)
+        .map(|i| {
+            let mode = modes[i % modes.len()];
+            let out = e.local.path().join(format!("parallel-{i}.bin"));
+            let child = curl_in(Some(&ns), mode)
+                .arg(url(server_addr(false), "pub/ten.bin"))
+                .arg("-o")
+                .arg(&out)
+                .spawn()
+                .expect("curl");
+            (child, out)
+        })
+        .collect();
+    for (mut child, out) in downloads {
+        assert!(child.wait().expect("curl").success());
+        assert_same_file(&out, &e.server.path("ten.bin"));
+    }
+    eventually("the holes to close", || {
+        e.gate.metric("ftpgate_expectations_active") == 0.0
+    });
+    let by_kernel: f64 = ["passive", "active"]
+        .iter()
+        .map(|m| {
+            e.gate.metric(&format!(
+                "ftpgate_kernel_data_connections_total{{mode=\"{m}\"}}"
+            ))
+        })
+        .sum();
+    assert_eq!(by_kernel, 24.0);
+    assert_eq!(
+        e.gate
+            .metric("ftpgate_kernel_hole_errors_total{op=\"install\"}"),
+        0.0
+    );
+    assert_no_holes(&e.lab);
+}
