@@ -271,6 +271,11 @@ impl Metrics {
         }
     }
 
+    /// A netlink failure of the kernel data path (`op`: install or remove).
+    pub fn kernel_hole_error(&self, op: &'static str) {
+        self.kernel_hole_errors_total.with_label_values(&[op]).inc();
+    }
+
     pub fn command(&self, verb: &str) {
         let label = KNOWN_VERBS
             .iter()

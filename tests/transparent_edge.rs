@@ -438,14 +438,7 @@ fn kernel_forwards_every_mode(of: KernelOf) {
     let Some(e) = curl_in_every_mode(Flavour::Kernel(of)) else {
         return;
     };
-    let by_kernel: f64 = ["passive", "active"]
-        .iter()
-        .map(|m| {
-            e.gate.metric(&format!(
-                "ftpgate_kernel_data_connections_total{{mode=\"{m}\"}}"
-            ))
-        })
-        .sum();
+    let by_kernel = kernel_connections(&e.gate);
     // 24 transfers and one listing.
     assert_eq!(by_kernel, 25.0);
     let metrics = e.gate.metrics();
@@ -456,6 +449,18 @@ fn kernel_forwards_every_mode(of: KernelOf) {
         .sum();
     assert_eq!(relayed, 0.0, "ftpgate relayed data bytes itself");
     assert_no_holes(&e.lab);
+}
+
+/// Data connections the kernel forwarded through a hole, in both modes.
+fn kernel_connections(gate: &Gate) -> f64 {
+    ["passive", "active"]
+        .iter()
+        .map(|m| {
+            gate.metric(&format!(
+                "ftpgate_kernel_data_connections_total{{mode=\"{m}\"}}"
+            ))
+        })
+        .sum()
 }
 
 /// No element is left in the kernel path's maps and sets.
@@ -615,14 +620,7 @@ fn the_kernel_forwards_the_data_of_a_reverse_listener() {
     eventually("the holes to close", || {
         gate.metric("ftpgate_expectations_active") == 0.0
     });
-    let by_kernel: f64 = ["passive", "active"]
-        .iter()
-        .map(|m| {
-            gate.metric(&format!(
-                "ftpgate_kernel_data_connections_total{{mode=\"{m}\"}}"
-            ))
-        })
-        .sum();
+    let by_kernel = kernel_connections(&gate);
     assert_eq!(by_kernel, 4.0);
     assert_no_holes(&lab);
 }
@@ -690,14 +688,7 @@ fn concurrent_sessions_through_kernel_holes() {
     eventually("the holes to close", || {
         e.gate.metric("ftpgate_expectations_active") == 0.0
     });
-    let by_kernel: f64 = ["passive", "active"]
-        .iter()
-        .map(|m| {
-            e.gate.metric(&format!(
-                "ftpgate_kernel_data_connections_total{{mode=\"{m}\"}}"
-            ))
-        })
-        .sum();
+    let by_kernel = kernel_connections(&e.gate);
     assert_eq!(by_kernel, 24.0);
     assert_eq!(
         e.gate

@@ -171,11 +171,7 @@ fn open_hole(
         Ok(hole) => hole,
         Err(e) => {
             tracing::warn!(error = %e, "cannot open the nftables hole for a data connection");
-            shared
-                .metrics
-                .kernel_hole_errors_total
-                .with_label_values(&["install"])
-                .inc();
+            shared.metrics.kernel_hole_error("install");
             shared.tracker.close_expectation(key);
             return None;
         }
@@ -220,11 +216,7 @@ async fn close_hole(
         Some(Err(e)) => {
             // The elements expire on their own a little later.
             tracing::warn!(error = %e, "cannot close the nftables hole of a data connection");
-            shared
-                .metrics
-                .kernel_hole_errors_total
-                .with_label_values(&["remove"])
-                .inc();
+            shared.metrics.kernel_hole_error("remove");
             false
         }
         None => false,

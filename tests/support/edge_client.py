@@ -74,6 +74,11 @@ def steal(server, path, thief_source):
         pass
     print("thief:", len(stolen))
     data = socket.create_connection((server, port), timeout=20)
+    retrieve(c, data, path)
+
+
+def retrieve(c, data, path):
+    """Downloads PATH on the connected data socket; prints the bytes and the reply."""
     c.sock.sendall(("RETR " + path + "\r\n").encode())
     c.reply()
     got = 0
@@ -93,16 +98,7 @@ def twice(server, path):
     port = int(reply.split("|||")[1].split("|")[0])
     data = socket.create_connection((server, port), timeout=20)
     print("second:", attempt(server, port, 2))
-    c.sock.sendall(("RETR " + path + "\r\n").encode())
-    c.reply()
-    got = 0
-    while True:
-        chunk = data.recv(65536)
-        if not chunk:
-            break
-        got += len(chunk)
-    data.close()
-    print("client:", got, c.reply()[:3])
+    retrieve(c, data, path)
 
 
 def attempt(addr, port, seconds):
