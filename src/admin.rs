@@ -58,7 +58,8 @@ pub fn sessions_json(shared: &Shared) -> Value {
                         })),
                         "download_bytes": download,
                         "upload_bytes": upload,
-                        // The deadline only applies while waiting for the peer.
+                        // The deadline applies while waiting for the peer, and to a
+                        // kernel hole (closed then if the transfer has not ended it).
                         "expires_in_seconds": (e.state != ExpectationState::Connected)
                             .then(|| secs(e.deadline.saturating_duration_since(now))),
                     })

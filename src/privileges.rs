@@ -2,9 +2,10 @@
 //!
 //! Binding a port below 1024 and `IP_TRANSPARENT` need capabilities; serving needs at
 //! most `CAP_NET_ADMIN`, and only with a TPROXY listener (its data sockets and the
-//! `preserve-source` legs are transparent) or `data-path kernel` (nftables elements). So after binding, ftpgate keeps that one
-//! capability or none, in every set, drops the rest from the bounding set when it may,
-//! forbids gaining any back (`no_new_privs`), and with `--user` also leaves root.
+//! `preserve-source` legs are transparent) or `data-path kernel` (nftables elements).
+//! So after binding, ftpgate keeps that one capability or none, in every set, drops the
+//! rest from the bounding set when it may, forbids gaining any back (`no_new_privs`),
+//! and with `--user` also leaves root.
 //!
 //! Capabilities belong to threads: this must run while the process has one thread,
 //! before the async runtime starts; the runtime's threads inherit the result.
