@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use crate::codec::TransferKind;
-use crate::net::nft::{Hole, Nft};
+use crate::net::nft::Hole;
 use crate::net::{self, Binding};
 use crate::session::{Conversion, DataOutcome, Event, ExpectationId, ExpectationRequest};
 use crate::track::{self, ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
@@ -70,14 +70,22 @@ pub fn open(
         transferred: transferred.clone(),
         server_port: None,
     };
-    if let Some(nft) = shared.nft.as_ref().filter(|_| kernel) {
-        // Conversions need the proxy to dial a leg, which no kernel rule does.
-        let probe = SocketAddr::new(req.dst_ip, 0);
-        let forwardable = req.conversion.is_none()
-            && Hole::new(req.expected_peer, probe, req.onward, req.onward_from).is_some();
-        if forwardable {
-            return open_hole(shared, nft, (session, req.id), req, events, entry, deadline);
-        }
+    // Conversions need the proxy to dial a leg, which no kernel rule does. The port
+    // of the hole's destination is chosen when it is installed.
+    let unported = SocketAddr::new(req.dst_ip, 0);
+    let hole = (kernel && req.conversion.is_none() && shared.nft.is_some())
+        .then(|| Hole::new(req.expected_peer, unported, req.onward, req.onward_from))
+        .flatten();
+    if let Some(hole) = hole {
+        return open_hole(
+            shared,
+            hole,
+            (session, req.id),
+            req,
+            events,
+            entry,
+            deadline,
+        );
     }
     let (listener, proxy) = match req.conversion {
         Some(Conversion::DialServer { .. }) => {
@@ -144,7 +152,7 @@ pub fn open(
 /// task that closes it when the session is done with it or at the deadline.
 fn open_hole(
     shared: &Arc<Shared>,
-    nft: &Nft,
+    hole: Hole,
     key: (SessionId, ExpectationId),
     req: &ExpectationRequest,
     events: mpsc::UnboundedSender<Event>,
@@ -154,11 +162,14 @@ fn open_hole(
     // The kernel's own expiry is a safety net should ftpgate die; it is later than
     // ftpgate's so that a missing pass element means the connection was made.
     let kernel_timeout = deadline.saturating_duration_since(Instant::now()) + HOLE_GRACE;
+    let nft = shared.nft.as_ref()?;
     let installed = shared.tracker.open_expectation(
         key,
         |port| {
-            let dst = SocketAddr::new(req.dst_ip, port);
-            let hole = Hole::new(req.expected_peer, dst, req.onward, req.onward_from)?;
+            let hole = Hole {
+                dst: SocketAddr::new(req.dst_ip, port),
+                ..hole.clone()
+            };
             // Any port does as well as another for an error, so none is retried.
             Some(nft.install(&hole, kernel_timeout).map(|()| hole))
         },
