@@ -8,6 +8,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::codec::Malformed;
 use crate::session::{DataMode, DataOutcome, Refusal};
 use crate::track::Mismatch;
 
@@ -23,14 +24,11 @@ pub const LIMITS: [&str; 8] = [
     "sessions-per-client",
 ];
 
-/// Verbs counted by name; any other verb is counted as `other`.
-const KNOWN_VERBS: &[&str] = &[
-    "ABOR", "ACCT", "ALLO", "APPE", "AUTH", "CDUP", "CWD", "DELE", "EPRT", "EPSV", "FEAT", "HELP",
-    "LIST", "LPRT", "LPSV", "MDTM", "MKD", "MLSD", "MLST", "MODE", "NLST", "NOOP", "OPTS", "PASS",
-    "PASV", "PBSZ", "PORT", "PROT", "PWD", "QUIT", "REIN", "REST", "RETR", "RMD", "RNFR", "RNTO",
-    "SITE", "SIZE", "SMNT", "STAT", "STOR", "STOU", "STRU", "SYST", "TYPE", "USER", "XCUP", "XCWD",
-    "XMKD", "XPWD", "XRMD",
-];
+/// The `reason`s of `parse_errors_total{side="client"}` besides [`Malformed`]'s.
+const CLIENT_PARSE_ERRORS: [&str; 2] = ["syntax", "line-too-long"];
+
+/// Every `reason` of `parse_errors_total{side="server"}`.
+const SERVER_PARSE_ERRORS: [&str; 1] = ["reply"];
 
 /// Every metric family.
 #[derive(Clone)]
@@ -50,6 +48,7 @@ pub struct Metrics {
     pub kernel_data_connections_total: IntCounterVec,
     pub kernel_hole_errors_total: IntCounterVec,
     pub parse_errors_total: IntCounterVec,
+    pub unknown_commands_total: IntCounterVec,
     pub rule_decisions_total: IntCounterVec,
     pub limits_hit_total: IntCounterVec,
     pub reloads_total: IntCounterVec,
@@ -181,8 +180,16 @@ impl Metrics {
             parse_errors_total: counter(
                 &r,
                 "parse_errors_total",
-                "Control lines that did not parse, by side.",
-                &["side"],
+                "Control lines that did not parse or that servers would read \
+                 differently, by side and reason.",
+                &["side", "reason"],
+            ),
+            unknown_commands_total: counter(
+                &r,
+                "unknown_commands_total",
+                "Commands with a verb ftpgate does not know, by verb class (letters, \
+                 symbols) and action (set unknown-commands).",
+                &["class", "action"],
             ),
             rule_decisions_total: counter(
                 &r,
@@ -222,7 +229,9 @@ impl Metrics {
                 Refusal::Bounce
                 | Refusal::PrivilegedPort
                 | Refusal::BadPassiveReply
-                | Refusal::NoDataPort => &self.expectations_refused_total,
+                | Refusal::NoDataPort
+                | Refusal::SpoofedReply
+                | Refusal::OwnSocket => &self.expectations_refused_total,
                 _ => &self.commands_refused_total,
             }
             .with_label_values(&[why.as_str()]);
@@ -252,8 +261,20 @@ impl Metrics {
                 }
             }
         }
-        for side in ["client", "server"] {
-            self.parse_errors_total.with_label_values(&[side]);
+        let malformed = Malformed::ALL.map(Malformed::as_str);
+        for reason in CLIENT_PARSE_ERRORS.iter().chain(&malformed) {
+            self.parse_errors_total
+                .with_label_values(&["client", reason]);
+        }
+        for reason in SERVER_PARSE_ERRORS {
+            self.parse_errors_total
+                .with_label_values(&["server", reason]);
+        }
+        for class in ["letters", "symbols"] {
+            for action in ["pass", "block"] {
+                self.unknown_commands_total
+                    .with_label_values(&[class, action]);
+            }
         }
         for limit in LIMITS {
             self.limits_hit_total.with_label_values(&[limit]);
@@ -277,11 +298,11 @@ impl Metrics {
     }
 
     pub fn command(&self, verb: &str) {
-        let label = KNOWN_VERBS
-            .iter()
-            .find(|v| **v == verb)
-            .copied()
-            .unwrap_or("other");
+        let label = if crate::codec::is_known_verb(verb) {
+            verb
+        } else {
+            "other"
+        };
         self.commands_total.with_label_values(&[label]).inc();
     }
 
@@ -306,15 +327,25 @@ impl Metrics {
                 self.limit("data-connections");
             }
             Refusal::Syntax => {
-                self.parse_errors_total.with_label_values(&["client"]).inc();
+                self.parse_error("client", "syntax");
                 self.commands_refused_total.with_label_values(&reason).inc();
             }
             Refusal::LineTooLong => {
-                self.parse_errors_total.with_label_values(&["client"]).inc();
+                self.parse_error("client", "line-too-long");
                 self.commands_refused_total.with_label_values(&reason).inc();
                 self.limit("max-line");
             }
-            Refusal::NotImplemented
+            Refusal::Malformed(m) => {
+                self.parse_error("client", m.as_str());
+                self.commands_refused_total.with_label_values(&reason).inc();
+            }
+            Refusal::SpoofedReply | Refusal::OwnSocket => {
+                self.expectations_refused_total
+                    .with_label_values(&reason)
+                    .inc();
+            }
+            Refusal::UnknownCommand
+            | Refusal::NotImplemented
             | Refusal::EpsvAll
             | Refusal::Family
             | Refusal::Auth
@@ -322,6 +353,21 @@ impl Metrics {
                 self.commands_refused_total.with_label_values(&reason).inc();
             }
         }
+    }
+
+    /// A line that did not parse (`side`: client or server).
+    pub fn parse_error(&self, side: &str, reason: &str) {
+        self.parse_errors_total
+            .with_label_values(&[side, reason])
+            .inc();
+    }
+
+    /// A command whose verb ftpgate does not know, passed or blocked.
+    pub fn unknown_command(&self, class: &str, passed: bool) {
+        let action = if passed { "pass" } else { "block" };
+        self.unknown_commands_total
+            .with_label_values(&[class, action])
+            .inc();
     }
 
     pub fn limit(&self, which: &'static str) {

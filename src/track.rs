@@ -493,6 +493,11 @@ impl Tracker {
         self.lock().expectations.len()
     }
 
+    /// Whether `port` is one of the data ports ftpgate has bound now.
+    pub fn data_port_in_use(&self, port: u16) -> bool {
+        self.lock().ports.in_use.contains(&port)
+    }
+
     pub fn ports_in_use(&self) -> usize {
         self.lock().ports.in_use()
     }

@@ -207,7 +207,7 @@ fn port_with_an_octet_of_256_is_a_syntax_error_not_port_22() {
         "the bad PORT reached the server"
     );
     assert_eq!(
-        gate.metric("ftpgate_parse_errors_total{side=\"client\"}"),
+        gate.metric("ftpgate_parse_errors_total{reason=\"syntax\",side=\"client\"}"),
         1.0
     );
     assert_eq!(gate.metric("ftpgate_expectations_active"), 0.0);
@@ -242,7 +242,9 @@ fn port_and_227_text_in_passwords_file_names_and_stat_listings_open_nothing() {
     );
 }
 
-/// Invariant 6: a 227 in a STAT reply or an unsolicited reply opens nothing.
+/// Invariant 6: a 227 in a STAT reply or an unsolicited reply opens nothing, and a
+/// 227 that is a reply of its own but answers no PASV never reaches the client with
+/// the server's address in it.
 #[test]
 fn a_227_that_answers_no_pasv_opens_nothing() {
     require!("curl");
@@ -258,14 +260,17 @@ fn a_227_that_answers_no_pasv_opens_nothing() {
     });
     let gate = Gate::reverse(server, "");
     let mut c = Control::login(gate.addr);
-    assert_eq!(c.reply(), "227 Entering Passive Mode (127,0,0,1,200,1)\r\n");
+    let spoofed = "425 Can't open data connection: unexpected passive reply from server.\r\n";
+    assert_eq!(c.reply(), spoofed);
+    // Text inside another reply is the client's to read, and opens nothing.
     assert!(c.cmd("STAT").contains("(127,0,0,1,200,2)"));
-    assert_eq!(
-        c.cmd("NOOP"),
-        "227 Entering Passive Mode (127,0,0,1,200,3)\r\n"
-    );
+    assert_eq!(c.cmd("NOOP"), spoofed);
     assert!(c.cmd("QUIT").starts_with("221"));
     script.join().expect("script");
+    assert_eq!(
+        gate.metric("ftpgate_expectations_refused_total{reason=\"spoofed-reply\"}"),
+        2.0
+    );
     assert!(
         !gate.log().contains("data{"),
         "an expectation was opened:\n{}",

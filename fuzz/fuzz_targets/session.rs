@@ -21,6 +21,7 @@ fn params() -> Params {
         advertise: None,
         min_data_port: 1024,
         server_mode: None,
+        own: Default::default(),
     }
 }
 

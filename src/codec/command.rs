@@ -8,6 +8,7 @@
 use std::net::{SocketAddr, SocketAddrV4};
 
 use super::addr;
+use super::line::{Defect, Line};
 
 /// The argument of `EPSV` (RFC 2428 section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,9 +184,75 @@ fn format_long(a: SocketAddr) -> String {
     parts.join(",")
 }
 
-/// Splits `VERB[ SP arg]`; the verb is the run of ASCII letters at the start (its
-/// length is bounded by the line length; metrics bound the label set themselves).
+/// Why a client line is refused before any verb is acted on: the ways in which
+/// real servers would read it differently from each other or from ftpgate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    /// The framer found the line itself ambiguous.
+    #[error("{}", .0.as_str())]
+    Line(Defect),
+    /// No verb, or a verb followed by anything but a space or the line end
+    /// (`P@SW1`, `PASV\t`): pure-ftpd refuses it, vsftpd and ProFTPD split elsewhere.
+    #[error("verb")]
+    Verb,
+    /// More than one space after the verb: ProFTPD skips them when it splits words,
+    /// vsftpd and pure-ftpd keep them in the argument (`SITE  CHMOD`).
+    #[error("space")]
+    Space,
+}
+
+impl Malformed {
+    pub const ALL: [Malformed; 5] = [
+        Malformed::Line(Defect::BareLf),
+        Malformed::Line(Defect::Control),
+        Malformed::Line(Defect::Telnet),
+        Malformed::Verb,
+        Malformed::Space,
+    ];
+
+    /// The label used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Malformed::Line(d) => d.as_str(),
+            Malformed::Verb => "verb",
+            Malformed::Space => "space",
+        }
+    }
+}
+
+/// The longest verb ftpgate accepts; no FTP verb in use is longer than eight letters.
+const MAX_VERB: usize = 16;
+
+/// Splits a defect-free line's text into its verb, upper-cased, and its argument, as
+/// vsftpd, pure-ftpd and ProFTPD all split it, or refuses the line where they differ.
+///
+/// The verb is an ASCII letter followed by letters, digits or `@` (`P@SW`), ended by
+/// one space or the line end; the argument is everything after that space and must not
+/// start with another.
+pub fn command_words(text: &[u8]) -> Result<(String, Option<&[u8]>), Malformed> {
+    let end = text.iter().position(|b| *b == b' ').unwrap_or(text.len());
+    let (verb, rest) = text.split_at(end);
+    let verb_ok = verb.first().is_some_and(u8::is_ascii_alphabetic)
+        && verb.len() <= MAX_VERB
+        && verb.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'@');
+    if !verb_ok {
+        return Err(Malformed::Verb);
+    }
+    let arg = match rest {
+        [] => None,
+        [b' ', b' ', ..] => return Err(Malformed::Space),
+        [b' ', arg @ ..] => Some(arg),
+        _ => return Err(Malformed::Verb),
+    };
+    Ok((String::from_utf8_lossy(verb).to_ascii_uppercase(), arg))
+}
+
+/// Splits `VERB[ SP arg]` leniently, for lines already refused or for text that never
+/// came from a framer: the verb is the run of ASCII letters at the start.
 fn split_verb(text: &[u8]) -> (String, Option<&[u8]>) {
+    if let Ok(words) = command_words(text) {
+        return words;
+    }
     let end = text
         .iter()
         .position(|b| !b.is_ascii_alphabetic())
@@ -198,6 +265,55 @@ fn split_verb(text: &[u8]) -> (String, Option<&[u8]>) {
         rest => Some(rest),
     };
     (verb, arg)
+}
+
+/// Verbs real servers accept as another name for a standard one: ftpgate decides,
+/// rules match and metrics count by the standard name, and the line goes to the
+/// server as the client wrote it. vsftpd, pure-ftpd and FileZilla Server take `P@SW`
+/// for `PASV`; the X-verbs are RFC 775's, which every server still accepts.
+const ALIASES: &[(&str, &str)] = &[
+    ("P@SW", "PASV"),
+    ("XCUP", "CDUP"),
+    ("XCWD", "CWD"),
+    ("XMKD", "MKD"),
+    ("XPWD", "PWD"),
+    ("XRMD", "RMD"),
+];
+
+/// The standard name of a verb (upper-cased): itself, or what it is an alias of.
+pub fn canonical_verb(verb: &str) -> &str {
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == verb)
+        .map_or(verb, |(_, standard)| standard)
+}
+
+/// Every verb ftpgate knows (by its standard name), from RFC 959, 2228, 2389, 2428,
+/// 2640, 3659 and 7151, and the extensions in wide use (file hashes, `MFMT`,
+/// `CLNT`…) whose replies announce no data connection. A verb outside this list is
+/// unknown, and `set unknown-commands` decides whether it reaches the server.
+pub const KNOWN_VERBS: &[&str] = &[
+    "ABOR", "ACCT", "ADAT", "ALLO", "APPE", "AUTH", "AVBL", "CCC", "CDUP", "CLNT", "CONF", "CSID",
+    "CWD", "DELE", "ENC", "EPRT", "EPSV", "FEAT", "HASH", "HELP", "HOST", "LANG", "LIST", "LPRT",
+    "LPSV", "MD5", "MDTM", "MFCT", "MFF", "MFMT", "MIC", "MKD", "MLSD", "MLST", "MODE", "NLST",
+    "NOOP", "OPTS", "PASS", "PASV", "PBSZ", "PORT", "PROT", "PWD", "QUIT", "REIN", "REST", "RETR",
+    "RMD", "RNFR", "RNTO", "SITE", "SIZE", "SMNT", "SPSV", "STAT", "STOR", "STOU", "STRU", "SYST",
+    "TYPE", "USER", "XCRC", "XMD5", "XSHA1", "XSHA256", "XSHA512",
+];
+
+/// Whether ftpgate knows this (standard, upper-cased) verb.
+pub fn is_known_verb(verb: &str) -> bool {
+    KNOWN_VERBS.binary_search(&verb).is_ok()
+}
+
+/// The shape of an unknown verb, for metrics: only letters, as extensions are
+/// written, or with digits and `@`, as aliases and hashes are.
+pub fn verb_class(verb: &str) -> &'static str {
+    if verb.bytes().all(|b| b.is_ascii_alphabetic()) {
+        "letters"
+    } else {
+        "symbols"
+    }
 }
 
 /// Runs `parser` over the whole argument, which must be consumed entirely.
@@ -213,10 +329,36 @@ fn whole<T>(
     }
 }
 
-/// Parses one Telnet-decoded command line (without its terminator).
+/// Why a client line is not a command ftpgate can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    /// Servers would read the line differently from each other (refused with `500`).
+    #[error("malformed line: {0}")]
+    Malformed(Malformed),
+    /// A verb ftpgate understands, with an argument that does not parse (`501`).
+    #[error(transparent)]
+    Syntax(SyntaxError),
+}
+
+/// Parses one framed client line: refuses every line real servers would read
+/// differently (see [`Malformed`]), then parses the command as [`parse_command`] does.
+pub fn parse_line(line: &Line) -> Result<Command, LineError> {
+    if let Some(defect) = line.defect {
+        return Err(LineError::Malformed(Malformed::Line(defect)));
+    }
+    let (verb, _) = command_words(&line.text).map_err(LineError::Malformed)?;
+    if line.signals.any() && verb != "ABOR" {
+        // vsftpd knows the Telnet prefix before ABOR only; pure-ftpd before none.
+        return Err(LineError::Malformed(Malformed::Line(Defect::Telnet)));
+    }
+    parse_command(&line.text).map_err(LineError::Syntax)
+}
+
+/// Parses one Telnet-decoded command line (without its terminator). Aliases become
+/// their standard verb (`P@SW` is [`Command::Pasv`], `XMKD` is `MKD`).
 pub fn parse_command(text: &[u8]) -> Result<Command, SyntaxError> {
     let (verb, arg) = split_verb(text);
-    Ok(match verb.as_str() {
+    Ok(match canonical_verb(&verb) {
         "PORT" => Command::Port(whole(arg, "PORT", addr::host_port)?),
         "EPRT" => Command::Eprt(whole(arg, "EPRT", addr::extended_addr)?),
         "LPRT" => Command::Lprt(whole(arg, "LPRT", addr::long_host_port)?),
@@ -226,8 +368,8 @@ pub fn parse_command(text: &[u8]) -> Result<Command, SyntaxError> {
         "USER" => Command::User(arg.unwrap_or_default().to_vec()),
         "AUTH" => Command::Auth(arg.unwrap_or_default().to_vec()),
         "ABOR" => Command::Abor,
-        _ => Command::Other {
-            verb,
+        standard => Command::Other {
+            verb: standard.to_string(),
             arg: arg.map(<[u8]>::to_vec),
         },
     })
@@ -287,6 +429,68 @@ mod tests {
     }
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn words_split_as_every_server_does_or_not_at_all() {
+        let w = |t: &[u8]| command_words(t).map(|(v, a)| (v, a.map(<[u8]>::to_vec)));
+        assert_eq!(w(b"retr a b"), Ok(("RETR".into(), Some(b"a b".to_vec()))));
+        assert_eq!(w(b"PASV"), Ok(("PASV".into(), None)));
+        assert_eq!(w(b"PASV "), Ok(("PASV".into(), Some(Vec::new()))));
+        assert_eq!(w(b"p@sw"), Ok(("P@SW".into(), None)));
+        assert_eq!(w(b"XSHA256 f"), Ok(("XSHA256".into(), Some(b"f".to_vec()))));
+        for bad in [&b""[..], b" NOOP", b"1ABC", b"PASV/1", b"RE-TR x", b"@PASV"] {
+            assert_eq!(w(bad), Err(Malformed::Verb), "{bad:?}");
+        }
+        assert_eq!(w(b"SITE  CHMOD 7 x"), Err(Malformed::Space));
+        assert_eq!(w(&[b'A'; MAX_VERB + 1]), Err(Malformed::Verb));
+    }
+
+    #[test]
+    fn aliases_become_their_standard_verb() {
+        assert_eq!(parse_command(b"P@SW"), Ok(Command::Pasv));
+        assert_eq!(
+            parse_command(b"xmkd d").map(|c| c.verb().to_string()),
+            Ok("MKD".into())
+        );
+        assert_eq!(canonical_verb("XCUP"), "CDUP");
+        assert_eq!(canonical_verb("NOOP"), "NOOP");
+    }
+
+    #[test]
+    fn known_verbs_are_sorted_and_aliases_resolve_to_known_verbs() {
+        assert!(KNOWN_VERBS.windows(2).all(|w| w[0] < w[1]));
+        for (alias, standard) in ALIASES {
+            assert!(is_known_verb(standard), "{standard}");
+            assert!(!is_known_verb(alias), "{alias}");
+        }
+        assert!(!is_known_verb("ESTA"));
+        assert_eq!(verb_class("ESTA"), "letters");
+        assert_eq!(verb_class("XSHA9"), "symbols");
+    }
+
+    #[test]
+    fn a_telnet_prefix_is_accepted_before_abor_only() {
+        let line = |raw: &[u8]| {
+            let mut out = Vec::new();
+            crate::codec::LineFramer::new(4096).push(raw, &mut out);
+            match out.remove(0) {
+                crate::codec::Frame::Line(l) => l,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            parse_line(&line(b"\xff\xf4\xff\xf2ABOR\r\n")),
+            Ok(Command::Abor)
+        );
+        assert_eq!(
+            parse_line(&line(b"\xff\xf4\xff\xf2STAT\r\n")),
+            Err(LineError::Malformed(Malformed::Line(Defect::Telnet)))
+        );
+        assert_eq!(
+            parse_line(&line(b"NOOP\n")),
+            Err(LineError::Malformed(Malformed::Line(Defect::BareLf)))
+        );
+    }
 
     #[test]
     fn port_is_parsed_case_insensitively() {

@@ -1,6 +1,13 @@
-//! Control-stream framing: reassembles the TCP byte stream into CRLF-terminated lines,
-//! strips Telnet IAC sequences (RFC 854, as RFC 959 requires of the control channel) and
-//! bounds the line length.
+//! Control-stream framing: reassembles the TCP byte stream into lines, decodes the
+//! few Telnet sequences a client may legitimately send (RFC 854, as RFC 959 requires of
+//! the control channel) and bounds the line length.
+//!
+//! A line ends at every LF, whatever precedes it: vsftpd and pure-ftpd split there, so
+//! a framer that let a Telnet sequence swallow the LF would see one command where the
+//! server sees two. Where real servers read a line differently from each other (a bare
+//! LF, which ProFTPD does not take as a line end; control bytes, which pure-ftpd turns
+//! into `_`; any Telnet sequence, which only ProFTPD decodes), the line carries a
+//! [`Defect`] and the session refuses it instead of guessing.
 //!
 //! It is a byte-at-a-time state machine so that splitting the stream anywhere (one byte
 //! per segment, several lines in one segment) yields exactly the same frames. It must
@@ -18,13 +25,46 @@ const SE: u8 = 240;
 const WILL: u8 = 251;
 const DONT: u8 = 254;
 
-/// Telnet signals seen inside a line (before its terminator).
+/// Telnet signals seen at the start of a line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Signals {
     /// `IAC IP` was seen.
     pub interrupt: bool,
     /// `IAC DM` (Synch) was seen.
     pub synch: bool,
+}
+
+impl Signals {
+    pub fn any(self) -> bool {
+        self.interrupt || self.synch
+    }
+}
+
+/// Why real FTP servers would not all read a line the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defect {
+    /// Ended by LF without CR: vsftpd and pure-ftpd end the line there, ProFTPD reads
+    /// on to the next CRLF.
+    BareLf,
+    /// A control byte (NUL, a CR not before the LF, TAB, DEL…) in the text: pure-ftpd
+    /// replaces it with `_`, vsftpd turns NUL into LF, ProFTPD keeps it.
+    Control,
+    /// A Telnet sequence other than the `IAC IP`/`IAC DM` signals at a line's start,
+    /// or one cut by the line end: only ProFTPD decodes Telnet.
+    Telnet,
+}
+
+impl Defect {
+    pub const ALL: [Defect; 3] = [Defect::BareLf, Defect::Control, Defect::Telnet];
+
+    /// The label used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Defect::BareLf => "bare-lf",
+            Defect::Control => "control-byte",
+            Defect::Telnet => "telnet",
+        }
+    }
 }
 
 /// One complete control line.
@@ -35,8 +75,10 @@ pub struct Line {
     pub raw: Vec<u8>,
     /// The Telnet-decoded text without the line terminator: what the parsers see.
     pub text: Vec<u8>,
-    /// Telnet signals that arrived within this line.
+    /// Telnet signals that arrived at the start of this line.
     pub signals: Signals,
+    /// Set when servers would read this line differently from each other.
+    pub defect: Option<Defect>,
 }
 
 /// What the framer produces.
@@ -66,6 +108,7 @@ pub struct LineFramer {
     raw: Vec<u8>,
     text: Vec<u8>,
     signals: Signals,
+    defect: Option<Defect>,
     telnet: Telnet,
     /// Bytes discarded so far of an over-long line, when it is being skipped.
     overflow: Option<usize>,
@@ -79,6 +122,7 @@ impl LineFramer {
             raw: Vec::new(),
             text: Vec::new(),
             signals: Signals::default(),
+            defect: None,
             telnet: Telnet::Data,
             overflow: None,
         }
@@ -99,34 +143,22 @@ impl LineFramer {
     fn push_byte(&mut self, b: u8, out: &mut Vec<Frame>) {
         if let Some(skipped) = self.overflow.as_mut() {
             *skipped += 1;
-            if b == b'\n' && self.telnet == Telnet::Data {
+            if b == b'\n' {
                 out.push(Frame::TooLong { len: *skipped });
                 self.overflow = None;
             }
-            self.telnet = next_telnet_state(self.telnet, b);
             return;
         }
         self.raw.push(b);
+        if b == b'\n' {
+            return self.finish_line(out);
+        }
         match self.telnet {
             Telnet::Data if b == IAC => self.telnet = Telnet::Iac,
-            Telnet::Data if b == b'\n' => {
-                self.finish_line(out);
-                return;
-            }
             Telnet::Data => self.text.push(b),
             Telnet::Iac => {
                 self.telnet = Telnet::Data;
-                match b {
-                    IAC => self.text.push(IAC),
-                    IP => self.signals.interrupt = true,
-                    DM => self.signals.synch = true,
-                    WILL..=DONT => self.telnet = Telnet::Option,
-                    // Not a Telnet command at all: most likely an `IAC DM` whose DM
-                    // went as TCP urgent data and was not read inline, so the byte is
-                    // the command's first letter and must stay.
-                    b if b < SE => self.text.push(b),
-                    _ => {}
-                }
+                self.on_telnet_command(b);
             }
             Telnet::Option => self.telnet = Telnet::Data,
         }
@@ -135,26 +167,54 @@ impl LineFramer {
             self.raw.clear();
             self.text.clear();
             self.signals = Signals::default();
+            self.defect = None;
+            self.telnet = Telnet::Data;
+        }
+    }
+
+    /// The byte after an `IAC`. Only the signals a client sends before `ABOR` are
+    /// accepted, and only before the line's first character.
+    fn on_telnet_command(&mut self, b: u8) {
+        let at_start = self.text.is_empty();
+        match b {
+            IP if at_start => self.signals.interrupt = true,
+            DM if at_start => self.signals.synch = true,
+            // Not a Telnet command at all: an `IAC DM` whose DM went as TCP urgent
+            // data and was not read inline, so the byte is the verb's first letter.
+            b if b < SE && at_start && self.signals.interrupt => self.text.push(b),
+            WILL..=DONT => {
+                self.telnet = Telnet::Option;
+                self.defect = Some(Defect::Telnet);
+            }
+            _ => {
+                // Kept as text so that no byte a server may act on goes unseen.
+                self.text.extend_from_slice(&[IAC, b]);
+                self.defect = Some(Defect::Telnet);
+            }
         }
     }
 
     fn finish_line(&mut self, out: &mut Vec<Frame>) {
-        if self.text.last() == Some(&b'\r') {
+        if self.telnet != Telnet::Data {
+            // A Telnet sequence cut by the line end: ProFTPD reads on past this LF.
+            self.defect = Some(Defect::Telnet);
+        }
+        self.telnet = Telnet::Data;
+        let before_lf = self.raw.len().checked_sub(2).and_then(|i| self.raw.get(i));
+        if before_lf == Some(&b'\r') && self.text.last() == Some(&b'\r') {
             self.text.pop();
+        } else {
+            self.defect.get_or_insert(Defect::BareLf);
+        }
+        if self.text.iter().any(|&c| c < 0x20 || c == 0x7f) {
+            self.defect.get_or_insert(Defect::Control);
         }
         out.push(Frame::Line(Line {
             raw: std::mem::take(&mut self.raw),
             text: std::mem::take(&mut self.text),
             signals: std::mem::take(&mut self.signals),
+            defect: self.defect.take(),
         }));
-    }
-}
-
-fn next_telnet_state(state: Telnet, b: u8) -> Telnet {
-    match state {
-        Telnet::Data if b == IAC => Telnet::Iac,
-        Telnet::Iac if (WILL..=DONT).contains(&b) => Telnet::Option,
-        _ => Telnet::Data,
     }
 }
 
@@ -179,11 +239,19 @@ mod tests {
         }
     }
 
+    fn defects(input: &[u8]) -> Vec<Option<Defect>> {
+        frames(4096, &[input])
+            .iter()
+            .map(|f| line(f).defect)
+            .collect()
+    }
+
     #[test]
     fn pipelined_lines_in_one_segment_are_separate_frames() {
         let out = frames(4096, &[b"PASV\r\nRETR a\r\nQU"]);
         assert_eq!(out.len(), 2);
         assert_eq!(line(&out[0]).text, b"PASV");
+        assert_eq!(line(&out[0]).defect, None);
         assert_eq!(line(&out[1]).raw, b"RETR a\r\n");
     }
 
@@ -200,6 +268,7 @@ mod tests {
                 synch: true
             }
         );
+        assert_eq!(l.defect, None);
     }
 
     #[test]
@@ -208,22 +277,59 @@ mod tests {
         let l = line(&out[0]);
         assert_eq!(l.text, b"ABOR");
         assert!(l.signals.interrupt);
+        assert_eq!(l.defect, None);
     }
 
     #[test]
-    fn doubled_iac_is_a_literal_ff_byte() {
-        let out = frames(4096, &[b"STOR a", &[IAC, IAC], b"b\r\n"]);
-        assert_eq!(
-            line(&out[0]).text,
-            [b'S', b'T', b'O', b'R', b' ', b'a', 0xff, b'b']
-        );
+    fn an_lf_after_iac_ends_the_line_and_marks_it() {
+        // The calibrated attack: vsftpd answers 500 to `NOOP\xff` and then runs PORT.
+        let out = frames(4096, &[b"NOOP", &[IAC], b"\nPORT 127,0,0,2,4,1\r\n"]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(line(&out[0]).defect, Some(Defect::Telnet));
+        assert_eq!(line(&out[1]).text, b"PORT 127,0,0,2,4,1");
+        assert_eq!(line(&out[1]).defect, None);
     }
 
     #[test]
-    fn option_negotiation_is_dropped_even_when_the_option_byte_is_lf() {
+    fn option_negotiation_whose_option_byte_is_lf_ends_the_line() {
         let out = frames(4096, &[&[IAC, WILL, b'\n'], b"NOOP\r\n"]);
-        assert_eq!(out.len(), 1);
+        assert_eq!(out.len(), 2);
+        assert_eq!(line(&out[0]).defect, Some(Defect::Telnet));
+        assert_eq!(line(&out[1]).text, b"NOOP");
+        assert_eq!(line(&out[1]).defect, None);
+    }
+
+    #[test]
+    fn telnet_anywhere_but_the_abor_prefix_is_a_defect() {
+        let telnet = Some(Defect::Telnet);
+        assert_eq!(
+            defects(&[b'S', b'T', b'O', b'R', IAC, IAC, b'\r', b'\n']),
+            [telnet]
+        );
+        assert_eq!(defects(&[b'N', IAC, IP, b'\r', b'\n']), [telnet]);
+        assert_eq!(defects(&[IAC, b'N', b'O', b'\r', b'\n']), [telnet]);
+        assert_eq!(defects(&[IAC, 241, b'X', b'\r', b'\n']), [telnet]);
+        assert_eq!(defects(&[IAC, DONT, 1, b'X', b'\r', b'\n']), [telnet]);
+    }
+
+    #[test]
+    fn bare_lf_ends_a_line_and_marks_it() {
+        let out = frames(4096, &[b"NOOP\nPWD\r\n"]);
         assert_eq!(line(&out[0]).text, b"NOOP");
+        assert_eq!(line(&out[0]).defect, Some(Defect::BareLf));
+        assert_eq!(line(&out[1]).text, b"PWD");
+        assert_eq!(line(&out[1]).defect, None);
+    }
+
+    #[test]
+    fn control_bytes_inside_a_line_are_a_defect() {
+        let control = Some(Defect::Control);
+        assert_eq!(defects(b"RETR a\0b\r\n"), [control]);
+        assert_eq!(defects(b"NOOP\r\r\n"), [control]);
+        assert_eq!(defects(b"RETR a\rb\r\n"), [control]);
+        assert_eq!(defects(b"PASV\tx\r\n"), [control]);
+        assert_eq!(defects(b"RETR \x7f\r\n"), [control]);
+        assert_eq!(defects("RETR caf\u{e9}\r\n".as_bytes()), [None]);
     }
 
     #[test]
@@ -235,10 +341,13 @@ mod tests {
     }
 
     #[test]
-    fn bare_lf_terminates_a_line() {
-        let out = frames(4096, &[b"NOOP\nPWD\r\n"]);
-        assert_eq!(line(&out[0]).text, b"NOOP");
-        assert_eq!(line(&out[1]).text, b"PWD");
+    fn an_over_long_line_ends_at_its_lf_even_inside_a_telnet_sequence() {
+        let mut long = vec![b'A'; 100];
+        long.extend_from_slice(&[IAC, b'\n']);
+        let out = frames(16, &[&long, b"NOOP\r\n"]);
+        assert_eq!(out[0], Frame::TooLong { len: 102 });
+        assert_eq!(line(&out[1]).text, b"NOOP");
+        assert_eq!(line(&out[1]).defect, None);
     }
 
     proptest! {
@@ -268,6 +377,33 @@ mod tests {
             let out = frames(1 << 20, &[&data]);
             let joined: Vec<u8> = out.iter().flat_map(|f| line(f).raw.clone()).collect();
             prop_assert!(data.starts_with(&joined));
+        }
+
+        #[test]
+        fn every_lf_ends_a_line(
+            data in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let out = frames(1 << 20, &[&data]);
+            let lfs = data.iter().filter(|b| **b == b'\n').count();
+            prop_assert_eq!(out.len(), lfs);
+            for f in &out {
+                let raw = &line(f).raw;
+                prop_assert_eq!(raw.iter().position(|b| *b == b'\n'), Some(raw.len() - 1));
+            }
+        }
+
+        #[test]
+        fn a_line_without_defect_is_plain_text_ended_by_crlf(
+            data in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            for f in frames(1 << 20, &[&data]) {
+                let l = line(&f);
+                if l.defect.is_none() {
+                    prop_assert!(l.raw.ends_with(b"\r\n"));
+                    prop_assert!(l.text.iter().all(|&c| c >= 0x20 && c != 0x7f));
+                    prop_assert!(!l.text.contains(&IAC));
+                }
+            }
         }
     }
 }

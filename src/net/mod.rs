@@ -81,6 +81,29 @@ pub fn listen_data(ip: IpAddr, port: u16, binding: Binding) -> Option<TcpListene
     }
 }
 
+/// The addresses of this host's interfaces, canonical (no IPv4-mapped IPv6). Empty
+/// when they cannot be read; loopback and the session's own addresses are checked
+/// anyway.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut ips: Vec<IpAddr> = addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| {
+            if let Some(v4) = a.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                a.as_sockaddr_in6()
+                    .map(|v6| IpAddr::V6(v6.ip()).to_canonical())
+            }
+        })
+        .collect();
+    ips.sort_unstable();
+    ips.dedup();
+    ips
+}
+
 /// The unspecified address of `like`'s family.
 pub fn unspecified(like: IpAddr) -> IpAddr {
     match like {

@@ -19,7 +19,9 @@ use super::{Shared, data};
 use crate::codec::{Command, Frame, LineFramer, Reply, parse_command, parse_forward_user};
 use crate::net::{self, Binding};
 use crate::rules::{Config, DataPath, ListenMode, Listener, Parties, Verdict};
-use crate::session::{Action, CloseReason, DataMode, Event, ExpectationId, Params, Session};
+use crate::session::{
+    Action, CloseReason, DataMode, Event, ExpectationId, Params, Refusal, Session,
+};
 use crate::track::{SessionEntry, SessionId, SessionLimit, SessionLimits, SessionState};
 
 /// How a control session ended, as logged and counted.
@@ -394,6 +396,7 @@ async fn run(
         advertise: config.settings.advertise,
         min_data_port: MIN_DATA_PORT,
         server_mode,
+        own: shared.own_sockets.load_full(),
     });
     let relayed = match params {
         Ok(params) => {
@@ -631,18 +634,21 @@ impl Driver<'_> {
                         .update_session(self.id, |s| s.user = Some(user));
                 }
                 Action::Refused { why, target } => {
+                    let detail = match why {
+                        Refusal::Malformed(m) => m.as_str(),
+                        _ => "",
+                    };
                     match target {
-                        Some(target) => tracing::warn!(reason = why.as_str(), %target, "refused"),
-                        None => tracing::warn!(reason = why.as_str(), "refused"),
+                        Some(target) => {
+                            tracing::warn!(reason = why.as_str(), detail, %target, "refused")
+                        }
+                        None => tracing::warn!(reason = why.as_str(), detail, "refused"),
                     }
                     self.shared.metrics.refusal(why);
                 }
-                Action::MalformedReply => {
-                    self.shared
-                        .metrics
-                        .parse_errors_total
-                        .with_label_values(&["server"])
-                        .inc();
+                Action::MalformedReply => self.shared.metrics.parse_error("server", "reply"),
+                Action::UnknownVerb { class, passed } => {
+                    self.shared.metrics.unknown_command(class, passed)
                 }
                 Action::Close(reason) => {
                     tracing::warn!(?reason, "closing session");

@@ -17,7 +17,7 @@ use super::Shared;
 use crate::codec::TransferKind;
 use crate::net::nft::Hole;
 use crate::net::{self, Binding};
-use crate::session::{Conversion, DataOutcome, Event, ExpectationId, ExpectationRequest};
+use crate::session::{Conversion, DataOutcome, Event, ExpectationId, ExpectationRequest, Refusal};
 use crate::track::{self, ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
 use crate::xferlog;
 
@@ -352,6 +352,15 @@ impl Expectation {
 
     /// Connects a leg the proxy dials.
     async fn dial(&self, from: IpAddr, to: SocketAddr) -> Result<TcpStream, DataOutcome> {
+        // The engine refused the control listeners and the admin endpoint already;
+        // which data ports are bound is known only here, when the leg is dialed.
+        let local = to.ip().to_canonical() == from.to_canonical()
+            || self.shared.own_sockets.load().is_local(to.ip());
+        if local && self.shared.tracker.data_port_in_use(to.port()) {
+            tracing::warn!(onward = %to, reason = "own-socket", "refused");
+            self.shared.metrics.refusal(Refusal::OwnSocket);
+            return Err(DataOutcome::Failed);
+        }
         let dialed = tokio::select! {
             _ = self.cancel.cancelled() => return Err(DataOutcome::Cancelled),
             r = net::connect_from(from, to, self.connect_timeout, self.binding) => r,

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::metrics::Metrics;
 use crate::net::{self, Binding, nft::Nft};
 use crate::rules::{Config, ListenMode, Listener};
+use crate::session::OwnSockets;
 use crate::track::Tracker;
 use crate::xferlog::XferLog;
 
@@ -34,6 +35,9 @@ pub struct Shared {
     xferlog: Mutex<Option<XferLog>>,
     /// The netlink side of `data-path kernel`, when a listener uses it.
     pub nft: Option<Nft>,
+    /// The sockets ftpgate listens on, which no data connection may target; the
+    /// host's addresses are read again at each reload.
+    pub own_sockets: ArcSwap<OwnSockets>,
 }
 
 impl Shared {
@@ -45,7 +49,14 @@ impl Shared {
             .set(config.settings.max_sessions as i64);
         metrics.session_outcomes(&control::outcomes());
         metrics.rules_loaded();
+        let mut ports: Vec<u16> = config.listeners.iter().map(|l| l.addr.port()).collect();
+        ports.extend(config.metrics_listen.map(|a| a.port()));
+        let own = OwnSockets {
+            ips: net::local_addresses(),
+            ports,
+        };
         Arc::new(Shared {
+            own_sockets: ArcSwap::from_pointee(own),
             xferlog: Mutex::new(config.settings.xferlog.clone().map(XferLog::start)),
             tracker: Tracker::new(config.settings.data_ports),
             config: ArcSwap::from_pointee(config),
@@ -64,6 +75,11 @@ impl Shared {
             tracing::warn!("listen/metrics statements changed: restart ftpgate to apply them");
         }
         self.tracker.set_data_ports(new.settings.data_ports);
+        let ports = self.own_sockets.load().ports.clone();
+        self.own_sockets.store(Arc::new(OwnSockets {
+            ips: net::local_addresses(),
+            ports,
+        }));
         self.metrics
             .sessions_limit
             .set(new.settings.max_sessions as i64);

@@ -23,6 +23,7 @@ pub fn explain(c: &Config) -> String {
         ("drain-timeout", ms(s.drain_timeout)),
         ("data-ports", s.data_ports.to_string()),
         ("max-line", s.max_line.to_string()),
+        ("unknown-commands", s.unknown_commands.as_str().to_string()),
         ("max-sessions", s.max_sessions.to_string()),
         (
             "max-sessions-per-client",

@@ -162,6 +162,26 @@ pub struct Listener {
     pub origin: Origin,
 }
 
+/// What happens to a command whose verb ftpgate does not know
+/// (`set unknown-commands`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownCommands {
+    /// Forwarded to the server (command rules still apply).
+    Pass,
+    /// Answered `500` by ftpgate; the server never sees it. The default: a server may
+    /// take a verb ftpgate does not know for a data-connection command.
+    Block,
+}
+
+impl UnknownCommands {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownCommands::Pass => "pass",
+            UnknownCommands::Block => "block",
+        }
+    }
+}
+
 /// Global settings (`set NAME VALUE`), with their defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -193,6 +213,8 @@ pub struct Settings {
     pub data_idle_timeout: Duration,
     /// On SIGTERM, how long transfers in flight may take to finish.
     pub drain_timeout: Duration,
+    /// Whether commands with a verb ftpgate does not know reach the server.
+    pub unknown_commands: UnknownCommands,
 }
 
 impl Default for Settings {
@@ -215,6 +237,7 @@ impl Default for Settings {
             login_timeout: Duration::from_secs(60),
             data_idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(20),
+            unknown_commands: UnknownCommands::Block,
         }
     }
 }

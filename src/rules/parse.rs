@@ -40,8 +40,8 @@ use nom::{IResult, Parser};
 
 use super::{
     AddrMatch, AddrSet, Config, DataMatch, DataPath, Family, ListenMode, Listener, Origin,
-    PortRange, PortSet, ReturnCode, RuleError, SessionRule, Settings, Subject, Table, Upstream,
-    Verdict,
+    PortRange, PortSet, ReturnCode, RuleError, SessionRule, Settings, Subject, Table,
+    UnknownCommands, Upstream, Verdict,
 };
 use crate::codec::TransferKind;
 use crate::session::DataMode;
@@ -225,6 +225,7 @@ enum Setting {
     LoginTimeout(Duration),
     DataIdleTimeout(Duration),
     DrainTimeout(Duration),
+    UnknownCommands(UnknownCommands),
 }
 
 impl Setting {
@@ -244,6 +245,7 @@ impl Setting {
             Setting::LoginTimeout(d) => s.login_timeout = d,
             Setting::DataIdleTimeout(d) => s.data_idle_timeout = d,
             Setting::DrainTimeout(d) => s.drain_timeout = d,
+            Setting::UnknownCommands(u) => s.unknown_commands = u,
         }
     }
 }
@@ -287,8 +289,10 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
         }
         "max-line" => {
             let (rest, n) = next("a line length in bytes", |t| t.parse::<usize>().ok())(rest)?;
-            if !(512..=65536).contains(&n) {
-                return fail(value_at, "max-line must be between 512 and 65536");
+            // Past 4096 bytes vsftpd ends the session and ProFTPD drops the line
+            // without a reply, which would shift every reply after it.
+            if !(512..=4096).contains(&n) {
+                return fail(value_at, "max-line must be between 512 and 4096");
             }
             (rest, Setting::MaxLine(n))
         }
@@ -324,6 +328,15 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
             let (rest, n) = next("a number of data connections from 1 to 64", small)(rest)?;
             (rest, Setting::MaxDataConnections(n))
         }
+        "unknown-commands" => {
+            let action = |t: &str| match t {
+                "pass" => Some(UnknownCommands::Pass),
+                "block" => Some(UnknownCommands::Block),
+                _ => None,
+            };
+            let (rest, u) = next("pass or block", action)(rest)?;
+            (rest, Setting::UnknownCommands(u))
+        }
         other => {
             return fail(
                 at,
@@ -331,7 +344,8 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
                     "unknown setting `{other}`; known: data-timeout, idle-timeout, \
                      connect-timeout, login-timeout, data-idle-timeout, drain-timeout, \
                      data-ports, max-line, max-sessions, max-sessions-per-client, \
-                     max-accept-rate-per-client, max-data-connections, advertise, xferlog"
+                     max-accept-rate-per-client, max-data-connections, advertise, xferlog, \
+                     unknown-commands"
                 ),
             );
         }

@@ -16,9 +16,10 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use crate::codec::{
-    self, Command, EpsvArg, Frame, Line, Reply, ReplyAssembler, TransferKind, addr,
+    self, Command, EpsvArg, Frame, Line, LineError, Malformed, Reply, ReplyAssembler, TransferKind,
+    addr,
 };
-use crate::rules::{Config, DataRequest, Decision, Family, Parties, Verdict};
+use crate::rules::{Config, DataRequest, Decision, Family, Parties, UnknownCommands, Verdict};
 use queue::OutQueue;
 
 /// Identifies an expectation within its session.
@@ -70,6 +71,31 @@ pub struct Params {
     /// The mode every server-side data leg uses (`server-mode` in the rules);
     /// `None` keeps the client's.
     pub server_mode: Option<DataMode>,
+    /// ftpgate's own listening sockets, never a data target (invariant 4).
+    pub own: Arc<OwnSockets>,
+}
+
+/// ftpgate's own listening sockets: no data connection may be sent to one (a `PORT`
+/// naming the control listener would turn the server's data into a new session).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnSockets {
+    /// The host's own addresses (a wildcard listener answers on each).
+    pub ips: Vec<IpAddr>,
+    /// The ports of the control listeners and the admin endpoint.
+    pub ports: Vec<u16>,
+}
+
+impl OwnSockets {
+    /// Whether `ip` reaches this host.
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_loopback() || ip.is_unspecified() || self.ips.contains(&ip)
+    }
+
+    /// Whether `target` is one of the control listeners or the admin endpoint.
+    pub fn is_listener(&self, target: SocketAddr) -> bool {
+        self.ports.contains(&target.port()) && self.is_local(target.ip())
+    }
 }
 
 /// What the shell must set up for one announced data connection.
@@ -193,10 +219,22 @@ pub enum Refusal {
     Policy,
     /// The session holds `max-data-connections` data connections already.
     DataLimit,
+    /// A line real servers would read differently from each other.
+    Malformed(Malformed),
+    /// A verb ftpgate does not know, under `set unknown-commands block`.
+    UnknownCommand,
+    /// A `227`/`228`/`229` that answers no `PASV`/`EPSV` ftpgate rewrote: the server's
+    /// own data address, which must not reach the client.
+    SpoofedReply,
+    /// A data target that is one of ftpgate's own listening sockets.
+    OwnSocket,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 15] = [
+        Refusal::UnknownCommand,
+        Refusal::SpoofedReply,
+        Refusal::OwnSocket,
         Refusal::Policy,
         Refusal::DataLimit,
         Refusal::Bounce,
@@ -226,6 +264,10 @@ impl Refusal {
             Refusal::NoDataPort => "no-data-port",
             Refusal::Policy => "policy",
             Refusal::DataLimit => "data-limit",
+            Refusal::Malformed(_) => "malformed",
+            Refusal::UnknownCommand => "unknown-command",
+            Refusal::SpoofedReply => "spoofed-reply",
+            Refusal::OwnSocket => "own-socket",
         }
     }
 }
@@ -271,6 +313,12 @@ pub enum Action {
     },
     /// A line from the server that is no reply at all; forwarded, counted.
     MalformedReply,
+    /// A verb ftpgate does not know (`class` from [`codec::verb_class`]), and whether
+    /// `set unknown-commands` let it through.
+    UnknownVerb {
+        class: &'static str,
+        passed: bool,
+    },
     Close(CloseReason),
 }
 
@@ -551,9 +599,19 @@ impl Session {
     // ----- client commands -------------------------------------------------------
 
     fn on_command(&mut self, line: Line) {
-        let cmd = match codec::parse_command(&line.text) {
+        let cmd = match codec::parse_line(&line) {
             Ok(cmd) => cmd,
-            Err(e) => {
+            Err(LineError::Malformed(why)) => {
+                self.out.push(Action::Command("other".to_string()));
+                let text = match why {
+                    Malformed::Line(_) => {
+                        "Syntax error: the line must be plain text ended by CRLF."
+                    }
+                    Malformed::Verb | Malformed::Space => "Syntax error, command unrecognized.",
+                };
+                return self.refuse(Refusal::Malformed(why), 500, text);
+            }
+            Err(LineError::Syntax(e)) => {
                 self.out.push(Action::Command(e.verb.to_string()));
                 return self.refuse(
                     Refusal::Syntax,
@@ -563,6 +621,14 @@ impl Session {
             }
         };
         self.out.push(Action::Command(cmd.verb().to_string()));
+        if !codec::is_known_verb(cmd.verb()) {
+            let passed = self.rules.settings.unknown_commands == UnknownCommands::Pass;
+            let class = codec::verb_class(cmd.verb());
+            self.out.push(Action::UnknownVerb { class, passed });
+            if !passed {
+                return self.refuse(Refusal::UnknownCommand, 500, "Unknown command.");
+            }
+        }
         let parties = self.parties();
         if let Command::User(name) = &cmd {
             let name = String::from_utf8_lossy(name).into_owned();
@@ -603,6 +669,13 @@ impl Session {
                 Refusal::NotImplemented,
                 502,
                 "LPRT and LPSV are not implemented; use EPRT or EPSV.",
+            ),
+            // Single-port passive (pure-ftpd) answers `227 port`, which no rewrite
+            // of ftpgate's covers.
+            Command::Other { verb, .. } if verb == "SPSV" => self.refuse(
+                Refusal::NotImplemented,
+                502,
+                "SPSV is not implemented; use PASV or EPSV.",
             ),
             Command::Pasv => self.on_passive(line, PassiveForm::Pasv, None),
             Command::Epsv(EpsvArg::Any) => self.on_passive(line, PassiveForm::Epsv, None),
@@ -713,7 +786,9 @@ impl Session {
             form
         };
         let bytes = match (form, sent) {
-            (PassiveForm::Pasv, PassiveForm::Pasv) => line.raw,
+            // Canonical rather than raw, so an alias such as `P@SW` reaches the server
+            // as the command ftpgate took it for.
+            (PassiveForm::Pasv, PassiveForm::Pasv) => Command::Pasv.encode(),
             (PassiveForm::Epsv, PassiveForm::Epsv) if family.is_none_or(|f| f == server_family) => {
                 line.raw
             }
@@ -735,6 +810,16 @@ impl Session {
             IpAddr::V4(v4) => Some(v4),
             IpAddr::V6(_) => None,
         }
+    }
+
+    /// Whether a data target is one of ftpgate's control listeners or its admin
+    /// endpoint (data ports in use are checked by the shell when it dials).
+    fn is_own_socket(&self, target: SocketAddr) -> bool {
+        let p = &self.params;
+        let ip = target.ip().to_canonical();
+        p.own.is_listener(target)
+            || (p.own.ports.contains(&target.port())
+                && (ip == p.client_local || ip == p.server_side.ip()))
     }
 
     /// `PORT`/`EPRT` are always rewritten, so the client's line itself is not kept.
@@ -766,6 +851,14 @@ impl Session {
                 Refusal::PrivilegedPort,
                 504,
                 "Privileged data port refused.",
+            );
+        }
+        if self.is_own_socket(SocketAddr::new(ip, target.port())) {
+            return self.refuse_target(
+                Refusal::OwnSocket,
+                Some(target),
+                504,
+                "Data address is one of this proxy's own sockets.",
             );
         }
         self.cancel_idle_expectation();
@@ -1141,7 +1234,7 @@ impl Session {
             return self.to_client.push(reply.raw);
         }
         if reply.is_preliminary() {
-            return self.to_client.push(reply.raw);
+            return self.forward_reply(reply);
         }
         if reply.code == Some(230) {
             self.out.push(Action::LoggedIn);
@@ -1153,7 +1246,7 @@ impl Session {
                 if !is_positive(&reply) {
                     self.cancel_if_current(id);
                 }
-                self.to_client.push(reply.raw);
+                self.forward_reply(reply);
             }
             Some(Pending::Transfer { id: Some(id) }) => self.on_transfer_reply(reply, id),
             Some(Pending::ToPassive {
@@ -1170,9 +1263,25 @@ impl Session {
                 | Pending::Transfer { id: None }
                 | Pending::Local(_),
             )
-            | None => self.to_client.push(reply.raw),
+            | None => self.forward_reply(reply),
         }
         self.release_local_replies();
+    }
+
+    /// Passes a server reply to the client unchanged, unless it is a passive reply:
+    /// those reach the client only as ftpgate's rewrite of an answer to a `PASV` or
+    /// `EPSV` it forwarded, never with the server's own address or port (a `P@SW` the
+    /// proxy did not know, or a `229` to a `PASV`, would otherwise open a way around it).
+    fn forward_reply(&mut self, reply: Reply) {
+        if matches!(reply.code, Some(227..=229)) {
+            self.out.push(Action::Refused {
+                why: Refusal::SpoofedReply,
+                target: None,
+            });
+            let text = "Can't open data connection: unexpected passive reply from server.";
+            return self.to_client.push(Reply::encode(425, text));
+        }
+        self.to_client.push(reply.raw);
     }
 
     /// Moves local replies that are now at the head of the line to the client.
@@ -1188,7 +1297,7 @@ impl Session {
         let port = match self.announced_port(reply, sent) {
             Ok(port) => port,
             // An error reply (or the wrong one) opens nothing and reaches the client.
-            Err(Some(reply)) => return self.to_client.push(reply.raw),
+            Err(Some(reply)) => return self.forward_reply(reply),
             Err(None) => return,
         };
         if let Some((why, code, text)) = self.data_refusal(DataMode::Passive, port) {
@@ -1218,12 +1327,25 @@ impl Session {
             self.to_client.push(Reply::encode(425, text));
             return Err(None);
         };
-        if port < self.params.min_data_port {
+        let target = SocketAddr::new(self.params.server.ip(), port);
+        let refused = if port < self.params.min_data_port {
+            Some((
+                Refusal::PrivilegedPort,
+                "Can't open data connection: server announced a privileged port.",
+            ))
+        } else if self.is_own_socket(target) {
+            Some((
+                Refusal::OwnSocket,
+                "Can't open data connection: server announced this proxy's own socket.",
+            ))
+        } else {
+            None
+        };
+        if let Some((why, text)) = refused {
             self.out.push(Action::Refused {
-                why: Refusal::PrivilegedPort,
-                target: Some(SocketAddr::new(self.params.server.ip(), port)),
+                why,
+                target: Some(target),
             });
-            let text = "Can't open data connection: server announced a privileged port.";
             self.to_client.push(Reply::encode(425, text));
             return Err(None);
         }
@@ -1245,7 +1367,7 @@ impl Session {
         } else if !is_positive(&reply) {
             self.cancel_if_current(id);
         }
-        self.to_client.push(reply.raw);
+        self.forward_reply(reply);
     }
 
     fn cancel_if_current(&mut self, id: ExpectationId) {

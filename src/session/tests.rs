@@ -18,6 +18,10 @@ fn params() -> Params {
         advertise: None,
         min_data_port: 1024,
         server_mode: None,
+        own: Arc::new(OwnSockets {
+            ips: Vec::new(),
+            ports: vec![2121, 9121],
+        }),
     }
 }
 
@@ -32,6 +36,10 @@ fn v6_params() -> Params {
         advertise: None,
         min_data_port: 1024,
         server_mode: None,
+        own: Arc::new(OwnSockets {
+            ips: Vec::new(),
+            ports: vec![2121, 9121],
+        }),
     }
 }
 
@@ -791,6 +799,7 @@ fn no_data_port_gives_425_in_place() {
         raw: b"PASV\r\n".to_vec(),
         text: b"PASV".to_vec(),
         signals: Default::default(),
+        defect: None,
     })));
     let a = s.handle(Event::Server(frames.remove(0)));
     let id = opens(&a)[0].id;
@@ -805,6 +814,7 @@ fn no_data_port_gives_425_in_place() {
             raw: [t, b"\r\n"].concat(),
             text: t.to_vec(),
             signals: Default::default(),
+            defect: None,
         }))
     };
     s.handle(cmd(b"NOOP"));
@@ -1170,4 +1180,197 @@ fn a_proxy_greeted_session_drops_the_servers_greeting_but_not_a_refusal() {
         .flat_map(|f| s.handle(Event::Server(f)))
         .collect();
     assert_eq!(to_client(&out), "421 Too many users\r\n");
+}
+
+// ----- framing and verb parity (issue 12) ------------------------------------------
+
+const LISTEN: &str = "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n";
+
+#[test]
+fn telnet_bytes_before_an_lf_cannot_hide_a_port_behind_a_noop() {
+    let mut h = Harness::new(params());
+    let a = h.client(b"NOOP\xff\nPORT 127,0,0,2,4,1\r\n").take();
+    // Both lines are refused locally: the first is ambiguous, the second a bounce.
+    assert_eq!(to_server(&a), "");
+    assert!(opens(&a).is_empty());
+    assert_eq!(
+        refusals(&a),
+        [
+            Refusal::Malformed(Malformed::Line(codec::Defect::Telnet)),
+            Refusal::Bounce
+        ]
+    );
+    assert!(to_client(&a).starts_with("500 "));
+}
+
+#[test]
+fn every_ambiguous_line_is_refused_with_500_and_never_forwarded() {
+    for line in [
+        &b"NOOP\n"[..],
+        b"DELE a\0b\r\n",
+        b"NOOP\r\r\n",
+        b"SITE\tCHMOD 777 x\r\n",
+        b"\xff\xfb\x01NOOP\r\n",
+        b"\xff\xf4\xff\xf2STAT\r\n",
+        b"STOR a\xff\xffb\r\n",
+        b"PASV/1\r\n",
+        b" NOOP\r\n",
+        b"\r\n",
+        b"SITE  CHMOD 777 x\r\n",
+        b"1NOOP\r\n",
+    ] {
+        let mut h = Harness::new(params());
+        let a = h.client(line).take();
+        assert_eq!(to_server(&a), "", "{line:?} was forwarded");
+        assert!(
+            matches!(refusals(&a)[..], [Refusal::Malformed(_)]),
+            "{line:?}: {:?}",
+            refusals(&a)
+        );
+        assert!(to_client(&a).starts_with("500 "), "{line:?}");
+    }
+}
+
+#[test]
+fn the_telnet_abort_prefix_still_reaches_the_server() {
+    let mut h = Harness::new(params());
+    let a = h.client(b"\xff\xf4\xff\xf2ABOR\r\n").take();
+    let sent: Vec<u8> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToServer(b) => Some(b.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(sent, b"\xff\xf4\xff\xf2ABOR\r\n");
+    assert!(refusals(&a).is_empty());
+}
+
+#[test]
+fn p_at_sw_is_pasv_its_227_is_rewritten_and_the_server_gets_pasv() {
+    let mut h = Harness::new(params());
+    let a = h.client(b"P@SW\r\n").take();
+    assert_eq!(to_server(&a), "PASV\r\n");
+    let a = h
+        .server(b"227 Entering Passive Mode (203,0,113,2,200,10).\r\n")
+        .take();
+    assert_eq!(opens(&a).len(), 1);
+    assert_eq!(
+        to_client(&a),
+        "227 Entering Passive Mode (198,51,100,1,156,64).\r\n"
+    );
+}
+
+#[test]
+fn x_verbs_are_matched_by_rules_under_their_standard_name() {
+    let rules = crate::rules::parse_str("t.rules", &format!("{LISTEN}block cmd {{ MKD }}\npass\n"))
+        .unwrap();
+    let mut h = Harness::new(params());
+    h.session.set_rules(Arc::new(rules));
+    let a = h.client(b"XMKD new\r\n").take();
+    assert_eq!(to_server(&a), "");
+    assert_eq!(refusals(&a), [Refusal::Policy]);
+    assert!(a.contains(&Action::Command("MKD".into())));
+}
+
+#[test]
+fn unknown_verbs_are_blocked_by_default_and_passed_when_set() {
+    let mut h = Harness::new(params());
+    let a = h.client(b"ESTA\r\n").take();
+    assert_eq!(to_server(&a), "");
+    assert_eq!(refusals(&a), [Refusal::UnknownCommand]);
+    assert!(a.contains(&Action::UnknownVerb {
+        class: "letters",
+        passed: false
+    }));
+    assert_eq!(to_client(&a), "500 Unknown command.\r\n");
+
+    let rules = crate::rules::parse_str(
+        "t.rules",
+        &format!("{LISTEN}set unknown-commands pass\npass\n"),
+    )
+    .unwrap();
+    let mut h = Harness::new(params());
+    h.session.set_rules(Arc::new(rules));
+    let a = h.client(b"XFOO1 x\r\n").take();
+    assert_eq!(to_server(&a), "XFOO1 x\r\n");
+    assert!(a.contains(&Action::UnknownVerb {
+        class: "symbols",
+        passed: true
+    }));
+}
+
+#[test]
+fn spsv_is_not_implemented() {
+    let mut h = Harness::new(params());
+    let a = h.client(b"SPSV\r\n").take();
+    assert_eq!(to_server(&a), "");
+    assert_eq!(refusals(&a), [Refusal::NotImplemented]);
+}
+
+#[test]
+fn a_passive_reply_to_a_command_ftpgate_did_not_rewrite_never_reaches_the_client() {
+    let rules = crate::rules::parse_str(
+        "t.rules",
+        &format!("{LISTEN}set unknown-commands pass\npass\n"),
+    )
+    .unwrap();
+    let mut h = Harness::new(params());
+    h.session.set_rules(Arc::new(rules));
+    h.client(b"XPSV\r\n").take();
+    let a = h
+        .server(b"227 Entering Passive Mode (203,0,113,2,200,10).\r\n")
+        .take();
+    assert!(opens(&a).is_empty());
+    assert_eq!(refusals(&a), [Refusal::SpoofedReply]);
+    let text = to_client(&a);
+    assert!(text.starts_with("425 "), "{text}");
+    assert!(!text.contains("200,10"), "{text}");
+    // A 229 answering PASV is no answer to it either.
+    h.client(b"PASV\r\n").take();
+    let a = h
+        .server(b"229 Entering Extended Passive Mode (|||51210|)\r\n")
+        .take();
+    assert!(opens(&a).is_empty());
+    assert!(!to_client(&a).contains("51210"));
+    // Nor is a 227 greeting.
+    let mut s = Session::new(params());
+    let mut frames = Vec::new();
+    LineFramer::new(4096).push(b"227 (203,0,113,2,200,10)\r\n", &mut frames);
+    let a = s.handle(Event::Server(frames.remove(0)));
+    assert!(to_client(&a).starts_with("425 "));
+}
+
+#[test]
+fn port_naming_the_proxys_own_listener_is_refused() {
+    // A client on the proxy host: its control address is the proxy's.
+    let mut p = params();
+    p.client = "127.0.0.1:50000".parse().unwrap();
+    let mut h = Harness::new(p);
+    let a = h.client(b"PORT 127,0,0,1,8,73\r\n").take();
+    assert_eq!(to_server(&a), "");
+    assert!(opens(&a).is_empty());
+    assert_eq!(refusals(&a), [Refusal::OwnSocket]);
+    assert!(to_client(&a).starts_with("504 "));
+    // The same port on the client's own (remote) address is an ordinary data port.
+    let mut h = Harness::new(params());
+    let a = h.client(b"PORT 198,51,100,2,8,73\r\n").take();
+    assert_eq!(opens(&a).len(), 1);
+}
+
+#[test]
+fn a_server_announcing_the_proxys_admin_port_on_the_proxy_host_is_refused() {
+    let mut p = params();
+    p.server = "127.0.0.1:21".parse().unwrap();
+    p.server_side = "127.0.0.1:61000".parse().unwrap();
+    let mut h = Harness::new(p);
+    h.client(b"PASV\r\n").take();
+    // 9121 = 35 * 256 + 161
+    let a = h
+        .server(b"227 Entering Passive Mode (127,0,0,1,35,161).\r\n")
+        .take();
+    assert!(opens(&a).is_empty());
+    assert_eq!(refusals(&a), [Refusal::OwnSocket]);
+    assert!(to_client(&a).starts_with("425 "));
 }

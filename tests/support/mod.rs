@@ -169,7 +169,12 @@ impl Vsftpd {
     }
 
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("vsftpd.log")).unwrap_or_default()
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// vsftpd's log (`log_ftp_protocol=YES`: every command it reads).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("vsftpd.log")
     }
 }
 
