@@ -2,6 +2,7 @@
 # The project's test command: installs what the tests need when it is missing
 # (Debian packages: vsftpd, curl, lftp, python3, prometheus for promtool, nftables
 # and iproute2 for the network-namespace lab), then
+# unpacks pure-ftpd and ProFTPD for the differential test, then
 # runs formatting, lint and every test. Run it as root: vsftpd's anonymous chroot
 # needs root, and so will the network-namespace tests. Under CI=true a missing
 # prerequisite fails the tests.
@@ -9,7 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl lftp:lftp python3:python3 \
-    promtool:prometheus nft:nftables ip:iproute2 ss:iproute2
+    promtool:prometheus nft:nftables ip:iproute2 ss:iproute2 unshare:util-linux
+# pure-ftpd and ProFTPD for the differential test, unpacked beside vsftpd (they
+# conflict with it as packages). Without root the test skips, or fails under CI=true.
+if [ "$(id -u)" = 0 ]; then
+    bash tests/support/ftp-servers.sh target/ftp-servers
+fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

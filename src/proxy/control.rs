@@ -743,7 +743,8 @@ async fn relay_control(
         rules: Arc::default(),
     };
     let mut client_lines = LineFramer::new(settings.max_line);
-    let mut server_lines = LineFramer::new(settings.max_line);
+    // A reply may echo the longest argument a client can send, with text of its own.
+    let mut server_lines = LineFramer::new(settings.max_line + 1024);
     let idle = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(idle);
     let login = tokio::time::sleep_until(login_deadline);

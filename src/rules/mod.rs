@@ -227,7 +227,7 @@ impl Default for Settings {
                 lo: 40000,
                 hi: 40999,
             },
-            max_line: 4096,
+            max_line: 3072,
             advertise: None,
             xferlog: None,
             max_sessions: 4096,

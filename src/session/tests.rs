@@ -1232,22 +1232,6 @@ fn every_ambiguous_line_is_refused_with_500_and_never_forwarded() {
 }
 
 #[test]
-fn the_telnet_abort_prefix_still_reaches_the_server() {
-    let mut h = Harness::new(params());
-    let a = h.client(b"\xff\xf4\xff\xf2ABOR\r\n").take();
-    let sent: Vec<u8> = a
-        .iter()
-        .filter_map(|a| match a {
-            Action::ToServer(b) => Some(b.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    assert_eq!(sent, b"\xff\xf4\xff\xf2ABOR\r\n");
-    assert!(refusals(&a).is_empty());
-}
-
-#[test]
 fn p_at_sw_is_pasv_its_227_is_rewritten_and_the_server_gets_pasv() {
     let mut h = Harness::new(params());
     let a = h.client(b"P@SW\r\n").take();
