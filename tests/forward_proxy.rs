@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 
 use support::*;
@@ -105,4 +106,25 @@ fn a_target_the_rules_block_is_never_contacted() {
     assert!(c.reply().starts_with("220 ftpgate"));
     assert_eq!(c.cmd("QUIT"), "221 Goodbye.\r\n");
     assert!(c.closed());
+}
+
+#[test]
+fn an_ambiguous_login_line_is_refused_before_any_server_is_named() {
+    require!("vsftpd");
+    let server = Vsftpd::start(LOCALHOST);
+    let gate = forward_gate(server.addr);
+    let mut c = Control::connect(gate.addr);
+    assert!(c.reply().starts_with("220"));
+    let user = format!("USER anonymous@{}:{}", server.addr.ip(), server.addr.port());
+    c.stream
+        .write_all(format!("{user}\n").as_bytes())
+        .expect("send");
+    let reply = c.reply();
+    assert!(reply.starts_with("500"), "a bare LF: {reply}");
+    assert!(
+        !server.log().contains("USER"),
+        "the server was contacted for an ambiguous line"
+    );
+    assert!(c.cmd(&user).starts_with("331"));
+    assert!(c.cmd("PASS guest@").starts_with("230"));
 }

@@ -210,6 +210,14 @@ impl Malformed {
         Malformed::Space,
     ];
 
+    /// The text of the `500` that refuses such a line.
+    pub fn reply_text(self) -> &'static str {
+        match self {
+            Malformed::Line(_) => "Syntax error: the line must be plain text ended by CRLF.",
+            Malformed::Verb | Malformed::Space => "Syntax error, command unrecognized.",
+        }
+    }
+
     /// The label used in metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Shared, data};
-use crate::codec::{Command, Frame, LineFramer, Reply, parse_command, parse_forward_user};
+use crate::codec::{Command, Frame, LineError, LineFramer, Reply, parse_forward_user, parse_line};
 use crate::net::{self, Binding};
 use crate::rules::{Config, DataPath, ListenMode, Listener, Parties, Verdict};
 use crate::session::{
@@ -291,7 +291,8 @@ async fn forward_login(
                 client.write_all(&reply).await.map_err(io_error)?;
                 continue;
             };
-            let reply = match parse_command(&line.text) {
+            let reply = match parse_line(&line) {
+                Err(LineError::Malformed(why)) => Reply::encode(500, why.reply_text()),
                 Ok(Command::User(name)) => {
                     let name = String::from_utf8_lossy(&name).into_owned();
                     match parse_forward_user(&name) {
