@@ -192,7 +192,7 @@ pub enum Malformed {
     #[error("{}", .0.as_str())]
     Line(Defect),
     /// No verb, or a verb followed by anything but a space or the line end
-    /// (`P@SW1`, `PASV\t`): pure-ftpd refuses it, vsftpd and ProFTPD split elsewhere.
+    /// (`PASV/1`, `RE-TR`): pure-ftpd refuses it, vsftpd and ProFTPD split elsewhere.
     #[error("verb")]
     Verb,
     /// More than one space after the verb: ProFTPD skips them when it splits words,
@@ -276,9 +276,10 @@ fn split_verb(text: &[u8]) -> (String, Option<&[u8]>) {
 }
 
 /// Verbs real servers accept as another name for a standard one: ftpgate decides,
-/// rules match and metrics count by the standard name, and the line goes to the
-/// server as the client wrote it. vsftpd, pure-ftpd and FileZilla Server take `P@SW`
-/// for `PASV`; the X-verbs are RFC 775's, which every server still accepts.
+/// rules match and metrics count by the standard name. vsftpd, pure-ftpd and
+/// FileZilla Server take `P@SW` for `PASV` (ftpgate sends the server `PASV`, as it
+/// rewrites every passive command); the X-verbs are RFC 775's, which every server still
+/// accepts, and go to the server as the client wrote them.
 const ALIASES: &[(&str, &str)] = &[
     ("P@SW", "PASV"),
     ("XCUP", "CDUP"),
@@ -354,18 +355,23 @@ pub fn parse_line(line: &Line) -> Result<Command, LineError> {
     if let Some(defect) = line.defect {
         return Err(LineError::Malformed(Malformed::Line(defect)));
     }
-    let (verb, _) = command_words(&line.text).map_err(LineError::Malformed)?;
+    let (verb, arg) = command_words(&line.text).map_err(LineError::Malformed)?;
     if line.signals.any() && verb != "ABOR" {
         // vsftpd knows the Telnet prefix before ABOR only; pure-ftpd before none.
         return Err(LineError::Malformed(Malformed::Line(Defect::Telnet)));
     }
-    parse_command(&line.text).map_err(LineError::Syntax)
+    command(verb, arg).map_err(LineError::Syntax)
 }
 
 /// Parses one Telnet-decoded command line (without its terminator). Aliases become
 /// their standard verb (`P@SW` is [`Command::Pasv`], `XMKD` is `MKD`).
 pub fn parse_command(text: &[u8]) -> Result<Command, SyntaxError> {
     let (verb, arg) = split_verb(text);
+    command(verb, arg)
+}
+
+/// The command a verb (upper-cased) and its argument make.
+fn command(verb: String, arg: Option<&[u8]>) -> Result<Command, SyntaxError> {
     Ok(match canonical_verb(&verb) {
         "PORT" => Command::Port(whole(arg, "PORT", addr::host_port)?),
         "EPRT" => Command::Eprt(whole(arg, "EPRT", addr::extended_addr)?),

@@ -91,11 +91,6 @@ impl OwnSockets {
         let ip = ip.to_canonical();
         ip.is_loopback() || ip.is_unspecified() || self.ips.contains(&ip)
     }
-
-    /// Whether `target` is one of the control listeners or the admin endpoint.
-    pub fn is_listener(&self, target: SocketAddr) -> bool {
-        self.ports.contains(&target.port()) && self.is_local(target.ip())
-    }
 }
 
 /// What the shell must set up for one announced data connection.
@@ -232,9 +227,6 @@ pub enum Refusal {
 
 impl Refusal {
     pub const ALL: [Refusal; 15] = [
-        Refusal::UnknownCommand,
-        Refusal::SpoofedReply,
-        Refusal::OwnSocket,
         Refusal::Policy,
         Refusal::DataLimit,
         Refusal::Bounce,
@@ -247,6 +239,9 @@ impl Refusal {
         Refusal::Auth,
         Refusal::BadPassiveReply,
         Refusal::NoDataPort,
+        Refusal::UnknownCommand,
+        Refusal::SpoofedReply,
+        Refusal::OwnSocket,
     ];
 
     /// The label used in metrics and logs.
@@ -603,13 +598,7 @@ impl Session {
             Ok(cmd) => cmd,
             Err(LineError::Malformed(why)) => {
                 self.out.push(Action::Command("other".to_string()));
-                let text = match why {
-                    Malformed::Line(_) => {
-                        "Syntax error: the line must be plain text ended by CRLF."
-                    }
-                    Malformed::Verb | Malformed::Space => "Syntax error, command unrecognized.",
-                };
-                return self.refuse(Refusal::Malformed(why), 500, text);
+                return self.refuse(Refusal::Malformed(why), 500, why.reply_text());
             }
             Err(LineError::Syntax(e)) => {
                 self.out.push(Action::Command(e.verb.to_string()));
@@ -817,9 +806,8 @@ impl Session {
     fn is_own_socket(&self, target: SocketAddr) -> bool {
         let p = &self.params;
         let ip = target.ip().to_canonical();
-        p.own.is_listener(target)
-            || (p.own.ports.contains(&target.port())
-                && (ip == p.client_local || ip == p.server_side.ip()))
+        let local = p.own.is_local(ip) || ip == p.client_local || ip == p.server_side.ip();
+        local && p.own.ports.contains(&target.port())
     }
 
     /// `PORT`/`EPRT` are always rewritten, so the client's line itself is not kept.
@@ -1234,7 +1222,7 @@ impl Session {
             return self.to_client.push(reply.raw);
         }
         if reply.is_preliminary() {
-            return self.forward_reply(reply);
+            return self.to_client.push(reply.raw);
         }
         if reply.code == Some(230) {
             self.out.push(Action::LoggedIn);
