@@ -221,3 +221,52 @@ fn a_data_connection_is_never_sent_to_ftpgates_own_listeners() {
         2.0
     );
 }
+
+/// A hostile server announces, as its passive port, a data port ftpgate holds for
+/// another session: ftpgate must not dial it (it would take that session's transfer).
+#[test]
+fn a_passive_port_that_is_another_sessions_data_port_is_never_dialled() {
+    require!("vsftpd");
+    let server = Vsftpd::start(LOCALHOST);
+    let (announce, announced) = std::sync::mpsc::channel::<u16>();
+    let (hostile, script) = fake_server(move |mut p| {
+        p.login();
+        let port = announced.recv().expect("the port to announce");
+        p.pasv(port);
+        // The client's LIST never comes: its data connection failed first.
+        assert_eq!(p.heard(), "QUIT");
+        p.say("221 bye");
+    });
+    let ip = LOCALHOST.parse().expect("ip");
+    let (a, b) = (free_port(ip), free_port(ip));
+    let gate = Gate::start(&format!(
+        "listen reverse {LOCALHOST}:{a} upstream {hostile}\n\
+         listen reverse {LOCALHOST}:{b} upstream {}\npass from 127.0.0.0/8\n",
+        server.addr
+    ));
+    let listener_b = SocketAddr::new(ip, b);
+    let mut victim = Control::login(listener_b);
+    let victims_port = data_addr(&victim.cmd("PASV"), listener_b);
+
+    let mut attacker = Control::login(gate.addr);
+    announce.send(victims_port.port()).expect("announce");
+    let reply = attacker.cmd("PASV");
+    let attackers_port = data_addr(&reply, gate.addr);
+    assert_ne!(attackers_port, victims_port);
+    let mut data = std::net::TcpStream::connect(attackers_port).expect("data connect");
+    eventually("ftpgate to refuse the dial", || {
+        gate.metric("ftpgate_expectations_refused_total{reason=\"own-socket\"}") == 1.0
+    });
+    let mut rest = Vec::new();
+    let _ = data.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    assert!(attacker.cmd("QUIT").starts_with("221"));
+    script.join().expect("script");
+
+    // The victim's data port is still its own.
+    let mut listing = std::net::TcpStream::connect(victims_port).expect("victim data");
+    assert!(victim.cmd("LIST").starts_with("150"));
+    let mut got = Vec::new();
+    listing.read_to_end(&mut got).expect("listing");
+    assert!(victim.reply().starts_with("226"));
+}
