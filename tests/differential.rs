@@ -321,6 +321,7 @@ impl Proftpd {
         let log = dir.path().join("commands.log");
         let conf = format!(
             "ServerType standalone\nDefaultServer on\nPort {port}\nDefaultAddress {LOCALHOST}\n\
+             SocketBindTight on\n\
              User nobody\nGroup nogroup\nUseIPv6 off\nWtmpLog off\nUseReverseDNS off\n\
              ScoreboardFile {d}/scoreboard\nPidFile {d}/proftpd.pid\nDelayTable none\n\
              TransferLog none\nSystemLog {d}/system.log\nMaxInstances 64\n\
