@@ -265,12 +265,8 @@ impl PureFtpd {
 
 impl Drop for PureFtpd {
     fn drop(&mut self) {
-        let _ = Command::new("pkill")
-            .args([
-                "-f",
-                &format!("pure-ftpd -S {}", self.addr.to_string().replace(':', ",")),
-            ])
-            .status();
+        // `unshare` and `sh` exec, so the child is pure-ftpd's master itself; the
+        // session processes end with their sessions.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
