@@ -2,8 +2,9 @@
 //! server will. Control-channel byte streams (random and adversarial: Telnet
 //! sequences, CR/LF/NUL placements, case, aliases, spacing, pipelining, splits into
 //! segments) go through ftpgate's own framer and parser, and what ftpgate would
-//! forward goes, split the same way, to vsftpd, pure-ftpd and ProFTPD, each with its
-//! protocol log on. The commands each server logs must be, in order, exactly the
+//! forward goes to vsftpd, pure-ftpd and ProFTPD, each with its protocol log on, in
+//! whole lines grouped as the client's segments were (ftpgate never writes part of a
+//! line: ProFTPD misses a CRLF whose CR and LF arrive in different reads). The commands each server logs must be, in order, exactly the
 //! commands ftpgate parsed; a line ftpgate refuses never reaches the server, so its
 //! refusal can only remove commands, never hide one.
 //!
@@ -107,8 +108,8 @@ fn ftpgate_parse(chunks: &[&[u8]]) -> Parsed {
 trait Witness {
     fn name(&self) -> &'static str;
     fn addr(&self) -> SocketAddr;
-    /// The commands logged since the last call; `session_over` tells when the log of
-    /// a session that ended is complete.
+    /// The commands logged since the last call, once the session that just ended
+    /// has been logged whole.
     fn commands(&mut self) -> Vec<Seen>;
     /// What this server's log makes of a command (vsftpd masks unprintable bytes).
     fn as_logged(&self, seen: &Seen) -> Seen {
