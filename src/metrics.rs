@@ -224,17 +224,9 @@ impl Metrics {
     /// exported from the start and `rate()` and alerts see a series before the first
     /// event.
     fn with_zeroes(self) -> Self {
-        for why in Refusal::ALL {
-            match why {
-                Refusal::Bounce
-                | Refusal::PrivilegedPort
-                | Refusal::BadPassiveReply
-                | Refusal::NoDataPort
-                | Refusal::SpoofedReply
-                | Refusal::OwnSocket => &self.expectations_refused_total,
-                _ => &self.commands_refused_total,
-            }
-            .with_label_values(&[why.as_str()]);
+        let malformed = Malformed::ALL.map(Refusal::Malformed);
+        for why in Refusal::ALL.iter().chain(&malformed) {
+            self.refusals_of(*why).with_label_values(&[why.as_str()]);
         }
         for mismatch in [Mismatch::Peer, Mismatch::Destination] {
             self.expectations_refused_total
@@ -306,52 +298,43 @@ impl Metrics {
         self.commands_total.with_label_values(&[label]).inc();
     }
 
-    pub fn refusal(&self, why: Refusal) {
-        let reason = [why.as_str()];
+    /// The family a refusal is counted in: a data connection refused, or a command
+    /// answered locally. One match, so the zero series and the counted one agree.
+    fn refusals_of(&self, why: Refusal) -> &IntCounterVec {
         match why {
-            Refusal::Bounce | Refusal::PrivilegedPort | Refusal::BadPassiveReply => {
-                self.expectations_refused_total
-                    .with_label_values(&reason)
-                    .inc();
-            }
-            Refusal::NoDataPort => {
-                self.expectations_refused_total
-                    .with_label_values(&reason)
-                    .inc();
-                self.limit("data-ports");
-            }
-            Refusal::DataLimit => {
-                self.expectations_refused_total
-                    .with_label_values(&reason)
-                    .inc();
-                self.limit("data-connections");
-            }
-            Refusal::Syntax => {
-                self.parse_error("client", "syntax");
-                self.commands_refused_total.with_label_values(&reason).inc();
-            }
-            Refusal::LineTooLong => {
-                self.parse_error("client", "line-too-long");
-                self.commands_refused_total.with_label_values(&reason).inc();
-                self.limit("max-line");
-            }
-            Refusal::Malformed(m) => {
-                self.parse_error("client", m.as_str());
-                self.commands_refused_total.with_label_values(&reason).inc();
-            }
-            Refusal::SpoofedReply | Refusal::OwnSocket => {
-                self.expectations_refused_total
-                    .with_label_values(&reason)
-                    .inc();
-            }
-            Refusal::UnknownCommand
+            Refusal::Bounce
+            | Refusal::PrivilegedPort
+            | Refusal::BadPassiveReply
+            | Refusal::NoDataPort
+            | Refusal::DataLimit
+            | Refusal::SpoofedReply
+            | Refusal::OwnSocket => &self.expectations_refused_total,
+            Refusal::Syntax
+            | Refusal::LineTooLong
+            | Refusal::Malformed(_)
+            | Refusal::UnknownCommand
             | Refusal::NotImplemented
             | Refusal::EpsvAll
             | Refusal::Family
             | Refusal::Auth
-            | Refusal::Policy => {
-                self.commands_refused_total.with_label_values(&reason).inc();
+            | Refusal::Policy => &self.commands_refused_total,
+        }
+    }
+
+    pub fn refusal(&self, why: Refusal) {
+        self.refusals_of(why)
+            .with_label_values(&[why.as_str()])
+            .inc();
+        match why {
+            Refusal::NoDataPort => self.limit("data-ports"),
+            Refusal::DataLimit => self.limit("data-connections"),
+            Refusal::Syntax => self.parse_error("client", "syntax"),
+            Refusal::LineTooLong => {
+                self.parse_error("client", "line-too-long");
+                self.limit("max-line");
             }
+            Refusal::Malformed(m) => self.parse_error("client", m.as_str()),
+            _ => {}
         }
     }
 
@@ -403,5 +386,28 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn every_refusal_is_counted_in_the_series_created_for_it_at_zero() {
+        let malformed = Malformed::ALL.map(Refusal::Malformed);
+        for why in Refusal::ALL.iter().chain(&malformed) {
+            let m = Metrics::new();
+            let family = m.refusals_of(*why).desc()[0].fq_name.clone();
+            let series = format!("{family}{{reason=\"{}\"}} ", why.as_str());
+            assert_eq!(sample(&m.render(), &series), Some(0.0), "{why:?} at start");
+            m.refusal(*why);
+            assert_eq!(sample(&m.render(), &series), Some(1.0), "{why:?}");
+        }
     }
 }
