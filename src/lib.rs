@@ -1,6 +1,6 @@
 //! ftpgate: an FTP-aware firewall proxy and connection tracker.
 //!
-//! The pure core (`codec`, `session`, `rules`, `track`) never touches a socket or a
+//! The pure core (`vocab`, `codec`, `rules`, `session`, `track`) never touches a socket or a
 //! clock; the shell (`net`, `proxy`, `admin`) drives it with tokio.
 
 // Input never reaches a panic: no unwrap, expect, panic or unchecked indexing outside
@@ -24,4 +24,5 @@ pub mod proxy;
 pub mod rules;
 pub mod session;
 pub mod track;
+pub mod vocab;
 pub mod xferlog;

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
 use super::{Config, DataRequest, Decision, Family, ListenMode, Parties, Subject, Verdict};
-use crate::session::DataMode;
+use crate::vocab::DataMode;
 
 /// The compiled rule set, one line per setting, listener and rule.
 pub fn explain(c: &Config) -> String {

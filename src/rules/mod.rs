@@ -16,7 +16,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::codec::TransferKind;
-use crate::session::DataMode;
+pub use crate::vocab::{DataMode, Family, PortRange};
 
 pub use explain::{Trial, explain, parse_trial, run_trial};
 pub use parse::{parse_file, parse_str};
@@ -60,29 +60,6 @@ impl RuleError {
         let pad = " ".repeat(self.col.saturating_sub(1));
         let carets = "^".repeat(self.width.max(1));
         format!("{self}\n    {}\n    {pad}{carets}", self.source_line)
-    }
-}
-
-/// An inclusive range of TCP ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    pub lo: u16,
-    pub hi: u16,
-}
-
-impl PortRange {
-    pub fn contains(&self, port: u16) -> bool {
-        (self.lo..=self.hi).contains(&port)
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.lo == self.hi {
-            write!(f, "{}", self.lo)
-        } else {
-            write!(f, "{}-{}", self.lo, self.hi)
-        }
     }
 }
 
@@ -296,29 +273,6 @@ impl fmt::Display for AddrMatch {
         match self {
             AddrMatch::Any => f.write_str("any"),
             AddrMatch::Set(set) => f.write_str(&set.label),
-        }
-    }
-}
-
-/// The address family of a data connection's client leg.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Inet,
-    Inet6,
-}
-
-impl Family {
-    pub fn of(ip: IpAddr) -> Family {
-        match ip.to_canonical() {
-            IpAddr::V4(_) => Family::Inet,
-            IpAddr::V6(_) => Family::Inet6,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Family::Inet => "inet",
-            Family::Inet6 => "inet6",
         }
     }
 }

@@ -44,7 +44,7 @@ use super::{
     UnknownCommands, Upstream, Verdict,
 };
 use crate::codec::TransferKind;
-use crate::session::DataMode;
+use crate::vocab::DataMode;
 
 /// A parse failure at a position inside the line.
 #[derive(Debug)]

@@ -16,35 +16,12 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use crate::codec::{
-    self, Command, EpsvArg, Frame, Line, LineError, Malformed, Reply, ReplyAssembler, TransferKind,
-    addr,
+    self, Command, EpsvArg, Frame, Line, LineError, Reply, ReplyAssembler, TransferKind, addr,
 };
-use crate::rules::{Config, DataRequest, Decision, Family, Parties, UnknownCommands, Verdict};
+use crate::rules::{Config, DataRequest, Decision, Parties, UnknownCommands, Verdict};
+use crate::vocab::Family;
+pub use crate::vocab::{DataMode, DataOutcome, ExpectationId, Refusal};
 use queue::OutQueue;
-
-/// Identifies an expectation within its session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ExpectationId(pub u64);
-
-/// Who opens the data connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataMode {
-    /// The client connects to the proxy, the proxy to the server (`PASV`, `EPSV`).
-    Passive,
-    /// The server connects to the proxy, the proxy to the client (`PORT`, `EPRT`).
-    Active,
-}
-
-impl DataMode {
-    pub const ALL: [DataMode; 2] = [DataMode::Passive, DataMode::Active];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DataMode::Passive => "passive",
-            DataMode::Active => "active",
-        }
-    }
-}
 
 /// The addresses of one control session, all in canonical form (no IPv4-mapped IPv6).
 #[derive(Debug, Clone)]
@@ -129,33 +106,6 @@ pub enum Conversion {
     },
 }
 
-/// Why a data connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataOutcome {
-    Completed,
-    Expired,
-    Failed,
-    Cancelled,
-}
-
-impl DataOutcome {
-    pub const ALL: [DataOutcome; 4] = [
-        DataOutcome::Completed,
-        DataOutcome::Expired,
-        DataOutcome::Failed,
-        DataOutcome::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DataOutcome::Completed => "completed",
-            DataOutcome::Expired => "expired",
-            DataOutcome::Failed => "failed",
-            DataOutcome::Cancelled => "cancelled",
-        }
-    }
-}
-
 /// Input to the state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -185,86 +135,6 @@ pub enum Event {
         id: ExpectationId,
         outcome: DataOutcome,
     },
-}
-
-/// Something refused, with the reason logs, metrics and the FTP reply derive from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// `PORT`/`EPRT` naming a host other than the client (RFC 2577 bounce).
-    Bounce,
-    /// An onward data port below the minimum.
-    PrivilegedPort,
-    /// A command whose argument does not parse.
-    Syntax,
-    /// A control line over the length limit.
-    LineTooLong,
-    /// `LPRT`/`LPSV`.
-    NotImplemented,
-    /// `PORT`/`EPRT`/`PASV` after `EPSV ALL`.
-    EpsvAll,
-    /// An address family the connection cannot carry.
-    Family,
-    /// `AUTH`: an encrypted control channel cannot be inspected.
-    Auth,
-    /// A `227`/`229` answer to our `PASV`/`EPSV` that does not parse.
-    BadPassiveReply,
-    /// No data port could be bound.
-    NoDataPort,
-    /// A command, login or data rule blocked it.
-    Policy,
-    /// The session holds `max-data-connections` data connections already.
-    DataLimit,
-    /// A line real servers would read differently from each other.
-    Malformed(Malformed),
-    /// A verb ftpgate does not know, under `set unknown-commands block`.
-    UnknownCommand,
-    /// A `227`/`228`/`229` that answers no `PASV`/`EPSV` ftpgate rewrote: the server's
-    /// own data address, which must not reach the client.
-    SpoofedReply,
-    /// A data target that is one of ftpgate's own listening sockets.
-    OwnSocket,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 15] = [
-        Refusal::Policy,
-        Refusal::DataLimit,
-        Refusal::Bounce,
-        Refusal::PrivilegedPort,
-        Refusal::Syntax,
-        Refusal::LineTooLong,
-        Refusal::NotImplemented,
-        Refusal::EpsvAll,
-        Refusal::Family,
-        Refusal::Auth,
-        Refusal::BadPassiveReply,
-        Refusal::NoDataPort,
-        Refusal::UnknownCommand,
-        Refusal::SpoofedReply,
-        Refusal::OwnSocket,
-    ];
-
-    /// The label used in metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::Bounce => "bounce",
-            Refusal::PrivilegedPort => "privileged-port",
-            Refusal::Syntax => "syntax",
-            Refusal::LineTooLong => "line-too-long",
-            Refusal::NotImplemented => "not-implemented",
-            Refusal::EpsvAll => "epsv-all",
-            Refusal::Family => "family",
-            Refusal::Auth => "auth",
-            Refusal::BadPassiveReply => "bad-passive-reply",
-            Refusal::NoDataPort => "no-data-port",
-            Refusal::Policy => "policy",
-            Refusal::DataLimit => "data-limit",
-            Refusal::Malformed(_) => "malformed",
-            Refusal::UnknownCommand => "unknown-command",
-            Refusal::SpoofedReply => "spoofed-reply",
-            Refusal::OwnSocket => "own-socket",
-        }
-    }
 }
 
 /// Why the session ends on its own initiative.

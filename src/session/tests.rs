@@ -1,7 +1,7 @@
 //! Every protocol and policy path of the session engine, driven without sockets.
 
 use super::*;
-use crate::codec::LineFramer;
+use crate::codec::{LineFramer, Malformed};
 use proptest::prelude::*;
 
 const CLIENT: &str = "198.51.100.2:50000";
