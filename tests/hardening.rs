@@ -284,3 +284,22 @@ fn after_binding_it_runs_as_the_given_user_without_capabilities() {
         gate.metric("ftpgate_reloads_total{result=\"success\"}") == 1.0
     });
 }
+
+/// A forward client that connects and says nothing has no transfer to finish:
+/// SIGTERM ends it with 421 at once, not at its login timeout.
+#[test]
+fn sigterm_ends_a_silent_forward_client_within_the_drain_timeout() {
+    let ip: std::net::IpAddr = LOCALHOST.parse().expect("ip");
+    let listen = std::net::SocketAddr::new(ip, free_port(ip));
+    let mut gate = Gate::start(&format!(
+        "set drain-timeout 3s\nset login-timeout 60s\nlisten forward {listen}\npass from 127.0.0.0/8\n"
+    ));
+    let mut c = Control::connect(gate.addr);
+    assert!(c.reply().starts_with("220"));
+    gate.signal("TERM");
+    let reply = c.reply();
+    assert!(reply.starts_with("421"), "{reply}");
+    // Long before the 60 s login timeout that used to hold the process.
+    let status = gate.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}

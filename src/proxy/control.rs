@@ -345,7 +345,16 @@ async fn run(
     let limit = config.settings.connect_timeout;
     let found = if listener.mode == ListenMode::Forward {
         let max_line = config.settings.max_line;
-        match forward_login(&mut client, login_deadline, max_line, limit).await {
+        // A session that has not named its server yet has no transfer to finish:
+        // draining ends it at once rather than at its login timeout.
+        let login = tokio::select! {
+            login = forward_login(&mut client, login_deadline, max_line, limit) => login,
+            _ = shared.draining.cancelled() => Err(NoTarget::Refuse(
+                "Service not available: the proxy is shutting down.",
+                Outcome::Shutdown,
+            )),
+        };
+        match login {
             Ok(found) => Ok(found),
             Err(NoTarget::Refuse(text, outcome)) => Err((text, outcome)),
             Err(NoTarget::Gone(outcome)) => return outcome,
