@@ -644,15 +644,13 @@ impl Driver<'_> {
                         .update_session(self.id, |s| s.user = Some(user));
                 }
                 Action::Refused { why, target } => {
-                    let detail = match why {
-                        Refusal::Malformed(m) => m.as_str(),
-                        _ => "",
-                    };
-                    match target {
-                        Some(target) => {
-                            tracing::warn!(reason = why.as_str(), detail, %target, "refused")
+                    let reason = why.as_str();
+                    match (why, target) {
+                        (Refusal::Malformed(m), _) => {
+                            tracing::warn!(reason, detail = m.as_str(), "refused")
                         }
-                        None => tracing::warn!(reason = why.as_str(), detail, "refused"),
+                        (_, Some(target)) => tracing::warn!(reason, %target, "refused"),
+                        (_, None) => tracing::warn!(reason, "refused"),
                     }
                     self.shared.metrics.refusal(why);
                 }
