@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ftpgate::codec::{Frame, LineFramer, ReplyAssembler, parse_227, parse_command};
+use ftpgate::codec::{Frame, LineFramer, ReplyAssembler, parse_227, parse_line};
 use ftpgate::rules::{Parties, parse_str};
 use ftpgate::session::{Action, Event, Params, Session};
 
@@ -26,7 +26,7 @@ fn framing_and_parsing(c: &mut Criterion) {
             framer.push(black_box(CLIENT), &mut frames);
             for f in frames {
                 if let Frame::Line(l) = f {
-                    let _ = black_box(parse_command(&l.text));
+                    let _ = black_box(parse_line(&l));
                 }
             }
         })
