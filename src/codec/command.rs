@@ -5,6 +5,7 @@
 //! A command line is only ever parsed here for text that came from the *client*; server
 //! text never reaches this module.
 
+use std::io::Write;
 use std::net::{SocketAddr, SocketAddrV4};
 
 use super::addr;
@@ -150,22 +151,26 @@ impl Command {
 
     /// The canonical text of this command, CRLF-terminated.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = match self {
-            Command::Port(a) => format!("PORT {}", addr::format_host_port(*a)).into_bytes(),
-            Command::Eprt(a) => format!("EPRT {}", addr::format_extended_addr(*a)).into_bytes(),
-            Command::Lprt(a) => format!("LPRT {}", format_long(*a)).into_bytes(),
-            Command::Epsv(EpsvArg::Any) => b"EPSV".to_vec(),
-            Command::Epsv(EpsvArg::Family(f)) => format!("EPSV {f}").into_bytes(),
-            Command::Epsv(EpsvArg::All) => b"EPSV ALL".to_vec(),
-            Command::User(name) => [&b"USER "[..], name].concat(),
-            Command::Auth(mech) => [&b"AUTH "[..], mech].concat(),
+        // Sized once: this runs for every command ftpgate writes itself.
+        let mut out = Vec::with_capacity(64);
+        // Writing into a Vec cannot fail.
+        let _ = match self {
+            Command::Port(a) => write!(out, "PORT {}", addr::format_host_port(*a)),
+            Command::Eprt(a) => write!(out, "EPRT {}", addr::format_extended_addr(*a)),
+            Command::Lprt(a) => write!(out, "LPRT {}", format_long(*a)),
+            Command::Epsv(EpsvArg::Family(f)) => write!(out, "EPSV {f}"),
+            Command::Epsv(EpsvArg::All) => out.write_all(b"EPSV ALL"),
+            Command::User(name) => out.write_all(b"USER ").and_then(|()| out.write_all(name)),
+            Command::Auth(mech) => out.write_all(b"AUTH ").and_then(|()| out.write_all(mech)),
             Command::Other {
                 verb,
                 arg: Some(arg),
-            } => [verb.as_bytes(), b" ", arg].concat(),
-            Command::Pasv | Command::Lpsv | Command::Abor | Command::Other { arg: None, .. } => {
-                self.verb().as_bytes().to_vec()
-            }
+            } => write!(out, "{verb} ").and_then(|()| out.write_all(arg)),
+            Command::Pasv
+            | Command::Lpsv
+            | Command::Abor
+            | Command::Epsv(EpsvArg::Any)
+            | Command::Other { arg: None, .. } => out.write_all(self.verb().as_bytes()),
         };
         out.extend_from_slice(b"\r\n");
         out
@@ -252,7 +257,10 @@ pub fn command_words(text: &[u8]) -> Result<(String, Option<&[u8]>), Malformed> 
         [b' ', arg @ ..] => Some(arg),
         _ => return Err(Malformed::Verb),
     };
-    Ok((String::from_utf8_lossy(verb).to_ascii_uppercase(), arg))
+    let mut verb = verb.to_vec();
+    verb.make_ascii_uppercase();
+    // Only ASCII letters, digits and `@` got here, so this never falls back.
+    Ok((String::from_utf8(verb).unwrap_or_default(), arg))
 }
 
 /// Splits `VERB[ SP arg]` leniently, for lines already refused or for text that never
@@ -310,9 +318,25 @@ pub const KNOWN_VERBS: &[&str] = &[
     "TYPE", "USER", "XCRC", "XMD5", "XSHA1", "XSHA256", "XSHA512",
 ];
 
+/// A verb of up to eight bytes as one number, so that looking it up compares
+/// integers rather than strings (it runs for every command).
+fn verb_key(verb: &[u8]) -> Option<u64> {
+    (verb.len() <= 8).then(|| verb.iter().fold(0, |k, b| k << 8 | u64::from(*b)))
+}
+
+/// [`KNOWN_VERBS`] as sorted keys.
+static KNOWN_KEYS: std::sync::LazyLock<Vec<u64>> = std::sync::LazyLock::new(|| {
+    let mut keys: Vec<u64> = KNOWN_VERBS
+        .iter()
+        .filter_map(|v| verb_key(v.as_bytes()))
+        .collect();
+    keys.sort_unstable();
+    keys
+});
+
 /// Whether ftpgate knows this (standard, upper-cased) verb.
 pub fn is_known_verb(verb: &str) -> bool {
-    KNOWN_VERBS.binary_search(&verb).is_ok()
+    verb_key(verb.as_bytes()).is_some_and(|k| KNOWN_KEYS.binary_search(&k).is_ok())
 }
 
 /// The shape of an unknown verb, for metrics: only letters, as extensions are
@@ -372,7 +396,12 @@ pub fn parse_command(text: &[u8]) -> Result<Command, SyntaxError> {
 
 /// The command a verb (upper-cased) and its argument make.
 fn command(verb: String, arg: Option<&[u8]>) -> Result<Command, SyntaxError> {
-    Ok(match canonical_verb(&verb) {
+    // An alias's standard name is a new string; any other verb keeps its own.
+    let verb = match canonical_verb(&verb) {
+        standard if standard != verb => standard.to_string(),
+        _ => verb,
+    };
+    Ok(match verb.as_str() {
         "PORT" => Command::Port(whole(arg, "PORT", addr::host_port)?),
         "EPRT" => Command::Eprt(whole(arg, "EPRT", addr::extended_addr)?),
         "LPRT" => Command::Lprt(whole(arg, "LPRT", addr::long_host_port)?),
@@ -382,8 +411,8 @@ fn command(verb: String, arg: Option<&[u8]>) -> Result<Command, SyntaxError> {
         "USER" => Command::User(arg.unwrap_or_default().to_vec()),
         "AUTH" => Command::Auth(arg.unwrap_or_default().to_vec()),
         "ABOR" => Command::Abor,
-        standard => Command::Other {
-            verb: standard.to_string(),
+        _ => Command::Other {
+            verb,
             arg: arg.map(<[u8]>::to_vec),
         },
     })
@@ -471,8 +500,9 @@ mod tests {
     }
 
     #[test]
-    fn known_verbs_are_sorted_and_aliases_resolve_to_known_verbs() {
-        assert!(KNOWN_VERBS.windows(2).all(|w| w[0] < w[1]));
+    fn every_known_verb_is_found_and_aliases_resolve_to_known_verbs() {
+        assert!(KNOWN_VERBS.iter().all(|v| is_known_verb(v)));
+        assert!(!is_known_verb("XSHA2560"));
         for (alias, standard) in ALIASES {
             assert!(is_known_verb(standard), "{standard}");
             assert!(!is_known_verb(alias), "{alias}");
