@@ -55,8 +55,6 @@ pub enum Defect {
 }
 
 impl Defect {
-    pub const ALL: [Defect; 3] = [Defect::BareLf, Defect::Control, Defect::Telnet];
-
     /// The label used in metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
