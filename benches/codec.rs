@@ -81,29 +81,33 @@ fn session_engine(c: &mut Criterion) {
         lines(b"RETR f\r\n"),
         lines(b"150 ok\r\n226 done\r\n"),
     );
+    let now = std::time::Instant::now();
     c.bench_function("session: one passive transfer", |b| {
         b.iter(|| {
-            let mut s = Session::new(params.clone());
+            let mut s = Session::connected(params.clone(), Default::default(), now);
             for f in pasv.iter().cloned() {
-                s.handle(Event::Client(f));
+                s.handle(now, Event::Client(f));
             }
             for f in reply.iter().cloned() {
-                for a in s.handle(Event::Server(f)) {
+                for a in s.handle(now, Event::Server(f)) {
                     if let Action::Open(req) = a {
-                        s.handle(Event::ExpectationOpened {
-                            id: req.id,
-                            proxy,
-                            server_port: None,
-                            kernel: false,
-                        });
+                        s.handle(
+                            now,
+                            Event::ExpectationOpened {
+                                id: req.id,
+                                proxy,
+                                server_port: None,
+                                kernel: false,
+                            },
+                        );
                     }
                 }
             }
             for f in retr.iter().cloned() {
-                s.handle(Event::Client(f));
+                s.handle(now, Event::Client(f));
             }
             for f in done.iter().cloned() {
-                black_box(s.handle(Event::Server(f)));
+                black_box(s.handle(now, Event::Server(f)));
             }
         })
     });

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use crate::vocab::SessionLimit;
 use std::time::Instant;
 
 use rand::RngExt;
@@ -262,28 +264,6 @@ impl AcceptRate {
     }
 }
 
-/// Why a new session was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionLimit {
-    /// `max-sessions` are open.
-    Total,
-    /// `max-sessions-per-client` are open from this client address.
-    PerClient,
-    /// The address opened more than `max-accept-rate-per-client` sessions a second.
-    AcceptRate,
-}
-
-impl SessionLimit {
-    /// The `limit` label of `ftpgate_limits_hit_total`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionLimit::Total => "sessions",
-            SessionLimit::PerClient => "sessions-per-client",
-            SessionLimit::AcceptRate => "accept-rate",
-        }
-    }
-}
-
 /// The limits a new session is checked against (from the settings).
 #[derive(Debug, Clone, Copy)]
 pub struct SessionLimits {
@@ -470,6 +450,20 @@ impl Tracker {
         let (port, bound) = ports.allocate(&mut rand::rng(), bind)?;
         entry.server_port = Some(port);
         Some((port, bound))
+    }
+
+    /// Reserves a free data port for expectation `key` and records it, without
+    /// binding anything: what uses the port (an nftables hole) is set up after the
+    /// lock is released. [`Tracker::close_expectation`] undoes it.
+    pub fn reserve_port(
+        &self,
+        key: (SessionId, ExpectationId),
+        entry: impl FnOnce(u16) -> ExpectationEntry,
+    ) -> Option<u16> {
+        let mut t = self.lock();
+        let (port, ()) = t.ports.allocate(&mut rand::rng(), |_| Some(()))?;
+        t.expectations.insert(key, entry(port));
+        Some(port)
     }
 
     /// Forgets an expectation and frees its ports.

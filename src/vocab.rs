@@ -1,7 +1,7 @@
 //! The words every layer shares: data modes, address families, port ranges,
-//! expectation ids, data outcomes and refusals. It sits at the bottom of the module
-//! graph, below `rules` and `session`, so that neither has to import the other for
-//! them; it holds plain values and their names, no policy.
+//! expectation ids, data and session outcomes, session limits and refusals. It sits at
+//! the bottom of the module graph, below `rules` and `session`, so that neither has to
+//! import the other for them; it holds plain values and their names, no policy.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -181,6 +181,78 @@ impl Refusal {
             Refusal::UnknownCommand => "unknown-command",
             Refusal::SpoofedReply => "spoofed-reply",
             Refusal::OwnSocket => "own-socket",
+        }
+    }
+}
+
+/// Why a new session was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionLimit {
+    /// `max-sessions` are open.
+    Total,
+    /// `max-sessions-per-client` are open from this client address.
+    PerClient,
+    /// The address opened more than `max-accept-rate-per-client` sessions a second.
+    AcceptRate,
+}
+
+impl SessionLimit {
+    /// The `limit` label of `ftpgate_limits_hit_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionLimit::Total => "sessions",
+            SessionLimit::PerClient => "sessions-per-client",
+            SessionLimit::AcceptRate => "accept-rate",
+        }
+    }
+}
+
+/// How a control session ended, as logged and counted (`ftpgate_sessions_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionOutcome {
+    /// A session rule, or the proxy's own checks, refused it before any server.
+    Refused,
+    /// A session limit refused it.
+    Limit,
+    LoginTimeout,
+    /// The server did not resolve or did not answer the connect.
+    UpstreamFailed,
+    ClientClosed,
+    ServerClosed,
+    IdleTimeout,
+    /// A peer broke the protocol's limits (over-long reply, too much held output).
+    ProtocolError,
+    IoError,
+    Shutdown,
+}
+
+impl SessionOutcome {
+    pub const ALL: [SessionOutcome; 10] = [
+        SessionOutcome::Refused,
+        SessionOutcome::Limit,
+        SessionOutcome::LoginTimeout,
+        SessionOutcome::UpstreamFailed,
+        SessionOutcome::ClientClosed,
+        SessionOutcome::ServerClosed,
+        SessionOutcome::IdleTimeout,
+        SessionOutcome::ProtocolError,
+        SessionOutcome::IoError,
+        SessionOutcome::Shutdown,
+    ];
+
+    /// The `outcome` label of `ftpgate_sessions_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionOutcome::Refused => "refused",
+            SessionOutcome::Limit => "limit",
+            SessionOutcome::LoginTimeout => "login-timeout",
+            SessionOutcome::UpstreamFailed => "upstream-failed",
+            SessionOutcome::ClientClosed => "client-closed",
+            SessionOutcome::ServerClosed => "server-closed",
+            SessionOutcome::IdleTimeout => "idle-timeout",
+            SessionOutcome::ProtocolError => "protocol-error",
+            SessionOutcome::IoError => "io-error",
+            SessionOutcome::Shutdown => "shutdown",
         }
     }
 }

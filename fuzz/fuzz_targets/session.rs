@@ -1,33 +1,45 @@
-//! The session engine fed arbitrary event sequences: client bytes, server bytes and
-//! data-connection news in any order. It must never panic, and no input may make it
-//! open an expectation toward anything but the client's or the server's control
-//! address, or to a privileged port.
+//! The session engine fed arbitrary event sequences over its whole life, from a
+//! forward listener's greeting on: client bytes, server bytes, data-connection news,
+//! drain and shutdown, in any order, with time moving forward by arbitrary steps and
+//! timers fired when due. It must never panic, never act after it closed, and no
+//! input may make it open an expectation toward anything but the client's or the
+//! server's control address, or to a privileged port.
 #![no_main]
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use ftpgate::codec::LineFramer;
-use ftpgate::session::{Action, DataMode, DataOutcome, Event, ExpectationId, Params, Session};
+use ftpgate::rules::Config;
+use ftpgate::session::{
+    Action, DataMode, DataOutcome, Event, ExpectationId, Origin, Session, Start,
+};
 use libfuzzer_sys::fuzz_target;
 
-fn params() -> Params {
-    Params {
-        listener: "127.0.0.1:2121".parse().unwrap(),
-        client: "198.51.100.2:50000".parse().unwrap(),
-        client_side: "198.51.100.1:21".parse().unwrap(),
-        client_local: "198.51.100.1".parse().unwrap(),
-        server: "203.0.113.2:21".parse().unwrap(),
-        server_side: "203.0.113.1:61000".parse().unwrap(),
-        advertise: None,
-        min_data_port: 1024,
-        server_mode: None,
-        own: Default::default(),
-    }
-}
+const CLIENT: &str = "198.51.100.2:50000";
+const SERVER: &str = "203.0.113.2:21";
+
+static POLICY: LazyLock<Arc<Config>> = LazyLock::new(|| {
+    let text = "listen forward 127.0.0.1:2121\nset data-timeout 2s\nset idle-timeout 10s\npass\n";
+    Arc::new(ftpgate::rules::parse_str("fuzz.rules", text).unwrap())
+});
 
 fuzz_target!(|data: &[u8]| {
-    let p = params();
-    let mut session = Session::new(p.clone());
+    let client_addr: SocketAddr = CLIENT.parse().unwrap();
+    let server_addr: SocketAddr = SERVER.parse().unwrap();
+    let start = Start {
+        listener: "127.0.0.1:2121".parse().unwrap(),
+        client: client_addr,
+        own: Default::default(),
+        origin: Origin::Forward {
+            local: "198.51.100.1:21".parse().unwrap(),
+        },
+    };
+    let mut now = Instant::now();
+    let mut session = Session::new(start, POLICY.clone(), now);
+    let mut pending: Vec<Action> = session.poll_actions();
+    let mut closed = false;
     let mut client = LineFramer::new(256);
     let mut server = LineFramer::new(256);
     let mut port = 40000u16;
@@ -41,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         let mut events = Vec::new();
         let mut frames = Vec::new();
         let last = opened.last().copied().unwrap_or(ExpectationId(0));
-        match selector % 6 {
+        match selector % 9 {
             0 => {
                 client.push(chunk, &mut frames);
                 events.extend(frames.into_iter().map(Event::Client));
@@ -56,32 +68,63 @@ fuzz_target!(|data: &[u8]| {
                 id: last,
                 outcome: DataOutcome::Completed,
             }),
-            _ => events.push(Event::ExpectationFailed { id: last }),
-        }
-        while let Some(event) = events.pop() {
-            for action in session.handle(event) {
-                if let Action::Open(req) = action {
-                    let ok = match req.mode {
-                        DataMode::Passive => {
-                            req.onward.ip() == p.server.ip() && req.expected_peer == p.client.ip()
-                        }
-                        DataMode::Active => {
-                            req.onward.ip() == p.client.ip() && req.expected_peer == p.server.ip()
-                        }
-                    };
-                    assert!(ok, "expectation toward a third host: {req:?}");
-                    assert!(req.onward.port() >= 1024, "privileged onward port: {req:?}");
-                    port = port.wrapping_add(1).max(40000);
-                    opened.push(req.id);
-                    let proxy = SocketAddr::new(IpAddr::from(req.listen_ip), port);
-                    events.push(Event::ExpectationOpened {
-                        id: req.id,
-                        proxy,
-                        server_port: None,
-                        kernel: false,
-                    });
+            5 => events.push(Event::ExpectationFailed { id: last }),
+            6 => {
+                // Time only moves forward; timers fire when due.
+                now += Duration::from_millis(u64::from(*len) * 100);
+                if session.poll_timeout().is_some_and(|at| at <= now) {
+                    pending.extend(session.handle_timeout(now));
                 }
             }
+            7 => events.push(Event::Drain),
+            _ => events.push(if n % 2 == 0 {
+                Event::ServerClosed
+            } else {
+                Event::Shutdown
+            }),
+        }
+        loop {
+            for action in std::mem::take(&mut pending) {
+                assert!(!closed, "an action after the close: {action:?}");
+                match action {
+                    Action::Resolve { .. } => events.push(Event::Resolved(Some(server_addr))),
+                    Action::Connect { .. } => events.push(Event::Connected {
+                        server_side: "203.0.113.1:61000".parse().unwrap(),
+                    }),
+                    Action::Close(_) => closed = true,
+                    Action::Open(req) => {
+                        assert!(req.expires >= now, "expires in the past: {req:?}");
+                        let ok = match req.mode {
+                            DataMode::Passive => {
+                                req.onward.ip() == server_addr.ip()
+                                    && req.expected_peer == client_addr.ip()
+                            }
+                            DataMode::Active => {
+                                req.onward.ip() == client_addr.ip()
+                                    && req.expected_peer == server_addr.ip()
+                            }
+                        };
+                        assert!(ok, "expectation toward a third host: {req:?}");
+                        assert!(req.onward.port() >= 1024, "privileged onward port: {req:?}");
+                        port = port.wrapping_add(1).max(40000);
+                        opened.push(req.id);
+                        let proxy = SocketAddr::new(IpAddr::from(req.listen_ip), port);
+                        events.push(Event::ExpectationOpened {
+                            id: req.id,
+                            proxy,
+                            server_port: None,
+                            kernel: false,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            // The shell answers an Open before any other event.
+            let Some(event) = events.pop() else { break };
+            pending = session.handle(now, event);
+        }
+        if closed {
+            assert_eq!(session.poll_timeout(), None);
         }
     }
 });

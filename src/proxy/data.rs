@@ -30,16 +30,35 @@ pub struct Opened {
     pub proxy: SocketAddr,
     /// The second data port, where the server connects (client passive, server active).
     pub server_port: Option<u16>,
-    /// Cancels the task.
-    pub cancel: CancellationToken,
+    pub handle: DataHandle,
     /// The kernel forwards the connection (an nftables hole, not the relay).
     pub kernel: bool,
 }
 
+/// How the session tells a data task that it is over.
+#[derive(Debug, Clone, Default)]
+pub struct DataHandle {
+    /// The session is done with it: stop waiting, stop relaying.
+    cancel: CancellationToken,
+    /// Its time is up: stop waiting for the peer, keep a connection already made.
+    expire: CancellationToken,
+}
+
+impl DataHandle {
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    pub fn expire(&self) {
+        self.expire.cancel();
+    }
+}
+
 /// Binds the data ports for `req` (or, with `kernel`, opens an nftables hole when the
 /// kernel can forward the connection) and starts its task; `None` when no port is free
-/// or the hole cannot be opened.
-pub fn open(
+/// or the hole cannot be opened. Only the hole waits on anything (netlink, on a
+/// blocking thread).
+pub async fn open(
     shared: &Arc<Shared>,
     session: SessionId,
     req: &ExpectationRequest,
@@ -47,15 +66,6 @@ pub fn open(
     binding: Binding,
     kernel: bool,
 ) -> Option<Opened> {
-    let (data_timeout, connect_timeout, data_idle_timeout) = {
-        let settings = &shared.config.load().settings;
-        (
-            settings.data_timeout,
-            settings.connect_timeout,
-            settings.data_idle_timeout,
-        )
-    };
-    let deadline = Instant::now() + data_timeout;
     let key = (session, req.id);
     let transferred = Arc::new(Transferred::default());
     let entry = |port| ExpectationEntry {
@@ -64,7 +74,7 @@ pub fn open(
         dst: SocketAddr::new(req.dst_ip, port),
         expected_peer: req.expected_peer,
         onward: req.onward,
-        deadline,
+        deadline: req.expires,
         state: ExpectationState::Waiting,
         transfer: None,
         transferred: transferred.clone(),
@@ -77,16 +87,59 @@ pub fn open(
         .then(|| Hole::new(req.expected_peer, unported, req.onward, req.onward_from))
         .flatten();
     if let Some(hole) = hole {
-        return open_hole(
-            shared,
-            hole,
-            (session, req.id),
-            req,
-            events,
-            entry,
-            deadline,
-        );
+        return open_hole(shared, hole, key, req, events, entry, req.expires).await;
     }
+    let bound = bind(shared, key, req, binding, entry)?;
+    let proxy = bound.proxy;
+    let server_port = bound.second.as_ref().map(|(_, addr)| addr.port());
+    // The data connection may outlive its session (its reverse direction can close
+    // after the client quit), so what the transfer log needs is taken now.
+    let client = shared.tracker.session(session).map(|s| s.client.ip());
+    let handle = DataHandle::default();
+    shared.metrics.expectations_active.inc();
+    let span = tracing::info_span!("data", id = req.id.0, mode = req.mode.as_str(), %proxy);
+    let settings = &shared.config.load().settings;
+    let task = Expectation {
+        shared: shared.clone(),
+        session,
+        req: req.clone(),
+        connect_timeout: settings.connect_timeout,
+        data_idle_timeout: settings.data_idle_timeout,
+        cancel: handle.cancel.clone(),
+        expire: handle.expire.clone(),
+        events,
+        transferred,
+        client,
+        binding,
+    };
+    shared
+        .data_tasks
+        .spawn(task.run(bound.listener, bound.second).instrument(span));
+    Some(Opened {
+        proxy,
+        server_port,
+        handle,
+        kernel: false,
+    })
+}
+
+/// The sockets of a relayed expectation.
+struct Bound {
+    /// Where the peer connects; `None` when the proxy dials both legs.
+    listener: Option<TcpListener>,
+    proxy: SocketAddr,
+    /// The second port, where the server connects (client passive, server active).
+    second: Option<(TcpListener, SocketAddr)>,
+}
+
+/// Reserves and binds the data ports of `req` and records the expectation.
+fn bind(
+    shared: &Shared,
+    key: (SessionId, ExpectationId),
+    req: &ExpectationRequest,
+    binding: Binding,
+    entry: impl FnOnce(u16) -> ExpectationEntry,
+) -> Option<Bound> {
     let (listener, proxy) = match req.conversion {
         Some(Conversion::DialServer { .. }) => {
             shared.tracker.insert_expectation(key, entry(0));
@@ -119,38 +172,17 @@ pub fn open(
         }
         _ => None,
     };
-    let server_port = second.as_ref().map(|(_, addr)| addr.port());
-    // The data connection may outlive its session (its reverse direction can close
-    // after the client quit), so what the transfer log needs is taken now.
-    let client = shared.tracker.session(session).map(|s| s.client.ip());
-    let token = CancellationToken::new();
-    shared.metrics.expectations_active.inc();
-    let span = tracing::info_span!("data", id = req.id.0, mode = req.mode.as_str(), %proxy);
-    let task = Expectation {
-        shared: shared.clone(),
-        session,
-        req: req.clone(),
-        deadline,
-        connect_timeout,
-        data_idle_timeout,
-        cancel: token.clone(),
-        events,
-        transferred,
-        client,
-        binding,
-    };
-    tokio::spawn(task.run(listener, second).instrument(span));
-    Some(Opened {
+    Some(Bound {
+        listener,
         proxy,
-        server_port,
-        cancel: token,
-        kernel: false,
+        second,
     })
 }
 
-/// `data-path kernel`: picks the announced port, installs the hole, and starts the
-/// task that closes it when the session is done with it or at the deadline.
-fn open_hole(
+/// `data-path kernel`: reserves the announced port, installs the hole outside the
+/// tracker's lock and off the async workers, and starts the task that closes it when
+/// the session is done with it or its time is up.
+async fn open_hole(
     shared: &Arc<Shared>,
     hole: Hole,
     key: (SessionId, ExpectationId),
@@ -162,24 +194,28 @@ fn open_hole(
     // The kernel's own expiry is a safety net should ftpgate die; it is later than
     // ftpgate's so that a missing pass element means the connection was made.
     let kernel_timeout = deadline.saturating_duration_since(Instant::now()) + HOLE_GRACE;
-    let nft = shared.nft.as_ref()?;
-    let installed = shared.tracker.open_expectation(
-        key,
-        |port| {
-            let hole = Hole {
-                dst: SocketAddr::new(req.dst_ip, port),
-                ..hole.clone()
-            };
-            // Any port does as well as another for an error, so none is retried.
-            Some(nft.install(&hole, kernel_timeout).map(|()| hole))
-        },
-        |port| ExpectationEntry {
-            state: ExpectationState::Kernel,
-            ..entry(port)
-        },
-    )?;
-    let hole = match installed {
-        Ok(hole) => hole,
+    shared.nft.as_ref()?;
+    let port = shared.tracker.reserve_port(key, |port| ExpectationEntry {
+        state: ExpectationState::Kernel,
+        ..entry(port)
+    })?;
+    let hole = Hole {
+        dst: SocketAddr::new(req.dst_ip, port),
+        ..hole
+    };
+    // Any port does as well as another for an error, so none is retried.
+    let installing = {
+        let (shared, hole) = (shared.clone(), hole.clone());
+        tokio::task::spawn_blocking(move || match shared.nft.as_ref() {
+            Some(nft) => nft.install(&hole, kernel_timeout),
+            None => Err(std::io::Error::other("no netlink socket")),
+        })
+    };
+    let installed = installing
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match installed {
+        Ok(()) => {}
         Err(e) => {
             tracing::warn!(error = %e, "cannot open the nftables hole for a data connection");
             shared.metrics.kernel_hole_error("install");
@@ -188,23 +224,15 @@ fn open_hole(
         }
     };
     let proxy = SocketAddr::new(req.listen_ip, hole.dst.port());
-    let token = CancellationToken::new();
+    let handle = DataHandle::default();
     shared.metrics.expectations_active.inc();
     let span = tracing::info_span!("data", id = req.id.0, mode = req.mode.as_str(), dst = %hole.dst, path = "kernel");
-    let task = close_hole(
-        shared.clone(),
-        key,
-        req.mode,
-        hole,
-        deadline,
-        token.clone(),
-        events,
-    );
-    tokio::spawn(task.instrument(span));
+    let task = close_hole(shared.clone(), key, req.mode, hole, handle.clone(), events);
+    shared.data_tasks.spawn(task.instrument(span));
     Some(Opened {
         proxy,
         server_port: None,
-        cancel: token,
+        handle,
         kernel: true,
     })
 }
@@ -214,15 +242,21 @@ async fn close_hole(
     key: (SessionId, ExpectationId),
     mode: crate::session::DataMode,
     hole: Hole,
-    deadline: Instant,
-    cancel: CancellationToken,
+    handle: DataHandle,
     events: mpsc::UnboundedSender<Event>,
 ) {
     tokio::select! {
-        _ = cancel.cancelled() => {}
-        _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+        _ = handle.cancel.cancelled() => {}
+        _ = handle.expire.cancelled() => {}
     }
-    let used = match shared.nft.as_ref().map(|nft| nft.remove(&hole)) {
+    let removing = {
+        let (shared, hole) = (shared.clone(), hole.clone());
+        tokio::task::spawn_blocking(move || shared.nft.as_ref().map(|nft| nft.remove(&hole)))
+    };
+    let removed = removing
+        .await
+        .unwrap_or_else(|e| Some(Err(std::io::Error::other(e))));
+    let used = match removed {
         Some(Ok(used)) => used,
         Some(Err(e)) => {
             // The elements expire on their own a little later.
@@ -232,7 +266,7 @@ async fn close_hole(
         }
         None => false,
     };
-    let outcome = match (used, cancel.is_cancelled()) {
+    let outcome = match (used, handle.cancel.is_cancelled()) {
         (true, _) => DataOutcome::Completed,
         (false, true) => DataOutcome::Cancelled,
         (false, false) => DataOutcome::Expired,
@@ -262,10 +296,11 @@ struct Expectation {
     shared: Arc<Shared>,
     session: SessionId,
     req: ExpectationRequest,
-    deadline: Instant,
     connect_timeout: Duration,
     data_idle_timeout: Duration,
     cancel: CancellationToken,
+    /// The engine said the expectation's time is up (waiting ends, relaying not).
+    expire: CancellationToken,
     events: mpsc::UnboundedSender<Event>,
     transferred: Arc<Transferred>,
     client: Option<IpAddr>,
@@ -385,53 +420,10 @@ impl Expectation {
         listener: Option<TcpListener>,
         second: Option<(TcpListener, SocketAddr)>,
     ) -> DataOutcome {
-        let accepted = match (self.req.conversion, listener) {
-            (Some(Conversion::DialServer { server, from }), _) => {
-                match self.dial(from, server).await {
-                    Ok(s) => s,
-                    Err(outcome) => return outcome,
-                }
-            }
-            (_, Some(listener)) => {
-                let key = (self.session, self.req.id);
-                let admits = |stream: &TcpStream, peer: SocketAddr| {
-                    let dst = net::original_dst(stream).map(net::canonical).ok();
-                    self.shared.tracker.admits(key, peer.ip(), dst)
-                };
-                match self
-                    .accept_expected_peer(listener, self.req.expected_peer, admits)
-                    .await
-                {
-                    Some(s) => s,
-                    None => return self.no_peer(),
-                }
-            }
-            (_, None) => return DataOutcome::Failed,
+        let (accepted, onward) = match self.connect_legs(listener, second).await {
+            Ok(legs) => legs,
+            Err(outcome) => return outcome,
         };
-        let setup = Instant::now();
-        let onward = match (self.req.conversion, second) {
-            (Some(Conversion::AcceptServer { expected_peer, .. }), Some((listener, local))) => {
-                let admits = |stream: &TcpStream, peer: SocketAddr| {
-                    let dst = net::original_dst(stream).map(net::canonical).ok();
-                    track::admits(expected_peer, local, peer.ip(), dst)
-                };
-                match self
-                    .accept_expected_peer(listener, expected_peer, admits)
-                    .await
-                {
-                    Some(s) => s,
-                    None => return self.no_peer(),
-                }
-            }
-            _ => match self.dial(self.req.onward_from, self.req.onward).await {
-                Ok(s) => s,
-                Err(outcome) => return outcome,
-            },
-        };
-        self.shared
-            .metrics
-            .data_setup_seconds
-            .observe(setup.elapsed().as_secs_f64());
         self.shared
             .tracker
             .update_expectation((self.session, self.req.id), |e| {
@@ -460,20 +452,61 @@ impl Expectation {
         }
     }
 
-    /// Waits for the expected peer until the deadline; anyone else is refused and the
-    /// expectation stays open for the right peer (invariant 2). The listener is
-    /// dropped on return, so the port takes no second connection (invariant 3).
+    /// The peer's leg (accepted, or dialed under `server-mode passive`) and the onward
+    /// leg (dialed, or accepted under `server-mode active`).
+    async fn connect_legs(
+        &self,
+        listener: Option<TcpListener>,
+        second: Option<(TcpListener, SocketAddr)>,
+    ) -> Result<(TcpStream, TcpStream), DataOutcome> {
+        let accepted = match (self.req.conversion, listener) {
+            (Some(Conversion::DialServer { server, from }), _) => self.dial(from, server).await?,
+            (_, Some(listener)) => {
+                let key = (self.session, self.req.id);
+                let admits = |stream: &TcpStream, peer: SocketAddr| {
+                    let dst = net::original_dst(stream).map(net::canonical).ok();
+                    self.shared.tracker.admits(key, peer.ip(), dst)
+                };
+                self.accept_expected_peer(listener, self.req.expected_peer, admits)
+                    .await
+                    .ok_or_else(|| self.no_peer())?
+            }
+            (_, None) => return Err(DataOutcome::Failed),
+        };
+        let setup = Instant::now();
+        let onward = match (self.req.conversion, second) {
+            (Some(Conversion::AcceptServer { expected_peer, .. }), Some((listener, local))) => {
+                let admits = |stream: &TcpStream, peer: SocketAddr| {
+                    let dst = net::original_dst(stream).map(net::canonical).ok();
+                    track::admits(expected_peer, local, peer.ip(), dst)
+                };
+                self.accept_expected_peer(listener, expected_peer, admits)
+                    .await
+                    .ok_or_else(|| self.no_peer())?
+            }
+            _ => self.dial(self.req.onward_from, self.req.onward).await?,
+        };
+        self.shared
+            .metrics
+            .data_setup_seconds
+            .observe(setup.elapsed().as_secs_f64());
+        Ok((accepted, onward))
+    }
+
+    /// Waits for the expected peer until the engine expires the expectation; anyone
+    /// else is refused and the expectation stays open for the right peer (invariant 2).
+    /// The listener is dropped on return, so the port takes no second connection
+    /// (invariant 3).
     async fn accept_expected_peer(
         &self,
         listener: TcpListener,
         expected: IpAddr,
         admits: impl Fn(&TcpStream, SocketAddr) -> Result<(), Mismatch>,
     ) -> Option<TcpStream> {
-        let deadline = tokio::time::Instant::from_std(self.deadline);
         loop {
             let accepted = tokio::select! {
                 _ = self.cancel.cancelled() => return None,
-                _ = tokio::time::sleep_until(deadline) => return None,
+                _ = self.expire.cancelled() => return None,
                 r = listener.accept() => r,
             };
             match accepted {

@@ -1,9 +1,14 @@
-//! The tokio shell: accept loops, one task per control session (`control`), one task
-//! per expectation (`data`), reload and shutdown. It carries out what the session engine
-//! decides and owns every socket; it makes no protocol decision of its own.
+//! The tokio shell: accept loops, one task per control session (`session`, driven by
+//! `driver` with output in `outbox`, reports in `report`), one task per expectation
+//! (`data`), reload and shutdown. It carries out what the session engine decides and
+//! owns every socket; it makes no protocol decision of its own and writes no FTP
+//! reply text.
 
-mod control;
 mod data;
+mod driver;
+mod outbox;
+mod report;
+mod session;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +24,7 @@ use crate::net::{self, Binding, nft::Nft};
 use crate::rules::{Config, ListenMode, Listener};
 use crate::session::OwnSockets;
 use crate::track::Tracker;
+use crate::vocab::SessionOutcome;
 use crate::xferlog::XferLog;
 
 /// State every task of the process shares.
@@ -33,6 +39,8 @@ pub struct Shared {
     /// Cancelled when the process stops: every session ends now, with 421.
     pub shutdown: CancellationToken,
     xferlog: Mutex<Option<XferLog>>,
+    /// Every data task, so that shutdown waits for their nftables holes to close.
+    pub data_tasks: TaskTracker,
     /// The netlink side of `data-path kernel`, when a listener uses it.
     pub nft: Option<Nft>,
     /// The sockets ftpgate listens on, which no data connection may target; the
@@ -47,7 +55,8 @@ impl Shared {
         metrics
             .sessions_limit
             .set(config.settings.max_sessions as i64);
-        metrics.session_outcomes(&control::outcomes());
+        let outcomes: Vec<&str> = SessionOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        metrics.session_outcomes(&outcomes);
         metrics.rules_loaded();
         let mut ports: Vec<u16> = config.listeners.iter().map(|l| l.addr.port()).collect();
         ports.extend(config.metrics_listen.map(|a| a.port()));
@@ -63,6 +72,7 @@ impl Shared {
             metrics,
             draining: CancellationToken::new(),
             shutdown: CancellationToken::new(),
+            data_tasks: TaskTracker::new(),
             nft,
         })
     }
@@ -134,7 +144,8 @@ pub fn bind(config: &Config) -> anyhow::Result<Vec<(Listener, std::net::TcpListe
 }
 
 /// Serves the bound listeners until `shared.draining` is cancelled, then closes them
-/// and waits for the sessions to end.
+/// and waits for the sessions to end, and for their data tasks to close what they hold
+/// (sessions cancel their data connections as they end).
 pub async fn serve(
     shared: Arc<Shared>,
     listeners: Vec<(Listener, std::net::TcpListener)>,
@@ -150,6 +161,8 @@ pub async fn serve(
     shared.draining.cancelled().await;
     sessions.close();
     sessions.wait().await;
+    shared.data_tasks.close();
+    shared.data_tasks.wait().await;
     Ok(())
 }
 
@@ -170,7 +183,7 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                sessions.spawn(control::serve(
+                sessions.spawn(session::serve(
                     shared.clone(),
                     listener.clone(),
                     stream,

@@ -1,10 +1,21 @@
 //! Every protocol and policy path of the session engine, driven without sockets.
 
 use super::*;
-use crate::codec::{LineFramer, Malformed};
+use std::net::IpAddr;
+use std::time::Instant;
+
+mod life;
+use crate::codec::{self, Line, LineFramer, Malformed, TransferKind};
+use control::{MAX_HELD_BYTES, MAX_USER};
 use proptest::prelude::*;
 
 const CLIENT: &str = "198.51.100.2:50000";
+
+/// The start of every test's synthetic clock.
+fn t0() -> Instant {
+    static T0: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    *T0
+}
 const SERVER: &str = "203.0.113.2:21";
 
 fn params() -> Params {
@@ -52,17 +63,20 @@ struct Harness {
     actions: Vec<Action>,
     /// Opened expectations are forwarded by the kernel (`data-path kernel`).
     kernel: bool,
+    /// The time every event happens at.
+    now: Instant,
 }
 
 impl Harness {
     fn new(params: Params) -> Self {
         let mut h = Harness {
-            session: Session::new(params),
+            session: Session::connected(params, Arc::default(), t0()),
             client: LineFramer::new(4096),
             server: LineFramer::new(4096),
             next_port: 40000,
             actions: Vec::new(),
             kernel: false,
+            now: t0(),
         };
         h.server(b"220 ready\r\n");
         h.actions.clear();
@@ -70,7 +84,7 @@ impl Harness {
     }
 
     fn feed(&mut self, event: Event) {
-        let actions = self.session.handle(event);
+        let actions = self.session.handle(self.now, event);
         for action in actions {
             if let Action::Open(req) = &action {
                 let proxy = SocketAddr::new(req.listen_ip, self.next_port);
@@ -156,13 +170,13 @@ fn refusals(actions: &[Action]) -> Vec<Refusal> {
 
 #[test]
 fn greeting_is_forwarded_unchanged() {
-    let mut s = Session::new(params());
+    let mut s = Session::connected(params(), Arc::default(), t0());
     let mut framer = LineFramer::new(4096);
     let mut frames = Vec::new();
     framer.push(b"220-Welcome\r\n220 ready\r\n", &mut frames);
     let out: Vec<Action> = frames
         .into_iter()
-        .flat_map(|f| s.handle(Event::Server(f)))
+        .flat_map(|f| s.handle(t0(), Event::Server(f)))
         .collect();
     assert_eq!(to_client(&out), "220-Welcome\r\n220 ready\r\n");
 }
@@ -764,7 +778,7 @@ fn command_and_login_rules_answer_locally_and_nothing_reaches_the_server() {
     )
     .unwrap();
     let mut h = Harness::new(params());
-    h.session.set_rules(std::sync::Arc::new(rules));
+    h.session.set_policy(std::sync::Arc::new(rules));
     let a = h.client(b"USER root\r\n").take();
     assert_eq!(to_client(&a), "530 Login refused by policy.\r\n");
     assert_eq!(to_server(&a), "");
@@ -793,20 +807,23 @@ fn command_and_login_rules_answer_locally_and_nothing_reaches_the_server() {
 
 #[test]
 fn no_data_port_gives_425_in_place() {
-    let mut s = Session::new(params());
+    let mut s = Session::connected(params(), Arc::default(), t0());
     let mut framer = LineFramer::new(4096);
     let mut frames = Vec::new();
     framer.push(b"220 hi\r\n227 (203,0,113,2,200,10)\r\n", &mut frames);
-    s.handle(Event::Server(frames.remove(0)));
-    s.handle(Event::Client(Frame::Line(Line {
-        raw: b"PASV\r\n".to_vec(),
-        text: b"PASV".to_vec(),
-        signals: Default::default(),
-        defect: None,
-    })));
-    let a = s.handle(Event::Server(frames.remove(0)));
+    s.handle(t0(), Event::Server(frames.remove(0)));
+    s.handle(
+        t0(),
+        Event::Client(Frame::Line(Line {
+            raw: b"PASV\r\n".to_vec(),
+            text: b"PASV".to_vec(),
+            signals: Default::default(),
+            defect: None,
+        })),
+    );
+    let a = s.handle(t0(), Event::Server(frames.remove(0)));
     let id = opens(&a)[0].id;
-    let a = s.handle(Event::ExpectationFailed { id });
+    let a = s.handle(t0(), Event::ExpectationFailed { id });
     assert_eq!(
         to_client(&a),
         "425 Can't open data connection: no data port available.\r\n"
@@ -820,15 +837,15 @@ fn no_data_port_gives_425_in_place() {
             defect: None,
         }))
     };
-    s.handle(cmd(b"NOOP"));
-    let a = s.handle(cmd(b"PORT 198,51,100,2,195,81"));
+    s.handle(t0(), cmd(b"NOOP"));
+    let a = s.handle(t0(), cmd(b"PORT 198,51,100,2,195,81"));
     let id = opens(&a)[0].id;
-    let a = s.handle(Event::ExpectationFailed { id });
+    let a = s.handle(t0(), Event::ExpectationFailed { id });
     assert_eq!(to_server(&a), "");
     assert_eq!(to_client(&a), "");
     let mut frames = Vec::new();
     framer.push(b"200 noop\r\n", &mut frames);
-    let a = s.handle(Event::Server(frames.remove(0)));
+    let a = s.handle(t0(), Event::Server(frames.remove(0)));
     assert_eq!(
         to_client(&a),
         "200 noop\r\n425 Can't open data connection: no data port available.\r\n"
@@ -930,7 +947,7 @@ fn with_rules(rules: &str) -> Harness {
     let text = format!("listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n{rules}");
     let rules = crate::rules::parse_str("t.rules", &text).unwrap();
     let mut h = Harness::new(params());
-    h.session.set_rules(std::sync::Arc::new(rules));
+    h.session.set_policy(std::sync::Arc::new(rules));
     h
 }
 
@@ -1153,38 +1170,6 @@ fn epsv_all_is_kept_by_the_proxy_when_the_server_leg_is_active() {
     assert!(to_server(&a).starts_with("PORT "), "{}", to_server(&a));
 }
 
-#[test]
-fn a_proxy_greeted_session_drops_the_servers_greeting_but_not_a_refusal() {
-    let mut s = Session::new(params());
-    s.greeted_by_proxy();
-    let mut framer = LineFramer::new(4096);
-    let mut frames = Vec::new();
-    framer.push(b"220-welcome\r\n220 ready\r\n", &mut frames);
-    framer.push(b"331 password please\r\n", &mut frames);
-    let mut c = LineFramer::new(4096);
-    let mut cf = Vec::new();
-    c.push(b"USER alice\r\n", &mut cf);
-    let mut out = Vec::new();
-    for f in cf {
-        out.extend(s.handle(Event::Client(f)));
-    }
-    for f in frames {
-        out.extend(s.handle(Event::Server(f)));
-    }
-    assert_eq!(to_server(&out), "USER alice\r\n");
-    assert_eq!(to_client(&out), "331 password please\r\n");
-
-    let mut s = Session::new(params());
-    s.greeted_by_proxy();
-    let mut frames = Vec::new();
-    LineFramer::new(4096).push(b"421 Too many users\r\n", &mut frames);
-    let out: Vec<Action> = frames
-        .into_iter()
-        .flat_map(|f| s.handle(Event::Server(f)))
-        .collect();
-    assert_eq!(to_client(&out), "421 Too many users\r\n");
-}
-
 // ----- framing and verb parity (issue 12) ------------------------------------------
 
 const LISTEN: &str = "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n";
@@ -1239,7 +1224,7 @@ fn x_verbs_are_matched_by_rules_under_their_standard_name() {
     let rules = crate::rules::parse_str("t.rules", &format!("{LISTEN}block cmd {{ MKD }}\npass\n"))
         .unwrap();
     let mut h = Harness::new(params());
-    h.session.set_rules(Arc::new(rules));
+    h.session.set_policy(Arc::new(rules));
     let a = h.client(b"XMKD new\r\n").take();
     assert_eq!(to_server(&a), "");
     assert_eq!(refusals(&a), [Refusal::Policy]);
@@ -1264,7 +1249,7 @@ fn unknown_verbs_are_blocked_by_default_and_passed_when_set() {
     )
     .unwrap();
     let mut h = Harness::new(params());
-    h.session.set_rules(Arc::new(rules));
+    h.session.set_policy(Arc::new(rules));
     let a = h.client(b"XFOO1 x\r\n").take();
     assert_eq!(to_server(&a), "XFOO1 x\r\n");
     assert!(a.contains(&Action::UnknownVerb {
@@ -1289,7 +1274,7 @@ fn a_passive_reply_to_a_command_ftpgate_did_not_rewrite_never_reaches_the_client
     )
     .unwrap();
     let mut h = Harness::new(params());
-    h.session.set_rules(Arc::new(rules));
+    h.session.set_policy(Arc::new(rules));
     h.client(b"XPSV\r\n").take();
     let a = h
         .server(b"227 Entering Passive Mode (203,0,113,2,200,10).\r\n")
@@ -1307,10 +1292,10 @@ fn a_passive_reply_to_a_command_ftpgate_did_not_rewrite_never_reaches_the_client
     assert!(opens(&a).is_empty());
     assert!(!to_client(&a).contains("51210"));
     // Nor is a 227 greeting.
-    let mut s = Session::new(params());
+    let mut s = Session::connected(params(), Arc::default(), t0());
     let mut frames = Vec::new();
     LineFramer::new(4096).push(b"227 (203,0,113,2,200,10)\r\n", &mut frames);
-    let a = s.handle(Event::Server(frames.remove(0)));
+    let a = s.handle(t0(), Event::Server(frames.remove(0)));
     assert!(to_client(&a).starts_with("425 "));
 }
 

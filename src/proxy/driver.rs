@@ -1,0 +1,479 @@
+//! The driver of one control session: a single `select!` over the client and the
+//! server socket (readable, and writable while output is queued), data-connection
+//! events, the resolve or connect in flight, the engine's next timer, and the drain
+//! and shutdown signals. Carrying out actions never waits for a peer: output goes to
+//! an [`Outbox`] that is written whenever the socket takes it, so a peer that stops
+//! reading cannot hold up timers, shutdown or the other peer.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::Shared;
+use super::data::{self, DataHandle};
+use super::outbox::Outbox;
+use super::report::report;
+use crate::codec::{Frame, LineFramer};
+use crate::net::{self, Binding};
+use crate::rules::{Config, DataPath, ListenMode, Listener};
+use crate::session::{Action, CloseReason, Event, ExpectationId, Session};
+use crate::track::{SessionId, SessionState};
+use crate::vocab::SessionOutcome;
+
+/// Control-channel read buffer per direction (on the stack, per read).
+const READ_BUFFER: usize = 4096;
+/// Past this much unwritten output toward a peer, the driver stops reading what
+/// would add to it, so a peer that does not read is not buffered for without end.
+const MAX_UNWRITTEN: usize = 256 * 1024;
+/// How long output queued at the close may take to leave.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// A resolve or connect the engine asked for.
+type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+enum Done {
+    Resolved(Option<SocketAddr>),
+    Connected(io::Result<TcpStream>),
+}
+
+pub(super) struct Driver<'a> {
+    shared: &'a Arc<Shared>,
+    id: SessionId,
+    listener: &'a Listener,
+    session: Session,
+    /// The client's address, canonical.
+    peer: SocketAddr,
+    /// The rule set the engine decides with; a reload swaps it between events.
+    rules: Arc<Config>,
+    client: TcpStream,
+    server: Option<TcpStream>,
+    to_client: Outbox,
+    to_server: Outbox,
+    client_lines: LineFramer,
+    server_lines: LineFramer,
+    /// The data tasks of the session, to cancel or expire them.
+    data: HashMap<ExpectationId, DataHandle>,
+    /// Data tasks report here.
+    events: mpsc::UnboundedSender<Event>,
+    data_events: mpsc::UnboundedReceiver<Event>,
+    pending: Option<Pending>,
+    draining: bool,
+    shutting_down: bool,
+    closed: Option<CloseReason>,
+}
+
+impl<'a> Driver<'a> {
+    pub fn new(
+        shared: &'a Arc<Shared>,
+        id: SessionId,
+        listener: &'a Listener,
+        session: Session,
+        client: TcpStream,
+        peer: SocketAddr,
+    ) -> Self {
+        let rules = shared.config.load_full();
+        let max_line = rules.settings.max_line;
+        let (events, data_events) = mpsc::unbounded_channel();
+        Driver {
+            shared,
+            id,
+            listener,
+            session,
+            peer,
+            rules,
+            client,
+            server: None,
+            to_client: Outbox::default(),
+            to_server: Outbox::default(),
+            client_lines: LineFramer::new(max_line),
+            // A reply may echo the longest argument a client can send, with text.
+            server_lines: LineFramer::new(max_line + 1024),
+            data: HashMap::new(),
+            events,
+            data_events,
+            pending: None,
+            draining: false,
+            shutting_down: false,
+            closed: None,
+        }
+    }
+
+    /// Drives the session to its end and says how it ended.
+    pub async fn run(mut self) -> SessionOutcome {
+        let result = self.start().await;
+        let result = match result {
+            Ok(()) => self.drive().await,
+            Err(e) => Err(e),
+        };
+        let outcome = match result {
+            Ok(()) => self
+                .closed
+                .map_or(SessionOutcome::IoError, CloseReason::outcome),
+            Err(e) => {
+                tracing::debug!(error = %e, "control connection failed");
+                SessionOutcome::IoError
+            }
+        };
+        self.finish().await;
+        outcome
+    }
+
+    async fn start(&mut self) -> io::Result<()> {
+        self.client.set_nodelay(true)?;
+        // RFC 959's Synch sends the Telnet DM as TCP urgent data; read inline, it stays
+        // in place in the `IAC IP IAC DM ABOR` sequence the codec understands.
+        socket2::SockRef::from(&self.client).set_out_of_band_inline(true)?;
+        let actions = self.session.poll_actions();
+        self.apply(actions).await
+    }
+
+    async fn drive(&mut self) -> io::Result<()> {
+        while self.closed.is_none() {
+            self.turn().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the next thing that happens and hands it to the engine.
+    async fn turn(&mut self) -> io::Result<()> {
+        let deadline = self.session.poll_timeout();
+        let waiting = self.pending.is_some();
+        let client_full = self.to_client.len() > MAX_UNWRITTEN;
+        let read_client = !waiting && !client_full && self.to_server.len() <= MAX_UNWRITTEN;
+        let read_server = !waiting && !client_full;
+        let shared = self.shared;
+        tokio::select! {
+            r = self.client.readable(), if read_client => {
+                r?;
+                self.read_client().await
+            }
+            r = readable(self.server.as_ref()), if read_server => {
+                r?;
+                self.read_server().await
+            }
+            r = self.client.writable(), if !self.to_client.is_empty() => {
+                r?;
+                self.to_client.write_to(&self.client)
+            }
+            r = writable(self.server.as_ref()), if !self.to_server.is_empty() => {
+                r?;
+                self.write_server()
+            }
+            Some(event) = self.data_events.recv(), if !waiting => self.feed(event).await,
+            done = until_done(&mut self.pending), if waiting => {
+                self.pending = None;
+                self.on_done(done).await
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                let actions = self.session.handle_timeout(Instant::now());
+                self.apply(actions).await
+            }
+            _ = shared.draining.cancelled(), if !self.draining => {
+                self.draining = true;
+                self.feed(Event::Drain).await
+            }
+            _ = shared.shutdown.cancelled(), if !self.shutting_down => {
+                self.shutting_down = true;
+                self.feed(Event::Shutdown).await
+            }
+        }
+    }
+
+    async fn read_client(&mut self) -> io::Result<()> {
+        let mut frames = Vec::new();
+        let ready = read_ready(&self.client, &mut self.client_lines, &mut frames)?;
+        for frame in frames {
+            self.feed(Event::Client(frame)).await?;
+        }
+        if let Ready::Closed = ready {
+            self.feed(Event::ClientClosed).await?;
+        }
+        Ok(())
+    }
+
+    async fn read_server(&mut self) -> io::Result<()> {
+        let Some(server) = self.server.as_ref() else {
+            return Ok(());
+        };
+        let mut frames = Vec::new();
+        let ready = read_ready(server, &mut self.server_lines, &mut frames)?;
+        for frame in frames {
+            self.feed(Event::Server(frame)).await?;
+        }
+        if let Ready::Closed = ready {
+            self.feed(Event::ServerClosed).await?;
+        }
+        Ok(())
+    }
+
+    fn write_server(&mut self) -> io::Result<()> {
+        match self.server.as_ref() {
+            Some(server) => self.to_server.write_to(server),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands one event to the engine and carries out what it says.
+    async fn feed(&mut self, event: Event) -> io::Result<()> {
+        // A reload applies to this session's decisions from now on.
+        let current = self.shared.config.load_full();
+        if !Arc::ptr_eq(&current, &self.rules) {
+            self.session.set_policy(current.clone());
+            self.rules = current;
+        }
+        if let Event::DataClosed { id, .. } = &event {
+            self.data.remove(id);
+        }
+        let actions = self.session.handle(Instant::now(), event);
+        self.apply(actions).await
+    }
+
+    /// Carries out actions in order. Only opening a kernel hole waits (for netlink,
+    /// never for a peer); output is queued and written as far as the sockets take it.
+    async fn apply(&mut self, actions: Vec<Action>) -> io::Result<()> {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::ToClient(bytes) => self.to_client.push(&bytes),
+                Action::ToServer(bytes) => self.to_server.push_line(&bytes),
+                Action::Open(req) => {
+                    let event = self.open(&req).await;
+                    queue.extend(self.session.handle(Instant::now(), event));
+                }
+                Action::Cancel(id) => {
+                    if let Some(handle) = self.data.remove(&id) {
+                        handle.cancel();
+                    }
+                }
+                Action::Expire(id) => {
+                    if let Some(handle) = self.data.get(&id) {
+                        handle.expire();
+                    }
+                }
+                Action::Resolve { host, port } => self.resolve(host, port),
+                Action::Connect { server } => self.connect(server),
+                Action::Close(reason) => {
+                    self.on_close(reason);
+                    break;
+                }
+                other => report(self.shared, self.id, other),
+            }
+        }
+        self.to_client.write_to(&self.client)?;
+        self.write_server()
+    }
+
+    async fn open(&mut self, req: &crate::session::ExpectationRequest) -> Event {
+        let binding = data_binding(self.listener);
+        let kernel = self.listener.data_path == DataPath::Kernel;
+        let events = self.events.clone();
+        match data::open(self.shared, self.id, req, events, binding, kernel).await {
+            Some(opened) => {
+                self.data.insert(req.id, opened.handle);
+                Event::ExpectationOpened {
+                    id: req.id,
+                    proxy: opened.proxy,
+                    server_port: opened.server_port,
+                    kernel: opened.kernel,
+                }
+            }
+            None => {
+                tracing::warn!("no free data port in the configured range");
+                Event::ExpectationFailed { id: req.id }
+            }
+        }
+    }
+
+    fn resolve(&mut self, host: String, port: u16) {
+        let limit = self.rules.settings.connect_timeout;
+        // A forward client may mistype a host; an upstream that does not resolve is
+        // the operator's business.
+        let forward = self.listener.mode == ListenMode::Forward;
+        self.pending = Some(Box::pin(async move {
+            match net::resolve(&host, port, limit).await {
+                Ok(addr) => Done::Resolved(Some(addr)),
+                Err(e) if forward => {
+                    tracing::info!(%host, error = %e, "forward target does not resolve");
+                    Done::Resolved(None)
+                }
+                Err(e) => {
+                    tracing::warn!(%host, error = %e, "cannot resolve the FTP server");
+                    Done::Resolved(None)
+                }
+            }
+        }));
+    }
+
+    fn connect(&mut self, server: SocketAddr) {
+        tracing::Span::current().record("server", tracing::field::display(server));
+        self.shared
+            .tracker
+            .update_session(self.id, |s| s.server = Some(server));
+        let limit = self.rules.settings.connect_timeout;
+        let client = self.peer.ip();
+        // With `preserve-source` the server leg leaves from the client's own address,
+        // so the server sees the real client.
+        let preserve = matches!(
+            self.listener.mode,
+            ListenMode::Transparent {
+                preserve_source: true,
+                ..
+            }
+        );
+        self.pending = Some(Box::pin(async move {
+            let connected = if preserve {
+                net::connect_from(client, server, limit, Binding::Transparent).await
+            } else {
+                net::connect(server, limit).await
+            };
+            Done::Connected(connected)
+        }));
+    }
+
+    async fn on_done(&mut self, done: Done) -> io::Result<()> {
+        match done {
+            Done::Resolved(server) => self.feed(Event::Resolved(server)).await,
+            Done::Connected(Ok(stream)) => match net::canonical_local(&stream) {
+                Ok(server_side) => {
+                    self.server = Some(stream);
+                    self.shared
+                        .tracker
+                        .update_session(self.id, |s| s.state = SessionState::Login);
+                    self.feed(Event::Connected { server_side }).await
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot connect to the FTP server");
+                    self.feed(Event::ConnectFailed).await
+                }
+            },
+            Done::Connected(Err(e)) => {
+                tracing::warn!(error = %e, "cannot connect to the FTP server");
+                self.feed(Event::ConnectFailed).await
+            }
+        }
+    }
+
+    fn on_close(&mut self, reason: CloseReason) {
+        match reason {
+            CloseReason::ClientClosed | CloseReason::ServerClosed | CloseReason::Shutdown => {
+                tracing::debug!(?reason, "closing session")
+            }
+            _ => tracing::info!(?reason, "closing session"),
+        }
+        if let Some(limit) = reason.limit() {
+            self.shared.metrics.limit(limit);
+        }
+        self.closed = Some(reason);
+    }
+
+    /// Gives queued output up to [`LINGER`] to leave, closes both connections and
+    /// cancels every data connection of the session.
+    async fn finish(&mut self) {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while !self.to_client.is_empty() || !self.to_server.is_empty() {
+            let progress = tokio::select! {
+                r = self.client.writable(), if !self.to_client.is_empty() => {
+                    r.and_then(|()| self.to_client.write_to(&self.client))
+                }
+                r = writable(self.server.as_ref()), if !self.to_server.is_empty() => {
+                    r.and_then(|()| self.write_server())
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            };
+            if progress.is_err() {
+                break;
+            }
+        }
+        for (_, handle) in self.data.drain() {
+            handle.cancel();
+        }
+        let _ = self.client.shutdown().await;
+        if let Some(server) = self.server.as_mut() {
+            let _ = server.shutdown().await;
+        }
+    }
+}
+
+/// Data listeners of a TPROXY listener bind with `IP_TRANSPARENT`.
+fn data_binding(listener: &Listener) -> Binding {
+    match listener.mode {
+        ListenMode::Transparent { tproxy: true, .. } => Binding::Transparent,
+        _ => Binding::Plain,
+    }
+}
+
+async fn readable(stream: Option<&TcpStream>) -> io::Result<()> {
+    match stream {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn writable(stream: Option<&TcpStream>) -> io::Result<()> {
+    match stream {
+        Some(s) => s.writable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn until_done(pending: &mut Option<Pending>) -> Done {
+    match pending {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What reading a readable control socket gave.
+enum Ready {
+    /// Bytes (possibly no whole line yet), or a spurious wake-up.
+    Open,
+    /// The peer closed (after the bytes read, if any).
+    Closed,
+}
+
+/// Reads what a readable control socket holds into `lines`, through a buffer on the
+/// stack: an idle session keeps no read buffer at all. Reads go on until the socket
+/// says it is empty, not merely until one read came back short: a read stops at TCP
+/// urgent data (the Synch before `ABOR`) with more behind it, and taking that for an
+/// empty socket stalled the session until the client sent something else.
+fn read_ready(
+    stream: &TcpStream,
+    lines: &mut LineFramer,
+    frames: &mut Vec<Frame>,
+) -> io::Result<Ready> {
+    let mut buf = [0u8; READ_BUFFER];
+    let mut read = false;
+    // Bounded, so one peer cannot keep its session task busy; the socket stays
+    // readable and the next turn of the loop goes on.
+    for _ in 0..16 {
+        match stream.try_read(&mut buf) {
+            Ok(0) => return Ok(Ready::Closed),
+            Ok(n) => {
+                lines.push(buf.get(..n).unwrap_or_default(), frames);
+                read = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Ready::Open),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // What came before the error (a reply, then a reset) is still delivered;
+            // the socket stays readable and the next turn reports the end.
+            Err(_) if read => return Ok(Ready::Open),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Ready::Open)
+}

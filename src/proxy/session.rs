@@ -1,0 +1,158 @@
+//! One task per control session: admit it against the session limits, read what the
+//! operating system knows about it (the original destination, the proxy's own end),
+//! hand both to the session engine and drive it to the end, then count the outcome.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use super::Shared;
+use super::driver::Driver;
+use crate::net;
+use crate::rules::{ListenMode, Listener};
+use crate::session::{Action, Origin, Rejection, Session, Start};
+use crate::track::{SessionEntry, SessionLimits};
+use crate::vocab::SessionOutcome;
+
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: Arc<Listener>,
+    client: TcpStream,
+    peer: SocketAddr,
+) {
+    let peer = net::canonical(peer);
+    let started = Instant::now();
+    let limits = {
+        let settings = &shared.config.load().settings;
+        SessionLimits {
+            total: settings.max_sessions,
+            per_client: settings.max_sessions_per_client,
+            rate_per_client: settings.max_accept_rate_per_client,
+        }
+    };
+    let entry = SessionEntry::new(listener.addr, peer, started);
+    let start = |origin| Start {
+        listener: listener.addr,
+        client: peer,
+        own: shared.own_sockets.load_full(),
+        origin,
+    };
+    let id = match shared.tracker.open_session(entry, limits) {
+        Ok(id) => id,
+        Err(limit) => {
+            tracing::warn!(client = %peer, limit = limit.as_str(), "session refused: limit reached");
+            let start = start(Origin::Rejected(Rejection::Limit(limit)));
+            let outcome = refuse(&shared, client, start);
+            count(&shared, outcome);
+            return;
+        }
+    };
+    shared.metrics.sessions_active.inc();
+    let span = tracing::info_span!("session", id, client = %peer, server = tracing::field::Empty);
+    let origin = origin(&listener, &client);
+    let session = Session::new(start(origin), shared.config.load_full(), started);
+    let driver = Driver::new(&shared, id, &listener, session, client, peer);
+    let outcome = driver.run().instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            outcome = outcome.as_str(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "session end"
+        );
+    });
+    count(&shared, outcome);
+    shared.metrics.sessions_active.dec();
+    shared.tracker.close_session(id);
+}
+
+fn count(shared: &Shared, outcome: SessionOutcome) {
+    shared
+        .metrics
+        .sessions_total
+        .with_label_values(&[outcome.as_str()])
+        .inc();
+}
+
+/// A session refused before it is tracked: the engine's reply goes out in one
+/// non-blocking write (a new socket's send buffer is empty) and the socket closes.
+fn refuse(shared: &Shared, client: TcpStream, start: Start) -> SessionOutcome {
+    let mut session = Session::new(start, shared.config.load_full(), Instant::now());
+    let mut outcome = SessionOutcome::Refused;
+    for action in session.poll_actions() {
+        match action {
+            Action::ToClient(bytes) => {
+                let _ = client.try_write(&bytes);
+            }
+            Action::Close(reason) => {
+                if let Some(limit) = reason.limit() {
+                    shared.metrics.limit(limit);
+                }
+                outcome = reason.outcome();
+            }
+            _ => {}
+        }
+    }
+    outcome
+}
+
+/// Where the session's server comes from, as far as the sockets tell.
+fn origin(listener: &Listener, client: &TcpStream) -> Origin {
+    let Ok(local) = client.local_addr().map(net::canonical) else {
+        return Origin::Rejected(Rejection::Unreachable);
+    };
+    match &listener.mode {
+        ListenMode::Forward => Origin::Forward { local },
+        ListenMode::Reverse { upstream } => Origin::Upstream {
+            host: upstream.host.clone(),
+            port: upstream.port,
+            local,
+        },
+        ListenMode::Transparent {
+            tproxy,
+            preserve_source,
+        } => intercepted(listener, client, local, *tproxy, *preserve_source),
+    }
+}
+
+fn intercepted(
+    listener: &Listener,
+    client: &TcpStream,
+    local: SocketAddr,
+    tproxy: bool,
+    preserve_source: bool,
+) -> Origin {
+    let dst = match net::original_dst(client).map(net::canonical) {
+        Ok(dst) => dst,
+        Err(e) => {
+            tracing::warn!(error = %e, "no original destination");
+            return Origin::Rejected(Rejection::NoOriginalDst);
+        }
+    };
+    // Not intercepted (REDIRECT leaves no rewrite, or TPROXY hands over a local
+    // address): connecting there would loop back into the proxy.
+    let looped = if tproxy {
+        dst.port() == listener.addr.port()
+    } else {
+        dst == local
+    };
+    if looped {
+        tracing::warn!(%dst, "connection was not intercepted; refusing to loop");
+        return Origin::Rejected(Rejection::NotIntercepted);
+    }
+    // With TPROXY the local address is the server's, not the proxy's: data listeners
+    // bind the wildcard address, and onward legs to the client leave from wherever
+    // the routing table says, or from the server's address when the source is
+    // preserved.
+    let client_local = match (tproxy, preserve_source) {
+        (_, true) => dst.ip(),
+        (true, false) => net::unspecified(dst.ip()),
+        (false, _) => local.ip(),
+    };
+    Origin::Intercepted {
+        server: dst,
+        client_local,
+    }
+}

@@ -1,0 +1,307 @@
+//! The session engine's vocabulary with the shell: what a session starts from, the
+//! events it takes and the actions it asks for.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::codec::{Frame, TransferKind};
+use crate::rules::Decision;
+use crate::vocab::{DataMode, DataOutcome, ExpectationId, Refusal, SessionLimit, SessionOutcome};
+
+/// What the shell knows when a client connects, before any server is known.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// The listener the client came in on (for rules with `on`).
+    pub listener: SocketAddr,
+    /// The client's control address, canonical.
+    pub client: SocketAddr,
+    /// ftpgate's own listening sockets, never a data target (invariant 4).
+    pub own: Arc<OwnSockets>,
+    pub origin: Origin,
+}
+
+/// Where a session's server comes from, by listener mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `listen reverse`: a configured upstream, by name. `local` is the proxy's own end
+    /// of the client connection.
+    Upstream {
+        host: String,
+        port: u16,
+        local: SocketAddr,
+    },
+    /// `listen transparent`: the intercepted connection's original destination.
+    Intercepted {
+        server: SocketAddr,
+        /// Where data listeners for the client bind and active legs leave from.
+        client_local: IpAddr,
+    },
+    /// `listen forward`: the client names the server in `USER name@host[:port]`.
+    Forward { local: SocketAddr },
+    /// The shell could not take the session on.
+    Rejected(Rejection),
+}
+
+/// Why the shell could not take a session on; the engine says so and closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Limit(SessionLimit),
+    /// Transparent listener without an original destination.
+    NoOriginalDst,
+    /// Transparent listener reached directly: relaying would loop into the proxy.
+    NotIntercepted,
+    /// The connection's own addresses could not be read.
+    Unreachable,
+}
+
+/// The addresses of one control session, all in canonical form (no IPv4-mapped IPv6).
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// The listener the client came in on (for rules with `on`).
+    pub listener: SocketAddr,
+    /// The client's control address.
+    pub client: SocketAddr,
+    /// The address the client believes it is connected to: the proxy's own in reverse
+    /// mode, the server's in transparent mode. Announced in `227`, and where clients
+    /// that ignore the `227` address (and every `EPSV` client) connect for data.
+    pub client_side: SocketAddr,
+    /// Where the proxy itself is on the client's side: data listeners for the client
+    /// bind here and active-mode connections to the client leave from here.
+    pub client_local: IpAddr,
+    /// The server's control address.
+    pub server: SocketAddr,
+    /// The proxy's own address on the server control connection.
+    pub server_side: SocketAddr,
+    /// Announced in `227` instead of the proxy's own address (proxy behind NAT).
+    pub advertise: Option<IpAddr>,
+    /// Onward data ports below this are refused (invariant 4).
+    pub min_data_port: u16,
+    /// The mode every server-side data leg uses (`server-mode` in the rules);
+    /// `None` keeps the client's.
+    pub server_mode: Option<DataMode>,
+    /// ftpgate's own listening sockets, never a data target (invariant 4).
+    pub own: Arc<OwnSockets>,
+}
+
+/// ftpgate's own listening sockets: no data connection may be sent to one (a `PORT`
+/// naming the control listener would turn the server's data into a new session).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnSockets {
+    /// The host's own addresses (a wildcard listener answers on each).
+    pub ips: Vec<IpAddr>,
+    /// The ports of the control listeners and the admin endpoint.
+    pub ports: Vec<u16>,
+}
+
+impl OwnSockets {
+    /// Whether `ip` reaches this host.
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_loopback() || ip.is_unspecified() || self.ips.contains(&ip)
+    }
+}
+
+/// What the shell must set up for one announced data connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectationRequest {
+    pub id: ExpectationId,
+    pub mode: DataMode,
+    /// The local address to listen on.
+    pub listen_ip: IpAddr,
+    /// The address the peer was told (or believes) to connect to; a data connection
+    /// whose original destination is another address is refused.
+    pub dst_ip: IpAddr,
+    /// The only peer allowed to connect.
+    pub expected_peer: IpAddr,
+    /// Where the accepted connection is relayed to.
+    pub onward: SocketAddr,
+    /// The local address the onward leg leaves from.
+    pub onward_from: IpAddr,
+    /// Set when the server leg uses the other mode than the client's.
+    pub conversion: Option<Conversion>,
+    /// When the peer must have connected by (`data-timeout`); the engine says
+    /// [`Action::Expire`] then.
+    pub expires: Instant,
+}
+
+/// How the server leg differs from the client's mode (`server-mode` in the rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// Client active, server passive: the proxy dials both legs. `mode` is `Active`,
+    /// `onward` the client; instead of accepting the server's connection the proxy
+    /// dials the server's announced passive port.
+    DialServer { server: SocketAddr, from: IpAddr },
+    /// Client passive, server active: both peers dial the proxy. `mode` is `Passive`
+    /// and the client is accepted as usual; instead of dialing the server the proxy
+    /// accepts it on a second port of `listen_ip`, announced to it with `PORT`/`EPRT`.
+    AcceptServer {
+        listen_ip: IpAddr,
+        expected_peer: IpAddr,
+    },
+}
+
+/// Input to the state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Client(Frame),
+    Server(Frame),
+    ExpectationOpened {
+        id: ExpectationId,
+        proxy: SocketAddr,
+        /// The second port, for [`Conversion::AcceptServer`].
+        server_port: Option<u16>,
+        /// The kernel forwards the connection (`data-path kernel`): no
+        /// [`Event::DataConnected`] or [`Event::DataDrained`] will come.
+        kernel: bool,
+    },
+    ExpectationFailed {
+        id: ExpectationId,
+    },
+    DataConnected {
+        id: ExpectationId,
+    },
+    /// The direction that carried the transfer has ended and all its bytes were
+    /// delivered; the other direction may still be open.
+    DataDrained {
+        id: ExpectationId,
+    },
+    DataClosed {
+        id: ExpectationId,
+        outcome: DataOutcome,
+    },
+    /// The answer to [`Action::Resolve`]: the server's address, if the name resolved.
+    Resolved(Option<SocketAddr>),
+    /// The answer to [`Action::Connect`]: the proxy's own end of the server leg.
+    Connected {
+        server_side: SocketAddr,
+    },
+    ConnectFailed,
+    /// The client closed its side of the control connection.
+    ClientClosed,
+    ServerClosed,
+    /// SIGTERM: end once no transfer is in flight.
+    Drain,
+    /// The drain time is over: end now.
+    Shutdown,
+}
+
+/// Why the session ends; every reason but the driver's own I/O errors comes from the
+/// engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A rule or the proxy's own checks refused the session before any server.
+    Refused,
+    /// A session limit refused it.
+    Limit(SessionLimit),
+    LoginTimeout,
+    IdleTimeout,
+    /// The server did not resolve or could not be connected.
+    UpstreamFailed,
+    ClientClosed,
+    ServerClosed,
+    /// SIGTERM: no transfer is left, or the drain time is over.
+    Shutdown,
+    /// The server sent a line or reply over the limits.
+    ServerReplyTooLong,
+    /// A peer made the engine hold more output than it may (a flood of replies behind
+    /// a transfer, or of refused commands behind a slow server).
+    BufferLimit,
+}
+
+impl CloseReason {
+    /// The `outcome` label of `ftpgate_sessions_total`.
+    pub fn outcome(self) -> SessionOutcome {
+        match self {
+            CloseReason::Refused => SessionOutcome::Refused,
+            CloseReason::Limit(_) => SessionOutcome::Limit,
+            CloseReason::LoginTimeout => SessionOutcome::LoginTimeout,
+            CloseReason::IdleTimeout => SessionOutcome::IdleTimeout,
+            CloseReason::UpstreamFailed => SessionOutcome::UpstreamFailed,
+            CloseReason::ClientClosed => SessionOutcome::ClientClosed,
+            CloseReason::ServerClosed => SessionOutcome::ServerClosed,
+            CloseReason::Shutdown => SessionOutcome::Shutdown,
+            CloseReason::ServerReplyTooLong | CloseReason::BufferLimit => {
+                SessionOutcome::ProtocolError
+            }
+        }
+    }
+
+    /// The `limit` label of `ftpgate_limits_hit_total`, when a limit was hit.
+    pub fn limit(self) -> Option<&'static str> {
+        match self {
+            CloseReason::Limit(limit) => Some(limit.as_str()),
+            CloseReason::ServerReplyTooLong => Some("server-reply"),
+            CloseReason::BufferLimit => Some("held-output"),
+            _ => None,
+        }
+    }
+}
+
+/// Output of the state machine, to be carried out in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    ToClient(Vec<u8>),
+    ToServer(Vec<u8>),
+    Open(ExpectationRequest),
+    /// Release the expectation and tear down its data connection, if any.
+    Cancel(ExpectationId),
+    /// A transfer command now uses this expectation.
+    Transfer {
+        id: ExpectationId,
+        transfer: Transfer,
+    },
+    /// A client command was seen (verb upper-cased), for accounting.
+    Command(String),
+    /// The client named its user (`USER`), for the session table.
+    User(String),
+    /// The server accepted a login (`230`).
+    LoggedIn,
+    /// A command or login rule matched (`what` names the verb or the user).
+    Rule {
+        decision: Decision,
+        what: String,
+    },
+    /// Something was refused; `target` is the data address it named, if any.
+    Refused {
+        why: Refusal,
+        target: Option<SocketAddr>,
+    },
+    /// A line from the server that is no reply at all; forwarded, counted.
+    MalformedReply,
+    /// A verb ftpgate does not know (`class` from [`codec::verb_class`]), and whether
+    /// `set unknown-commands` let it through.
+    UnknownVerb {
+        class: &'static str,
+        passed: bool,
+    },
+    /// Look up the server's name (reverse listener, or forward `USER name@host`);
+    /// answered by [`Event::Resolved`].
+    Resolve {
+        host: String,
+        port: u16,
+    },
+    /// Connect the server leg; answered by [`Event::Connected`] or
+    /// [`Event::ConnectFailed`].
+    Connect {
+        server: SocketAddr,
+    },
+    /// The expectation's time is up: stop waiting for its peer (or close its kernel
+    /// hole); a connection already made is not touched. [`Event::DataClosed`] follows.
+    Expire(ExpectationId),
+    /// Write what is queued, then close both control connections and cancel every data
+    /// connection of the session. The engine ignores every later event.
+    Close(CloseReason),
+}
+
+/// What a transfer command asked for, for the session table and the transfer log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub kind: TransferKind,
+    /// The path argument as the client sent it (lossy UTF-8, bounded), may be empty.
+    pub path: String,
+    /// `TYPE I` (image) was in force rather than ASCII.
+    pub binary: bool,
+    /// The user the client named, if any.
+    pub user: Option<String>,
+}

@@ -1,0 +1,208 @@
+//! Before the server leg exists: the forward listener's greeting and its
+//! `USER name@host[:port]`, resolving the server's name, the session verdict of the
+//! rules, and connecting. Nothing here reaches a server; the client hears only
+//! ftpgate's own replies.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use super::say::{Say, Scope};
+use super::{Action, CloseReason, Control, Event, Origin, Params, Rejection, Session, Stage};
+use crate::codec::{Command, Frame, LineError, LineFramer, parse_forward_user, parse_line};
+use crate::rules::{Parties, Verdict};
+use crate::vocab::DataMode;
+
+/// The lowest onward data port allowed until rules can allow privileged ones.
+const MIN_DATA_PORT: u16 = 1024;
+
+/// Where a session goes once its rules let it.
+#[derive(Debug)]
+pub(super) struct Route {
+    server: SocketAddr,
+    /// The address the client believes it is connected to.
+    client_side: SocketAddr,
+    /// Where data listeners for the client bind and active legs leave from.
+    client_local: IpAddr,
+    /// The server leg's data mode the session rule sets.
+    server_mode: Option<DataMode>,
+    /// Forward listener: the name to log in with (the proxy greeted the client).
+    user: Option<String>,
+}
+
+impl Session {
+    pub(super) fn begin(&mut self, origin: Origin, _now: Instant) {
+        match origin {
+            Origin::Rejected(why) => {
+                let (say, reason) = match why {
+                    Rejection::Limit(limit) => {
+                        (Say::SessionLimit(limit), CloseReason::Limit(limit))
+                    }
+                    Rejection::NoOriginalDst => (Say::NoOriginalDst, CloseReason::Refused),
+                    Rejection::NotIntercepted => (Say::NotIntercepted, CloseReason::Refused),
+                    Rejection::Unreachable => (Say::Unreachable, CloseReason::UpstreamFailed),
+                };
+                self.say_and_close(say, reason);
+            }
+            Origin::Forward { local } => {
+                self.out
+                    .push(Action::ToClient(Say::ForwardGreeting.encode()));
+                self.stage = Stage::AwaitUser { local };
+            }
+            Origin::Upstream { host, port, local } => {
+                self.stage = Stage::Resolving { local, user: None };
+                self.out.push(Action::Resolve { host, port });
+            }
+            Origin::Intercepted {
+                server,
+                client_local,
+            } => self.route(Route {
+                server,
+                client_side: server,
+                client_local,
+                server_mode: None,
+                user: None,
+            }),
+        }
+    }
+
+    /// A forward client's line before it named its server.
+    pub(super) fn on_login_line(&mut self, local: SocketAddr, frame: Frame) {
+        let Frame::Line(line) = frame else {
+            return self.say_refusal(Say::LineTooLong);
+        };
+        match parse_line(&line) {
+            Err(LineError::Malformed(why)) => self.say_refusal(Say::Malformed(why)),
+            Ok(Command::User(name)) => {
+                let name = String::from_utf8_lossy(&name);
+                match parse_forward_user(&name) {
+                    Some(f) => {
+                        self.stage = Stage::Resolving {
+                            local,
+                            user: Some(f.user),
+                        };
+                        self.out.push(Action::Resolve {
+                            host: f.host,
+                            port: f.port,
+                        });
+                    }
+                    None => self.say_refusal(Say::ForwardUsage),
+                }
+            }
+            Ok(Command::Other { verb, .. }) if verb == "QUIT" => {
+                self.say_and_close(Say::Goodbye, CloseReason::ClientClosed)
+            }
+            _ => self.say_refusal(Say::ForwardFirst),
+        }
+    }
+
+    pub(super) fn on_resolved(&mut self, now: Instant, server: Option<SocketAddr>) {
+        let Stage::Resolving { local, user } = std::mem::replace(&mut self.stage, Stage::Closed)
+        else {
+            return;
+        };
+        let server = server.map(canonical);
+        match (server, user) {
+            (None, None) => self.say_and_close(Say::Unreachable, CloseReason::UpstreamFailed),
+            (Some(server), Some(_)) if server == local => {
+                self.retry_login(now, local, Say::ForwardIsProxy)
+            }
+            (None, Some(_)) => self.retry_login(now, local, Say::ForwardUnresolved),
+            (Some(server), user) => self.route(Route {
+                server,
+                client_side: local,
+                client_local: local.ip(),
+                server_mode: None,
+                user,
+            }),
+        }
+    }
+
+    /// A forward client named a server it cannot have: it may name another.
+    fn retry_login(&mut self, now: Instant, local: SocketAddr, say: Say) {
+        self.out.push(Action::ToClient(say.encode()));
+        self.stage = Stage::AwaitUser { local };
+        self.release_held(now);
+    }
+
+    /// The session verdict; if the rules let the session through, connect.
+    fn route(&mut self, mut route: Route) {
+        let parties = Parties::new(self.listener, self.client.ip(), route.server);
+        let decision = self.policy.session_decision(&parties);
+        let blocked = (decision.verdict == Verdict::Block).then(|| {
+            let (code, text) = Scope::Session.default_reply();
+            decision.refusal(code, text)
+        });
+        route.server_mode = decision.server_mode;
+        self.out.push(Action::Rule {
+            decision,
+            what: format!("session to {}", route.server),
+        });
+        if let Some((code, text)) = blocked {
+            return self.say_and_close(Say::Policy(code, text), CloseReason::Refused);
+        }
+        self.out.push(Action::Connect {
+            server: route.server,
+        });
+        self.stage = Stage::Connecting(route);
+    }
+
+    pub(super) fn on_connected(&mut self, now: Instant, server_side: SocketAddr) {
+        let Stage::Connecting(route) = std::mem::replace(&mut self.stage, Stage::Closed) else {
+            return;
+        };
+        let params = Params {
+            listener: self.listener,
+            client: self.client,
+            client_side: route.client_side,
+            client_local: route.client_local,
+            server: route.server,
+            server_side: canonical(server_side),
+            advertise: self.policy.settings.advertise,
+            min_data_port: MIN_DATA_PORT,
+            server_mode: route.server_mode,
+            own: self.own.clone(),
+        };
+        let mut control = Control::new(params, self.policy.clone(), now);
+        if route.user.is_some() {
+            control.greeted_by_proxy();
+        }
+        self.stage = Stage::Relaying(Box::new(control));
+        if let Some(user) = route.user {
+            // The server gets the login without the `@host` the proxy consumed.
+            let mut frames = Vec::new();
+            LineFramer::new(self.policy.settings.max_line)
+                .push(format!("USER {user}\r\n").as_bytes(), &mut frames);
+            for frame in frames {
+                self.relay(now, Event::Client(frame));
+            }
+        }
+        self.release_held(now);
+    }
+
+    /// Feeds the client input that waited for the server leg (or for a new `USER`).
+    fn release_held(&mut self, now: Instant) {
+        self.held_bytes = 0;
+        for frame in std::mem::take(&mut self.held) {
+            self.on_client(now, frame);
+        }
+    }
+
+    /// Answers the client before any server is involved; a refusal is counted.
+    fn say_refusal(&mut self, say: Say) {
+        if let Some(why) = say.refusal() {
+            self.out.push(Action::Refused { why, target: None });
+        }
+        self.out.push(Action::ToClient(say.encode()));
+    }
+
+    /// Says `say` and closes, before any server is involved.
+    pub(super) fn say_and_close(&mut self, say: Say, reason: CloseReason) {
+        self.stage = Stage::Closed;
+        self.out.push(Action::ToClient(say.encode()));
+        self.out.push(Action::Close(reason));
+    }
+}
+
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}

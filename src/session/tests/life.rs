@@ -1,0 +1,420 @@
+//! A session's whole life on a synthetic clock: greeting, forward login, resolve,
+//! verdict, connect, and the login, idle, data-expiry and drain timers. Time moves
+//! only when a test moves it.
+
+use super::*;
+use std::time::Duration;
+
+const LOCAL: &str = "198.51.100.1:21";
+const SERVER_SIDE: &str = "203.0.113.1:61000";
+
+fn secs(n: u64) -> Instant {
+    t0() + Duration::from_secs(n)
+}
+
+fn start(origin: Origin) -> Start {
+    Start {
+        listener: "127.0.0.1:2121".parse().unwrap(),
+        client: CLIENT.parse().unwrap(),
+        own: Arc::new(OwnSockets::default()),
+        origin,
+    }
+}
+
+fn forward() -> Origin {
+    Origin::Forward {
+        local: LOCAL.parse().unwrap(),
+    }
+}
+
+fn policy(text: &str) -> Arc<Config> {
+    let rules = format!("listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n{text}");
+    Arc::new(crate::rules::parse_str("t.rules", &rules).unwrap())
+}
+
+/// A session driven as the shell drives it, with the time of each step chosen by
+/// the test. Expectations open at once, resolves and connects wait for the test.
+struct Life {
+    s: Session,
+    now: Instant,
+    next_port: u16,
+}
+
+impl Life {
+    fn new(origin: Origin, policy: Arc<Config>) -> (Self, Vec<Action>) {
+        let mut s = Session::new(start(origin), policy, t0());
+        let first = s.poll_actions();
+        let life = Life {
+            s,
+            now: t0(),
+            next_port: 40000,
+        };
+        (life, first)
+    }
+
+    fn at(&mut self, now: Instant) -> &mut Self {
+        assert!(now >= self.now, "time runs forward");
+        self.now = now;
+        self
+    }
+
+    fn event(&mut self, event: Event) -> Vec<Action> {
+        let actions = self.s.handle(self.now, event);
+        self.open(actions)
+    }
+
+    fn client(&mut self, bytes: &[u8]) -> Vec<Action> {
+        let mut frames = Vec::new();
+        LineFramer::new(4096).push(bytes, &mut frames);
+        frames
+            .into_iter()
+            .flat_map(|f| self.event(Event::Client(f)))
+            .collect()
+    }
+
+    fn server(&mut self, bytes: &[u8]) -> Vec<Action> {
+        let mut frames = Vec::new();
+        LineFramer::new(4096).push(bytes, &mut frames);
+        frames
+            .into_iter()
+            .flat_map(|f| self.event(Event::Server(f)))
+            .collect()
+    }
+
+    fn timeout(&mut self) -> Vec<Action> {
+        let actions = self.s.handle_timeout(self.now);
+        self.open(actions)
+    }
+
+    /// Answers every `Open` at once, as the relay path does.
+    fn open(&mut self, actions: Vec<Action>) -> Vec<Action> {
+        let mut out = Vec::new();
+        for action in actions {
+            if let Action::Open(req) = &action {
+                let proxy = SocketAddr::new(req.listen_ip, self.next_port);
+                self.next_port += 1;
+                let opened = Event::ExpectationOpened {
+                    id: req.id,
+                    proxy,
+                    server_port: None,
+                    kernel: false,
+                };
+                out.push(action);
+                let more = self.s.handle(self.now, opened);
+                out.extend(self.open(more));
+            } else {
+                out.push(action);
+            }
+        }
+        out
+    }
+
+    /// Through the forward login to a connected, greeted, logged-in session.
+    fn logged_in(policy: Arc<Config>) -> Self {
+        let (mut l, _) = Life::new(forward(), policy);
+        l.client(b"USER alice@203.0.113.2\r\n");
+        l.event(Event::Resolved(Some(SERVER.parse().unwrap())));
+        let server_side = SERVER_SIDE.parse().unwrap();
+        l.event(Event::Connected { server_side });
+        l.server(b"220 ready\r\n331 password\r\n");
+        l.client(b"PASS x\r\n");
+        l.server(b"230 in\r\n");
+        l
+    }
+}
+
+fn closed(actions: &[Action]) -> Option<CloseReason> {
+    actions.iter().find_map(|a| match a {
+        Action::Close(r) => Some(*r),
+        _ => None,
+    })
+}
+
+fn expired(actions: &[Action]) -> Vec<ExpectationId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Expire(id) => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn opened(actions: &[Action]) -> Vec<ExpectationId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Open(req) => Some(req.id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_forward_client_is_greeted_and_logs_in_through_user_at_host() {
+    let (mut l, first) = Life::new(forward(), policy("pass\n"));
+    assert_eq!(
+        to_client(&first),
+        "220 ftpgate: log in as USER name@host[:port].\r\n"
+    );
+    let a = l.client(b"NOOP\r\nUSER alice\r\n");
+    assert_eq!(
+        to_client(&a),
+        "530 Log in with USER name@host[:port] first.\r\n501 Log in as USER name@host[:port].\r\n"
+    );
+    let a = l.client(b"USER alice@ftp.example:2121\r\nPASS secret\r\n");
+    let resolve = Action::Resolve {
+        host: "ftp.example".into(),
+        port: 2121,
+    };
+    assert_eq!(a, [resolve]);
+    let a = l.event(Event::Resolved(Some(SERVER.parse().unwrap())));
+    assert!(
+        a.contains(&Action::Connect {
+            server: SERVER.parse().unwrap()
+        }),
+        "{a:?}"
+    );
+    let server_side = SERVER_SIDE.parse().unwrap();
+    let a = l.event(Event::Connected { server_side });
+    assert_eq!(
+        to_server(&a),
+        "USER alice\r\nPASS secret\r\n",
+        "the login, then what the client pipelined while the proxy connected"
+    );
+    // The server's own greeting is not passed on; its answers are.
+    let a = l.server(b"220-welcome\r\n220 ready\r\n331 password please\r\n230 ok\r\n");
+    assert_eq!(to_client(&a), "331 password please\r\n230 ok\r\n");
+    assert!(a.contains(&Action::LoggedIn));
+}
+
+#[test]
+fn a_forward_server_that_refuses_is_heard_and_a_bad_host_may_be_corrected() {
+    let (mut l, _) = Life::new(forward(), policy("pass\n"));
+    l.client(b"USER alice@nowhere.example\r\n");
+    let a = l.event(Event::Resolved(None));
+    assert_eq!(to_client(&a), "530 Cannot resolve that host.\r\n");
+    assert!(closed(&a).is_none());
+    let a = l.client(b"USER alice@198.51.100.1:21\r\n");
+    assert_eq!(a.len(), 1);
+    let a = l.event(Event::Resolved(Some(LOCAL.parse().unwrap())));
+    assert_eq!(
+        to_client(&a),
+        "530 That is this proxy; name an FTP server.\r\n"
+    );
+    l.client(b"USER alice@203.0.113.2\r\n");
+    l.event(Event::Resolved(Some(SERVER.parse().unwrap())));
+    let server_side = SERVER_SIDE.parse().unwrap();
+    l.event(Event::Connected { server_side });
+    let a = l.server(b"421 Too many users\r\n");
+    assert_eq!(to_client(&a), "421 Too many users\r\n");
+}
+
+#[test]
+fn quit_before_login_says_goodbye() {
+    let (mut l, _) = Life::new(forward(), policy("pass\n"));
+    let a = l.client(b"QUIT\r\n");
+    assert_eq!(to_client(&a), "221 Goodbye.\r\n");
+    assert_eq!(closed(&a), Some(CloseReason::ClientClosed));
+    assert_eq!(l.s.poll_timeout(), None);
+    assert!(l.client(b"NOOP\r\n").is_empty(), "nothing after the close");
+}
+
+#[test]
+fn a_silent_forward_client_gets_421_at_the_login_timeout_and_not_before() {
+    let (mut l, _) = Life::new(forward(), policy("set login-timeout 5s\npass\n"));
+    assert_eq!(l.s.poll_timeout(), Some(secs(5)));
+    let a = l.at(secs(4)).timeout();
+    assert!(a.is_empty(), "{a:?}");
+    let a = l.at(secs(5)).timeout();
+    assert_eq!(
+        to_client(&a),
+        "421 Login timeout: closing the control connection.\r\n"
+    );
+    assert_eq!(closed(&a), Some(CloseReason::LoginTimeout));
+}
+
+#[test]
+fn draining_ends_a_session_without_a_transfer_at_once_before_login_too() {
+    let (mut l, _) = Life::new(forward(), policy("pass\n"));
+    let a = l.event(Event::Drain);
+    assert_eq!(
+        to_client(&a),
+        "421 Service not available: the proxy is shutting down.\r\n"
+    );
+    assert_eq!(closed(&a), Some(CloseReason::Shutdown));
+}
+
+#[test]
+fn draining_waits_for_the_transfer_in_flight_and_shutdown_does_not() {
+    let mut l = Life::logged_in(policy("pass\n"));
+    l.client(b"PASV\r\n");
+    let a = l.server(b"227 Entering Passive Mode (203,0,113,2,19,137)\r\n");
+    let id = opened(&a)[0];
+    l.client(b"RETR f\r\n");
+    l.event(Event::DataConnected { id });
+    let a = l.event(Event::Drain);
+    assert!(closed(&a).is_none(), "a transfer is in flight: {a:?}");
+    let mut a = l.server(b"150 here\r\n226 done\r\n");
+    a.extend(l.event(Event::DataDrained { id }));
+    assert!(
+        closed(&a).is_none(),
+        "the data connection is still open: {a:?}"
+    );
+    a.extend(l.event(Event::DataClosed {
+        id,
+        outcome: DataOutcome::Completed,
+    }));
+    assert_eq!(
+        to_client(&a),
+        "150 here\r\n226 done\r\n421 Service not available: the proxy is shutting down.\r\n",
+        "the completion reply first, then the 421"
+    );
+    assert_eq!(closed(&a), Some(CloseReason::Shutdown));
+
+    let mut l = Life::logged_in(policy("pass\n"));
+    l.client(b"PASV\r\n");
+    l.server(b"227 Entering Passive Mode (203,0,113,2,19,137)\r\n");
+    let a = l.event(Event::Shutdown);
+    assert_eq!(closed(&a), Some(CloseReason::Shutdown));
+}
+
+#[test]
+fn idle_counts_only_while_no_data_connection_is_open() {
+    let mut l = Life::logged_in(policy("set idle-timeout 60s\nset data-timeout 10s\npass\n"));
+    assert_eq!(l.s.poll_timeout(), Some(secs(60)));
+    l.at(secs(30)).client(b"PASV\r\n");
+    assert_eq!(l.s.poll_timeout(), Some(secs(90)));
+    let a = l.server(b"227 Entering Passive Mode (203,0,113,2,19,137)\r\n");
+    let id = opened(&a)[0];
+    assert_eq!(
+        l.s.poll_timeout(),
+        Some(secs(40)),
+        "the expectation's expiry"
+    );
+    l.at(secs(31)).client(b"RETR big\r\n");
+    l.event(Event::DataConnected { id });
+    assert_eq!(l.s.poll_timeout(), None, "a transfer: no idle, no expiry");
+    let a = l.at(secs(500)).timeout();
+    assert!(a.is_empty(), "{a:?}");
+    l.at(secs(600)).event(Event::DataClosed {
+        id,
+        outcome: DataOutcome::Completed,
+    });
+    assert_eq!(l.s.poll_timeout(), Some(secs(660)));
+    let a = l.at(secs(660)).timeout();
+    assert_eq!(
+        to_client(&a),
+        "421 Idle timeout: closing the control connection.\r\n"
+    );
+    assert_eq!(closed(&a), Some(CloseReason::IdleTimeout));
+}
+
+#[test]
+fn an_unused_expectation_expires_once_and_its_close_frees_the_session() {
+    let mut l = Life::logged_in(policy("set data-timeout 10s\npass\n"));
+    l.at(secs(1)).client(b"PASV\r\n");
+    let a = l.server(b"227 Entering Passive Mode (203,0,113,2,19,137)\r\n");
+    let id = opened(&a)[0];
+    match &a[..] {
+        [Action::Open(req), ..] => assert_eq!(req.expires, secs(11)),
+        other => panic!("{other:?}"),
+    }
+    assert!(expired(&l.at(secs(10)).timeout()).is_empty());
+    assert_eq!(expired(&l.at(secs(11)).timeout()), [id]);
+    assert!(expired(&l.at(secs(12)).timeout()).is_empty(), "said once");
+    l.event(Event::DataClosed {
+        id,
+        outcome: DataOutcome::Expired,
+    });
+    // A new PASV opens a new expectation: the expired one no longer counts.
+    l.client(b"PASV\r\n");
+    let a = l.server(b"227 Entering Passive Mode (203,0,113,2,19,138)\r\n");
+    assert_eq!(opened(&a).len(), 1);
+    assert!(to_client(&a).starts_with("227 "), "{}", to_client(&a));
+}
+
+#[test]
+fn a_reverse_session_resolves_its_upstream_and_says_421_when_it_cannot() {
+    let origin = Origin::Upstream {
+        host: "ftp.example".into(),
+        port: 21,
+        local: LOCAL.parse().unwrap(),
+    };
+    let (mut l, first) = Life::new(origin, policy("pass\n"));
+    assert_eq!(
+        first,
+        [Action::Resolve {
+            host: "ftp.example".into(),
+            port: 21
+        }]
+    );
+    // Client bytes before the server is there wait; they do not reach anything yet.
+    assert!(l.client(b"USER a\r\n").is_empty());
+    let a = l.event(Event::Resolved(None));
+    assert_eq!(
+        to_client(&a),
+        "421 Service not available: cannot reach the FTP server.\r\n"
+    );
+    assert_eq!(closed(&a), Some(CloseReason::UpstreamFailed));
+}
+
+#[test]
+fn a_transparent_session_is_judged_by_the_session_rules_before_any_connect() {
+    let intercepted = || Origin::Intercepted {
+        server: SERVER.parse().unwrap(),
+        client_local: "198.51.100.1".parse().unwrap(),
+    };
+    let (mut l, first) = Life::new(intercepted(), policy("pass\n"));
+    assert!(first.contains(&Action::Connect {
+        server: SERVER.parse().unwrap()
+    }));
+    let a = l.event(Event::ConnectFailed);
+    assert_eq!(closed(&a), Some(CloseReason::UpstreamFailed));
+
+    let blocked = policy("block return-code 421 \"not there\" to 203.0.113.0/24\npass\n");
+    let (_, first) = Life::new(intercepted(), blocked);
+    assert_eq!(to_client(&first), "421 not there\r\n");
+    assert_eq!(closed(&first), Some(CloseReason::Refused));
+    assert!(!first.iter().any(|a| matches!(a, Action::Connect { .. })));
+}
+
+#[test]
+fn sessions_the_shell_rejects_are_told_why() {
+    let cases = [
+        (
+            Rejection::Limit(crate::vocab::SessionLimit::Total),
+            "421 Service not available: too many sessions.\r\n",
+            SessionOutcome::Limit,
+        ),
+        (
+            Rejection::NotIntercepted,
+            "421 Service not available: connect to an FTP server, not to the proxy.\r\n",
+            SessionOutcome::Refused,
+        ),
+    ];
+    for (why, said, outcome) in cases {
+        let (l, first) = Life::new(Origin::Rejected(why), policy("pass\n"));
+        assert_eq!(to_client(&first), said);
+        assert_eq!(closed(&first).map(CloseReason::outcome), Some(outcome));
+        assert!(l.s.is_closed());
+    }
+}
+
+#[test]
+fn a_client_that_floods_while_the_server_is_connecting_is_closed() {
+    let (mut l, _) = Life::new(forward(), policy("pass\n"));
+    l.client(b"USER a@203.0.113.2\r\n");
+    let line = format!("NOOP {}\r\n", "x".repeat(1000));
+    let mut closed_with = None;
+    for _ in 0..100 {
+        let a = l.client(line.as_bytes());
+        if let Some(r) = closed(&a) {
+            closed_with = Some(r);
+            break;
+        }
+    }
+    assert_eq!(closed_with, Some(CloseReason::BufferLimit));
+}
+
+use crate::vocab::SessionOutcome;
