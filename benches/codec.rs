@@ -97,7 +97,7 @@ fn session_engine(c: &mut Criterion) {
                                 id: req.id,
                                 proxy,
                                 server_port: None,
-                                kernel: false,
+                                path: ftpgate::vocab::DataPath::Relay,
                             },
                         );
                     }

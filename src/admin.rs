@@ -54,7 +54,7 @@ pub fn sessions_json(shared: &Shared) -> Value {
                         "transfer": e.transfer.as_ref().map(|t| json!({
                             "kind": t.kind.as_str(),
                             "path": t.path,
-                            "binary": t.binary,
+                            "binary": t.transfer_type == crate::vocab::TransferType::Image,
                         })),
                         "download_bytes": download,
                         "upload_bytes": upload,

@@ -1,7 +1,7 @@
 //! ftpgate: an FTP-aware firewall proxy and connection tracker.
 //!
-//! The pure core (`vocab`, `codec`, `rules`, `session`, `track`) never touches a socket or a
-//! clock; the shell (`net`, `proxy`, `admin`) drives it with tokio.
+//! The pure core (`vocab`, `addrs`, `codec`, `rules`, `session`, `track`) never touches a
+//! socket or a clock; the shell (`net`, `proxy`, `admin`) drives it with tokio.
 
 // Input never reaches a panic: no unwrap, expect, panic or unchecked indexing outside
 // tests.
@@ -15,6 +15,7 @@
     )
 )]
 
+pub mod addrs;
 pub mod admin;
 pub mod codec;
 pub mod metrics;

@@ -196,7 +196,7 @@ fn run(path: PathBuf, user: Option<&str>) -> anyhow::Result<()> {
         || config
             .listeners
             .iter()
-            .any(|l| matches!(l.mode, ListenMode::Transparent { tproxy: true, .. }));
+            .any(|l| matches!(l.mode, ListenMode::Transparent(i) if i.is_tproxy()));
     let dropped =
         ftpgate::privileges::drop_after_bind(user, net_admin).context("cannot drop privileges")?;
     tracing::info!(%dropped, bounding_set = dropped.bounded, "privileges dropped after binding");

@@ -256,3 +256,35 @@ impl SessionOutcome {
         }
     }
 }
+
+/// Who forwards the data connections of a listener's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataPath {
+    /// ftpgate accepts each data connection and relays its bytes.
+    #[default]
+    Relay,
+    /// ftpgate installs a one-shot nftables element per data connection and the
+    /// kernel forwards it (`net::nft`); conversions between modes or address
+    /// families still use the relay.
+    Kernel,
+}
+
+impl DataPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataPath::Relay => "relay",
+            DataPath::Kernel => "kernel",
+        }
+    }
+}
+
+/// The representation type in force for a transfer (`TYPE`): it decides only how
+/// the transfer log records it; the proxy relays bytes as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransferType {
+    /// `TYPE A`, RFC 959's default.
+    #[default]
+    Ascii,
+    /// `TYPE I` or `TYPE L 8`.
+    Image,
+}

@@ -4,6 +4,7 @@
 //!
 //! `format_record` is pure; only the writer task touches the file.
 
+use crate::vocab::TransferType;
 use std::path::PathBuf;
 
 use tokio::io::AsyncWriteExt;
@@ -20,7 +21,7 @@ pub struct Record {
     pub remote_host: String,
     pub bytes: u64,
     pub path: String,
-    pub binary: bool,
+    pub transfer_type: TransferType,
     pub kind: TransferKind,
     pub user: String,
     pub complete: bool,
@@ -59,7 +60,10 @@ pub fn format_record(r: &Record) -> String {
         field(&r.remote_host),
         r.bytes,
         field(&r.path),
-        if r.binary { 'b' } else { 'a' },
+        match r.transfer_type {
+            TransferType::Image => 'b',
+            TransferType::Ascii => 'a',
+        },
         if r.kind == TransferKind::Upload {
             'i'
         } else {
@@ -145,7 +149,7 @@ mod tests {
             remote_host: "198.51.100.2".into(),
             bytes: 1048576,
             path: "pub/my file.bin".into(),
-            binary: true,
+            transfer_type: TransferType::Image,
             kind: TransferKind::Download,
             user: "anonymous".into(),
             complete: true,
@@ -163,7 +167,7 @@ mod tests {
     #[test]
     fn formats_an_incomplete_ascii_upload_by_a_real_user() {
         let r = Record {
-            binary: false,
+            transfer_type: TransferType::Ascii,
             kind: TransferKind::Upload,
             user: "alice".into(),
             complete: false,

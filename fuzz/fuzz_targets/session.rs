@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let server_addr: SocketAddr = SERVER.parse().unwrap();
     let start = Start {
         listener: "127.0.0.1:2121".parse().unwrap(),
-        client: client_addr,
+        client: CLIENT.parse().unwrap(),
         own: Default::default(),
         origin: Origin::Forward {
             local: "198.51.100.1:21".parse().unwrap(),
@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
             for action in std::mem::take(&mut pending) {
                 assert!(!closed, "an action after the close: {action:?}");
                 match action {
-                    Action::Resolve { .. } => events.push(Event::Resolved(Some(server_addr))),
+                    Action::Resolve { .. } => events.push(Event::Resolved(SERVER.parse().ok())),
                     Action::Connect { .. } => events.push(Event::Connected {
                         server_side: "203.0.113.1:61000".parse().unwrap(),
                     }),
@@ -113,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
                             id: req.id,
                             proxy,
                             server_port: None,
-                            kernel: false,
+                            path: ftpgate::vocab::DataPath::Relay,
                         });
                     }
                     _ => {}

@@ -19,6 +19,7 @@ use crate::net::nft::Hole;
 use crate::net::{self, Binding};
 use crate::session::{Conversion, DataOutcome, Event, ExpectationId, ExpectationRequest, Refusal};
 use crate::track::{self, ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
+use crate::vocab::DataPath;
 use crate::xferlog;
 
 /// How much longer than ftpgate's own deadline the kernel keeps a hole.
@@ -31,8 +32,8 @@ pub struct Opened {
     /// The second data port, where the server connects (client passive, server active).
     pub server_port: Option<u16>,
     pub handle: DataHandle,
-    /// The kernel forwards the connection (an nftables hole, not the relay).
-    pub kernel: bool,
+    /// Who forwards the connection (an nftables hole, or the relay).
+    pub path: DataPath,
 }
 
 /// How the session tells a data task that it is over.
@@ -64,7 +65,7 @@ pub async fn open(
     req: &ExpectationRequest,
     events: mpsc::UnboundedSender<Event>,
     binding: Binding,
-    kernel: bool,
+    path: DataPath,
 ) -> Option<Opened> {
     let key = (session, req.id);
     let transferred = Arc::new(Transferred::default());
@@ -83,7 +84,8 @@ pub async fn open(
     // Conversions need the proxy to dial a leg, which no kernel rule does. The port
     // of the hole's destination is chosen when it is installed.
     let unported = SocketAddr::new(req.dst_ip, 0);
-    let hole = (kernel && req.conversion.is_none() && shared.nft.is_some())
+    let kernel = path == DataPath::Kernel && req.conversion.is_none();
+    let hole = (kernel && shared.nft.is_some())
         .then(|| Hole::new(req.expected_peer, unported, req.onward, req.onward_from))
         .flatten();
     if let Some(hole) = hole {
@@ -119,7 +121,7 @@ pub async fn open(
         proxy,
         server_port,
         handle,
-        kernel: false,
+        path: DataPath::Relay,
     })
 }
 
@@ -233,7 +235,7 @@ async fn open_hole(
         proxy,
         server_port: None,
         handle,
-        kernel: true,
+        path: DataPath::Kernel,
     })
 }
 
@@ -378,7 +380,7 @@ impl Expectation {
             remote_host: self.client.map_or_else(String::new, |ip| ip.to_string()),
             bytes,
             path: t.path.clone(),
-            binary: t.binary,
+            transfer_type: t.transfer_type,
             kind: t.kind,
             user: t.user.clone().unwrap_or_default(),
             complete: outcome == DataOutcome::Completed,

@@ -21,9 +21,10 @@ use super::Shared;
 use super::data::{self, DataHandle};
 use super::outbox::Outbox;
 use super::report::report;
+use crate::addrs::{ClientAddr, LocalAddr, ServerAddr};
 use crate::codec::{Frame, LineFramer};
 use crate::net::{self, Binding};
-use crate::rules::{Config, DataPath, ListenMode, Listener};
+use crate::rules::{Config, Interception, ListenMode, Listener, Source};
 use crate::session::{Action, CloseReason, Event, ExpectationId, Session};
 use crate::track::{SessionId, SessionState};
 use crate::vocab::SessionOutcome;
@@ -49,8 +50,7 @@ pub(super) struct Driver<'a> {
     id: SessionId,
     listener: &'a Listener,
     session: Session,
-    /// The client's address, canonical.
-    peer: SocketAddr,
+    peer: ClientAddr,
     /// The rule set the engine decides with; a reload swaps it between events.
     rules: Arc<Config>,
     client: TcpStream,
@@ -77,7 +77,7 @@ impl<'a> Driver<'a> {
         listener: &'a Listener,
         session: Session,
         client: TcpStream,
-        peer: SocketAddr,
+        peer: ClientAddr,
     ) -> Self {
         let rules = shared.config.load_full();
         let max_line = rules.settings.max_line;
@@ -259,7 +259,7 @@ impl<'a> Driver<'a> {
                     }
                 }
                 Action::Resolve { host, port } => self.resolve(host, port),
-                Action::Connect { server } => self.connect(server),
+                Action::Connect { server } => self.connect(server.get()),
                 Action::Close(reason) => {
                     self.on_close(reason);
                     break;
@@ -273,16 +273,16 @@ impl<'a> Driver<'a> {
 
     async fn open(&mut self, req: &crate::session::ExpectationRequest) -> Event {
         let binding = data_binding(self.listener);
-        let kernel = self.listener.data_path == DataPath::Kernel;
+        let path = self.listener.data_path;
         let events = self.events.clone();
-        match data::open(self.shared, self.id, req, events, binding, kernel).await {
+        match data::open(self.shared, self.id, req, events, binding, path).await {
             Some(opened) => {
                 self.data.insert(req.id, opened.handle);
                 Event::ExpectationOpened {
                     id: req.id,
                     proxy: opened.proxy,
                     server_port: opened.server_port,
-                    kernel: opened.kernel,
+                    path: opened.path,
                 }
             }
             None => {
@@ -323,10 +323,9 @@ impl<'a> Driver<'a> {
         // so the server sees the real client.
         let preserve = matches!(
             self.listener.mode,
-            ListenMode::Transparent {
-                preserve_source: true,
-                ..
-            }
+            ListenMode::Transparent(Interception::Tproxy {
+                source: Source::Peer
+            })
         );
         self.pending = Some(Box::pin(async move {
             let connected = if preserve {
@@ -340,8 +339,11 @@ impl<'a> Driver<'a> {
 
     async fn on_done(&mut self, done: Done) -> io::Result<()> {
         match done {
-            Done::Resolved(server) => self.feed(Event::Resolved(server)).await,
-            Done::Connected(Ok(stream)) => match net::canonical_local(&stream) {
+            Done::Resolved(server) => {
+                let server = server.map(ServerAddr::new);
+                self.feed(Event::Resolved(server)).await
+            }
+            Done::Connected(Ok(stream)) => match stream.local_addr().map(LocalAddr::new) {
                 Ok(server_side) => {
                     self.server = Some(stream);
                     self.shared
@@ -405,7 +407,7 @@ impl<'a> Driver<'a> {
 /// Data listeners of a TPROXY listener bind with `IP_TRANSPARENT`.
 fn data_binding(listener: &Listener) -> Binding {
     match listener.mode {
-        ListenMode::Transparent { tproxy: true, .. } => Binding::Transparent,
+        ListenMode::Transparent(i) if i.is_tproxy() => Binding::Transparent,
         _ => Binding::Plain,
     }
 }

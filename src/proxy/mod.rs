@@ -133,7 +133,7 @@ pub fn bind(config: &Config) -> anyhow::Result<Vec<(Listener, std::net::TcpListe
         .iter()
         .map(|l| {
             let binding = match l.mode {
-                ListenMode::Transparent { tproxy: true, .. } => Binding::Transparent,
+                ListenMode::Transparent(i) if i.is_tproxy() => Binding::Transparent,
                 _ => Binding::Plain,
             };
             let socket = net::listen_std(l.addr, 1024, binding)

@@ -11,8 +11,9 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::driver::Driver;
+use crate::addrs::{ClientAddr, LocalAddr, OrigDstAddr};
 use crate::net;
-use crate::rules::{ListenMode, Listener};
+use crate::rules::{Interception, ListenMode, Listener, Source};
 use crate::session::{Action, Origin, Rejection, Session, Start};
 use crate::track::{SessionEntry, SessionLimits};
 use crate::vocab::SessionOutcome;
@@ -23,7 +24,7 @@ pub async fn serve(
     client: TcpStream,
     peer: SocketAddr,
 ) {
-    let peer = net::canonical(peer);
+    let peer = ClientAddr::new(peer);
     let started = Instant::now();
     let limits = {
         let settings = &shared.config.load().settings;
@@ -33,7 +34,7 @@ pub async fn serve(
             rate_per_client: settings.max_accept_rate_per_client,
         }
     };
-    let entry = SessionEntry::new(listener.addr, peer, started);
+    let entry = SessionEntry::new(listener.addr, peer.get(), started);
     let start = |origin| Start {
         listener: listener.addr,
         client: peer,
@@ -100,7 +101,7 @@ fn refuse(shared: &Shared, client: TcpStream, start: Start) -> SessionOutcome {
 
 /// Where the session's server comes from, as far as the sockets tell.
 fn origin(listener: &Listener, client: &TcpStream) -> Origin {
-    let Ok(local) = client.local_addr().map(net::canonical) else {
+    let Ok(local) = client.local_addr().map(LocalAddr::new) else {
         return Origin::Rejected(Rejection::Unreachable);
     };
     match &listener.mode {
@@ -110,21 +111,17 @@ fn origin(listener: &Listener, client: &TcpStream) -> Origin {
             port: upstream.port,
             local,
         },
-        ListenMode::Transparent {
-            tproxy,
-            preserve_source,
-        } => intercepted(listener, client, local, *tproxy, *preserve_source),
+        ListenMode::Transparent(how) => intercepted(listener, client, local, *how),
     }
 }
 
 fn intercepted(
     listener: &Listener,
     client: &TcpStream,
-    local: SocketAddr,
-    tproxy: bool,
-    preserve_source: bool,
+    local: LocalAddr,
+    how: Interception,
 ) -> Origin {
-    let dst = match net::original_dst(client).map(net::canonical) {
+    let dst = match net::original_dst(client).map(OrigDstAddr::new) {
         Ok(dst) => dst,
         Err(e) => {
             tracing::warn!(error = %e, "no original destination");
@@ -133,10 +130,9 @@ fn intercepted(
     };
     // Not intercepted (REDIRECT leaves no rewrite, or TPROXY hands over a local
     // address): connecting there would loop back into the proxy.
-    let looped = if tproxy {
-        dst.port() == listener.addr.port()
-    } else {
-        dst == local
+    let looped = match how {
+        Interception::Tproxy { .. } => dst.port() == listener.addr.port(),
+        Interception::Redirect => dst.get() == local.get(),
     };
     if looped {
         tracing::warn!(%dst, "connection was not intercepted; refusing to loop");
@@ -146,10 +142,14 @@ fn intercepted(
     // bind the wildcard address, and onward legs to the client leave from wherever
     // the routing table says, or from the server's address when the source is
     // preserved.
-    let client_local = match (tproxy, preserve_source) {
-        (_, true) => dst.ip(),
-        (true, false) => net::unspecified(dst.ip()),
-        (false, _) => local.ip(),
+    let client_local = match how {
+        Interception::Tproxy {
+            source: Source::Peer,
+        } => dst.ip(),
+        Interception::Tproxy {
+            source: Source::Proxy,
+        } => net::unspecified(dst.ip()),
+        Interception::Redirect => local.ip(),
     };
     Origin::Intercepted {
         server: dst,

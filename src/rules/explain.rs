@@ -5,47 +5,19 @@
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use super::{Config, DataRequest, Decision, Family, ListenMode, Parties, Subject, Verdict};
+use super::{
+    Config, DataRequest, Decision, Family, Interception, ListenMode, Parties, Source, Subject,
+    Verdict,
+};
 use crate::vocab::DataMode;
 
 /// The compiled rule set, one line per setting, listener and rule.
 pub fn explain(c: &Config) -> String {
     let s = &c.settings;
     let mut out = String::new();
-    let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
     let _ = writeln!(out, "settings (defaults filled in):");
-    for (name, value) in [
-        ("data-timeout", ms(s.data_timeout)),
-        ("idle-timeout", ms(s.idle_timeout)),
-        ("connect-timeout", ms(s.connect_timeout)),
-        ("login-timeout", ms(s.login_timeout)),
-        ("data-idle-timeout", ms(s.data_idle_timeout)),
-        ("drain-timeout", ms(s.drain_timeout)),
-        ("data-ports", s.data_ports.to_string()),
-        ("max-line", s.max_line.to_string()),
-        ("unknown-commands", s.unknown_commands.as_str().to_string()),
-        ("max-sessions", s.max_sessions.to_string()),
-        (
-            "max-sessions-per-client",
-            s.max_sessions_per_client.to_string(),
-        ),
-        ("max-data-connections", s.max_data_connections.to_string()),
-        (
-            "max-accept-rate-per-client",
-            s.max_accept_rate_per_client.to_string(),
-        ),
-        (
-            "advertise",
-            s.advertise.map_or("-".into(), |a| a.to_string()),
-        ),
-        (
-            "xferlog",
-            s.xferlog
-                .as_ref()
-                .map_or("-".into(), |p| p.display().to_string()),
-        ),
-    ] {
-        let _ = writeln!(out, "  set {name} {value}");
+    for spec in super::settings::SETTINGS {
+        let _ = writeln!(out, "  set {} {}", spec.name, (spec.show)(s));
     }
     let metrics = c.metrics_listen.map_or("-".into(), |a| a.to_string());
     let _ = writeln!(out, "  metrics listen {metrics}");
@@ -53,21 +25,14 @@ pub fn explain(c: &Config) -> String {
     for l in &c.listeners {
         let mode = match &l.mode {
             ListenMode::Reverse { upstream } => format!("reverse upstream {upstream}"),
-            ListenMode::Transparent { tproxy: false, .. } => "transparent (REDIRECT)".into(),
+            ListenMode::Transparent(Interception::Redirect) => "transparent (REDIRECT)".into(),
             ListenMode::Forward => "forward (USER name@host[:port])".into(),
-            ListenMode::Transparent {
-                tproxy: true,
-                preserve_source,
-            } => {
-                format!(
-                    "transparent (TPROXY{})",
-                    if *preserve_source {
-                        ", preserve-source"
-                    } else {
-                        ""
-                    }
-                )
-            }
+            ListenMode::Transparent(Interception::Tproxy {
+                source: Source::Proxy,
+            }) => "transparent (TPROXY)".into(),
+            ListenMode::Transparent(Interception::Tproxy {
+                source: Source::Peer,
+            }) => "transparent (TPROXY, preserve-source)".into(),
         };
         let path = match l.data_path {
             super::DataPath::Relay => "",

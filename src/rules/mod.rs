@@ -6,6 +6,7 @@
 
 mod explain;
 mod parse;
+mod settings;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +17,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::codec::TransferKind;
-pub use crate::vocab::{DataMode, Family, PortRange};
+pub use crate::vocab::{DataMode, DataPath, Family, PortRange};
 
 pub use explain::{Trial, explain, parse_trial, run_trial};
 pub use parse::{parse_file, parse_str};
@@ -107,27 +108,37 @@ impl fmt::Display for Upstream {
 pub enum ListenMode {
     /// Every session goes to one fixed server.
     Reverse { upstream: Upstream },
-    /// Sessions go to the server the client dialled, intercepted by the firewall:
-    /// REDIRECT (the original destination from `SO_ORIGINAL_DST`) or, with `tproxy`,
-    /// TPROXY (the original destination is the accepted socket's local address).
-    /// `preserve_source` (TPROXY only): the server sees the client's address and the
-    /// client sees active-mode data come from the server's address.
-    Transparent { tproxy: bool, preserve_source: bool },
+    /// Sessions go to the server the client dialled, intercepted by the firewall.
+    Transparent(Interception),
     /// The client names the server when it logs in, `USER name@host[:port]`; the
     /// proxy greets it, resolves the host and applies the session rules to it.
     Forward,
 }
 
-/// Who forwards the data connections of a listener's sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DataPath {
-    /// ftpgate accepts each data connection and relays its bytes.
-    #[default]
-    Relay,
-    /// ftpgate installs a one-shot nftables element per data connection and the
-    /// kernel forwards it (`net::nft`); conversions between modes or address
-    /// families still use the relay.
-    Kernel,
+/// How the firewall hands a transparent listener its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interception {
+    /// nftables REDIRECT: the original destination comes from `SO_ORIGINAL_DST`.
+    Redirect,
+    /// TPROXY (`tproxy`): the accepted socket's local address is the original
+    /// destination; the proxy's own legs leave from `source`.
+    Tproxy { source: Source },
+}
+
+impl Interception {
+    pub fn is_tproxy(self) -> bool {
+        matches!(self, Interception::Tproxy { .. })
+    }
+}
+
+/// Which address the proxy's outgoing legs of a TPROXY session leave from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The proxy's own address.
+    Proxy,
+    /// `preserve-source`: the peer's, so the server sees the client's address and the
+    /// client sees active-mode data come from the server's address.
+    Peer,
 }
 
 /// One `listen` statement.

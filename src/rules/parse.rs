@@ -38,10 +38,11 @@ use nom::character::complete::{space0, space1};
 use nom::error::{ErrorKind, ParseError};
 use nom::{IResult, Parser};
 
+use super::settings::{self, Setting};
 use super::{
-    AddrMatch, AddrSet, Config, DataMatch, DataPath, Family, ListenMode, Listener, Origin,
-    PortRange, PortSet, ReturnCode, RuleError, SessionRule, Settings, Subject, Table,
-    UnknownCommands, Upstream, Verdict,
+    AddrMatch, AddrSet, Config, DataMatch, DataPath, Family, Interception, ListenMode, Listener,
+    Origin, PortRange, PortSet, ReturnCode, RuleError, SessionRule, Settings, Source, Subject,
+    Table, Upstream, Verdict,
 };
 use crate::codec::TransferKind;
 use crate::vocab::DataMode;
@@ -132,13 +133,13 @@ fn port_number(t: &str) -> Option<u16> {
     t.parse().ok()
 }
 
-fn port_range(t: &str) -> Option<PortRange> {
+pub(super) fn port_range(t: &str) -> Option<PortRange> {
     let (lo, hi) = t.split_once('-').unwrap_or((t, t));
     let (lo, hi) = (port_number(lo)?, port_number(hi)?);
     (lo <= hi).then_some(PortRange { lo, hi })
 }
 
-fn duration(t: &str) -> Option<Duration> {
+pub(super) fn duration(t: &str) -> Option<Duration> {
     let split = t.find(|c: char| !c.is_ascii_digit())?;
     let n: u64 = t.get(..split)?.parse().ok()?;
     let d = match t.get(split..)? {
@@ -209,47 +210,6 @@ fn braced<'a>(at: &'a str, what: &'static str) -> PResult<'a, Vec<&'a str>> {
     Ok((body.get(end + 1..).unwrap_or_default(), items))
 }
 
-/// One `set` statement.
-enum Setting {
-    DataTimeout(Duration),
-    IdleTimeout(Duration),
-    ConnectTimeout(Duration),
-    DataPorts(PortRange),
-    MaxLine(usize),
-    Advertise(IpAddr),
-    Xferlog(PathBuf),
-    MaxSessions(usize),
-    MaxSessionsPerClient(usize),
-    MaxDataConnections(usize),
-    MaxAcceptRatePerClient(u32),
-    LoginTimeout(Duration),
-    DataIdleTimeout(Duration),
-    DrainTimeout(Duration),
-    UnknownCommands(UnknownCommands),
-}
-
-impl Setting {
-    fn apply(self, s: &mut Settings) {
-        match self {
-            Setting::DataTimeout(d) => s.data_timeout = d,
-            Setting::IdleTimeout(d) => s.idle_timeout = d,
-            Setting::ConnectTimeout(d) => s.connect_timeout = d,
-            Setting::DataPorts(r) => s.data_ports = r,
-            Setting::MaxLine(n) => s.max_line = n,
-            Setting::Advertise(ip) => s.advertise = Some(ip),
-            Setting::Xferlog(path) => s.xferlog = Some(path),
-            Setting::MaxSessions(n) => s.max_sessions = n,
-            Setting::MaxSessionsPerClient(n) => s.max_sessions_per_client = n,
-            Setting::MaxDataConnections(n) => s.max_data_connections = n,
-            Setting::MaxAcceptRatePerClient(n) => s.max_accept_rate_per_client = n,
-            Setting::LoginTimeout(d) => s.login_timeout = d,
-            Setting::DataIdleTimeout(d) => s.data_idle_timeout = d,
-            Setting::DrainTimeout(d) => s.drain_timeout = d,
-            Setting::UnknownCommands(u) => s.unknown_commands = u,
-        }
-    }
-}
-
 /// Where a table's prefixes come from.
 enum TableBody {
     Inline(Vec<IpNet>),
@@ -266,93 +226,24 @@ enum Statement {
     Include(PathBuf),
 }
 
-const DURATION: &str = "a duration such as 30s, 15m or 500ms";
-
+/// `set NAME VALUE`, read by the settings table.
 fn set_statement(i: &str) -> PResult<'_, Statement> {
     let (at, _) = space0(i)?;
     let (rest, name) = next("a setting name", Some)(at)?;
-    let (value_at, _) = space0(rest)?;
-    let timeout = |rest| next(DURATION, duration)(rest);
-    let (rest, setting) = match name {
-        "data-timeout" => timeout(rest).map(|(r, d)| (r, Setting::DataTimeout(d)))?,
-        "idle-timeout" => timeout(rest).map(|(r, d)| (r, Setting::IdleTimeout(d)))?,
-        "connect-timeout" => timeout(rest).map(|(r, d)| (r, Setting::ConnectTimeout(d)))?,
-        "login-timeout" => timeout(rest).map(|(r, d)| (r, Setting::LoginTimeout(d)))?,
-        "data-idle-timeout" => timeout(rest).map(|(r, d)| (r, Setting::DataIdleTimeout(d)))?,
-        "drain-timeout" => timeout(rest).map(|(r, d)| (r, Setting::DrainTimeout(d)))?,
-        "data-ports" => {
-            let (rest, r) = next("a port range such as 40000-40999", port_range)(rest)?;
-            if r.lo < 1024 {
-                return fail(value_at, "data ports must be 1024 or above");
-            }
-            (rest, Setting::DataPorts(r))
-        }
-        "max-line" => {
-            let (rest, n) = next("a line length in bytes", |t| t.parse::<usize>().ok())(rest)?;
-            // Servers read longer lines differently: ProFTPD fills the last KiB of
-            // its 4 KiB command buffer in short reads and can miss a CRLF split
-            // between two of them (lines of 4078 bytes and more, measured), vsftpd
-            // ends the session past 4096 bytes.
-            if !(512..=3072).contains(&n) {
-                return fail(value_at, "max-line must be between 512 and 3072");
-            }
-            (rest, Setting::MaxLine(n))
-        }
-        "advertise" => {
-            let (rest, ip) = next("an IP address", |t| t.parse::<IpAddr>().ok())(rest)?;
-            (rest, Setting::Advertise(ip))
-        }
-        "xferlog" => {
-            let (rest, path) = next("a file path", |t| Some(PathBuf::from(t)))(rest)?;
-            (rest, Setting::Xferlog(path))
-        }
-        "max-sessions" | "max-sessions-per-client" => {
-            let positive = |t: &str| t.parse::<usize>().ok().filter(|n| *n > 0);
-            let (rest, n) = next("a number of sessions above 0", positive)(rest)?;
-            let setting = if name == "max-sessions" {
-                Setting::MaxSessions(n)
-            } else {
-                Setting::MaxSessionsPerClient(n)
-            };
-            (rest, setting)
-        }
-        "max-accept-rate-per-client" => {
-            let positive = |t: &str| {
-                t.parse::<u32>()
-                    .ok()
-                    .filter(|n| (1..=1_000_000).contains(n))
-            };
-            let (rest, n) = next("new sessions per second, 1 to 1000000", positive)(rest)?;
-            (rest, Setting::MaxAcceptRatePerClient(n))
-        }
-        "max-data-connections" => {
-            let small = |t: &str| t.parse::<usize>().ok().filter(|n| (1..=64).contains(n));
-            let (rest, n) = next("a number of data connections from 1 to 64", small)(rest)?;
-            (rest, Setting::MaxDataConnections(n))
-        }
-        "unknown-commands" => {
-            let action = |t: &str| match t {
-                "pass" => Some(UnknownCommands::Pass),
-                "block" => Some(UnknownCommands::Block),
-                _ => None,
-            };
-            let (rest, u) = next("pass or block", action)(rest)?;
-            (rest, Setting::UnknownCommands(u))
-        }
-        other => {
-            return fail(
-                at,
-                format!(
-                    "unknown setting `{other}`; known: data-timeout, idle-timeout, \
-                     connect-timeout, login-timeout, data-idle-timeout, drain-timeout, \
-                     data-ports, max-line, max-sessions, max-sessions-per-client, \
-                     max-accept-rate-per-client, max-data-connections, advertise, xferlog, \
-                     unknown-commands"
-                ),
-            );
-        }
+    let Some(spec) = settings::find(name) else {
+        let known = settings::names();
+        return fail(at, format!("unknown setting `{name}`; known: {known}"));
     };
-    Ok((rest, Statement::Set(setting)))
+    let (value_at, _) = space0(rest)?;
+    let (rest, value) = next(spec.expects, Some)(rest)?;
+    match (spec.read)(value) {
+        Ok(setting) => Ok((rest, Statement::Set(setting))),
+        Err(Some(why)) => fail(value_at, why),
+        Err(None) => fail(
+            value_at,
+            format!("expected {}, found `{value}`", spec.expects),
+        ),
+    }
 }
 
 fn listen_statement(i: &str) -> PResult<'_, Statement> {
@@ -391,10 +282,15 @@ fn listen_mode(i: &str) -> PResult<'_, (SocketAddr, ListenMode)> {
                 "preserve-source needs tproxy (REDIRECT rewrites addresses)",
             );
         }
-        let mode = ListenMode::Transparent {
-            tproxy,
-            preserve_source,
-        };
+        let mode = ListenMode::Transparent(match (tproxy, preserve_source) {
+            (false, _) => Interception::Redirect,
+            (true, false) => Interception::Tproxy {
+                source: Source::Proxy,
+            },
+            (true, true) => Interception::Tproxy {
+                source: Source::Peer,
+            },
+        });
         return Ok((rest, (addr, mode)));
     }
     let (rest, _) = keyword("upstream")(rest)?;
@@ -1118,10 +1014,9 @@ mod tests {
         );
         assert_eq!(
             c.listeners[0].mode,
-            ListenMode::Transparent {
-                tproxy: true,
-                preserve_source: true
-            }
+            ListenMode::Transparent(Interception::Tproxy {
+                source: Source::Peer
+            })
         );
     }
 
@@ -1166,17 +1061,13 @@ mod tests {
         assert_eq!(c.listeners.len(), 4);
         assert_eq!(
             c.listeners[2].mode,
-            ListenMode::Transparent {
-                tproxy: false,
-                preserve_source: false
-            }
+            ListenMode::Transparent(Interception::Redirect)
         );
         assert_eq!(
             c.listeners[3].mode,
-            ListenMode::Transparent {
-                tproxy: true,
-                preserve_source: true
-            }
+            ListenMode::Transparent(Interception::Tproxy {
+                source: Source::Peer
+            })
         );
         assert_eq!(
             c.listeners[1].mode,

@@ -5,17 +5,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::addrs::{ClientAddr, LocalAddr, OrigDstAddr, ServerAddr};
 use crate::codec::{Frame, TransferKind};
 use crate::rules::Decision;
-use crate::vocab::{DataMode, DataOutcome, ExpectationId, Refusal, SessionLimit, SessionOutcome};
+use crate::vocab::{
+    DataMode, DataOutcome, DataPath, ExpectationId, Refusal, SessionLimit, SessionOutcome,
+    TransferType,
+};
 
 /// What the shell knows when a client connects, before any server is known.
 #[derive(Debug, Clone)]
 pub struct Start {
     /// The listener the client came in on (for rules with `on`).
     pub listener: SocketAddr,
-    /// The client's control address, canonical.
-    pub client: SocketAddr,
+    pub client: ClientAddr,
     /// ftpgate's own listening sockets, never a data target (invariant 4).
     pub own: Arc<OwnSockets>,
     pub origin: Origin,
@@ -29,16 +32,16 @@ pub enum Origin {
     Upstream {
         host: String,
         port: u16,
-        local: SocketAddr,
+        local: LocalAddr,
     },
     /// `listen transparent`: the intercepted connection's original destination.
     Intercepted {
-        server: SocketAddr,
+        server: OrigDstAddr,
         /// Where data listeners for the client bind and active legs leave from.
         client_local: IpAddr,
     },
     /// `listen forward`: the client names the server in `USER name@host[:port]`.
-    Forward { local: SocketAddr },
+    Forward { local: LocalAddr },
     /// The shell could not take the session on.
     Rejected(Rejection),
 }
@@ -60,8 +63,7 @@ pub enum Rejection {
 pub struct Params {
     /// The listener the client came in on (for rules with `on`).
     pub listener: SocketAddr,
-    /// The client's control address.
-    pub client: SocketAddr,
+    pub client: ClientAddr,
     /// The address the client believes it is connected to: the proxy's own in reverse
     /// mode, the server's in transparent mode. Announced in `227`, and where clients
     /// that ignore the `227` address (and every `EPSV` client) connect for data.
@@ -69,10 +71,9 @@ pub struct Params {
     /// Where the proxy itself is on the client's side: data listeners for the client
     /// bind here and active-mode connections to the client leave from here.
     pub client_local: IpAddr,
-    /// The server's control address.
-    pub server: SocketAddr,
+    pub server: ServerAddr,
     /// The proxy's own address on the server control connection.
-    pub server_side: SocketAddr,
+    pub server_side: LocalAddr,
     /// Announced in `227` instead of the proxy's own address (proxy behind NAT).
     pub advertise: Option<IpAddr>,
     /// Onward data ports below this are refused (invariant 4).
@@ -151,9 +152,9 @@ pub enum Event {
         proxy: SocketAddr,
         /// The second port, for [`Conversion::AcceptServer`].
         server_port: Option<u16>,
-        /// The kernel forwards the connection (`data-path kernel`): no
+        /// Who forwards the connection. With [`DataPath::Kernel`] no
         /// [`Event::DataConnected`] or [`Event::DataDrained`] will come.
-        kernel: bool,
+        path: DataPath,
     },
     ExpectationFailed {
         id: ExpectationId,
@@ -171,10 +172,10 @@ pub enum Event {
         outcome: DataOutcome,
     },
     /// The answer to [`Action::Resolve`]: the server's address, if the name resolved.
-    Resolved(Option<SocketAddr>),
+    Resolved(Option<ServerAddr>),
     /// The answer to [`Action::Connect`]: the proxy's own end of the server leg.
     Connected {
-        server_side: SocketAddr,
+        server_side: LocalAddr,
     },
     ConnectFailed,
     /// The client closed its side of the control connection.
@@ -284,7 +285,7 @@ pub enum Action {
     /// Connect the server leg; answered by [`Event::Connected`] or
     /// [`Event::ConnectFailed`].
     Connect {
-        server: SocketAddr,
+        server: ServerAddr,
     },
     /// The expectation's time is up: stop waiting for its peer (or close its kernel
     /// hole); a connection already made is not touched. [`Event::DataClosed`] follows.
@@ -300,8 +301,8 @@ pub struct Transfer {
     pub kind: TransferKind,
     /// The path argument as the client sent it (lossy UTF-8, bounded), may be empty.
     pub path: String,
-    /// `TYPE I` (image) was in force rather than ASCII.
-    pub binary: bool,
+    /// The `TYPE` in force.
+    pub transfer_type: TransferType,
     /// The user the client named, if any.
     pub user: Option<String>,
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::say::{Say, Scope};
 use super::{Action, CloseReason, Control, Event, Origin, Params, Rejection, Session, Stage};
+use crate::addrs::{LocalAddr, ServerAddr};
 use crate::codec::{Command, Frame, LineError, LineFramer, parse_forward_user, parse_line};
 use crate::rules::{Parties, Verdict};
 use crate::vocab::DataMode;
@@ -18,7 +19,7 @@ const MIN_DATA_PORT: u16 = 1024;
 /// Where a session goes once its rules let it.
 #[derive(Debug)]
 pub(super) struct Route {
-    server: SocketAddr,
+    server: ServerAddr,
     /// The address the client believes it is connected to.
     client_side: SocketAddr,
     /// Where data listeners for the client bind and active legs leave from.
@@ -56,8 +57,8 @@ impl Session {
                 server,
                 client_local,
             } => self.route(Route {
-                server,
-                client_side: server,
+                server: server.into(),
+                client_side: server.get(),
                 client_local,
                 server_mode: None,
                 user: None,
@@ -66,7 +67,7 @@ impl Session {
     }
 
     /// A forward client's line before it named its server.
-    pub(super) fn on_login_line(&mut self, local: SocketAddr, frame: Frame) {
+    pub(super) fn on_login_line(&mut self, local: LocalAddr, frame: Frame) {
         let Frame::Line(line) = frame else {
             return self.say_refusal(Say::LineTooLong);
         };
@@ -95,21 +96,20 @@ impl Session {
         }
     }
 
-    pub(super) fn on_resolved(&mut self, now: Instant, server: Option<SocketAddr>) {
+    pub(super) fn on_resolved(&mut self, now: Instant, server: Option<ServerAddr>) {
         let Stage::Resolving { local, user } = std::mem::replace(&mut self.stage, Stage::Closed)
         else {
             return;
         };
-        let server = server.map(canonical);
         match (server, user) {
             (None, None) => self.say_and_close(Say::Unreachable, CloseReason::UpstreamFailed),
-            (Some(server), Some(_)) if server == local => {
+            (Some(server), Some(_)) if server.get() == local.get() => {
                 self.retry_login(now, local, Say::ForwardIsProxy)
             }
             (None, Some(_)) => self.retry_login(now, local, Say::ForwardUnresolved),
             (Some(server), user) => self.route(Route {
                 server,
-                client_side: local,
+                client_side: local.get(),
                 client_local: local.ip(),
                 server_mode: None,
                 user,
@@ -118,7 +118,7 @@ impl Session {
     }
 
     /// A forward client named a server it cannot have: it may name another.
-    fn retry_login(&mut self, now: Instant, local: SocketAddr, say: Say) {
+    fn retry_login(&mut self, now: Instant, local: LocalAddr, say: Say) {
         self.out.push(Action::ToClient(say.encode()));
         self.stage = Stage::AwaitUser { local };
         self.release_held(now);
@@ -126,7 +126,7 @@ impl Session {
 
     /// The session verdict; if the rules let the session through, connect.
     fn route(&mut self, mut route: Route) {
-        let parties = Parties::new(self.listener, self.client.ip(), route.server);
+        let parties = Parties::new(self.listener, self.client.ip(), route.server.get());
         let decision = self.policy.session_decision(&parties);
         let blocked = (decision.verdict == Verdict::Block).then(|| {
             let (code, text) = Scope::Session.default_reply();
@@ -146,7 +146,7 @@ impl Session {
         self.stage = Stage::Connecting(route);
     }
 
-    pub(super) fn on_connected(&mut self, now: Instant, server_side: SocketAddr) {
+    pub(super) fn on_connected(&mut self, now: Instant, server_side: LocalAddr) {
         let Stage::Connecting(route) = std::mem::replace(&mut self.stage, Stage::Closed) else {
             return;
         };
@@ -156,7 +156,7 @@ impl Session {
             client_side: route.client_side,
             client_local: route.client_local,
             server: route.server,
-            server_side: canonical(server_side),
+            server_side,
             advertise: self.policy.settings.advertise,
             min_data_port: MIN_DATA_PORT,
             server_mode: route.server_mode,
@@ -201,8 +201,4 @@ impl Session {
         self.out.push(Action::ToClient(say.encode()));
         self.out.push(Action::Close(reason));
     }
-}
-
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }

@@ -40,6 +40,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::addrs::{ClientAddr, LocalAddr};
 use crate::codec::Frame;
 use crate::rules::Config;
 pub use crate::vocab::{DataMode, DataOutcome, ExpectationId, Refusal};
@@ -60,11 +61,11 @@ const MAX_HELD_INPUT: usize = 64 * 1024;
 enum Stage {
     /// Forward listener: greeted, waiting for `USER name@host[:port]`.
     AwaitUser {
-        local: SocketAddr,
+        local: LocalAddr,
     },
     /// Waiting for [`Event::Resolved`].
     Resolving {
-        local: SocketAddr,
+        local: LocalAddr,
         /// The forward client's user name (without `@host`).
         user: Option<String>,
     },
@@ -78,7 +79,7 @@ enum Stage {
 #[derive(Debug)]
 pub struct Session {
     listener: SocketAddr,
-    client: SocketAddr,
+    client: ClientAddr,
     own: Arc<OwnSockets>,
     policy: Arc<Config>,
     stage: Stage,
@@ -126,7 +127,7 @@ impl Session {
             client: params.client,
             own: params.own.clone(),
             origin: Origin::Forward {
-                local: params.client_side,
+                local: LocalAddr::new(params.client_side),
             },
         };
         let mut session = Session::unstarted(&start, policy.clone(), now);

@@ -90,131 +90,187 @@ pub(super) enum Say {
 }
 
 impl Say {
-    /// The reply's code and text.
-    pub fn reply(&self) -> (u16, Cow<'static, str>) {
-        let fixed = |code, text: &'static str| (code, Cow::Borrowed(text));
+    /// The reply's code and text, and the refusal it counts as for logs and
+    /// `ftpgate_*_refused_total` (`None` for replies that refuse nothing a client
+    /// asked of the server, or that a session outcome or limit counts instead).
+    pub fn wire(&self) -> (u16, Cow<'static, str>, Option<Refusal>) {
         match self {
-            Say::ForwardGreeting => fixed(220, "ftpgate: log in as USER name@host[:port]."),
-            Say::ForwardUsage => fixed(501, "Log in as USER name@host[:port]."),
-            Say::ForwardFirst => fixed(530, "Log in with USER name@host[:port] first."),
-            Say::ForwardUnresolved => fixed(530, "Cannot resolve that host."),
-            Say::ForwardIsProxy => fixed(530, "That is this proxy; name an FTP server."),
-            Say::Goodbye => fixed(221, "Goodbye."),
-            Say::SessionLimit(SessionLimit::AcceptRate) => fixed(
-                421,
-                "Service not available: too many new sessions from your address; slow down.",
+            Say::ForwardGreeting => (
+                220,
+                "ftpgate: log in as USER name@host[:port].".into(),
+                None,
             ),
-            Say::SessionLimit(SessionLimit::Total | SessionLimit::PerClient) => {
-                fixed(421, "Service not available: too many sessions.")
-            }
-            Say::NoOriginalDst => fixed(421, "Service not available: no original destination."),
-            Say::NotIntercepted => fixed(
+            Say::ForwardUsage => (501, "Log in as USER name@host[:port].".into(), None),
+            Say::ForwardFirst => (530, "Log in with USER name@host[:port] first.".into(), None),
+            Say::ForwardUnresolved => (530, "Cannot resolve that host.".into(), None),
+            Say::ForwardIsProxy => (530, "That is this proxy; name an FTP server.".into(), None),
+            Say::Goodbye => (221, "Goodbye.".into(), None),
+            Say::SessionLimit(SessionLimit::AcceptRate) => (
                 421,
-                "Service not available: connect to an FTP server, not to the proxy.",
+                "Service not available: too many new sessions from your address; slow down.".into(),
+                None,
             ),
-            Say::Unreachable => fixed(421, "Service not available: cannot reach the FTP server."),
-            Say::LineTooLong => fixed(500, "Command line too long."),
-            Say::Malformed(m) => fixed(500, m.reply_text()),
-            Say::Syntax => fixed(501, "Syntax error in parameters or arguments."),
-            Say::UnknownCommand => fixed(500, "Unknown command."),
-            Say::Policy(code, text) => (*code, Cow::Owned(text.clone())),
-            Say::LprtLpsv => fixed(502, "LPRT and LPSV are not implemented; use EPRT or EPSV."),
-            Say::Spsv => fixed(502, "SPSV is not implemented; use PASV or EPSV."),
+            Say::SessionLimit(SessionLimit::Total | SessionLimit::PerClient) => (
+                421,
+                "Service not available: too many sessions.".into(),
+                None,
+            ),
+            Say::NoOriginalDst => (
+                421,
+                "Service not available: no original destination.".into(),
+                None,
+            ),
+            Say::NotIntercepted => (
+                421,
+                "Service not available: connect to an FTP server, not to the proxy.".into(),
+                None,
+            ),
+            Say::Unreachable => (
+                421,
+                "Service not available: cannot reach the FTP server.".into(),
+                None,
+            ),
+            Say::LineTooLong => (
+                500,
+                "Command line too long.".into(),
+                Some(Refusal::LineTooLong),
+            ),
+            Say::Malformed(m) => (500, m.reply_text().into(), Some(Refusal::Malformed(*m))),
+            Say::Syntax => (
+                501,
+                "Syntax error in parameters or arguments.".into(),
+                Some(Refusal::Syntax),
+            ),
+            Say::UnknownCommand => (
+                500,
+                "Unknown command.".into(),
+                Some(Refusal::UnknownCommand),
+            ),
+            Say::Policy(code, text) => (*code, Cow::Owned(text.clone()), Some(Refusal::Policy)),
+            Say::LprtLpsv => (
+                502,
+                "LPRT and LPSV are not implemented; use EPRT or EPSV.".into(),
+                Some(Refusal::NotImplemented),
+            ),
+            Say::Spsv => (
+                502,
+                "SPSV is not implemented; use PASV or EPSV.".into(),
+                Some(Refusal::NotImplemented),
+            ),
             Say::EpsvFamily(own) => (
                 522,
                 Cow::Owned(format!("Network protocol not supported, use ({own}).")),
+                Some(Refusal::Family),
             ),
-            Say::Auth => fixed(534, "AUTH is not available through this proxy."),
-            Say::PasvAfterEpsvAll => fixed(501, "PASV not allowed after EPSV ALL."),
-            Say::PortAfterEpsvAll => fixed(501, "PORT and EPRT not allowed after EPSV ALL."),
-            Say::PasvNeedsV4 => fixed(501, "PASV needs IPv4; use EPSV."),
-            Say::Bounce => fixed(504, "Data address must be the client's own address."),
-            Say::PrivilegedPort => fixed(504, "Privileged data port refused."),
-            Say::OwnSocket => fixed(504, "Data address is one of this proxy's own sockets."),
-            Say::DataLimit => fixed(
+            Say::Auth => (
+                534,
+                "AUTH is not available through this proxy.".into(),
+                Some(Refusal::Auth),
+            ),
+            Say::PasvAfterEpsvAll => (
+                501,
+                "PASV not allowed after EPSV ALL.".into(),
+                Some(Refusal::EpsvAll),
+            ),
+            Say::PortAfterEpsvAll => (
+                501,
+                "PORT and EPRT not allowed after EPSV ALL.".into(),
+                Some(Refusal::EpsvAll),
+            ),
+            Say::PasvNeedsV4 => (501, "PASV needs IPv4; use EPSV.".into(), None),
+            Say::Bounce => (
+                504,
+                "Data address must be the client's own address.".into(),
+                Some(Refusal::Bounce),
+            ),
+            Say::PrivilegedPort => (
+                504,
+                "Privileged data port refused.".into(),
+                Some(Refusal::PrivilegedPort),
+            ),
+            Say::OwnSocket => (
+                504,
+                "Data address is one of this proxy's own sockets.".into(),
+                Some(Refusal::OwnSocket),
+            ),
+            Say::DataLimit => (
                 425,
-                "Can't open data connection: too many data connections.",
+                "Can't open data connection: too many data connections.".into(),
+                Some(Refusal::DataLimit),
             ),
-            Say::NoDataPort => fixed(425, "Can't open data connection: no data port available."),
-            Say::ServerPrivilegedPort => fixed(
+            Say::NoDataPort => (
                 425,
-                "Can't open data connection: server announced a privileged port.",
+                "Can't open data connection: no data port available.".into(),
+                Some(Refusal::NoDataPort),
             ),
-            Say::ServerOwnSocket => fixed(
+            Say::ServerPrivilegedPort => (
                 425,
-                "Can't open data connection: server announced this proxy's own socket.",
+                "Can't open data connection: server announced a privileged port.".into(),
+                Some(Refusal::PrivilegedPort),
             ),
-            Say::BadPassiveReply => fixed(
+            Say::ServerOwnSocket => (
                 425,
-                "Can't open data connection: malformed passive reply from server.",
+                "Can't open data connection: server announced this proxy's own socket.".into(),
+                Some(Refusal::OwnSocket),
             ),
-            Say::SpoofedReply => fixed(
+            Say::BadPassiveReply => (
                 425,
-                "Can't open data connection: unexpected passive reply from server.",
+                "Can't open data connection: malformed passive reply from server.".into(),
+                Some(Refusal::BadPassiveReply),
             ),
-            Say::ServerRefusedPassive => fixed(
+            Say::SpoofedReply => (
                 425,
-                "Can't open data connection: the server refused passive mode.",
+                "Can't open data connection: unexpected passive reply from server.".into(),
+                Some(Refusal::SpoofedReply),
             ),
-            Say::ServerRefusedActive => fixed(
+            Say::ServerRefusedPassive => (
                 425,
-                "Can't open data connection: the server refused active mode.",
+                "Can't open data connection: the server refused passive mode.".into(),
+                None,
             ),
-            Say::EpsvAllOk => fixed(200, "EPSV ALL ok."),
-            Say::ActiveOk { port: true } => fixed(200, "PORT command successful."),
-            Say::ActiveOk { port: false } => fixed(200, "EPRT command successful."),
-            Say::LoginTimeout => fixed(421, "Login timeout: closing the control connection."),
-            Say::IdleTimeout => fixed(421, "Idle timeout: closing the control connection."),
-            Say::ShuttingDown => fixed(421, "Service not available: the proxy is shutting down."),
-            Say::ServerReplyTooLong => fixed(
+            Say::ServerRefusedActive => (
+                425,
+                "Can't open data connection: the server refused active mode.".into(),
+                None,
+            ),
+            Say::EpsvAllOk => (200, "EPSV ALL ok.".into(), None),
+            Say::ActiveOk { port: true } => (200, "PORT command successful.".into(), None),
+            Say::ActiveOk { port: false } => (200, "EPRT command successful.".into(), None),
+            Say::LoginTimeout => (
                 421,
-                "Service not available: the server sent an over-long reply.",
+                "Login timeout: closing the control connection.".into(),
+                None,
             ),
-            Say::BufferLimit => fixed(421, "Service not available: too much output held."),
+            Say::IdleTimeout => (
+                421,
+                "Idle timeout: closing the control connection.".into(),
+                None,
+            ),
+            Say::ShuttingDown => (
+                421,
+                "Service not available: the proxy is shutting down.".into(),
+                None,
+            ),
+            Say::ServerReplyTooLong => (
+                421,
+                "Service not available: the server sent an over-long reply.".into(),
+                None,
+            ),
+            Say::BufferLimit => (
+                421,
+                "Service not available: too much output held.".into(),
+                None,
+            ),
         }
     }
 
-    /// What this reply refuses, for logs and `ftpgate_*_refused_total`; `None` for
-    /// replies that refuse nothing a client asked of the server, or are counted as a
-    /// session outcome or limit instead.
+    pub fn reply(&self) -> (u16, Cow<'static, str>) {
+        let (code, text, _) = self.wire();
+        (code, text)
+    }
+
     pub fn refusal(&self) -> Option<Refusal> {
-        Some(match self {
-            Say::LineTooLong => Refusal::LineTooLong,
-            Say::Malformed(m) => Refusal::Malformed(*m),
-            Say::Syntax => Refusal::Syntax,
-            Say::UnknownCommand => Refusal::UnknownCommand,
-            Say::Policy(..) => Refusal::Policy,
-            Say::LprtLpsv | Say::Spsv => Refusal::NotImplemented,
-            Say::EpsvFamily(_) | Say::PasvNeedsV4 => Refusal::Family,
-            Say::Auth => Refusal::Auth,
-            Say::PasvAfterEpsvAll | Say::PortAfterEpsvAll => Refusal::EpsvAll,
-            Say::Bounce => Refusal::Bounce,
-            Say::PrivilegedPort | Say::ServerPrivilegedPort => Refusal::PrivilegedPort,
-            Say::OwnSocket | Say::ServerOwnSocket => Refusal::OwnSocket,
-            Say::DataLimit => Refusal::DataLimit,
-            Say::NoDataPort => Refusal::NoDataPort,
-            Say::BadPassiveReply => Refusal::BadPassiveReply,
-            Say::SpoofedReply => Refusal::SpoofedReply,
-            Say::ForwardGreeting
-            | Say::ForwardUsage
-            | Say::ForwardFirst
-            | Say::ForwardUnresolved
-            | Say::ForwardIsProxy
-            | Say::Goodbye
-            | Say::SessionLimit(_)
-            | Say::NoOriginalDst
-            | Say::NotIntercepted
-            | Say::Unreachable
-            | Say::ServerRefusedPassive
-            | Say::ServerRefusedActive
-            | Say::EpsvAllOk
-            | Say::ActiveOk { .. }
-            | Say::LoginTimeout
-            | Say::IdleTimeout
-            | Say::ShuttingDown
-            | Say::ServerReplyTooLong
-            | Say::BufferLimit => return None,
-        })
+        self.wire().2
     }
 
     /// The reply on the wire.

@@ -97,7 +97,10 @@ impl Control {
             Command::Abor => self.on_abort(line),
             Command::Other { verb, arg } if verb == "TYPE" => {
                 if let Some(t) = arg.as_ref().and_then(|a| a.first()) {
-                    self.binary = matches!(t.to_ascii_uppercase(), b'I' | b'L');
+                    self.transfer_type = match t.to_ascii_uppercase() {
+                        b'I' | b'L' => TransferType::Image,
+                        _ => TransferType::Ascii,
+                    };
                 }
                 self.forward(line, Pending::Other);
             }
@@ -132,7 +135,7 @@ impl Control {
         Some(Transfer {
             kind,
             path,
-            binary: self.binary,
+            transfer_type: self.transfer_type,
             user: self.user.clone(),
         })
     }

@@ -101,7 +101,7 @@ impl Control {
         id: ExpectationId,
         proxy: SocketAddr,
         server_port: Option<u16>,
-        kernel: bool,
+        path: DataPath,
     ) {
         let Some(data) = self
             .data
@@ -111,10 +111,9 @@ impl Control {
             self.out.push(Action::Cancel(id));
             return;
         };
-        data.phase = if kernel {
-            Phase::Kernel
-        } else {
-            Phase::Waiting
+        data.phase = match path {
+            DataPath::Kernel => Phase::Kernel,
+            DataPath::Relay => Phase::Waiting,
         };
         data.client_port = Some(proxy.port());
         let proxy = SocketAddr::new(proxy.ip().to_canonical(), proxy.port());

@@ -22,7 +22,7 @@ use crate::codec::{
     self, Command, EpsvArg, Frame, Line, Reply, ReplyAssembler, TransferKind, addr,
 };
 use crate::rules::{Config, DataRequest, Decision, Parties, Verdict};
-use crate::vocab::{DataMode, ExpectationId, Family};
+use crate::vocab::{DataMode, DataPath, ExpectationId, Family, TransferType};
 use queue::OutQueue;
 
 /// Which passive form a peer speaks.
@@ -142,8 +142,8 @@ pub(super) struct Control {
     to_client: OutQueue,
     to_server: OutQueue,
     epsv_all: bool,
-    /// `TYPE I`/`TYPE L 8` seen last, rather than `TYPE A` (the RFC 959 default).
-    binary: bool,
+    /// The `TYPE` seen last.
+    transfer_type: TransferType,
     next_id: u64,
     user: Option<String>,
     out: Vec<Action>,
@@ -166,7 +166,7 @@ impl Control {
             to_client: OutQueue::default(),
             to_server: OutQueue::default(),
             epsv_all: false,
-            binary: false,
+            transfer_type: TransferType::Ascii,
             next_id: 0,
             user: None,
             out: Vec::new(),
@@ -230,7 +230,7 @@ impl Control {
     /// Who the rules decide about in this session.
     fn parties(&self) -> Parties {
         let p = &self.params;
-        Parties::new(p.listener, p.client.ip(), p.server)
+        Parties::new(p.listener, p.client.ip(), p.server.get())
     }
 
     /// The user name the client sent, if any.
@@ -274,8 +274,8 @@ impl Control {
                 id,
                 proxy,
                 server_port,
-                kernel,
-            } => self.on_opened(id, proxy, server_port, kernel),
+                path,
+            } => self.on_opened(id, proxy, server_port, path),
             Event::ExpectationFailed { id } => self.on_open_failed(id),
             Event::DataConnected { id } => self.on_data_connected(id),
             Event::DataDrained { id } => {

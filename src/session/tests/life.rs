@@ -97,7 +97,7 @@ impl Life {
                     id: req.id,
                     proxy,
                     server_port: None,
-                    kernel: false,
+                    path: DataPath::Relay,
                 };
                 out.push(action);
                 let more = self.s.handle(self.now, opened);

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 mod life;
 use crate::codec::{self, Line, LineFramer, Malformed, TransferKind};
+use crate::vocab::DataPath;
 use control::{MAX_HELD_BYTES, MAX_USER};
 use proptest::prelude::*;
 
@@ -97,7 +98,11 @@ impl Harness {
                     id,
                     proxy,
                     server_port,
-                    kernel: self.kernel,
+                    path: if self.kernel {
+                        DataPath::Kernel
+                    } else {
+                        DataPath::Relay
+                    },
                 });
             } else {
                 self.actions.push(action);
@@ -491,7 +496,7 @@ fn completion_reply_waits_for_the_data_connection_to_finish() {
         transfer: Transfer {
             kind: TransferKind::Download,
             path: "some file.bin".into(),
-            binary: true,
+            transfer_type: crate::vocab::TransferType::Image,
             user: None,
         }
     }));
