@@ -254,7 +254,11 @@ impl Session {
                 _ => {}
             }
         }
-        self.out.extend(actions);
+        if self.out.is_empty() {
+            self.out = actions;
+        } else {
+            self.out.extend(actions);
+        }
     }
 
     /// After every input: the idle timer restarts (it counts only while no data
