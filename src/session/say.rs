@@ -89,178 +89,144 @@ pub(super) enum Say {
     BufferLimit,
 }
 
+/// A reply's code and text, and the refusal it counts as.
+type Wire = (u16, Cow<'static, str>, Option<Refusal>);
+
+fn say(code: u16, text: &'static str) -> Wire {
+    (code, Cow::Borrowed(text), None)
+}
+
+fn refuse(code: u16, text: &'static str, why: Refusal) -> Wire {
+    (code, Cow::Borrowed(text), Some(why))
+}
+
 impl Say {
     /// The reply's code and text, and the refusal it counts as for logs and
     /// `ftpgate_*_refused_total` (`None` for replies that refuse nothing a client
     /// asked of the server, or that a session outcome or limit counts instead).
-    pub fn wire(&self) -> (u16, Cow<'static, str>, Option<Refusal>) {
+    pub fn wire(&self) -> Wire {
         match self {
-            Say::ForwardGreeting => (
-                220,
-                "ftpgate: log in as USER name@host[:port].".into(),
-                None,
-            ),
-            Say::ForwardUsage => (501, "Log in as USER name@host[:port].".into(), None),
-            Say::ForwardFirst => (530, "Log in with USER name@host[:port] first.".into(), None),
-            Say::ForwardUnresolved => (530, "Cannot resolve that host.".into(), None),
-            Say::ForwardIsProxy => (530, "That is this proxy; name an FTP server.".into(), None),
-            Say::Goodbye => (221, "Goodbye.".into(), None),
-            Say::SessionLimit(SessionLimit::AcceptRate) => (
+            Say::ForwardGreeting => say(220, "ftpgate: log in as USER name@host[:port]."),
+            Say::ForwardUsage => say(501, "Log in as USER name@host[:port]."),
+            Say::ForwardFirst => say(530, "Log in with USER name@host[:port] first."),
+            Say::ForwardUnresolved => say(530, "Cannot resolve that host."),
+            Say::ForwardIsProxy => say(530, "That is this proxy; name an FTP server."),
+            Say::Goodbye => say(221, "Goodbye."),
+            Say::SessionLimit(SessionLimit::AcceptRate) => say(
                 421,
-                "Service not available: too many new sessions from your address; slow down.".into(),
-                None,
+                "Service not available: too many new sessions from your address; slow down.",
             ),
-            Say::SessionLimit(SessionLimit::Total | SessionLimit::PerClient) => (
+            Say::SessionLimit(SessionLimit::Total | SessionLimit::PerClient) => {
+                say(421, "Service not available: too many sessions.")
+            }
+            Say::NoOriginalDst => say(421, "Service not available: no original destination."),
+            Say::NotIntercepted => say(
                 421,
-                "Service not available: too many sessions.".into(),
-                None,
+                "Service not available: connect to an FTP server, not to the proxy.",
             ),
-            Say::NoOriginalDst => (
-                421,
-                "Service not available: no original destination.".into(),
-                None,
-            ),
-            Say::NotIntercepted => (
-                421,
-                "Service not available: connect to an FTP server, not to the proxy.".into(),
-                None,
-            ),
-            Say::Unreachable => (
-                421,
-                "Service not available: cannot reach the FTP server.".into(),
-                None,
-            ),
-            Say::LineTooLong => (
-                500,
-                "Command line too long.".into(),
-                Some(Refusal::LineTooLong),
-            ),
+            Say::Unreachable => say(421, "Service not available: cannot reach the FTP server."),
+            Say::LineTooLong => refuse(500, "Command line too long.", Refusal::LineTooLong),
             Say::Malformed(m) => (500, m.reply_text().into(), Some(Refusal::Malformed(*m))),
-            Say::Syntax => (
+            Say::Syntax => refuse(
                 501,
-                "Syntax error in parameters or arguments.".into(),
-                Some(Refusal::Syntax),
+                "Syntax error in parameters or arguments.",
+                Refusal::Syntax,
             ),
-            Say::UnknownCommand => (
-                500,
-                "Unknown command.".into(),
-                Some(Refusal::UnknownCommand),
-            ),
+            Say::UnknownCommand => refuse(500, "Unknown command.", Refusal::UnknownCommand),
             Say::Policy(code, text) => (*code, Cow::Owned(text.clone()), Some(Refusal::Policy)),
-            Say::LprtLpsv => (
+            Say::LprtLpsv => refuse(
                 502,
-                "LPRT and LPSV are not implemented; use EPRT or EPSV.".into(),
-                Some(Refusal::NotImplemented),
+                "LPRT and LPSV are not implemented; use EPRT or EPSV.",
+                Refusal::NotImplemented,
             ),
-            Say::Spsv => (
+            Say::Spsv => refuse(
                 502,
-                "SPSV is not implemented; use PASV or EPSV.".into(),
-                Some(Refusal::NotImplemented),
+                "SPSV is not implemented; use PASV or EPSV.",
+                Refusal::NotImplemented,
             ),
             Say::EpsvFamily(own) => (
                 522,
                 Cow::Owned(format!("Network protocol not supported, use ({own}).")),
                 Some(Refusal::Family),
             ),
-            Say::Auth => (
+            Say::Auth => refuse(
                 534,
-                "AUTH is not available through this proxy.".into(),
-                Some(Refusal::Auth),
+                "AUTH is not available through this proxy.",
+                Refusal::Auth,
             ),
-            Say::PasvAfterEpsvAll => (
+            Say::PasvAfterEpsvAll => {
+                refuse(501, "PASV not allowed after EPSV ALL.", Refusal::EpsvAll)
+            }
+            Say::PortAfterEpsvAll => refuse(
                 501,
-                "PASV not allowed after EPSV ALL.".into(),
-                Some(Refusal::EpsvAll),
+                "PORT and EPRT not allowed after EPSV ALL.",
+                Refusal::EpsvAll,
             ),
-            Say::PortAfterEpsvAll => (
-                501,
-                "PORT and EPRT not allowed after EPSV ALL.".into(),
-                Some(Refusal::EpsvAll),
-            ),
-            Say::PasvNeedsV4 => (501, "PASV needs IPv4; use EPSV.".into(), None),
-            Say::Bounce => (
+            Say::PasvNeedsV4 => refuse(501, "PASV needs IPv4; use EPSV.", Refusal::Family),
+            Say::Bounce => refuse(
                 504,
-                "Data address must be the client's own address.".into(),
-                Some(Refusal::Bounce),
+                "Data address must be the client's own address.",
+                Refusal::Bounce,
             ),
-            Say::PrivilegedPort => (
+            Say::PrivilegedPort => refuse(
                 504,
-                "Privileged data port refused.".into(),
-                Some(Refusal::PrivilegedPort),
+                "Privileged data port refused.",
+                Refusal::PrivilegedPort,
             ),
-            Say::OwnSocket => (
+            Say::OwnSocket => refuse(
                 504,
-                "Data address is one of this proxy's own sockets.".into(),
-                Some(Refusal::OwnSocket),
+                "Data address is one of this proxy's own sockets.",
+                Refusal::OwnSocket,
             ),
-            Say::DataLimit => (
+            Say::DataLimit => refuse(
                 425,
-                "Can't open data connection: too many data connections.".into(),
-                Some(Refusal::DataLimit),
+                "Can't open data connection: too many data connections.",
+                Refusal::DataLimit,
             ),
-            Say::NoDataPort => (
+            Say::NoDataPort => refuse(
                 425,
-                "Can't open data connection: no data port available.".into(),
-                Some(Refusal::NoDataPort),
+                "Can't open data connection: no data port available.",
+                Refusal::NoDataPort,
             ),
-            Say::ServerPrivilegedPort => (
+            Say::ServerPrivilegedPort => refuse(
                 425,
-                "Can't open data connection: server announced a privileged port.".into(),
-                Some(Refusal::PrivilegedPort),
+                "Can't open data connection: server announced a privileged port.",
+                Refusal::PrivilegedPort,
             ),
-            Say::ServerOwnSocket => (
+            Say::ServerOwnSocket => refuse(
                 425,
-                "Can't open data connection: server announced this proxy's own socket.".into(),
-                Some(Refusal::OwnSocket),
+                "Can't open data connection: server announced this proxy's own socket.",
+                Refusal::OwnSocket,
             ),
-            Say::BadPassiveReply => (
+            Say::BadPassiveReply => refuse(
                 425,
-                "Can't open data connection: malformed passive reply from server.".into(),
-                Some(Refusal::BadPassiveReply),
+                "Can't open data connection: malformed passive reply from server.",
+                Refusal::BadPassiveReply,
             ),
-            Say::SpoofedReply => (
+            Say::SpoofedReply => refuse(
                 425,
-                "Can't open data connection: unexpected passive reply from server.".into(),
-                Some(Refusal::SpoofedReply),
+                "Can't open data connection: unexpected passive reply from server.",
+                Refusal::SpoofedReply,
             ),
-            Say::ServerRefusedPassive => (
+            Say::ServerRefusedPassive => say(
                 425,
-                "Can't open data connection: the server refused passive mode.".into(),
-                None,
+                "Can't open data connection: the server refused passive mode.",
             ),
-            Say::ServerRefusedActive => (
+            Say::ServerRefusedActive => say(
                 425,
-                "Can't open data connection: the server refused active mode.".into(),
-                None,
+                "Can't open data connection: the server refused active mode.",
             ),
-            Say::EpsvAllOk => (200, "EPSV ALL ok.".into(), None),
-            Say::ActiveOk { port: true } => (200, "PORT command successful.".into(), None),
-            Say::ActiveOk { port: false } => (200, "EPRT command successful.".into(), None),
-            Say::LoginTimeout => (
+            Say::EpsvAllOk => say(200, "EPSV ALL ok."),
+            Say::ActiveOk { port: true } => say(200, "PORT command successful."),
+            Say::ActiveOk { port: false } => say(200, "EPRT command successful."),
+            Say::LoginTimeout => say(421, "Login timeout: closing the control connection."),
+            Say::IdleTimeout => say(421, "Idle timeout: closing the control connection."),
+            Say::ShuttingDown => say(421, "Service not available: the proxy is shutting down."),
+            Say::ServerReplyTooLong => say(
                 421,
-                "Login timeout: closing the control connection.".into(),
-                None,
+                "Service not available: the server sent an over-long reply.",
             ),
-            Say::IdleTimeout => (
-                421,
-                "Idle timeout: closing the control connection.".into(),
-                None,
-            ),
-            Say::ShuttingDown => (
-                421,
-                "Service not available: the proxy is shutting down.".into(),
-                None,
-            ),
-            Say::ServerReplyTooLong => (
-                421,
-                "Service not available: the server sent an over-long reply.".into(),
-                None,
-            ),
-            Say::BufferLimit => (
-                421,
-                "Service not available: too much output held.".into(),
-                None,
-            ),
+            Say::BufferLimit => say(421, "Service not available: too much output held."),
         }
     }
 

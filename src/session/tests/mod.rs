@@ -308,6 +308,7 @@ fn pasv_over_ipv6_and_epsv_of_the_other_family_are_refused() {
     let a = h.client(b"PASV\r\n").take();
     assert_eq!(to_client(&a), "501 PASV needs IPv4; use EPSV.\r\n");
     assert_eq!(to_server(&a), "");
+    assert_eq!(refusals(&a), [Refusal::Family]);
     let a = h.client(b"EPSV 1\r\n").take();
     assert_eq!(
         to_client(&a),
