@@ -75,41 +75,65 @@ fn session_engine(c: &mut Criterion) {
         framer.push(bytes, &mut frames);
         frames
     };
-    let (pasv, reply, retr, done) = (
+    let (greeting, pasv, reply, retr, done) = (
+        lines(b"220 ready\r\n"),
         lines(b"PASV\r\n"),
         lines(b"227 Entering Passive Mode (203,0,113,2,200,10).\r\n"),
         lines(b"RETR f\r\n"),
         lines(b"150 ok\r\n226 done\r\n"),
     );
     let now = std::time::Instant::now();
-    c.bench_function("session: one passive transfer", |b| {
-        b.iter(|| {
-            let mut s = Session::connected(params.clone(), Default::default(), now);
-            for f in pasv.iter().cloned() {
-                s.handle(now, Event::Client(f));
-            }
-            for f in reply.iter().cloned() {
-                for a in s.handle(now, Event::Server(f)) {
-                    if let Action::Open(req) = a {
-                        s.handle(
-                            now,
-                            Event::ExpectationOpened {
-                                id: req.id,
-                                proxy,
-                                server_port: None,
-                                path: ftpgate::vocab::DataPath::Relay,
-                            },
-                        );
-                    }
+    let transfer = || {
+        let mut s = Session::connected(params.clone(), Default::default(), now);
+        let mut out = Vec::new();
+        for f in greeting.iter().cloned() {
+            out.extend(s.handle(now, Event::Server(f)));
+        }
+        for f in pasv.iter().cloned() {
+            out.extend(s.handle(now, Event::Client(f)));
+        }
+        for f in reply.iter().cloned() {
+            for a in s.handle(now, Event::Server(f)) {
+                if let Action::Open(req) = &a {
+                    let opened = Event::ExpectationOpened {
+                        id: req.id,
+                        proxy,
+                        server_port: None,
+                        path: ftpgate::vocab::DataPath::Relay,
+                    };
+                    out.extend(s.handle(now, opened));
                 }
+                out.push(a);
             }
-            for f in retr.iter().cloned() {
-                s.handle(now, Event::Client(f));
-            }
-            for f in done.iter().cloned() {
-                black_box(s.handle(now, Event::Server(f)));
-            }
-        })
+        }
+        for f in retr.iter().cloned() {
+            out.extend(s.handle(now, Event::Client(f)));
+        }
+        for f in done.iter().cloned() {
+            out.extend(s.handle(now, Event::Server(f)));
+        }
+        out
+    };
+    // The path timed is the one named: the 227 is rewritten to the proxy's port and
+    // the transfer verb reaches the server.
+    let out = transfer();
+    let sent = |to_client: bool| -> String {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::ToClient(b) if to_client => Some(String::from_utf8_lossy(b).into_owned()),
+                Action::ToServer(b) if !to_client => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(
+        sent(true).contains("227 Entering Passive Mode (198,51,100,1,156,64)"),
+        "{}",
+        sent(true)
+    );
+    assert_eq!(sent(false), "PASV\r\nRETR f\r\n");
+    c.bench_function("session: one passive transfer", |b| {
+        b.iter(|| black_box(transfer()))
     });
 }
 

@@ -11,6 +11,7 @@ use prometheus::{
 use crate::codec::Malformed;
 use crate::session::{DataMode, DataOutcome, Refusal};
 use crate::track::Mismatch;
+use crate::vocab::UpstreamFailure;
 
 /// Every `limit` label value.
 pub const LIMITS: [&str; 8] = [
@@ -51,6 +52,8 @@ pub struct Metrics {
     pub unknown_commands_total: IntCounterVec,
     pub rule_decisions_total: IntCounterVec,
     pub limits_hit_total: IntCounterVec,
+    pub upstream_failures_total: IntCounterVec,
+    pub upstream_retries_total: IntCounterVec,
     pub reloads_total: IntCounterVec,
     pub reload_last_success: IntGauge,
     pub reload_last_success_timestamp_seconds: Gauge,
@@ -203,6 +206,20 @@ impl Metrics {
                 "Times a limit was reached, by limit.",
                 &["limit"],
             ),
+            upstream_failures_total: counter(
+                &r,
+                "upstream_failures_total",
+                "Sessions the server leg failed, by reason (resolve, connect, \
+                 greeting-timeout, reply-timeout).",
+                &["reason"],
+            ),
+            upstream_retries_total: counter(
+                &r,
+                "upstream_retries_total",
+                "Fresh server connections made for a session, by the reason the last \
+                 one failed.",
+                &["reason"],
+            ),
             reloads_total: counter(
                 &r,
                 "reloads_total",
@@ -271,6 +288,12 @@ impl Metrics {
         for limit in LIMITS {
             self.limits_hit_total.with_label_values(&[limit]);
         }
+        for why in UpstreamFailure::ALL {
+            self.upstream_failures_total
+                .with_label_values(&[why.as_str()]);
+        }
+        self.upstream_retries_total
+            .with_label_values(&[UpstreamFailure::GreetingTimeout.as_str()]);
         for result in ["success", "failure"] {
             self.reloads_total.with_label_values(&[result]);
         }
@@ -355,6 +378,18 @@ impl Metrics {
 
     pub fn limit(&self, which: &'static str) {
         self.limits_hit_total.with_label_values(&[which]).inc();
+    }
+
+    pub fn upstream_failure(&self, why: UpstreamFailure) {
+        self.upstream_failures_total
+            .with_label_values(&[why.as_str()])
+            .inc();
+    }
+
+    pub fn upstream_retry(&self, why: UpstreamFailure) {
+        self.upstream_retries_total
+            .with_label_values(&[why.as_str()])
+            .inc();
     }
 
     /// The rule file is in force: at start and after each successful reload.

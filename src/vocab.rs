@@ -288,3 +288,34 @@ pub enum TransferType {
     /// `TYPE I` or `TYPE L 8`.
     Image,
 }
+
+/// Why a session's server leg failed it (`ftpgate_upstream_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// The server's name did not resolve.
+    Resolve,
+    /// The connect failed or timed out.
+    Connect,
+    /// Connected, but no greeting within `greeting-timeout`.
+    GreetingTimeout,
+    /// A reply owed to the client did not come within `reply-timeout`.
+    ReplyTimeout,
+}
+
+impl UpstreamFailure {
+    pub const ALL: [UpstreamFailure; 4] = [
+        UpstreamFailure::Resolve,
+        UpstreamFailure::Connect,
+        UpstreamFailure::GreetingTimeout,
+        UpstreamFailure::ReplyTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Resolve => "resolve",
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::GreetingTimeout => "greeting-timeout",
+            UpstreamFailure::ReplyTimeout => "reply-timeout",
+        }
+    }
+}

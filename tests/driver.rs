@@ -244,3 +244,42 @@ async fn a_silent_forward_client_gets_421_as_soon_as_the_drain_starts() {
     );
     gate.drain().await;
 }
+
+#[tokio::test]
+async fn a_server_that_accepts_but_never_greets_is_connected_again() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        // The first connection is accepted and left silent, as a server whose accept
+        // queue overflowed leaves the proxy's; the second one greets.
+        let (silent, _) = listener.accept().await.expect("first");
+        let (mut s, _) = listener.accept().await.expect("second");
+        s.write_all(b"220 second try\r\n").await.expect("greet");
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"USER early\r\n", "the client's line, once");
+        s.write_all(b"331 go on\r\n").await.expect("reply");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+        drop(silent);
+    });
+    let gate = Gate::reverse(upstream, "set greeting-timeout 1s");
+    let mut client = BufReader::new(TcpStream::connect(gate.addr).await.expect("connect"));
+    client
+        .get_mut()
+        .write_all(b"USER early\r\n")
+        .await
+        .expect("early");
+    assert_eq!(line(&mut client).await, "220 second try\r\n");
+    assert_eq!(line(&mut client).await, "331 go on\r\n");
+    let retries = gate
+        .shared
+        .metrics
+        .upstream_retries_total
+        .with_label_values(&["greeting-timeout"])
+        .get();
+    assert_eq!(retries, 1);
+    drop(client);
+    task.await.expect("server script");
+    gate.drain().await;
+}

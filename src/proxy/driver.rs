@@ -313,6 +313,12 @@ impl<'a> Driver<'a> {
     }
 
     fn connect(&mut self, server: SocketAddr) {
+        // A fresh connection replaces one whose server never greeted; nothing of the
+        // client's was sent on it.
+        if self.server.take().is_some() {
+            self.to_server = Outbox::default();
+            self.server_lines = LineFramer::new(self.rules.settings.max_line + 1024);
+        }
         tracing::Span::current().record("server", tracing::field::display(server));
         self.shared
             .tracker
@@ -372,6 +378,10 @@ impl<'a> Driver<'a> {
         }
         if let Some(limit) = reason.limit() {
             self.shared.metrics.limit(limit);
+        }
+        if let CloseReason::UpstreamFailed(why) = reason {
+            tracing::warn!(reason = why.as_str(), "the FTP server failed the session");
+            self.shared.metrics.upstream_failure(why);
         }
         self.closed = Some(reason);
     }

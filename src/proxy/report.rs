@@ -45,6 +45,13 @@ pub(super) fn report(shared: &Shared, id: SessionId, action: Action) {
         }
         Action::MalformedReply => shared.metrics.parse_error("server", "reply"),
         Action::UnknownVerb { class, passed } => shared.metrics.unknown_command(class, passed),
+        Action::UpstreamRetry(why) => {
+            tracing::warn!(
+                reason = why.as_str(),
+                "the FTP server did not greet; connecting again"
+            );
+            shared.metrics.upstream_retry(why);
+        }
         Action::ToClient(_)
         | Action::ToServer(_)
         | Action::Open(_)

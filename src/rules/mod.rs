@@ -197,6 +197,12 @@ pub struct Settings {
     pub max_data_connections: usize,
     /// How long a session may take from accept to a successful login.
     pub login_timeout: Duration,
+    /// How long a connected server may take to greet before the proxy connects
+    /// again (once) or gives up with `421`.
+    pub greeting_timeout: Duration,
+    /// How long a server may stay silent while it owes the client a reply and no
+    /// data connection is open.
+    pub reply_timeout: Duration,
     /// How long a data connection may move no byte in either direction.
     pub data_idle_timeout: Duration,
     /// On SIGTERM, how long transfers in flight may take to finish.
@@ -223,6 +229,8 @@ impl Default for Settings {
             max_data_connections: 2,
             max_accept_rate_per_client: 100,
             login_timeout: Duration::from_secs(60),
+            greeting_timeout: Duration::from_secs(10),
+            reply_timeout: Duration::from_secs(60),
             data_idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(20),
             unknown_commands: UnknownCommands::Block,

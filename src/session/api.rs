@@ -10,7 +10,7 @@ use crate::codec::{Frame, TransferKind};
 use crate::rules::Decision;
 use crate::vocab::{
     DataMode, DataOutcome, DataPath, ExpectationId, Refusal, SessionLimit, SessionOutcome,
-    TransferType,
+    TransferType, UpstreamFailure,
 };
 
 /// What the shell knows when a client connects, before any server is known.
@@ -197,8 +197,9 @@ pub enum CloseReason {
     Limit(SessionLimit),
     LoginTimeout,
     IdleTimeout,
-    /// The server did not resolve or could not be connected.
-    UpstreamFailed,
+    /// The server did not resolve, could not be connected, or fell silent while it
+    /// owed the client a reply.
+    UpstreamFailed(UpstreamFailure),
     ClientClosed,
     ServerClosed,
     /// SIGTERM: no transfer is left, or the drain time is over.
@@ -218,7 +219,7 @@ impl CloseReason {
             CloseReason::Limit(_) => SessionOutcome::Limit,
             CloseReason::LoginTimeout => SessionOutcome::LoginTimeout,
             CloseReason::IdleTimeout => SessionOutcome::IdleTimeout,
-            CloseReason::UpstreamFailed => SessionOutcome::UpstreamFailed,
+            CloseReason::UpstreamFailed(_) => SessionOutcome::UpstreamFailed,
             CloseReason::ClientClosed => SessionOutcome::ClientClosed,
             CloseReason::ServerClosed => SessionOutcome::ServerClosed,
             CloseReason::Shutdown => SessionOutcome::Shutdown,
@@ -287,6 +288,9 @@ pub enum Action {
     Connect {
         server: ServerAddr,
     },
+    /// The server did not greet: the session tries a fresh connection (a
+    /// [`Action::Connect`] follows), counted by reason.
+    UpstreamRetry(UpstreamFailure),
     /// The expectation's time is up: stop waiting for its peer (or close its kernel
     /// hole); a connection already made is not touched. [`Event::DataClosed`] follows.
     Expire(ExpectationId),

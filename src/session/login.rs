@@ -7,11 +7,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::say::{Say, Scope};
-use super::{Action, CloseReason, Control, Event, Origin, Params, Rejection, Session, Stage};
+use super::{Action, CloseReason, Control, Origin, Params, Rejection, Session, Stage};
 use crate::addrs::{LocalAddr, ServerAddr};
 use crate::codec::{Command, Frame, LineError, LineFramer, parse_forward_user, parse_line};
 use crate::rules::{Parties, Verdict};
-use crate::vocab::DataMode;
+use crate::vocab::{DataMode, UpstreamFailure};
 
 /// The lowest onward data port allowed until rules can allow privileged ones.
 const MIN_DATA_PORT: u16 = 1024;
@@ -19,15 +19,29 @@ const MIN_DATA_PORT: u16 = 1024;
 /// Where a session goes once its rules let it.
 #[derive(Debug)]
 pub(super) struct Route {
-    server: ServerAddr,
+    pub server: ServerAddr,
     /// The address the client believes it is connected to.
-    client_side: SocketAddr,
+    pub client_side: SocketAddr,
     /// Where data listeners for the client bind and active legs leave from.
-    client_local: IpAddr,
+    pub client_local: IpAddr,
     /// The server leg's data mode the session rule sets.
-    server_mode: Option<DataMode>,
-    /// Forward listener: the name to log in with (the proxy greeted the client).
-    user: Option<String>,
+    pub server_mode: Option<DataMode>,
+    /// Forward listener: the proxy greeted the client, so the server's greeting is
+    /// not passed on.
+    pub proxy_greeted: bool,
+}
+
+impl Route {
+    /// The same route again, for a fresh connection to the same server.
+    pub fn again(params: &Params, proxy_greeted: bool) -> Route {
+        Route {
+            server: params.server,
+            client_side: params.client_side,
+            client_local: params.client_local,
+            server_mode: params.server_mode,
+            proxy_greeted,
+        }
+    }
 }
 
 impl Session {
@@ -40,7 +54,10 @@ impl Session {
                     }
                     Rejection::NoOriginalDst => (Say::NoOriginalDst, CloseReason::Refused),
                     Rejection::NotIntercepted => (Say::NotIntercepted, CloseReason::Refused),
-                    Rejection::Unreachable => (Say::Unreachable, CloseReason::UpstreamFailed),
+                    Rejection::Unreachable => (
+                        Say::Unreachable,
+                        CloseReason::UpstreamFailed(UpstreamFailure::Connect),
+                    ),
                 };
                 self.say_and_close(say, reason);
             }
@@ -61,7 +78,7 @@ impl Session {
                 client_side: server.get(),
                 client_local,
                 server_mode: None,
-                user: None,
+                proxy_greeted: false,
             }),
         }
     }
@@ -102,18 +119,26 @@ impl Session {
             return;
         };
         match (server, user) {
-            (None, None) => self.say_and_close(Say::Unreachable, CloseReason::UpstreamFailed),
+            (None, None) => self.say_and_close(
+                Say::Unreachable,
+                CloseReason::UpstreamFailed(UpstreamFailure::Resolve),
+            ),
             (Some(server), Some(_)) if server.get() == local.get() => {
                 self.retry_login(now, local, Say::ForwardIsProxy)
             }
             (None, Some(_)) => self.retry_login(now, local, Say::ForwardUnresolved),
-            (Some(server), user) => self.route(Route {
-                server,
-                client_side: local.get(),
-                client_local: local.ip(),
-                server_mode: None,
-                user,
-            }),
+            (Some(server), user) => {
+                if let Some(user) = &user {
+                    self.hold_login(user);
+                }
+                self.route(Route {
+                    server,
+                    client_side: local.get(),
+                    client_local: local.ip(),
+                    server_mode: None,
+                    proxy_greeted: user.is_some(),
+                })
+            }
         }
     }
 
@@ -163,24 +188,26 @@ impl Session {
             own: self.own.clone(),
         };
         let mut control = Control::new(params, self.policy.clone(), now);
-        if route.user.is_some() {
+        if route.proxy_greeted {
             control.greeted_by_proxy();
         }
+        // Client input waits for the server's greeting (see `upstream`).
         self.stage = Stage::Relaying(Box::new(control));
-        if let Some(user) = route.user {
-            // The server gets the login without the `@host` the proxy consumed.
-            let mut frames = Vec::new();
-            LineFramer::new(self.policy.settings.max_line)
-                .push(format!("USER {user}\r\n").as_bytes(), &mut frames);
-            for frame in frames {
-                self.relay(now, Event::Client(frame));
-            }
-        }
-        self.release_held(now);
+        self.awaiting_greeting = true;
+    }
+
+    /// Puts the forward client's login first in line for the server, without the
+    /// `@host` the proxy consumed.
+    fn hold_login(&mut self, user: &str) {
+        let mut frames = Vec::new();
+        LineFramer::new(self.policy.settings.max_line)
+            .push(format!("USER {user}\r\n").as_bytes(), &mut frames);
+        self.held_bytes += frames.iter().map(super::frame_len).sum::<usize>();
+        self.held.splice(0..0, frames);
     }
 
     /// Feeds the client input that waited for the server leg (or for a new `USER`).
-    fn release_held(&mut self, now: Instant) {
+    pub(super) fn release_held(&mut self, now: Instant) {
         self.held_bytes = 0;
         for frame in std::mem::take(&mut self.held) {
             self.on_client(now, frame);

@@ -35,6 +35,7 @@ mod say;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use std::time::Instant;
 use crate::addrs::{ClientAddr, LocalAddr};
 use crate::codec::Frame;
 use crate::rules::Config;
+use crate::vocab::UpstreamFailure;
 pub use crate::vocab::{DataMode, DataOutcome, ExpectationId, Refusal};
 pub use api::{
     Action, CloseReason, Conversion, Event, ExpectationRequest, Origin, OwnSockets, Params,
@@ -86,8 +88,12 @@ pub struct Session {
     timers: Timers,
     /// SIGTERM was seen: close once no transfer is in flight.
     draining: bool,
-    /// Client frames that came before the server leg was ready.
+    /// Client frames that came before the server leg was ready and greeted.
     held: Vec<Frame>,
+    /// Connected, and the server's greeting has not come yet.
+    awaiting_greeting: bool,
+    /// Fresh server connections made because the server did not greet.
+    reconnects: u8,
     held_bytes: usize,
     out: Vec<Action>,
 }
@@ -114,6 +120,8 @@ impl Session {
             timers,
             draining: false,
             held: Vec::new(),
+            awaiting_greeting: false,
+            reconnects: 0,
             held_bytes: 0,
             out: Vec::new(),
         }
@@ -132,6 +140,7 @@ impl Session {
         };
         let mut session = Session::unstarted(&start, policy.clone(), now);
         session.stage = Stage::Relaying(Box::new(Control::new(params, policy, now)));
+        session.awaiting_greeting = true;
         session
     }
 
@@ -161,7 +170,10 @@ impl Session {
             Event::ServerClosed => self.close_quietly(CloseReason::ServerClosed),
             Event::Resolved(server) => self.on_resolved(now, server),
             Event::Connected { server_side } => self.on_connected(now, server_side),
-            Event::ConnectFailed => self.end(Say::Unreachable, CloseReason::UpstreamFailed),
+            Event::ConnectFailed => self.end(
+                Say::Unreachable,
+                CloseReason::UpstreamFailed(UpstreamFailure::Connect),
+            ),
             Event::Client(frame) => self.on_client(now, frame),
             other => self.relay(now, other),
         }
@@ -173,15 +185,12 @@ impl Session {
         if self.is_closed() {
             return None;
         }
-        let login = self.timers.get(Timer::Login);
         let expiry = match &self.stage {
             Stage::Relaying(control) => control.next_expiry(),
             _ => None,
         };
-        [login, self.timers.get(Timer::Idle), expiry]
-            .into_iter()
-            .flatten()
-            .min()
+        let timers = Timer::ALL.map(|t| self.timers.get(t));
+        timers.into_iter().chain([expiry]).flatten().min()
     }
 
     /// Fires every timer due at `now`.
@@ -190,6 +199,7 @@ impl Session {
             match timer {
                 Timer::Login => self.end(Say::LoginTimeout, CloseReason::LoginTimeout),
                 Timer::Idle => self.end(Say::IdleTimeout, CloseReason::IdleTimeout),
+                Timer::Server => self.server_silent(),
             }
         }
         if let Stage::Relaying(control) = &mut self.stage {
@@ -229,14 +239,14 @@ impl Session {
     fn on_client(&mut self, now: Instant, frame: Frame) {
         match self.stage {
             Stage::AwaitUser { local } => self.on_login_line(local, frame),
-            Stage::Resolving { .. } | Stage::Connecting(_) => {
+            Stage::Relaying(_) if !self.awaiting_greeting => self.relay(now, Event::Client(frame)),
+            Stage::Resolving { .. } | Stage::Connecting(_) | Stage::Relaying(_) => {
                 self.held_bytes += frame_len(&frame);
                 self.held.push(frame);
                 if self.held_bytes > MAX_HELD_INPUT {
                     self.end(Say::BufferLimit, CloseReason::BufferLimit);
                 }
             }
-            Stage::Relaying(_) => self.relay(now, Event::Client(frame)),
             Stage::Closed => {}
         }
     }
@@ -246,6 +256,7 @@ impl Session {
         let Stage::Relaying(control) = &mut self.stage else {
             return;
         };
+        let from_server = matches!(event, Event::Server(_));
         let actions = control.handle(now, event);
         for action in &actions {
             match action {
@@ -259,11 +270,16 @@ impl Session {
         } else {
             self.out.extend(actions);
         }
+        if from_server {
+            self.server_spoke(now);
+        }
     }
 
     /// After every input: the idle timer restarts (it counts only while no data
-    /// connection is open), and a draining session with no transfer left ends.
+    /// connection is open), the server's silence is watched, and a draining session
+    /// with no transfer left ends.
     fn settle(&mut self, now: Instant) -> Vec<Action> {
+        self.watch_server(now);
         if !self.is_closed() {
             if self.has_live_data() {
                 self.timers.stop(Timer::Idle);

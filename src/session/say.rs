@@ -85,6 +85,8 @@ pub(super) enum Say {
     LoginTimeout,
     IdleTimeout,
     ShuttingDown,
+    /// The server owes a reply and says nothing.
+    ServerSilent,
     ServerReplyTooLong,
     BufferLimit,
 }
@@ -222,6 +224,10 @@ impl Say {
             Say::LoginTimeout => say(421, "Login timeout: closing the control connection."),
             Say::IdleTimeout => say(421, "Idle timeout: closing the control connection."),
             Say::ShuttingDown => say(421, "Service not available: the proxy is shutting down."),
+            Say::ServerSilent => say(
+                421,
+                "Service not available: the FTP server does not answer.",
+            ),
             Say::ServerReplyTooLong => say(
                 421,
                 "Service not available: the server sent an over-long reply.",

@@ -12,10 +12,13 @@ pub(super) enum Timer {
     Login,
     /// No control traffic and no data connection for `idle-timeout`.
     Idle,
+    /// The server owes a reply and has said nothing for `greeting-timeout` or
+    /// `reply-timeout` (`upstream`).
+    Server,
 }
 
 impl Timer {
-    const ALL: [Timer; 2] = [Timer::Login, Timer::Idle];
+    pub const ALL: [Timer; 3] = [Timer::Login, Timer::Idle, Timer::Server];
 }
 
 /// When each [`Timer`] fires; `None` when it is not armed.
@@ -23,6 +26,7 @@ impl Timer {
 pub(super) struct Timers {
     login: Option<Instant>,
     idle: Option<Instant>,
+    server: Option<Instant>,
 }
 
 impl Timers {
@@ -43,6 +47,7 @@ impl Timers {
         match timer {
             Timer::Login => self.login,
             Timer::Idle => self.idle,
+            Timer::Server => self.server,
         }
     }
 
@@ -59,6 +64,7 @@ impl Timers {
         match timer {
             Timer::Login => &mut self.login,
             Timer::Idle => &mut self.idle,
+            Timer::Server => &mut self.server,
         }
     }
 }

@@ -119,6 +119,14 @@ struct Data {
     expires: Option<Instant>,
 }
 
+/// What the server owes the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::session) enum Owed {
+    Greeting,
+    /// The reply to a command it was sent.
+    Reply,
+}
+
 /// A reply held while waiting for a multi-line reply to end is bounded by this.
 const MAX_REPLY_BYTES: usize = 256 * 1024;
 /// Output held inside the engine (replies behind a data transfer, local replies
@@ -174,6 +182,27 @@ impl Control {
             rules,
             now,
         }
+    }
+
+    /// What the server owes the client, if anything (local replies aside).
+    pub fn owed(&self) -> Option<Owed> {
+        match self
+            .pending
+            .iter()
+            .find(|p| !matches!(p, Pending::Local(_)))?
+        {
+            Pending::Greeting | Pending::HiddenGreeting => Some(Owed::Greeting),
+            _ => Some(Owed::Reply),
+        }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Whether the proxy greeted the client itself (forward listener).
+    pub fn proxy_greeted(&self) -> bool {
+        matches!(self.pending.front(), Some(Pending::HiddenGreeting))
     }
 
     /// The client was greeted by the proxy (forward listener): the server's own

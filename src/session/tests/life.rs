@@ -177,13 +177,13 @@ fn a_forward_client_is_greeted_and_logs_in_through_user_at_host() {
     );
     let server_side = SERVER_SIDE.parse().unwrap();
     let a = l.event(Event::Connected { server_side });
-    assert_eq!(
-        to_server(&a),
-        "USER alice\r\nPASS secret\r\n",
-        "the login, then what the client pipelined while the proxy connected"
-    );
-    // The server's own greeting is not passed on; its answers are.
-    let a = l.server(b"220-welcome\r\n220 ready\r\n331 password please\r\n230 ok\r\n");
+    assert_eq!(to_server(&a), "", "nothing before the server greets");
+    // The server's own greeting is not passed on; the login, then what the client
+    // pipelined while the proxy connected, go to it once it has greeted.
+    let a = l.server(b"220-welcome\r\n220 ready\r\n");
+    assert_eq!(to_client(&a), "");
+    assert_eq!(to_server(&a), "USER alice\r\nPASS secret\r\n");
+    let a = l.server(b"331 password please\r\n230 ok\r\n");
     assert_eq!(to_client(&a), "331 password please\r\n230 ok\r\n");
     assert!(a.contains(&Action::LoggedIn));
 }
@@ -356,7 +356,10 @@ fn a_reverse_session_resolves_its_upstream_and_says_421_when_it_cannot() {
         to_client(&a),
         "421 Service not available: cannot reach the FTP server.\r\n"
     );
-    assert_eq!(closed(&a), Some(CloseReason::UpstreamFailed));
+    assert_eq!(
+        closed(&a),
+        Some(CloseReason::UpstreamFailed(UpstreamFailure::Resolve))
+    );
 }
 
 #[test]
@@ -370,7 +373,10 @@ fn a_transparent_session_is_judged_by_the_session_rules_before_any_connect() {
         server: SERVER.parse().unwrap()
     }));
     let a = l.event(Event::ConnectFailed);
-    assert_eq!(closed(&a), Some(CloseReason::UpstreamFailed));
+    assert_eq!(
+        closed(&a),
+        Some(CloseReason::UpstreamFailed(UpstreamFailure::Connect))
+    );
 
     let blocked = policy("block return-code 421 \"not there\" to 203.0.113.0/24\npass\n");
     let (_, first) = Life::new(intercepted(), blocked);
@@ -417,4 +423,112 @@ fn a_client_that_floods_while_the_server_is_connecting_is_closed() {
     assert_eq!(closed_with, Some(CloseReason::BufferLimit));
 }
 
-use crate::vocab::SessionOutcome;
+use crate::vocab::{SessionOutcome, UpstreamFailure};
+
+fn reverse() -> Origin {
+    Origin::Upstream {
+        host: "ftp.example".into(),
+        port: 21,
+        local: LOCAL.parse().unwrap(),
+    }
+}
+
+/// A reverse session connected to its server at `now`.
+fn connected_at(l: &mut Life, now: Instant) {
+    l.at(now)
+        .event(Event::Resolved(Some(SERVER.parse().unwrap())));
+    let server_side = SERVER_SIDE.parse().unwrap();
+    l.event(Event::Connected { server_side });
+}
+
+#[test]
+fn a_server_that_never_greets_gets_one_fresh_connection_then_421() {
+    let (mut l, _) = Life::new(reverse(), policy("set greeting-timeout 5s\npass\n"));
+    connected_at(&mut l, t0());
+    // The client does not wait for the greeting; its line waits for it instead.
+    assert_eq!(to_server(&l.client(b"USER early\r\n")), "");
+    assert_eq!(l.s.poll_timeout(), Some(secs(5)));
+    let a = l.at(secs(5)).timeout();
+    assert_eq!(
+        a,
+        [
+            Action::UpstreamRetry(UpstreamFailure::GreetingTimeout),
+            Action::Connect {
+                server: SERVER.parse().unwrap()
+            }
+        ]
+    );
+    let server_side = SERVER_SIDE.parse().unwrap();
+    l.at(secs(6)).event(Event::Connected { server_side });
+    assert_eq!(l.s.poll_timeout(), Some(secs(11)));
+    let a = l.at(secs(11)).timeout();
+    assert_eq!(
+        to_client(&a),
+        "421 Service not available: the FTP server does not answer.\r\n"
+    );
+    assert_eq!(
+        closed(&a),
+        Some(CloseReason::UpstreamFailed(
+            UpstreamFailure::GreetingTimeout
+        ))
+    );
+}
+
+#[test]
+fn the_fresh_connection_carries_the_session_when_its_server_greets() {
+    let (mut l, _) = Life::new(reverse(), policy("set greeting-timeout 5s\npass\n"));
+    connected_at(&mut l, t0());
+    l.client(b"USER early\r\n");
+    l.at(secs(5)).timeout();
+    let server_side = SERVER_SIDE.parse().unwrap();
+    l.at(secs(6)).event(Event::Connected { server_side });
+    let a = l.server(b"220 ready\r\n");
+    assert_eq!(to_client(&a), "220 ready\r\n");
+    assert_eq!(to_server(&a), "USER early\r\n", "the held line, once");
+    let a = l.server(b"331 go on\r\n");
+    assert_eq!(to_client(&a), "331 go on\r\n");
+}
+
+#[test]
+fn a_server_silent_on_a_command_fails_the_session_at_the_reply_timeout() {
+    let (mut l, _) = Life::new(reverse(), policy("set reply-timeout 20s\npass\n"));
+    connected_at(&mut l, t0());
+    l.server(b"220 ready\r\n");
+    assert_eq!(l.s.poll_timeout(), Some(secs(60)), "only the login timer");
+    l.at(secs(1)).client(b"USER a\r\n");
+    assert_eq!(l.s.poll_timeout(), Some(secs(21)));
+    // Each line of a slow multi-line reply is progress.
+    l.at(secs(15)).server(b"331-still thinking\r\n");
+    assert_eq!(l.s.poll_timeout(), Some(secs(35)));
+    let a = l.at(secs(35)).timeout();
+    assert_eq!(
+        to_client(&a),
+        "421 Service not available: the FTP server does not answer.\r\n"
+    );
+    assert_eq!(
+        closed(&a),
+        Some(CloseReason::UpstreamFailed(UpstreamFailure::ReplyTimeout))
+    );
+}
+
+#[test]
+fn a_transfer_in_flight_is_not_a_silent_server() {
+    let mut l = Life::logged_in(policy("set reply-timeout 20s\npass\n"));
+    l.client(b"PASV\r\n");
+    let a = l.server(b"227 Entering Passive Mode (203,0,113,2,19,137)\r\n");
+    let id = opened(&a)[0];
+    l.client(b"RETR big\r\n");
+    l.server(b"150 here\r\n");
+    l.event(Event::DataConnected { id });
+    assert_eq!(
+        l.s.poll_timeout(),
+        None,
+        "the 226 comes when the data is done"
+    );
+    l.at(secs(900)).event(Event::DataDrained { id });
+    l.event(Event::DataClosed {
+        id,
+        outcome: DataOutcome::Completed,
+    });
+    assert_eq!(l.s.poll_timeout(), Some(secs(920)));
+}
