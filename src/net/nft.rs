@@ -7,14 +7,19 @@
 //!   and port: the connection the peer makes to what ftpgate announced goes on to
 //!   where the relay would have connected.
 //! - `data_snat4`/`6`: (peer . onward address . onward port) → the address the relay
-//!   would have connected from, when that is not the peer's own.
-//! - `data_pass4`/`6`: (peer . onward address . onward port): the forward chain lets
-//!   one new connection with this key through and deletes the element as it does
-//!   (one-shot, invariant 3); every element also expires with the expectation.
+//!   would have connected from, when that is not the peer's own. Two holes can share
+//!   this key (a server reuses its passive ports), so ftpgate counts the holes that use
+//!   each one and deletes it with the last.
+//! - `data_pass4`/`6`: (peer . announced address . announced port), the key of the DNAT
+//!   element: the prerouting chain `data_pass` lets one new connection with this key
+//!   through, before DNAT, and deletes the element as it does (one-shot, invariant 3).
+//!   The announced port is ftpgate's own, reserved until the hole is gone, so no two
+//!   holes share it. Every element also expires with the expectation.
 //!
 //! The table, maps and rules are the operator's (`deploy/nftables/*.nft`); ftpgate only
 //! adds and deletes elements, over one netlink socket, one batch per change.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
@@ -49,6 +54,7 @@ const NFPROTO_INET: u8 = 1;
 const AF_UNSPEC: u8 = 0;
 const ENOENT: i32 = 2;
 const DEL: u16 = NLM_F_REQUEST | NLM_F_ACK;
+const NEW: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
 
 /// The table ftpgate's maps live in (family `inet`).
 pub const TABLE: &str = "ftpgate";
@@ -110,7 +116,7 @@ impl Hole {
         )
     }
 
-    /// The key of the `snat` and `pass` elements: the connection after DNAT.
+    /// The key of the `snat` element: the connection after DNAT.
     fn forwarded(&self) -> Vec<u8> {
         concat(&[
             Field::Ip(self.peer),
@@ -143,7 +149,7 @@ fn concat(fields: &[Field]) -> Vec<u8> {
 }
 
 /// One nf_tables message: `nfgenmsg` header and attributes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct NftMessage {
     message_type: u16,
     family: u8,
@@ -235,6 +241,8 @@ fn batch_marker(message_type: u16) -> NftMessage {
 pub struct Nft {
     socket: Mutex<Socket>,
     seq: AtomicU32,
+    /// How many installed holes use each `snat` key.
+    snat_users: Mutex<HashMap<Vec<u8>, usize>>,
 }
 
 impl Nft {
@@ -251,6 +259,7 @@ impl Nft {
         let nft = Nft {
             socket: Mutex::new(socket),
             seq: AtomicU32::new(1),
+            snat_users: Mutex::new(HashMap::new()),
         };
         for name in names(true).into_iter().chain(names(false)) {
             let get = NftMessage {
@@ -292,47 +301,83 @@ impl Nft {
     pub fn install(&self, hole: &Hole, timeout: Duration) -> io::Result<()> {
         let [dnat, snat, pass] = names(hole.v4());
         let (key, value) = hole.dnat();
-        let mut messages = vec![element(
-            NFT_MSG_NEWSETELEM,
-            dnat,
-            key,
-            Some(value),
-            Some(timeout),
-        )];
-        if let Some(from) = hole.snat {
-            let value = concat(&[Field::Ip(from)]);
-            messages.push(element(
+        let mut messages = vec![
+            element(
                 NFT_MSG_NEWSETELEM,
-                snat,
-                hole.forwarded(),
+                dnat,
+                key.clone(),
                 Some(value),
                 Some(timeout),
+            ),
+            element(NFT_MSG_NEWSETELEM, pass, key, None, Some(timeout)),
+        ];
+        let Some(from) = hole.snat else {
+            return self.exchange(messages, true, NEW);
+        };
+        let shared = self.snat_use(hole.forwarded(), 1) > 1;
+        let value = concat(&[Field::Ip(from)]);
+        let add = element(
+            NFT_MSG_NEWSETELEM,
+            snat,
+            hole.forwarded(),
+            Some(value),
+            Some(timeout),
+        );
+        // An element another hole uses is written again, in the same transaction, so
+        // that it lasts as long as this hole needs it.
+        let mut again = messages.clone();
+        if shared {
+            again.push(element(
+                NFT_MSG_DELSETELEM,
+                snat,
+                hole.forwarded(),
+                None,
+                None,
             ));
         }
-        messages.push(element(
-            NFT_MSG_NEWSETELEM,
-            pass,
-            hole.forwarded(),
-            None,
-            Some(timeout),
-        ));
-        self.exchange(messages, true, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE)
+        again.push(add.clone());
+        let result = match self.exchange(again, true, NEW) {
+            // It expired meanwhile: it is simply added.
+            Err(e) if shared && e.raw_os_error() == Some(ENOENT) => {
+                messages.push(add);
+                self.exchange(messages, true, NEW)
+            }
+            other => other,
+        };
+        if result.is_err() {
+            self.snat_use(hole.forwarded(), -1);
+        }
+        result
     }
 
-    /// Closes `hole`. `true` when its one connection went through: the forward chain
-    /// had deleted the pass element already.
+    /// Changes the number of holes that use the `snat` element `key` by `by`; the
+    /// count after the change.
+    fn snat_use(&self, key: Vec<u8>, by: isize) -> usize {
+        let mut users = self.snat_users.lock().unwrap_or_else(|e| e.into_inner());
+        let count = users.entry(key.clone()).or_insert(0);
+        *count = count.saturating_add_signed(by);
+        let now = *count;
+        if now == 0 {
+            users.remove(&key);
+        }
+        now
+    }
+
+    /// Closes `hole`. `true` when its one connection went through: the `data_pass`
+    /// chain had deleted the pass element already.
     pub fn remove(&self, hole: &Hole) -> io::Result<bool> {
         let [dnat, snat, pass] = names(hole.v4());
+        let key = hole.dnat().0;
         // Asked first rather than deleted blindly: a batch that fails costs the kernel
         // an RCU grace period to abort (about 15 ms here), a lookup microseconds.
-        let get = element(NFT_MSG_GETSETELEM, pass, hole.forwarded(), None, None);
+        let get = element(NFT_MSG_GETSETELEM, pass, key.clone(), None, None);
         let used = gone(self.exchange(vec![get], false, DEL))?;
-        let mut left = vec![(dnat, hole.dnat().0)];
-        if hole.snat.is_some() {
+        let mut left = vec![(dnat, key.clone())];
+        if hole.snat.is_some() && self.snat_use(hole.forwarded(), -1) == 0 {
             left.push((snat, hole.forwarded()));
         }
         if !used {
-            left.push((pass, hole.forwarded()));
+            left.push((pass, key));
         }
         let del = |(set, key): &(&str, Vec<u8>)| {
             element(NFT_MSG_DELSETELEM, set, key.clone(), None, None)
