@@ -237,6 +237,44 @@ fn batch_marker(message_type: u16) -> NftMessage {
     }
 }
 
+/// The netlink socket on a thread of its own. Its exchanges block (for up to the
+/// socket's 1 s read timeout) and are serialised by the socket anyway, so one thread
+/// does them all: off the async workers, and without a blocking-pool thread (and its
+/// allocator arena) per hole under load.
+pub struct NftThread {
+    jobs: std::sync::mpsc::Sender<NftJob>,
+}
+
+type NftJob = Box<dyn FnOnce(&Nft) + Send>;
+
+impl NftThread {
+    pub fn start(nft: Nft) -> io::Result<NftThread> {
+        let (jobs, queue) = std::sync::mpsc::channel::<NftJob>();
+        std::thread::Builder::new()
+            .name("ftpgate-netlink".into())
+            .spawn(move || {
+                for job in queue {
+                    job(&nft);
+                }
+            })?;
+        Ok(NftThread { jobs })
+    }
+
+    /// Runs `f` on the netlink thread; the caller waits without holding a worker.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Nft) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gone = || io::Error::other("the netlink thread has stopped");
+        let job: NftJob = Box::new(move |nft| {
+            let _ = tx.send(f(nft));
+        });
+        self.jobs.send(job).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
 /// The netlink side of the kernel data path.
 pub struct Nft {
     socket: Mutex<Socket>,

@@ -196,7 +196,7 @@ async fn open_hole(
     // The kernel's own expiry is a safety net should ftpgate die; it is later than
     // ftpgate's so that a missing pass element means the connection was made.
     let kernel_timeout = deadline.saturating_duration_since(Instant::now()) + HOLE_GRACE;
-    shared.nft.as_ref()?;
+    let nft = shared.nft.as_ref()?;
     let port = shared.tracker.reserve_port(key, |port| ExpectationEntry {
         state: ExpectationState::Kernel,
         ..entry(port)
@@ -206,16 +206,10 @@ async fn open_hole(
         ..hole
     };
     // Any port does as well as another for an error, so none is retried.
-    let installing = {
-        let (shared, hole) = (shared.clone(), hole.clone());
-        tokio::task::spawn_blocking(move || match shared.nft.as_ref() {
-            Some(nft) => nft.install(&hole, kernel_timeout),
-            None => Err(std::io::Error::other("no netlink socket")),
-        })
+    let installed = {
+        let hole = hole.clone();
+        nft.run(move |nft| nft.install(&hole, kernel_timeout)).await
     };
-    let installed = installing
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     match installed {
         Ok(()) => {}
         Err(e) => {
@@ -251,13 +245,13 @@ async fn close_hole(
         _ = handle.cancel.cancelled() => {}
         _ = handle.expire.cancelled() => {}
     }
-    let removing = {
-        let (shared, hole) = (shared.clone(), hole.clone());
-        tokio::task::spawn_blocking(move || shared.nft.as_ref().map(|nft| nft.remove(&hole)))
+    let removed = match shared.nft.as_ref() {
+        Some(nft) => {
+            let hole = hole.clone();
+            Some(nft.run(move |nft| nft.remove(&hole)).await)
+        }
+        None => None,
     };
-    let removed = removing
-        .await
-        .unwrap_or_else(|e| Some(Err(std::io::Error::other(e))));
     let used = match removed {
         Some(Ok(used)) => used,
         Some(Err(e)) => {
