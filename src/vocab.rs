@@ -269,15 +269,6 @@ pub enum DataPath {
     Kernel,
 }
 
-impl DataPath {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DataPath::Relay => "relay",
-            DataPath::Kernel => "kernel",
-        }
-    }
-}
-
 /// The representation type in force for a transfer (`TYPE`): it decides only how
 /// the transfer log records it; the proxy relays bytes as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

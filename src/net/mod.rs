@@ -181,13 +181,3 @@ pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
         Err(e) => Err(e),
     }
 }
-
-/// The local address of a connection, in canonical form.
-pub fn canonical_local(stream: &TcpStream) -> io::Result<SocketAddr> {
-    stream.local_addr().map(canonical)
-}
-
-/// The address with IPv4-mapped IPv6 turned back into IPv4.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}

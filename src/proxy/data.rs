@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Shared;
+use crate::addrs::OrigDstAddr;
 use crate::codec::TransferKind;
 use crate::net::nft::Hole;
 use crate::net::{self, Binding};
@@ -460,7 +461,9 @@ impl Expectation {
             (_, Some(listener)) => {
                 let key = (self.session, self.req.id);
                 let admits = |stream: &TcpStream, peer: SocketAddr| {
-                    let dst = net::original_dst(stream).map(net::canonical).ok();
+                    let dst = net::original_dst(stream)
+                        .map(|d| OrigDstAddr::new(d).get())
+                        .ok();
                     self.shared.tracker.admits(key, peer.ip(), dst)
                 };
                 self.accept_expected_peer(listener, self.req.expected_peer, admits)
@@ -473,7 +476,9 @@ impl Expectation {
         let onward = match (self.req.conversion, second) {
             (Some(Conversion::AcceptServer { expected_peer, .. }), Some((listener, local))) => {
                 let admits = |stream: &TcpStream, peer: SocketAddr| {
-                    let dst = net::original_dst(stream).map(net::canonical).ok();
+                    let dst = net::original_dst(stream)
+                        .map(|d| OrigDstAddr::new(d).get())
+                        .ok();
                     track::admits(expected_peer, local, peer.ip(), dst)
                 };
                 self.accept_expected_peer(listener, expected_peer, admits)
