@@ -96,7 +96,7 @@ edge_up() {
             ;;
         tproxy | tproxy-kernel)
             on edge nft -f deploy/nftables/ftpgate-tproxy.nft
-            on edge bash deploy/tproxy-routing.sh add
+            on edge bash deploy/tproxy-routing.sh add deploy/nftables/ftpgate-tproxy.nft
             if [ "$1" = tproxy ]; then gate rules/edge-tproxy.rules; else gate "$work/edge-tproxy-kernel.rules"; fi
             ;;
         *) echo "unknown configuration $1" >&2; exit 2 ;;

@@ -181,22 +181,31 @@ fn run(path: PathBuf, user: Option<&str>) -> anyhow::Result<()> {
         None => None,
     };
     // Opened (and the ruleset checked) before privileges go, so a missing table is a
-    // start-up error.
+    // start-up error. Transparent listeners announce their relayed data connections
+    // to the ruleset; the kernel path writes its holes there.
     let kernel_path = config
         .listeners
         .iter()
         .any(|l| l.data_path == DataPath::Kernel);
-    let nft = if kernel_path {
-        Some(ftpgate::net::nft::Nft::open().context("data-path kernel")?)
+    let transparent = config
+        .listeners
+        .iter()
+        .any(|l| matches!(l.mode, ListenMode::Transparent(_)));
+    let nft = if kernel_path || transparent {
+        let what = if kernel_path {
+            "data-path kernel"
+        } else {
+            "listen transparent"
+        };
+        Some(
+            ftpgate::net::nft::Nft::open()
+                .with_context(|| format!("{what}: the nftables table"))?,
+        )
     } else {
         None
     };
     // TPROXY sockets and nftables changes need CAP_NET_ADMIN for as long as ftpgate runs.
-    let net_admin = kernel_path
-        || config
-            .listeners
-            .iter()
-            .any(|l| matches!(l.mode, ListenMode::Transparent(i) if i.is_tproxy()));
+    let net_admin = kernel_path || transparent;
     let dropped =
         ftpgate::privileges::drop_after_bind(user, net_admin).context("cannot drop privileges")?;
     tracing::info!(%dropped, bounding_set = dropped.bounded, "privileges dropped after binding");

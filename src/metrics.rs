@@ -177,7 +177,9 @@ impl Metrics {
             kernel_hole_errors_total: counter(
                 &r,
                 "kernel_hole_errors_total",
-                "nftables holes that could not be opened or closed, by operation.",
+                "nftables elements that could not be written or deleted, by operation \
+                 (install/remove: kernel-path holes; announce/withdraw: relayed data \
+                 connections of transparent listeners).",
                 &["op"],
             ),
             parse_errors_total: counter(
@@ -253,7 +255,7 @@ impl Metrics {
             self.expectations_total
                 .with_label_values(&[outcome.as_str()]);
         }
-        for op in ["install", "remove"] {
+        for op in ["install", "remove", "announce", "withdraw"] {
             self.kernel_hole_errors_total.with_label_values(&[op]);
         }
         for mode in DataMode::ALL {

@@ -129,15 +129,10 @@ fn curl_in_every_mode(flavour: Flavour) -> Option<Edge> {
     assert_eq!(n, 24);
     let listing = run_ok(curl_in(Some(&ns), Mode::Epsv).arg(url(server_addr(false), "pub/")));
     assert!(String::from_utf8_lossy(&listing.stdout).contains("ten.bin"));
-    // All of it with the capabilities left after binding: CAP_NET_ADMIN (bit 12) for
-    // TPROXY's transparent data sockets, none for REDIRECT.
+    // All of it with the capabilities left after binding: CAP_NET_ADMIN (bit 12), for
+    // the ruleset's elements (and TPROXY's transparent data sockets), no other.
     let status = e.gate.proc_status();
-    // TPROXY's transparent data sockets and the kernel path's nftables elements, none
-    // for REDIRECT.
-    let kept = match flavour {
-        Flavour::Redirect => "0000000000000000",
-        _ => "0000000000001000",
-    };
+    let kept = "0000000000001000";
     for set in ["CapEff", "CapPrm", "CapBnd"] {
         assert!(status.contains(&format!("{set}:\t{kept}\n")), "{status}");
     }
@@ -231,17 +226,15 @@ fn another_client_racing_for_the_data_port(flavour: Flavour) {
     );
     assert!(out.contains("thief: 0"), "{out}");
     assert!(out.contains("client: 1048576 226"), "{out}");
-    if matches!(flavour, Flavour::Kernel(_)) {
-        // The hole is keyed on the client: the thief never reaches the server, and
-        // ftpgate has no listener there to count it.
-        assert!(!e.server.log().contains("198.51.100.3"));
-        return;
-    }
+    // The ruleset hands over only the announced (client, server, port): the thief's
+    // connection is not ftpgate's, and goes where it was addressed (nothing listens
+    // there on the server), and the kernel path's hole is keyed on the client too.
     assert_eq!(
         e.gate
             .metric("ftpgate_expectations_refused_total{reason=\"wrong-peer\"}"),
-        1.0
+        0.0
     );
+    assert!(!e.server.log().contains("198.51.100.3"));
 }
 
 fn session_rules_on_the_dialled_server(flavour: Flavour) {
@@ -272,37 +265,91 @@ fn nothing_crosses_without_ftpgate(flavour: Flavour) {
     let lab = Lab::up(flavour);
     let _server = LabServer::start(&lab);
     let ns = lab.ns("client");
-    // Control: handed to a proxy that is not there.
+    // Control: handed to a proxy that is not there, so it fails closed.
     let out = run(curl_in(Some(&ns), Mode::Epsv)
         .args(["--connect-timeout", "5"])
         .arg("ftp://203.0.113.2/"));
     assert!(!out.status.success(), "curl reached a server: {out:?}");
-    // Passive data straight to a server port, and active data from the server to the
-    // client: the edge drops both (no conntrack helper opens anything).
-    let drops = lab.forward_drops();
-    let probe = lab.probe("server", "203.0.113.2", 30500);
-    assert_eq!(
-        lab.script("client", &["connect", "203.0.113.2", "30500", "2"])
-            .trim(),
-        "timeout"
-    );
-    assert_eq!(probe.report(), "nothing");
-    let probe = lab.probe("client", "198.51.100.2", 5000);
-    assert_eq!(
-        lab.script("server", &["connect", "198.51.100.2", "5000", "2"])
-            .trim(),
-        "timeout"
-    );
-    assert_eq!(probe.report(), "nothing");
-    assert!(
-        lab.forward_drops() >= drops + 2,
-        "the edge's forward drops counted them"
-    );
     let ruleset = run_ok(lab.on("edge", "nft").args(["list", "ruleset"]));
     assert!(
         !String::from_utf8_lossy(&ruleset.stdout).contains("helper"),
         "no ct helper is assigned"
     );
+}
+
+/// The edge intercepts FTP to any server (`servers_v4 = { 0.0.0.0/0 }`, as an outbound
+/// edge is set up) and leaves every other connection alone: a client's connections to
+/// the server's web port and to ports in ftpgate's data range arrive from the client's
+/// own address, neither redirected nor dropped, while FTP through ftpgate works and a
+/// bounce gets nothing.
+fn other_traffic_crosses_untouched(flavour: Flavour) {
+    require!("vsftpd", "curl", "python3", "nft", "ip");
+    let any_server = |text: String| {
+        text.replace(
+            "define servers_v4 = { 203.0.113.0/24 }",
+            "define servers_v4 = { 0.0.0.0/0 }",
+        )
+        .replace(
+            "define servers_v6 = { 2001:db8:2::/64 }",
+            "define servers_v6 = { ::/0 }",
+        )
+    };
+    let lab = Lab::up_with(flavour, any_server);
+    let server = LabServer::start(&lab);
+    make_file(&server.path("one.bin"), 1 << 20, 7);
+    let gate = Gate::start_in(Some(&lab.ns("edge")), &flavour.rules(), &[]);
+    let ns = lab.ns("client");
+    for (addr, port) in [
+        ("203.0.113.2", 80),
+        ("203.0.113.2", 40500),
+        ("203.0.113.66", 40000),
+        ("2001:db8:2::2", 40999),
+    ] {
+        let source = if addr.contains(':') {
+            "2001:db8:1::2"
+        } else {
+            "198.51.100.2"
+        };
+        let probe = lab.probe("server", addr, port);
+        assert_eq!(
+            lab.script("client", &["connect", addr, &port.to_string(), "5"])
+                .trim(),
+            "connected",
+            "{addr} port {port}"
+        );
+        assert_eq!(
+            probe.report(),
+            format!("connected {source}"),
+            "{addr} port {port}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    for mode in [Mode::Pasv, Mode::Epsv, Mode::Port, Mode::Eprt] {
+        let down = dir.path().join(format!("{}.bin", mode.verb()));
+        let url = url(server_addr(false), "pub/one.bin");
+        run_ok(curl_in(Some(&ns), mode).arg(url).arg("-o").arg(&down));
+        assert_same_file(&down, &server.path("one.bin"));
+    }
+    let probe = lab.probe("server", "203.0.113.66", 7000);
+    let out = lab.script("client", &["bounce", "203.0.113.2", "203.0.113.66", "7000"]);
+    assert!(
+        out.contains("PORT: 504") && out.contains("EPRT: 504"),
+        "{out}"
+    );
+    assert_eq!(probe.report(), "nothing");
+    assert!(gate.metric("ftpgate_expectations_total{outcome=\"completed\"}") >= 4.0);
+}
+
+#[test]
+fn other_traffic_crosses_the_redirect_edge_untouched() {
+    other_traffic_crosses_untouched(Flavour::Redirect);
+    other_traffic_crosses_untouched(Flavour::Kernel(KernelOf::Redirect));
+}
+
+#[test]
+fn other_traffic_crosses_the_tproxy_edge_untouched() {
+    other_traffic_crosses_untouched(Flavour::Tproxy);
+    other_traffic_crosses_untouched(Flavour::Kernel(KernelOf::Tproxy));
 }
 
 /// With `preserve-source` the server sees the client's address and the client sees
@@ -482,7 +529,9 @@ fn a_hole_passes_one_connection(of: KernelOf) {
     let out = e
         .lab
         .script("client", &["twice", "203.0.113.2", "pub/one.bin"]);
-    assert!(out.contains("second: timeout"), "{out}");
+    // The second is not translated: it goes where it was addressed, a port of the
+    // server where nothing listens.
+    assert!(!out.contains("second: connected"), "{out}");
     assert!(out.contains("client: 1048576 226"), "{out}");
     eventually("the hole to close", || {
         e.gate.metric("ftpgate_expectations_active") == 0.0
@@ -537,27 +586,34 @@ fn ftplib_crosses_the_tproxy_edge_by_the_kernel_path() {
 }
 
 #[test]
-fn data_path_kernel_without_its_nftables_table_is_a_start_up_error() {
+fn a_transparent_listener_without_its_nftables_table_is_a_start_up_error() {
     require!("nft", "ip");
     let lab = Lab::up(Flavour::Redirect);
     let dir = tempfile::tempdir().expect("tempdir");
-    let rules = dir.path().join("kernel.rules");
-    std::fs::write(
-        &rules,
-        "listen transparent 0.0.0.0:8021 data-path kernel\npass from any to any\n",
-    )
-    .expect("write rules");
-    // The client host has no table inet ftpgate.
-    let out = run(lab
-        .on("client", env!("CARGO_BIN_EXE_ftpgate"))
-        .args(["run", "-c"])
-        .arg(&rules));
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("data-path kernel: nftables set or map `inet ftpgate data_dnat4`"),
-        "{stderr}"
-    );
+    // The client host has no table inet ftpgate: the kernel path cannot open holes,
+    // and the relay cannot have its data connections handed over.
+    for (listen, what) in [
+        (
+            "listen transparent 0.0.0.0:8021 data-path kernel",
+            "data-path kernel",
+        ),
+        ("listen transparent 0.0.0.0:8021", "listen transparent"),
+    ] {
+        let rules = dir.path().join("edge.rules");
+        std::fs::write(&rules, format!("{listen}\npass from any to any\n")).expect("write rules");
+        let out = run(lab
+            .on("client", env!("CARGO_BIN_EXE_ftpgate"))
+            .args(["run", "-c"])
+            .arg(&rules));
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{what}: the nftables table: nftables set or map `inet ftpgate data_dnat4`"
+            )),
+            "{stderr}"
+        );
+    }
 }
 
 /// The hole is consumed by the connection, not by its first packet: a SYN the server

@@ -16,6 +16,12 @@
 //!   The announced port is ftpgate's own, reserved until the hole is gone, so no two
 //!   holes share it. Every element also expires with the expectation.
 //!
+//! The relay path (every `listen transparent` listener) writes one element per data
+//! connection it announces, into `relay4`/`6`: (peer . announced address . announced
+//! port). The ruleset hands exactly these connections to ftpgate (REDIRECT or TPROXY)
+//! and marks them for the operator's input chain, so nothing else that crosses the
+//! router, traffic to the same port range included, is touched.
+//!
 //! The table, maps and rules are the operator's (`deploy/nftables/*.nft`); ftpgate only
 //! adds and deletes elements, over one netlink socket, one batch per change.
 
@@ -65,6 +71,50 @@ fn names(v4: bool) -> [&'static str; 3] {
         ["data_dnat4", "data_snat4", "data_pass4"]
     } else {
         ["data_dnat6", "data_snat6", "data_pass6"]
+    }
+}
+
+/// The set of a family's announced relay connections.
+fn relay_set(v4: bool) -> &'static str {
+    if v4 { "relay4" } else { "relay6" }
+}
+
+/// Every set and map the rulesets declare for ftpgate to write.
+fn every_name() -> impl Iterator<Item = &'static str> {
+    names(true)
+        .into_iter()
+        .chain(names(false))
+        .chain([relay_set(true), relay_set(false)])
+}
+
+/// A data connection the relay announced: the ruleset hands the connection from
+/// `peer` to `dst` to ftpgate, and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announced {
+    pub peer: IpAddr,
+    pub dst: SocketAddr,
+}
+
+impl Announced {
+    /// `None` across families: such a connection cannot exist.
+    pub fn new(peer: IpAddr, dst: SocketAddr) -> Option<Announced> {
+        let (peer, ip) = (peer.to_canonical(), dst.ip().to_canonical());
+        (peer.is_ipv4() == ip.is_ipv4() && !peer.is_unspecified()).then_some(Announced {
+            peer,
+            dst: SocketAddr::new(ip, dst.port()),
+        })
+    }
+
+    fn key(&self) -> Vec<u8> {
+        concat(&[
+            Field::Ip(self.peer),
+            Field::Ip(self.dst.ip()),
+            Field::Port(self.dst.port()),
+        ])
+    }
+
+    fn set(&self) -> &'static str {
+        relay_set(self.peer.is_ipv4())
     }
 }
 
@@ -299,7 +349,7 @@ impl Nft {
             seq: AtomicU32::new(1),
             snat_users: Mutex::new(HashMap::new()),
         };
-        for name in names(true).into_iter().chain(names(false)) {
+        for name in every_name() {
             let get = NftMessage {
                 message_type: NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSET,
                 family: NFPROTO_INET,
@@ -312,14 +362,12 @@ impl Nft {
                         e.kind(),
                         format!(
                             "nftables set or map `inet {TABLE} {name}`: {e} \
-                         (load deploy/nftables/ftpgate-*.nft)"
+                         (load deploy/nftables/ftpgate-*.nft first; see deploy/README.md)"
                         ),
                     )
                 })?;
         }
-        let flush = names(true)
-            .into_iter()
-            .chain(names(false))
+        let flush = every_name()
             .map(|name| NftMessage {
                 // A DELSETELEM without elements empties the set.
                 message_type: NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_DELSETELEM,
@@ -386,6 +434,31 @@ impl Nft {
             self.snat_use(hole.forwarded(), -1);
         }
         result
+    }
+
+    /// Hands the connection `announced` to ftpgate for `timeout` (or until
+    /// [`Nft::withdraw`]).
+    pub fn announce(&self, announced: &Announced, timeout: Duration) -> io::Result<()> {
+        let add = element(
+            NFT_MSG_NEWSETELEM,
+            announced.set(),
+            announced.key(),
+            None,
+            Some(timeout),
+        );
+        self.exchange(vec![add], true, NEW)
+    }
+
+    /// Withdraws an announcement; one that expired already is no error.
+    pub fn withdraw(&self, announced: &Announced) -> io::Result<()> {
+        let del = element(
+            NFT_MSG_DELSETELEM,
+            announced.set(),
+            announced.key(),
+            None,
+            None,
+        );
+        gone(self.exchange(vec![del], true, DEL)).map(|_| ())
     }
 
     /// Changes the number of holes that use the `snat` element `key` by `by`; the

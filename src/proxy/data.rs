@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::Shared;
 use crate::addrs::OrigDstAddr;
 use crate::codec::TransferKind;
-use crate::net::nft::Hole;
+use crate::net::nft::{Announced, Hole};
 use crate::net::{self, Binding};
 use crate::session::{Conversion, DataOutcome, Event, ExpectationId, ExpectationRequest, Refusal};
 use crate::track::{self, ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
@@ -58,8 +58,9 @@ impl DataHandle {
 
 /// Binds the data ports for `req` (or, with `kernel`, opens an nftables hole when the
 /// kernel can forward the connection) and starts its task; `None` when no port is free
-/// or the hole cannot be opened. Only the hole waits on anything (netlink, on a
-/// blocking thread).
+/// or the hole cannot be opened. With `edge` (a transparent listener's session) the
+/// relayed connection is also announced to the ruleset, which hands over only what
+/// was announced. Only netlink is waited on, on its own thread.
 pub async fn open(
     shared: &Arc<Shared>,
     session: SessionId,
@@ -67,6 +68,7 @@ pub async fn open(
     events: mpsc::UnboundedSender<Event>,
     binding: Binding,
     path: DataPath,
+    edge: bool,
 ) -> Option<Opened> {
     let key = (session, req.id);
     let transferred = Arc::new(Transferred::default());
@@ -95,6 +97,28 @@ pub async fn open(
     let bound = bind(shared, key, req, binding, entry)?;
     let proxy = bound.proxy;
     let server_port = bound.second.as_ref().map(|(_, addr)| addr.port());
+    let announced = match edge {
+        true => {
+            let peer_leg = bound.listener.is_some().then(|| {
+                Announced::new(req.expected_peer, SocketAddr::new(req.dst_ip, proxy.port()))
+            });
+            let server_leg = match (req.conversion, &bound.second) {
+                (Some(Conversion::AcceptServer { expected_peer, .. }), Some((_, local))) => {
+                    Some(Announced::new(expected_peer, *local))
+                }
+                _ => None,
+            };
+            let legs: Vec<Announced> = peer_leg.into_iter().chain(server_leg).flatten().collect();
+            if let Err(e) = announce(shared, &legs, req.expires).await {
+                tracing::warn!(error = %e, "cannot announce a data connection to the nftables ruleset");
+                shared.metrics.kernel_hole_error("announce");
+                shared.tracker.close_expectation(key);
+                return None;
+            }
+            legs
+        }
+        false => Vec::new(),
+    };
     // The data connection may outlive its session (its reverse direction can close
     // after the client quit), so what the transfer log needs is taken now.
     let client = shared.tracker.session(session).map(|s| s.client.ip());
@@ -114,6 +138,7 @@ pub async fn open(
         transferred,
         client,
         binding,
+        announced,
     };
     shared
         .data_tasks
@@ -124,6 +149,20 @@ pub async fn open(
         handle,
         path: DataPath::Relay,
     })
+}
+
+/// Writes the relay elements of `legs`, to expire a little after the expectation.
+async fn announce(shared: &Shared, legs: &[Announced], deadline: Instant) -> std::io::Result<()> {
+    if legs.is_empty() {
+        return Ok(());
+    }
+    let nft = shared.nft.as_ref().ok_or_else(|| {
+        std::io::Error::other("no netlink socket (transparent listener without the ruleset)")
+    })?;
+    let timeout = deadline.saturating_duration_since(Instant::now()) + HOLE_GRACE;
+    let legs = legs.to_vec();
+    nft.run(move |nft| legs.iter().try_for_each(|leg| nft.announce(leg, timeout)))
+        .await
 }
 
 /// The sockets of a relayed expectation.
@@ -303,6 +342,8 @@ struct Expectation {
     client: Option<IpAddr>,
     /// Transparent with TPROXY: onward legs may leave from a peer's address.
     binding: Binding,
+    /// The ruleset's elements for this expectation, withdrawn when it ends.
+    announced: Vec<Announced>,
 }
 
 impl Expectation {
@@ -310,6 +351,7 @@ impl Expectation {
         let key = (self.session, self.req.id);
         let started = Instant::now();
         let outcome = self.serve(listener, second).await;
+        self.withdraw().await;
         let entry = self.shared.tracker.expectation(key);
         self.shared.tracker.close_expectation(key);
         let m = &self.shared.metrics;
@@ -352,6 +394,24 @@ impl Expectation {
             id: self.req.id,
             outcome,
         });
+    }
+
+    /// Removes the ruleset's elements; should that fail, they expire on their own.
+    async fn withdraw(&self) {
+        let Some(nft) = self.shared.nft.as_ref() else {
+            return;
+        };
+        if self.announced.is_empty() {
+            return;
+        }
+        let legs = self.announced.clone();
+        let removed = nft
+            .run(move |nft| legs.iter().try_for_each(|leg| nft.withdraw(leg)))
+            .await;
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, "cannot withdraw a data connection from the nftables ruleset");
+            self.shared.metrics.kernel_hole_error("withdraw");
+        }
     }
 
     /// Appends the xferlog line for a download or upload (listings are not logged,

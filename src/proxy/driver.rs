@@ -275,7 +275,8 @@ impl<'a> Driver<'a> {
         let binding = data_binding(self.listener);
         let path = self.listener.data_path;
         let events = self.events.clone();
-        match data::open(self.shared, self.id, req, events, binding, path).await {
+        let edge = matches!(self.listener.mode, ListenMode::Transparent(_));
+        match data::open(self.shared, self.id, req, events, binding, path, edge).await {
             Some(opened) => {
                 self.data.insert(req.id, opened.handle);
                 Event::ExpectationOpened {

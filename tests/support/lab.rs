@@ -85,6 +85,33 @@ impl Lab {
     /// Builds the lab with `deploy/lab.sh` and sets the edge up as `flavour` says,
     /// with the shipped files.
     pub fn up(flavour: Flavour) -> Lab {
+        Lab::up_with(flavour, |ruleset| ruleset)
+    }
+
+    /// Like [`Lab::up`], with the ruleset's text changed by `edit` first (its block of
+    /// variables, as an operator edits it).
+    pub fn up_with(flavour: Flavour, edit: impl FnOnce(String) -> String) -> Lab {
+        let lab = Lab::bare();
+        let (ruleset, _) = flavour.files();
+        let shipped = format!("{ROOT}/deploy/nftables/{ruleset}");
+        let text = fs::read_to_string(&shipped).expect("shipped ruleset");
+        let edited = std::env::temp_dir().join(format!("{}-{ruleset}", lab.prefix));
+        fs::write(&edited, edit(text)).expect("write ruleset");
+        run_ok(lab.on("edge", "nft").arg("-f").arg(&edited));
+        let _ = fs::remove_file(&edited);
+        if flavour.relay() != Flavour::Redirect {
+            let routing = format!("{ROOT}/deploy/tproxy-routing.sh");
+            let ruleset = format!("{ROOT}/deploy/nftables/{ruleset}");
+            run_ok(
+                lab.on("edge", "bash")
+                    .args([routing.as_str(), "add", &ruleset]),
+            );
+        }
+        lab
+    }
+
+    /// The three hosts, routing, and nothing on the edge but forwarding.
+    pub fn bare() -> Lab {
         let prefix = format!(
             "fg{}x{}",
             std::process::id() % 100_000,
@@ -92,15 +119,6 @@ impl Lab {
         );
         let lab = Lab { prefix };
         run_ok(Command::new("bash").args([&format!("{ROOT}/deploy/lab.sh"), "up", &lab.prefix]));
-        let (ruleset, _) = flavour.files();
-        run_ok(
-            lab.on("edge", "nft")
-                .args(["-f", &format!("{ROOT}/deploy/nftables/{ruleset}")]),
-        );
-        if flavour.relay() != Flavour::Redirect {
-            let routing = format!("{ROOT}/deploy/tproxy-routing.sh");
-            run_ok(lab.on("edge", "bash").args([routing.as_str(), "add"]));
-        }
         lab
     }
 
@@ -143,22 +161,6 @@ impl Lab {
             stdin,
             stdout,
         }
-    }
-
-    /// Counters of the nftables forward chain on the edge, as nft prints them.
-    pub fn forward_drops(&self) -> u64 {
-        let out = run_ok(
-            self.on("edge", "nft")
-                .args(["list", "chain", "inet", "ftpgate", "forward"]),
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("drop"))
-            .filter_map(|l| {
-                let after = l.split("counter packets ").nth(1)?;
-                after.split_whitespace().next()?.parse::<u64>().ok()
-            })
-            .sum()
     }
 }
 
