@@ -222,6 +222,33 @@ fn run(path: PathBuf, user: Option<&str>) -> anyhow::Result<()> {
         .block_on(serve(path, config, nft, listeners, admin))
 }
 
+/// Signals whose default action would end ftpgate at once, with no drain and no log
+/// line (a stray `kill -USR2`, a logrotate recipe written for another daemon): each is
+/// logged and otherwise ignored. SIGTERM/SIGINT drain, SIGHUP reloads, SIGUSR1 reopens
+/// the logs; SIGQUIT keeps its core dump for debugging.
+fn ignore_stray_signals() -> std::io::Result<()> {
+    let stray = [
+        ("SIGUSR2", SignalKind::user_defined2()),
+        ("SIGALRM", SignalKind::alarm()),
+        ("SIGIO", SignalKind::io()),
+        ("SIGPWR", SignalKind::from_raw(nix::libc::SIGPWR)),
+        ("SIGVTALRM", SignalKind::from_raw(nix::libc::SIGVTALRM)),
+        ("SIGPROF", SignalKind::from_raw(nix::libc::SIGPROF)),
+    ];
+    for (name, kind) in stray {
+        let mut stream = signal(kind)?;
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                tracing::warn!(
+                    signal = name,
+                    "signal ignored (SIGTERM stops, SIGHUP reloads, SIGUSR1 reopens logs)"
+                );
+            }
+        });
+    }
+    Ok(())
+}
+
 async fn serve(
     path: PathBuf,
     config: Config,
@@ -242,6 +269,8 @@ async fn serve(
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    ignore_stray_signals()?;
     let serving = tokio::spawn(proxy::serve(shared.clone(), listeners));
     loop {
         tokio::select! {
@@ -255,6 +284,10 @@ async fn serve(
                     shared.reload_rejected();
                 }
             },
+            _ = usr1.recv() => {
+                shared.reopen_logs();
+                tracing::info!("SIGUSR1: transfer log reopened");
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

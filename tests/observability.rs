@@ -208,6 +208,80 @@ fn xferlog_records_transfers_and_is_reopened_after_logrotate() {
     );
 }
 
+/// The shipped logrotate file, run by logrotate itself, rotates the transfer log and
+/// has ftpgate reopen it (SIGUSR1 through `systemctl kill`, carried out here by
+/// tests/support/systemctl.py) while the rule file on disk is broken; stray signals
+/// are logged, not fatal.
+#[test]
+fn the_shipped_logrotate_file_reopens_the_xferlog_with_a_broken_rule_file() {
+    require!("vsftpd", "curl", "logrotate", "python3");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let server = Vsftpd::start(LOCALHOST);
+    make_file(&server.public().join("one.bin"), 10_000, 3);
+    let logs = tempfile::tempdir().expect("tempdir");
+    let xferlog = logs.path().join("xferlog");
+    let gate = Gate::reverse(server.addr, &format!("set xferlog {}", xferlog.display()));
+    let count = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let local = logs.path().join("one.bin");
+    curl_get(gate.addr, Mode::Epsv, "pub/one.bin", &local);
+    eventually("one xferlog line", || count(&xferlog) == 1);
+    for sig in ["USR2", "ALRM", "PWR"] {
+        gate.signal(sig);
+    }
+    eventually("the stray signals logged", || {
+        gate.log().matches("signal ignored").count() == 3
+    });
+    std::fs::write(&gate.rules, "this is not a rule\n").expect("break the rules");
+
+    let shipped = std::fs::read_to_string(format!("{root}/deploy/logrotate/ftpgate"))
+        .expect("shipped logrotate file");
+    let conf = logs.path().join("logrotate.conf");
+    std::fs::write(
+        &conf,
+        shipped.replace("/var/log/ftpgate/xferlog", &xferlog.display().to_string()),
+    )
+    .expect("logrotate.conf");
+    let systemd = logs.path().join("systemd");
+    let bin = logs.path().join("bin");
+    std::fs::create_dir_all(systemd.join("state")).expect("state");
+    std::fs::create_dir_all(&bin).expect("bin");
+    std::fs::write(
+        systemd.join("state/ftpgate.service.pid"),
+        gate.pid().to_string(),
+    )
+    .expect("pid");
+    std::os::unix::fs::symlink(
+        format!("{root}/tests/support/systemctl.py"),
+        bin.join("systemctl"),
+    )
+    .expect("systemctl stand-in");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run_ok(
+        Command::new("logrotate")
+            .arg("-f")
+            .arg("-s")
+            .arg(logs.path().join("logrotate.state"))
+            .arg(&conf)
+            .env("PATH", path)
+            .env("SYSTEMCTL_STATE", systemd.join("state"))
+            .env("SYSTEMCTL_UNIT_PATH", format!("{root}/deploy")),
+    );
+    gate.wait_log("transfer log reopened");
+    curl_get(gate.addr, Mode::Epsv, "pub/one.bin", &local);
+    eventually("a line in the new xferlog", || count(&xferlog) == 1);
+    assert_eq!(count(&logs.path().join("xferlog.1")), 1);
+    assert!(!gate.log().contains("rules reloaded"));
+}
+
 #[test]
 fn shipped_prometheus_config_and_alerts_pass_promtool() {
     require!("promtool");

@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl lftp:lftp python3:python3 \
-    promtool:prometheus nft:nftables ip:iproute2 ss:iproute2 unshare:util-linux
+    promtool:prometheus nft:nftables ip:iproute2 ss:iproute2 unshare:util-linux \
+    logrotate:logrotate
 # pure-ftpd and ProFTPD for the differential test, unpacked beside vsftpd (they
 # conflict with it as packages). Without root the test skips, or fails under CI=true.
 if [ "$(id -u)" = 0 ]; then

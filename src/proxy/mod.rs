@@ -105,6 +105,12 @@ impl Shared {
         self.metrics.reloaded(false);
     }
 
+    /// SIGUSR1, logrotate's signal: reopens the transfer log of the rules in force,
+    /// whatever state the rule file on disk is in.
+    pub fn reopen_logs(&self) {
+        self.reopen_xferlog(self.config.load().settings.xferlog.clone());
+    }
+
     fn reopen_xferlog(&self, path: Option<std::path::PathBuf>) {
         let mut log = self.xferlog.lock().unwrap_or_else(|e| e.into_inner());
         *log = match (log.take(), path) {

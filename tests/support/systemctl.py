@@ -3,7 +3,7 @@
 the guides' `systemctl` lines are run as written, and this carries out what systemd
 would from the installed unit files, drop-ins included: ExecStartPre, ExecStart
 (in the background, its pid kept in $SYSTEMCTL_STATE, unless Type=oneshot),
-ExecReload with $MAINPID, ExecStop, and for Type=notify it waits for READY=1 on a
+ExecReload with $MAINPID, ExecStop, `kill --signal=`, and for Type=notify it waits for READY=1 on a
 NOTIFY_SOCKET of its own, as systemd does before `start` returns. Users,
 capabilities and sandboxing are not applied: the tests run as root."""
 
@@ -15,8 +15,9 @@ import subprocess
 import sys
 import time
 
-UNIT_DIRS = ["/etc/systemd/system", "/usr/local/lib/systemd/system", "/lib/systemd/system",
-             "/usr/lib/systemd/system"]
+UNIT_DIRS = [d for d in os.environ.get("SYSTEMCTL_UNIT_PATH", "").split(":") if d] + [
+    "/etc/systemd/system", "/usr/local/lib/systemd/system", "/lib/systemd/system",
+    "/usr/lib/systemd/system"]
 STATE = os.environ.get("SYSTEMCTL_STATE", "/run/systemctl-shim")
 
 
