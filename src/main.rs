@@ -222,6 +222,9 @@ fn run(path: PathBuf, user: Option<&str>) -> anyhow::Result<()> {
         .block_on(serve(path, config, nft, listeners, admin))
 }
 
+/// How long a reload may take to read the rule file and what it includes.
+const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Signals whose default action would end ftpgate at once, with no drain and no log
 /// line (a stray `kill -USR2`, a logrotate recipe written for another daemon): each is
 /// logged and otherwise ignored. SIGTERM/SIGINT drain, SIGHUP reloads, SIGUSR1 reopens
@@ -274,16 +277,39 @@ async fn serve(
     let serving = tokio::spawn(proxy::serve(shared.clone(), listeners));
     loop {
         tokio::select! {
-            _ = hup.recv() => match Config::load(&path) {
-                Ok(new) => {
-                    shared.reload(new);
-                    tracing::info!(file = %path.display(), "rules reloaded");
+            _ = hup.recv() => {
+                // Read off the runtime, so that a file on a hung network mount holds
+                // up neither the sessions nor SIGTERM.
+                let file = path.clone();
+                let loading = tokio::task::spawn_blocking(move || Config::load(&file));
+                let loaded = tokio::select! {
+                    r = tokio::time::timeout(RELOAD_TIMEOUT, loading) => r,
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                };
+                match loaded {
+                    Ok(Ok(Ok(new))) => {
+                        shared.reload(new);
+                        tracing::info!(file = %path.display(), "rules reloaded");
+                    }
+                    Ok(Ok(Err(e))) => {
+                        tracing::error!("reload rejected, previous rules stay in force: {e}");
+                        shared.reload_rejected();
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!("reload rejected, previous rules stay in force: {e}");
+                        shared.reload_rejected();
+                    }
+                    Err(_) => {
+                        tracing::error!(
+                            timeout_s = RELOAD_TIMEOUT.as_secs(),
+                            "reload rejected, previous rules stay in force: reading {} took too long",
+                            path.display()
+                        );
+                        shared.reload_rejected();
+                    }
                 }
-                Err(e) => {
-                    tracing::error!("reload rejected, previous rules stay in force: {e}");
-                    shared.reload_rejected();
-                }
-            },
+            }
             _ = usr1.recv() => {
                 shared.reopen_logs();
                 tracing::info!("SIGUSR1: transfer log reopened");

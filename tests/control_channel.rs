@@ -194,6 +194,27 @@ fn sighup_reloads_rules_and_a_broken_file_keeps_the_old_ones() {
     );
 }
 
+/// A rule file replaced by a FIFO (or a device) is refused at once by a reload, not
+/// waited on, and SIGTERM still stops ftpgate.
+#[test]
+fn a_fifo_for_a_rule_file_neither_blocks_a_reload_nor_sigterm() {
+    require!("vsftpd");
+    let server = Vsftpd::start(LOCALHOST);
+    let mut gate = Gate::reverse(server.addr, "");
+    std::fs::remove_file(&gate.rules).expect("remove rules");
+    nix::unistd::mkfifo(&gate.rules, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    gate.signal("HUP");
+    gate.wait_log("reload rejected");
+    assert!(
+        gate.log().contains("a FIFO, not a regular file"),
+        "{}",
+        gate.log()
+    );
+    assert!(Control::login(gate.addr).cmd("NOOP").starts_with("200"));
+    gate.signal("TERM");
+    assert!(gate.wait_exit(Duration::from_secs(30)).success());
+}
+
 /// `ftpgate check` accepts the shipped example and points at the first error, with a
 /// caret under the offending token.
 #[test]

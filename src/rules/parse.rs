@@ -900,7 +900,7 @@ impl Builder {
                     .join(" -> ")
             )));
         }
-        let text = std::fs::read_to_string(path)
+        let text = read_file(path)
             .map_err(|e| Included::Here(format!("cannot read {}: {e}", path.display())))?;
         self.stack.push(key);
         let result = self.file(&path.display().to_string(), &text);
@@ -934,8 +934,7 @@ enum Included {
 
 /// A table file: one address or prefix per line, `#` comments.
 fn table_file(path: &Path) -> Result<Vec<IpNet>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = read_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut nets = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let entry = strip_comment(line).trim();
@@ -977,9 +976,53 @@ pub fn parse_str(file: &str, text: &str) -> Result<Config, RuleError> {
 /// Reads and compiles a rule file and what it includes.
 pub fn parse_file(path: &Path) -> Result<Config, RuleError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| whole_file(&name, format!("cannot read: {e}")))?;
+    let text = read_file(path).map_err(|e| whole_file(&name, format!("cannot read: {e}")))?;
     parse_str(&name, &text)
+}
+
+/// The largest rule, include or table file ftpgate reads (a table of a million
+/// prefixes fits).
+pub const MAX_FILE_BYTES: u64 = 32 << 20;
+
+/// Reads a rule, include or table file: a regular file only, so that a FIFO cannot
+/// block the reader (it is opened without blocking, then refused) and a device such as
+/// `/dev/zero` cannot grow the text without end; and no more than [`MAX_FILE_BYTES`].
+fn read_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!("{what}, not a regular file"));
+    }
+    let too_big = || format!("larger than {} MiB", MAX_FILE_BYTES >> 20);
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -990,6 +1033,41 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse_str("x.rules", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Opened without a writer, a FIFO would block the reader forever.
+        assert_eq!(read_file(&fifo).unwrap_err(), "a FIFO, not a regular file");
+        assert_eq!(
+            read_file(Path::new("/dev/zero")).unwrap_err(),
+            "a device, not a regular file"
+        );
+        assert_eq!(
+            read_file(dir.path()).unwrap_err(),
+            "a directory, not a regular file"
+        );
+        let big = dir.path().join("big");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_FILE_BYTES + 1).unwrap();
+        assert_eq!(read_file(&big).unwrap_err(), "larger than 32 MiB");
+        let rules = dir.path().join("x.rules");
+        std::fs::write(
+            &rules,
+            format!(
+                "{LISTEN}\ninclude /dev/zero\ntable <t> file {}\n",
+                fifo.display()
+            ),
+        )
+        .unwrap();
+        let e = parse_file(&rules).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot read /dev/zero: a device, not a regular file"),
+            "{e}"
+        );
     }
 
     #[test]
