@@ -1,14 +1,18 @@
 //! The admin HTTP endpoint: `/metrics` (Prometheus text format), `/sessions` (the live
-//! tracking table as JSON) and `/healthz`. Read-only: nothing here changes state.
+//! tracking table as JSON: client and server addresses, user names, file names),
+//! `/healthz` and `/readyz`. Read-only: nothing here changes state. `metrics listen`
+//! may restrict it: `allow ADDRS` for the whole endpoint, `sessions off`, or a
+//! `token-file` for `/sessions`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
@@ -20,10 +24,47 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(),
     )
+        .into_response()
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// Liveness: `503 draining` once SIGTERM came; `200 ok`, or `200` naming the last
+/// rejected reload (the process serves, with the rules in force before it: failing
+/// the check would have a supervisor restart it into the broken file).
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.draining.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    let rejected = shared
+        .reload_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match rejected {
+        Some(why) => format!("ok, but the last reload was rejected: {why}\n").into_response(),
+        None => "ok\n".into_response(),
+    }
+}
+
+/// Readiness, for load balancers and keepalived: `503` while draining.
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.draining.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    "ready\n".into_response()
+}
+
+/// `allow`: peers outside the list get `403` on every path.
+async fn allow_list(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !shared.config.load().admin.allows(peer.ip()) {
+        shared.metrics.admin_refusal("not-allowed");
+        return (StatusCode::FORBIDDEN, "forbidden\n").into_response();
+    }
+    next.run(request).await
 }
 
 /// The session table as JSON; also what `ftpgate sessions` prints.
@@ -82,8 +123,38 @@ pub fn sessions_json(shared: &Shared) -> Value {
     json!({ "sessions": sessions })
 }
 
-async fn sessions(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    axum::Json(sessions_json(&shared))
+/// `sessions off` answers `404`; a `token-file` wants `Authorization: Bearer TOKEN`.
+async fn sessions(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let config = shared.config.load();
+    if !config.admin.sessions {
+        return (
+            StatusCode::NOT_FOUND,
+            "/sessions is off (metrics listen … sessions off)\n",
+        )
+            .into_response();
+    }
+    if let Some(token) = &config.admin.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+            shared.metrics.admin_refusal("token");
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is required\n",
+            )
+                .into_response();
+        }
+    }
+    axum::Json(sessions_json(&shared)).into_response()
+}
+
+/// Compares without stopping at the first difference, so the time taken tells
+/// nothing about how much of a guess was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves the admin endpoint on `addr` until shutdown.
@@ -94,10 +165,15 @@ pub async fn serve(shared: Arc<Shared>, listener: std::net::TcpListener) -> std:
         .route("/metrics", get(metrics))
         .route("/sessions", get(sessions))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), allow_list))
         .with_state(shared);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await
 }
 
 /// Binds the admin endpoint.

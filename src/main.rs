@@ -68,6 +68,9 @@ enum Command {
         /// Print the raw JSON of `/sessions` instead of the table.
         #[arg(long)]
         json: bool,
+        /// The bearer token's file, when `metrics listen` has a `token-file`.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -98,7 +101,11 @@ fn main() -> ExitCode {
             explain,
             test,
         } => check(&file, explain, test.as_deref()),
-        Command::Sessions { admin, json } => match fetch_sessions(&admin) {
+        Command::Sessions {
+            admin,
+            json,
+            token_file,
+        } => match fetch_sessions(&admin, token_file.as_deref()) {
             Ok(v) if json => {
                 println!("{v:#}");
                 ExitCode::SUCCESS
@@ -137,6 +144,9 @@ fn check(file: &std::path::Path, explain: bool, test: Option<&str>) -> ExitCode 
             return ExitCode::FAILURE;
         }
     };
+    for warning in config.warnings() {
+        eprintln!("{warning}");
+    }
     println!(
         "{}: ok ({} listeners, {} rules)",
         file.display(),
@@ -158,9 +168,19 @@ fn check(file: &std::path::Path, explain: bool, test: Option<&str>) -> ExitCode 
     ExitCode::SUCCESS
 }
 
-fn fetch_sessions(admin: &str) -> anyhow::Result<serde_json::Value> {
+fn fetch_sessions(
+    admin: &str,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<serde_json::Value> {
     let url = format!("http://{admin}/sessions");
-    let body = ureq::get(&url)
+    let mut request = ureq::get(&url);
+    if let Some(file) = token_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let body = request
         .call()
         .with_context(|| format!("cannot fetch {url}"))?
         .body_mut()
@@ -259,6 +279,9 @@ async fn serve(
     listeners: Vec<(ftpgate::rules::Listener, std::net::TcpListener)>,
     admin: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let shared = Shared::new(config, nft);
     if let Some(listener) = admin {
         tracing::info!(addr = %listener.local_addr()?, "admin endpoint: /metrics /sessions /healthz");
@@ -287,28 +310,22 @@ async fn serve(
                     _ = term.recv() => break,
                     _ = int.recv() => break,
                 };
-                match loaded {
+                let why = match loaded {
                     Ok(Ok(Ok(new))) => {
                         shared.reload(new);
                         tracing::info!(file = %path.display(), "rules reloaded");
+                        continue;
                     }
-                    Ok(Ok(Err(e))) => {
-                        tracing::error!("reload rejected, previous rules stay in force: {e}");
-                        shared.reload_rejected();
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!("reload rejected, previous rules stay in force: {e}");
-                        shared.reload_rejected();
-                    }
-                    Err(_) => {
-                        tracing::error!(
-                            timeout_s = RELOAD_TIMEOUT.as_secs(),
-                            "reload rejected, previous rules stay in force: reading {} took too long",
-                            path.display()
-                        );
-                        shared.reload_rejected();
-                    }
-                }
+                    Ok(Ok(Err(e))) => e.to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!(
+                        "reading {} took more than {} s",
+                        path.display(),
+                        RELOAD_TIMEOUT.as_secs()
+                    ),
+                };
+                tracing::error!("reload rejected, previous rules stay in force: {why}");
+                shared.reload_rejected(why);
             }
             _ = usr1.recv() => {
                 shared.reopen_logs();

@@ -48,6 +48,7 @@ pub struct Metrics {
     pub data_setup_seconds: Histogram,
     pub kernel_data_connections_total: IntCounterVec,
     pub kernel_hole_errors_total: IntCounterVec,
+    pub admin_refusals_total: IntCounterVec,
     pub parse_errors_total: IntCounterVec,
     pub unknown_commands_total: IntCounterVec,
     pub rule_decisions_total: IntCounterVec,
@@ -182,6 +183,13 @@ impl Metrics {
                  connections of transparent listeners).",
                 &["op"],
             ),
+            admin_refusals_total: counter(
+                &r,
+                "admin_refusals_total",
+                "Admin endpoint requests refused, by reason (not-allowed: outside the \
+                 `allow` list; token: /sessions without the bearer token).",
+                &["reason"],
+            ),
             parse_errors_total: counter(
                 &r,
                 "parse_errors_total",
@@ -255,6 +263,9 @@ impl Metrics {
             self.expectations_total
                 .with_label_values(&[outcome.as_str()]);
         }
+        for reason in ["not-allowed", "token"] {
+            self.admin_refusals_total.with_label_values(&[reason]);
+        }
         for op in ["install", "remove", "announce", "withdraw"] {
             self.kernel_hole_errors_total.with_label_values(&[op]);
         }
@@ -310,6 +321,10 @@ impl Metrics {
     }
 
     /// A netlink failure of the kernel data path (`op`: install or remove).
+    pub fn admin_refusal(&self, reason: &'static str) {
+        self.admin_refusals_total.with_label_values(&[reason]).inc();
+    }
+
     pub fn kernel_hole_error(&self, op: &'static str) {
         self.kernel_hole_errors_total.with_label_values(&[op]).inc();
     }

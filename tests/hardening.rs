@@ -193,10 +193,15 @@ fn sigterm_drains_a_transfer_in_flight_then_exits() {
     });
     gate.signal("TERM");
     gate.wait_log("draining: no new sessions");
-    let refused = TcpStream::connect(gate.addr)
-        .map(|_| ())
-        .expect_err("no new sessions");
-    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    // The listeners close just after the log line, on their own tasks.
+    eventually("no new sessions", || {
+        TcpStream::connect(gate.addr)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+    // Health checks see the drain, so a load balancer stops sending sessions.
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(gate.http_status(path, &[]), 503, "{path}");
+    }
     assert!(
         download.wait().expect("curl").success(),
         "the transfer in flight finished"

@@ -282,6 +282,98 @@ fn the_shipped_logrotate_file_reopens_the_xferlog_with_a_broken_rule_file() {
     assert!(!gate.log().contains("rules reloaded"));
 }
 
+/// `metrics listen … sessions off | token-file | allow`: what each refuses, what stays
+/// open, and `/healthz` naming a rejected reload.
+#[test]
+fn the_admin_endpoint_can_hide_or_guard_sessions() {
+    require!("vsftpd", "curl");
+    let server = Vsftpd::start(LOCALHOST);
+    let admin = |extra: &str| {
+        let port = free_port(LOCALHOST.parse().expect("ip"));
+        format!("metrics listen {LOCALHOST}:{port} {extra}")
+    };
+
+    let gate = Gate::reverse(server.addr, &admin("sessions off"));
+    assert_eq!(gate.http_status("/sessions", &[]), 404);
+    assert_eq!(gate.http_status("/metrics", &[]), 200);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token-0123456789\n").expect("token");
+    let gate = Gate::reverse(
+        server.addr,
+        &admin(&format!("token-file {}", token.display())),
+    );
+    assert_eq!(gate.http_status("/sessions", &[]), 401);
+    let wrong = ["-H", "Authorization: Bearer s3cret-token-0123456780"];
+    assert_eq!(gate.http_status("/sessions", &wrong), 401);
+    let right = ["-H", "Authorization: Bearer s3cret-token-0123456789"];
+    assert_eq!(gate.http_status("/sessions", &right), 200);
+    assert_eq!(gate.http_status("/metrics", &[]), 200);
+    assert_eq!(
+        gate.metric("ftpgate_admin_refusals_total{reason=\"token\"}"),
+        2.0
+    );
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+            .args([
+                "sessions",
+                "--json",
+                "--admin",
+                &gate.admin.to_string(),
+                "--token-file",
+            ])
+            .arg(&token),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"sessions\""));
+
+    let gate = Gate::reverse(server.addr, &admin("allow { 127.0.0.2, ::2 }"));
+    for path in ["/metrics", "/sessions", "/healthz"] {
+        assert_eq!(gate.http_status(path, &[]), 403, "{path}");
+    }
+
+    let gate = Gate::reverse(server.addr, "");
+    assert_eq!(gate.http("/healthz", &[]), (200, "ok\n".to_string()));
+    assert_eq!(gate.http_status("/readyz", &[]), 200);
+    std::fs::write(&gate.rules, "listen nowhere\n").expect("break the rules");
+    gate.signal("HUP");
+    gate.wait_log("reload rejected");
+    let (code, body) = gate.http("/healthz", &[]);
+    assert_eq!(code, 200);
+    assert!(body.contains("the last reload was rejected"), "{body}");
+}
+
+/// A non-loopback admin endpoint with nothing guarding `/sessions` is a warning of
+/// `ftpgate check`, at the statement's place; guarded, it is not.
+#[test]
+fn check_warns_about_an_unguarded_admin_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("x.rules");
+    let base = "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\npass from any\n";
+    for (admin, warned) in [
+        ("metrics listen 0.0.0.0:9121", true),
+        ("metrics listen [::]:9121 allow { 198.51.100.0/24 }", false),
+        ("metrics listen 0.0.0.0:9121 sessions off", false),
+        ("metrics listen 127.0.0.1:9121", false),
+    ] {
+        std::fs::write(&rules, format!("{base}{admin}\n")).expect("rules");
+        let out = run_ok(
+            Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+                .arg("check")
+                .arg(&rules),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.contains(&format!(
+                "{}:3: warning: the admin endpoint",
+                rules.display()
+            )),
+            warned,
+            "{admin}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn shipped_prometheus_config_and_alerts_pass_promtool() {
     require!("promtool");

@@ -39,6 +39,8 @@ pub struct Shared {
     /// Cancelled when the process stops: every session ends now, with 421.
     pub shutdown: CancellationToken,
     xferlog: Mutex<Option<XferLog>>,
+    /// Why the last reload was rejected, until one succeeds (`/healthz`).
+    pub reload_error: Mutex<Option<String>>,
     /// Every data task, so that shutdown waits for their nftables holes to close.
     pub data_tasks: TaskTracker,
     /// The netlink side of `data-path kernel`, when a listener uses it.
@@ -67,6 +69,7 @@ impl Shared {
         Arc::new(Shared {
             own_sockets: ArcSwap::from_pointee(own),
             xferlog: Mutex::new(config.settings.xferlog.clone().map(XferLog::start)),
+            reload_error: Mutex::new(None),
             tracker: Tracker::new(config.settings.data_ports),
             config: ArcSwap::from_pointee(config),
             metrics,
@@ -96,13 +99,15 @@ impl Shared {
         self.reopen_xferlog(new.settings.xferlog.clone());
         self.config.store(Arc::new(new));
         self.metrics.reloaded(true);
+        *self.reload_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// A reload whose rule file was rejected: the rules in force stay, the transfer
     /// log is still reopened (SIGHUP is also logrotate's signal).
-    pub fn reload_rejected(&self) {
+    pub fn reload_rejected(&self, why: String) {
         self.reopen_xferlog(self.config.load().settings.xferlog.clone());
         self.metrics.reloaded(false);
+        *self.reload_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
     }
 
     /// SIGUSR1, logrotate's signal: reopens the transfer log of the rules in force,

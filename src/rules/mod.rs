@@ -279,7 +279,7 @@ pub enum AddrMatch {
 }
 
 impl AddrMatch {
-    fn matches(&self, ip: IpAddr) -> bool {
+    pub fn matches(&self, ip: IpAddr) -> bool {
         match self {
             AddrMatch::Any => true,
             AddrMatch::Set(set) => set.nets.iter().any(|n| n.contains(&ip)) != set.negated,
@@ -473,9 +473,82 @@ pub struct Config {
     pub session_rules: Vec<SessionRule>,
     pub tables: Vec<Table>,
     pub metrics_listen: Option<SocketAddr>,
+    /// Who may read what on the admin endpoint.
+    pub admin: Admin,
+}
+
+/// The options of `metrics listen`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// `/sessions` is served (`sessions off` turns it off).
+    pub sessions: bool,
+    /// Only these peers are answered at all (`allow ADDRS`).
+    pub allow: Option<AddrMatch>,
+    /// `/sessions` needs `Authorization: Bearer` with this token (`token-file PATH`).
+    pub token: Option<String>,
+    /// As written, until the token is read.
+    pub token_file: Option<std::path::PathBuf>,
+    /// Where `metrics listen` is stated.
+    pub origin: Option<Origin>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            sessions: true,
+            allow: None,
+            token: None,
+            token_file: None,
+            origin: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never in a log line or a panic message.
+        f.debug_struct("Admin")
+            .field("sessions", &self.sessions)
+            .field("allow", &self.allow)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl Admin {
+    /// May `peer` use the endpoint at all?
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        self.allow
+            .as_ref()
+            .is_none_or(|a| a.matches(peer.to_canonical()))
+    }
+
+    /// Protected: an allow-list, or `/sessions` off or behind a token.
+    pub fn protected(&self) -> bool {
+        self.allow.is_some() || !self.sessions || self.token.is_some()
+    }
 }
 
 impl Config {
+    /// What is valid but probably not meant, each as `file:line: warning: …`, for
+    /// `ftpgate check` and the start-up log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let (Some(addr), Some(origin)) = (self.metrics_listen, &self.admin.origin)
+            && !addr.ip().is_loopback()
+            && !self.admin.protected()
+        {
+            out.push(format!(
+                "{origin}: warning: the admin endpoint on {addr} is reachable beyond this \
+                 host and unprotected: /sessions shows client and server addresses, user \
+                 names and file names to anyone who can connect; add `allow ADDRS`, \
+                 `token-file PATH` or `sessions off`"
+            ));
+        }
+        out
+    }
+
     /// Reads and compiles a rule file and the files it includes.
     pub fn load(path: &Path) -> Result<Config, RuleError> {
         parse::parse_file(path)

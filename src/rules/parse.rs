@@ -8,7 +8,8 @@
 //! listen    := "listen" ( "reverse" SOCKADDR "upstream" HOST ":" PORT
 //!                       | "transparent" SOCKADDR ["tproxy" ["preserve-source"]]
 //!                       | "forward" SOCKADDR )
-//! metrics   := "metrics" "listen" SOCKADDR
+//! metrics   := "metrics" "listen" SOCKADDR ["sessions" ("on" | "off")] ["allow" ADDRS]
+//!              ["token-file" PATH]
 //! table     := "table" "<" NAME ">" ( "{" TARGET ("," TARGET)* "}" | "file" PATH )
 //! include   := "include" PATH
 //! rule      := ("pass" | "block" ["return-code" CODE [QUOTED]]) ["log"]   (or log first)
@@ -40,9 +41,9 @@ use nom::{IResult, Parser};
 
 use super::settings::{self, Setting};
 use super::{
-    AddrMatch, AddrSet, Config, DataMatch, DataPath, Family, Interception, ListenMode, Listener,
-    Origin, PortRange, PortSet, ReturnCode, RuleError, SessionRule, Settings, Source, Subject,
-    Table, Upstream, Verdict,
+    AddrMatch, AddrSet, Admin, Config, DataMatch, DataPath, Family, Interception, ListenMode,
+    Listener, Origin, PortRange, PortSet, ReturnCode, RuleError, SessionRule, Settings, Source,
+    Subject, Table, Upstream, Verdict,
 };
 use crate::codec::TransferKind;
 use crate::vocab::DataMode;
@@ -220,7 +221,7 @@ enum TableBody {
 enum Statement {
     Set(Setting),
     Listen(SocketAddr, ListenMode, DataPath),
-    Metrics(SocketAddr),
+    Metrics(SocketAddr, Admin),
     Rule(SessionRule),
     Table(String, TableBody),
     Include(PathBuf),
@@ -298,10 +299,44 @@ fn listen_mode(i: &str) -> PResult<'_, (SocketAddr, ListenMode)> {
     Ok((rest, (addr, ListenMode::Reverse { upstream: up })))
 }
 
-fn metrics_statement(i: &str) -> PResult<'_, Statement> {
+fn metrics_statement<'a>(i: &'a str, tables: &Tables) -> PResult<'a, Statement> {
     let (rest, _) = keyword("listen")(i)?;
-    let (rest, addr) = next("an address such as 127.0.0.1:9121", socket_addr)(rest)?;
-    Ok((rest, Statement::Metrics(addr)))
+    let (mut rest, addr) = next("an address such as 127.0.0.1:9121", socket_addr)(rest)?;
+    let mut admin = Admin::default();
+    loop {
+        let (at, _) = space0(rest)?;
+        match peek(rest) {
+            Some("sessions") => {
+                let (r, _) = keyword("sessions")(rest)?;
+                let (r, on) = next("`on` or `off`", |t| match t {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                })(r)?;
+                admin.sessions = on;
+                rest = r;
+            }
+            Some("allow") => {
+                let (r, _) = keyword("allow")(rest)?;
+                let (r, allow) = addrs(r, tables)?;
+                admin.allow = Some(allow);
+                rest = r;
+            }
+            Some("token-file") => {
+                let (r, _) = keyword("token-file")(rest)?;
+                let (r, file) = path(r)?;
+                admin.token_file = Some(file);
+                rest = r;
+            }
+            Some(t) if !t.starts_with('#') => {
+                return fail(
+                    at,
+                    format!("expected `sessions`, `allow` or `token-file`, found `{t}`"),
+                );
+            }
+            _ => return Ok((rest, Statement::Metrics(addr, admin))),
+        }
+    }
 }
 
 /// A file path: a bare token or a `"quoted"` one (which may contain blanks).
@@ -719,7 +754,7 @@ fn statement<'a>(i: &'a str, origin: Origin, tables: &Tables) -> PResult<'a, Sta
     let (rest, stmt) = match word {
         "set" => set_statement(rest)?,
         "listen" => listen_statement(rest)?,
-        "metrics" => metrics_statement(rest)?,
+        "metrics" => metrics_statement(rest, tables)?,
         "table" => table_statement(rest, tables)?,
         "include" => {
             let (rest, p) = path(rest)?;
@@ -855,7 +890,21 @@ impl Builder {
                         origin,
                     });
                 }
-                Statement::Metrics(addr) => self.config.metrics_listen = Some(addr),
+                Statement::Metrics(addr, mut admin) => {
+                    if let Some(first) = &self.config.admin.origin {
+                        return Err(error(
+                            code,
+                            format!("`metrics listen` is already stated at {first}"),
+                        ));
+                    }
+                    if let Some(token) = admin.token_file.take() {
+                        let token = relative_to(file, &token);
+                        admin.token = Some(read_token(&token).map_err(|e| error(argument, e))?);
+                    }
+                    admin.origin = Some(origin);
+                    self.config.metrics_listen = Some(addr);
+                    self.config.admin = admin;
+                }
                 Statement::Rule(rule) => self.config.session_rules.push(rule),
                 Statement::Table(name, body) => {
                     let nets = match body {
@@ -978,6 +1027,19 @@ pub fn parse_file(path: &Path) -> Result<Config, RuleError> {
     let name = path.display().to_string();
     let text = read_file(path).map_err(|e| whole_file(&name, format!("cannot read: {e}")))?;
     parse_str(&name, &text)
+}
+
+/// The bearer token of `token-file`: the file's first line, at least 16 characters.
+fn read_token(path: &Path) -> Result<String, String> {
+    let text = read_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.len() < 16 || !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "{}: the token must be one line of at least 16 printable characters",
+            path.display()
+        ));
+    }
+    Ok(token)
 }
 
 /// The largest rule, include or table file ftpgate reads (a table of a million

@@ -330,6 +330,23 @@ impl Gate {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The HTTP status of a GET of `path` on the admin endpoint, with extra curl
+    /// arguments (headers).
+    pub fn http_status(&self, path: &str, args: &[&str]) -> u16 {
+        self.http(path, args).0
+    }
+
+    /// Status and body of a GET of `path` on the admin endpoint.
+    pub fn http(&self, path: &str, args: &[&str]) -> (u16, String) {
+        let out = run(command_in(self.netns.as_deref(), "curl")
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .args(args)
+            .arg(format!("http://{}{path}", self.admin)));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
     /// The value of one sample, e.g. `ftpgate_sessions_active` or
     /// `ftpgate_expectations_refused_total{reason="bounce"}`; 0 when absent.
     pub fn metric(&self, sample: &str) -> f64 {
