@@ -17,10 +17,18 @@ use ftpgate::proxy::{self, Shared};
 use ftpgate::rules::{Config, DataPath, ListenMode};
 use tokio::signal::unix::{SignalKind, signal};
 
+/// The version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FTPGATE_COMMIT"),
+    ")"
+);
+
 /// An FTP-aware firewall proxy: it reads the FTP control channel and opens exactly the
 /// data connections it announces, for the expected peer, once, for a short time.
 #[derive(Parser)]
-#[command(name = "ftpgate", version, about, long_about = None)]
+#[command(name = "ftpgate", version = VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -194,10 +202,10 @@ fn run(path: PathBuf, user: Option<&str>) -> anyhow::Result<()> {
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!(e.with_caret()))?;
     let listeners = proxy::bind(&config)?;
     let admin = match config.metrics_listen {
-        Some(addr) => Some(
-            ftpgate::admin::bind(addr)
-                .with_context(|| format!("cannot listen on {addr} for metrics"))?,
-        ),
+        Some(addr) => Some(ftpgate::admin::bind(addr).map_err(|e| {
+            let hint = proxy::privilege_hint(&e, addr.port(), ftpgate::net::Binding::Plain);
+            anyhow::anyhow!("cannot listen on {addr} for metrics: {e}{hint}")
+        })?),
         None => None,
     };
     // Opened (and the ruleset checked) before privileges go, so a missing table is a
@@ -282,6 +290,16 @@ async fn serve(
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
+    tracing::info!(
+        version = VERSION,
+        file = %path.display(),
+        listeners = config.listeners.len(),
+        rules = config.session_rules.len(),
+        tables = config.tables.len(),
+        data_ports = %config.settings.data_ports,
+        admin = ?config.metrics_listen,
+        "ftpgate started"
+    );
     let shared = Shared::new(config, nft);
     if let Some(listener) = admin {
         tracing::info!(addr = %listener.local_addr()?, "admin endpoint: /metrics /sessions /healthz");

@@ -5,6 +5,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::Command;
 use std::time::Duration;
 
 use support::*;
@@ -308,4 +309,48 @@ fn sigterm_ends_a_silent_forward_client_within_the_drain_timeout() {
     // timeout that used to hold the process.
     let status = gate.wait_exit(Duration::from_secs(3 + 1));
     assert!(status.success(), "{status}");
+}
+
+/// Without the privilege a listener needs, ftpgate says which one and how to get it.
+#[test]
+fn a_missing_privilege_is_named_with_what_to_do() {
+    require!("setpriv");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    for (listen, hint) in [
+        (
+            "listen reverse 127.0.0.1:21 upstream 127.0.0.1:2121",
+            "ports below 1024 need CAP_NET_BIND_SERVICE",
+        ),
+        (
+            "listen transparent 127.0.0.1:8021 tproxy",
+            "TPROXY listeners (IP_TRANSPARENT) need CAP_NET_ADMIN",
+        ),
+        (
+            "listen transparent 127.0.0.1:8021",
+            "reading and writing it needs CAP_NET_ADMIN",
+        ),
+    ] {
+        let rules = dir.path().join("p.rules");
+        std::fs::write(&rules, format!("{listen}\npass from any\n")).expect("rules");
+        let out = run(Command::new("setpriv")
+            .args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "--inh-caps=-all",
+                env!("CARGO_BIN_EXE_ftpgate"),
+                "run",
+                "-c",
+            ])
+            .arg(&rules));
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(hint), "{listen}: {stderr}");
+        assert!(stderr.contains("run as root"), "{stderr}");
+    }
 }

@@ -452,3 +452,38 @@ fn dashboard_and_alerts_use_only_metrics_ftpgate_exports() {
     );
     assert!(used.len() >= 12, "{used:?}");
 }
+
+/// `--version` names the commit; the first log line after binding names the version,
+/// the rule file and what it holds.
+#[test]
+fn version_and_start_up_line_say_what_runs() {
+    require!("vsftpd", "git");
+    let out = run_ok(Command::new(env!("CARGO_BIN_EXE_ftpgate")).arg("--version"));
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let head = run_ok(
+        Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+    );
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert_eq!(
+        version,
+        format!("ftpgate {} (commit {head})", env!("CARGO_PKG_VERSION"))
+    );
+    let server = Vsftpd::start(LOCALHOST);
+    let gate = Gate::reverse(server.addr, "table <t> { 192.0.2.0/24 }");
+    gate.wait_log("ftpgate started");
+    let log = gate.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("ftpgate started"))
+        .expect("start-up line");
+    for needle in [
+        format!("version=\"{}", env!("CARGO_PKG_VERSION")),
+        format!("file={}", gate.rules.display()),
+        "listeners=1".to_string(),
+        "tables=1".to_string(),
+    ] {
+        assert!(line.contains(&needle), "{needle} in {line}");
+    }
+}

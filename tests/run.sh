@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl lftp:lftp python3:python3 \
     promtool:prometheus nft:nftables ip:iproute2 ss:iproute2 unshare:util-linux \
+    setpriv:util-linux \
     logrotate:logrotate
 # pure-ftpd and ProFTPD for the differential test, unpacked beside vsftpd (they
 # conflict with it as packages). Without root the test skips, or fails under CI=true.

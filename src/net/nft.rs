@@ -59,6 +59,7 @@ const NFTA_DATA_VALUE: u16 = 1;
 const NFPROTO_INET: u8 = 1;
 const AF_UNSPEC: u8 = 0;
 const ENOENT: i32 = 2;
+const EPERM: i32 = 1;
 const DEL: u16 = NLM_F_REQUEST | NLM_F_ACK;
 const NEW: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
 
@@ -358,12 +359,17 @@ impl Nft {
             };
             nft.exchange(vec![get], false, NLM_F_REQUEST | NLM_F_ACK)
                 .map_err(|e| {
+                    let what = match e.raw_os_error() {
+                        Some(EPERM) => {
+                            "reading and writing it needs CAP_NET_ADMIN: run as \
+                                        root, or under systemd with the drop-in \
+                                        deploy/ftpgate-edge.conf"
+                        }
+                        _ => "load deploy/nftables/ftpgate-*.nft first; see deploy/README.md",
+                    };
                     io::Error::new(
                         e.kind(),
-                        format!(
-                            "nftables set or map `inet {TABLE} {name}`: {e} \
-                         (load deploy/nftables/ftpgate-*.nft first; see deploy/README.md)"
-                        ),
+                        format!("nftables set or map `inet {TABLE} {name}`: {e} ({what})"),
                     )
                 })?;
         }

@@ -13,7 +13,6 @@ mod session;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -147,11 +146,29 @@ pub fn bind(config: &Config) -> anyhow::Result<Vec<(Listener, std::net::TcpListe
                 ListenMode::Transparent(i) if i.is_tproxy() => Binding::Transparent,
                 _ => Binding::Plain,
             };
-            let socket = net::listen_std(l.addr, 1024, binding)
-                .with_context(|| format!("cannot listen on {} ({})", l.addr, l.origin))?;
+            let socket = net::listen_std(l.addr, 1024, binding).map_err(|e| {
+                let hint = privilege_hint(&e, l.addr.port(), binding);
+                anyhow::anyhow!("cannot listen on {} ({}): {e}{hint}", l.addr, l.origin)
+            })?;
             Ok((l.clone(), socket))
         })
         .collect()
+}
+
+/// What to do about a socket error that only a privilege explains.
+pub fn privilege_hint(e: &std::io::Error, port: u16, binding: Binding) -> &'static str {
+    match (e.raw_os_error(), binding) {
+        (Some(nix::libc::EPERM), Binding::Transparent) => {
+            "; TPROXY listeners (IP_TRANSPARENT) need CAP_NET_ADMIN: run as root, or under \
+             systemd with the drop-in deploy/ftpgate-edge.conf"
+        }
+        (Some(nix::libc::EACCES), _) if port < 1024 => {
+            "; ports below 1024 need CAP_NET_BIND_SERVICE: run as root, under the shipped \
+             unit (AmbientCapabilities=CAP_NET_BIND_SERVICE), or choose a port of 1024 or \
+             above"
+        }
+        _ => "",
+    }
 }
 
 /// Serves the bound listeners until `shared.draining` is cancelled, then closes them

@@ -1,0 +1,35 @@
+//! Records the commit ftpgate is built from, for `--version` and the start-up log
+//! line. Outside a git checkout (a source tarball) it says `unknown`, or whatever
+//! FTPGATE_COMMIT says in the build's environment (a packager's choice).
+
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=FTPGATE_COMMIT");
+    let commit = std::env::var("FTPGATE_COMMIT").ok().or_else(|| {
+        // Rebuilt when HEAD moves: HEAD itself, or the branch file it points at.
+        println!("cargo:rerun-if-changed=.git/HEAD");
+        // A path that does not exist would make cargo run this every time: a fresh
+        // clone keeps its refs in packed-refs.
+        if let Ok(head) = std::fs::read_to_string(".git/HEAD")
+            && let Some(reference) = head.trim().strip_prefix("ref: ")
+        {
+            for path in [format!(".git/{reference}"), ".git/packed-refs".into()] {
+                if std::path::Path::new(&path).exists() {
+                    println!("cargo:rerun-if-changed={path}");
+                }
+            }
+        }
+        let out = Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    });
+    println!(
+        "cargo:rustc-env=FTPGATE_COMMIT={}",
+        commit.unwrap_or_else(|| "unknown".into())
+    );
+}
