@@ -14,7 +14,12 @@ fn main() {
         if let Ok(head) = std::fs::read_to_string(".git/HEAD")
             && let Some(reference) = head.trim().strip_prefix("ref: ")
         {
-            for path in [format!(".git/{reference}"), ".git/packed-refs".into()] {
+            // The directory too: a commit in a fresh clone creates the branch's file.
+            for path in [
+                format!(".git/{reference}"),
+                ".git/packed-refs".into(),
+                ".git/refs/heads".into(),
+            ] {
                 if std::path::Path::new(&path).exists() {
                     println!("cargo:rerun-if-changed={path}");
                 }
