@@ -330,6 +330,9 @@ async fn serve(
                 };
                 let why = match loaded {
                     Ok(Ok(Ok(new))) => {
+                        for warning in new.warnings() {
+                            tracing::warn!("{warning}");
+                        }
                         shared.reload(new);
                         tracing::info!(file = %path.display(), "rules reloaded");
                         continue;

@@ -246,6 +246,67 @@ fn check_accepts_the_example_and_reports_file_line_col() {
     );
 }
 
+/// `ftpgate check` reports every error of a file, not only the first, and then warns,
+/// at `file:line:col`, about what is valid but misbehaves.
+#[test]
+fn check_reports_every_error_then_warnings() {
+    let bin = env!("CARGO_BIN_EXE_ftpgate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |text: &str| {
+        let file = dir.path().join("x.rules");
+        std::fs::write(&file, text).expect("write");
+        let out = run(std::process::Command::new(bin).arg("check").arg(&file));
+        let stderr =
+            String::from_utf8_lossy(&out.stderr).replace(&format!("{}:", file.display()), "x:");
+        (out.status.code(), stderr)
+    };
+    let (code, stderr) = check(
+        "listen reverse 0.0.0.0:2121 upstream 127.0.0.1:21\n\
+         set data-timeout 30x\n\
+         listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n\
+         pass from 198.51.100.0/33\n\
+         metrics listen 127.0.0.1:9121\n\
+         metrics listen 127.0.0.1:9122\n",
+    );
+    assert_eq!(code, Some(1));
+    for expected in [
+        "x:2:18: expected a duration",
+        "x:3:16: 127.0.0.1:2121 cannot be bound beside 0.0.0.0:2121 (x:1)",
+        "x:4:11: expected `any`, an address",
+        "x:6:1: `metrics listen` is already stated at x:5",
+    ] {
+        assert!(stderr.contains(expected), "{expected} in:\n{stderr}");
+    }
+
+    let (code, stderr) = check(
+        "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:2121\n\
+         set data-timeout 10s\n\
+         set data-timeout 20s\n\
+         set xferlog /nonexistent-ftpgate-dir/xferlog\n\
+         block cmd { DELET, XMKD }\n\
+         pass on 127.0.0.1:9999 from any\n\
+         pass from any\n",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    for expected in [
+        "x:1: warning: upstream 127.0.0.1:2121 is ftpgate's own listener",
+        "x:3:5: warning: `set data-timeout` again: this line overrides x:2",
+        "x:4: warning: set xferlog /nonexistent-ftpgate-dir/xferlog: /nonexistent-ftpgate-dir is not writable",
+        "x:5:13: warning: `DELET` is not a verb ftpgate knows",
+        "x:5:20: warning: `XMKD` reaches the rules as `MKD`",
+        "x:6: warning: `on 127.0.0.1:9999` names no listener",
+    ] {
+        assert!(stderr.contains(expected), "{expected} in:\n{stderr}");
+    }
+
+    let (code, stderr) = check("listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\nblock log\n");
+    assert_eq!(code, Some(0));
+    assert!(
+        stderr.contains("x:1: warning: no `pass` rule for sessions: every session is refused"),
+        "{stderr}"
+    );
+}
+
 /// Command and login rules answer locally: the server never sees a blocked `DELE` or
 /// `USER root`, and its files stay.
 #[test]

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::{
     Config, DataRequest, Decision, Family, Interception, ListenMode, Parties, Source, Subject,
-    Verdict,
+    UnknownCommands, Verdict,
 };
 use crate::vocab::DataMode;
 
@@ -186,9 +186,22 @@ pub fn parse_trial(spec: &str) -> Result<Trial, String> {
                         .to_string(),
                 )
             }
-            "cmd" => trial
-                .commands
-                .extend(words.by_ref().map(|v| v.to_ascii_uppercase())),
+            // Every word after `cmd` is a verb, but `SITE` takes the next as its
+            // sub-command: `cmd SITE CHMOD DELE`.
+            "cmd" => {
+                while let Some(verb) = words.next() {
+                    let verb = verb.to_ascii_uppercase();
+                    match words.peek() {
+                        Some(sub) if verb == "SITE" => {
+                            trial
+                                .commands
+                                .push(format!("SITE {}", sub.to_ascii_uppercase()));
+                            words.next();
+                        }
+                        _ => trial.commands.push(verb),
+                    }
+                }
+            }
             other => {
                 return Err(format!(
                     "unexpected `{other}`; expected port, active, passive, data-port, user or cmd"
@@ -221,18 +234,76 @@ pub fn run_trial(c: &Config, trial: &Trial) -> String {
         trial.server,
         verdict(session.rule.is_some().then_some(&session), "block")
     );
-    if let Some(user) = &trial.user {
-        let d = c.login_decision(&who, user);
-        let _ = writeln!(out, "login {user}: {}", verdict(d.as_ref(), "pass"));
+    if session.rule.is_none() || session.verdict == Verdict::Block {
+        // Nothing after a refused session happens: say so rather than decide it.
+        if let Some(user) = &trial.user {
+            let _ = writeln!(out, "login {user}: not reached (the session is refused)");
+        }
+        for verb in &trial.commands {
+            let _ = writeln!(out, "cmd {verb}: not reached (the session is refused)");
+        }
+        return out;
     }
-    for verb in &trial.commands {
-        let d = c.command_decision(&who, verb, None);
-        let _ = writeln!(out, "cmd {verb}: {}", verdict(d.as_ref(), "pass"));
+    if let Some(user) = &trial.user {
+        // A forward listener reads the server from `USER name@host`; the login rules
+        // see the name the server gets.
+        let forward = c
+            .listeners
+            .iter()
+            .any(|l| l.addr == trial.listener && l.mode == ListenMode::Forward);
+        let name = match user.rsplit_once('@') {
+            Some((name, _)) if forward => name,
+            _ => user.as_str(),
+        };
+        let d = c.login_decision(&who, name);
+        let shown = if name == user {
+            user.clone()
+        } else {
+            format!("{name} (from {user})")
+        };
+        let _ = writeln!(out, "login {shown}: {}", verdict(d.as_ref(), "pass"));
+    }
+    for written in &trial.commands {
+        // As the engine sees it: X-verbs under their standard names, unknown verbs
+        // refused unless `set unknown-commands pass`.
+        let (verb, site) = match written.split_once(' ') {
+            Some((verb, sub)) => (verb, Some(sub)),
+            None => (written.as_str(), None),
+        };
+        let verb = crate::codec::canonical_verb(verb);
+        let shown = match site {
+            Some(sub) => format!("{verb} {sub}"),
+            None if verb != written => format!("{verb} (from {written})"),
+            None => verb.to_string(),
+        };
+        if !crate::codec::is_known_verb(verb)
+            && c.settings.unknown_commands == UnknownCommands::Block
+        {
+            let _ = writeln!(
+                out,
+                "cmd {shown}: block (500: not a verb ftpgate knows; set unknown-commands)"
+            );
+            continue;
+        }
+        let d = c.command_decision(&who, verb, site);
+        let _ = writeln!(out, "cmd {shown}: {}", verdict(d.as_ref(), "pass"));
         let passed = d.is_none_or(|d| d.verdict == Verdict::Pass);
         let Some(kind) = crate::codec::transfer_kind(verb) else {
             continue;
         };
         if !passed {
+            continue;
+        }
+        if trial.data_port < 1024 {
+            let _ = writeln!(
+                out,
+                "  data {} {} {} port {}: block (425: ftpgate never opens a data \
+                 connection to a port below 1024)",
+                trial.mode.as_str(),
+                Family::of(trial.client).as_str(),
+                kind.as_str(),
+                trial.data_port
+            );
             continue;
         }
         let mut data = DataRequest {
@@ -287,7 +358,39 @@ mod tests {
         let t = parse_trial("session from 192.0.2.9 to 203.0.113.2 user root").unwrap();
         assert_eq!(
             run_trial(&c, &t),
-            "session 192.0.2.9 -> 203.0.113.2:21: block (default)\nlogin root: block (t.rules:3)\n"
+            "session 192.0.2.9 -> 203.0.113.2:21: block (default)\n\
+             login root: not reached (the session is refused)\n"
+        );
+    }
+
+    /// `--test` gives the answer ftpgate would give: `SITE CHMOD` is one command, X-verbs
+    /// are decided under their standard names, unknown verbs get `500`, onward ports
+    /// below 1024 are never opened, and a forward listener's `USER name@host` is
+    /// decided on the name.
+    #[test]
+    fn a_trial_answers_as_ftpgate_would() {
+        let c = parse_str(
+            "t.rules",
+            "listen forward 127.0.0.1:2121\nblock cmd { SITE CHMOD, MKD }\nblock user bob\n\
+             pass from any\n",
+        )
+        .unwrap();
+        let t = parse_trial(
+            "session on 127.0.0.1:2121 from 198.51.100.2 to 203.0.113.2 user bob@203.0.113.2 \
+             data-port 80 cmd site chmod SITE HELP XMKD FOO RETR",
+        )
+        .unwrap();
+        assert_eq!(
+            run_trial(&c, &t),
+            "session 198.51.100.2 -> 203.0.113.2:21: pass (t.rules:4)\n\
+             login bob (from bob@203.0.113.2): block (t.rules:3)\n\
+             cmd SITE CHMOD: block (t.rules:2)\n\
+             cmd SITE HELP: pass (default)\n\
+             cmd MKD (from XMKD): block (t.rules:2)\n\
+             cmd FOO: block (500: not a verb ftpgate knows; set unknown-commands)\n\
+             cmd RETR: pass (default)\n\
+             \x20 data passive inet download port 80: block (425: ftpgate never opens a \
+             data connection to a port below 1024)\n"
         );
     }
 
@@ -360,7 +463,7 @@ mod tests {
                 "rules/edge-redirect.rules",
                 "session on 0.0.0.0:8021 from 198.51.100.2 to 203.0.113.2"
             ),
-            "session 198.51.100.2 -> 203.0.113.2:21: pass (18)\n"
+            "session 198.51.100.2 -> 203.0.113.2:21: pass (19)\n"
         );
     }
 

@@ -39,8 +39,7 @@ impl fmt::Display for Origin {
 ///
 /// `Display` is the one-line form for logs; [`RuleError::with_caret`] adds the line and
 /// a caret under the offending token, for a terminal.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{col}: {message}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleError {
     pub file: String,
     pub line: usize,
@@ -50,19 +49,48 @@ pub struct RuleError {
     pub source_line: String,
     /// How many characters the caret underlines (at least one).
     pub width: usize,
+    /// The errors found after this one, in file order (empty in each of them).
+    pub more: Vec<RuleError>,
 }
 
 impl RuleError {
-    /// The error, then the offending line with `^` under the token it is about.
+    /// Every error, each followed by the offending line with `^` under the token it is
+    /// about.
     pub fn with_caret(&self) -> String {
+        std::iter::once(self)
+            .chain(&self.more)
+            .map(RuleError::one_with_caret)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn one_with_caret(&self) -> String {
+        let head = self.one_line();
         if self.source_line.trim().is_empty() {
-            return self.to_string();
+            return head;
         }
         let pad = " ".repeat(self.col.saturating_sub(1));
         let carets = "^".repeat(self.width.max(1));
-        format!("{self}\n    {}\n    {pad}{carets}", self.source_line)
+        format!("{head}\n    {}\n    {pad}{carets}", self.source_line)
+    }
+
+    fn one_line(&self) -> String {
+        format!("{}:{}:{}: {}", self.file, self.line, self.col, self.message)
     }
 }
+
+/// `file:line:col: message`, one line per error (a reload logs them so).
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.one_line())?;
+        for more in &self.more {
+            write!(f, "\n{}", more.one_line())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RuleError {}
 
 /// Ports and port ranges: `21`, `2100-2199` or `{ 21, 2121 }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -475,6 +503,25 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Who may read what on the admin endpoint.
     pub admin: Admin,
+    /// What the parser found valid but suspicious, `file:line:col: warning: …`.
+    pub parse_warnings: Vec<String>,
+    /// Where each `set` that is in force was stated.
+    pub set_at: std::collections::BTreeMap<String, Origin>,
+}
+
+/// Can the transfer log at `path` be opened for appending (created if missing)?
+fn writable(path: &Path) -> Result<(), String> {
+    use nix::unistd::{AccessFlags, access};
+    let target = if path.exists() {
+        path.to_path_buf()
+    } else {
+        match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        }
+    };
+    access(&target, AccessFlags::W_OK)
+        .map_err(|e| format!("{} is not writable: {}", target.display(), e.desc()))
 }
 
 /// The options of `metrics listen`.
@@ -534,7 +581,50 @@ impl Config {
     /// What is valid but probably not meant, each as `file:line: warning: …`, for
     /// `ftpgate check` and the start-up log.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.parse_warnings.clone();
+        for rule in &self.session_rules {
+            if let Some(on) = rule.on
+                && !self.listeners.iter().any(|l| l.addr == on)
+            {
+                out.push(format!(
+                    "{}: warning: `on {on}` names no listener: this rule never matches",
+                    rule.origin
+                ));
+            }
+        }
+        if !self
+            .session_rules
+            .iter()
+            .any(|r| r.verdict == Verdict::Pass && r.subject == Subject::Session)
+        {
+            let at = self
+                .listeners
+                .first()
+                .map_or_else(|| "?".to_string(), |l| l.origin.to_string());
+            out.push(format!(
+                "{at}: warning: no `pass` rule for sessions: every session is refused"
+            ));
+        }
+        for l in &self.listeners {
+            if let ListenMode::Reverse { upstream } = &l.mode
+                && self.is_own_listener(upstream)
+            {
+                out.push(format!(
+                    "{}: warning: upstream {upstream} is ftpgate's own listener: each \
+                     session would connect to ftpgate again, until the per-client limit",
+                    l.origin
+                ));
+            }
+        }
+        if let Some(path) = &self.settings.xferlog
+            && let Err(why) = writable(path)
+        {
+            out.push(format!(
+                "{}: warning: set xferlog {}: {why} (for the user this check runs as)",
+                self.setting_origin("xferlog"),
+                path.display()
+            ));
+        }
         if let (Some(addr), Some(origin)) = (self.metrics_listen, &self.admin.origin)
             && !addr.ip().is_loopback()
             && !self.admin.protected()
@@ -547,6 +637,30 @@ impl Config {
             ));
         }
         out
+    }
+
+    /// Does `upstream` name one of ftpgate's listeners (by address, or a wildcard
+    /// listener's port on loopback)?
+    fn is_own_listener(&self, upstream: &Upstream) -> bool {
+        let host = upstream.host.trim_start_matches('[').trim_end_matches(']');
+        let ip: Option<IpAddr> = match host {
+            "localhost" => Some(IpAddr::from([127, 0, 0, 1])),
+            other => other.parse().ok(),
+        };
+        let Some(ip) = ip else {
+            return false;
+        };
+        self.listeners.iter().any(|l| {
+            l.addr.port() == upstream.port
+                && (l.addr.ip() == ip || (l.addr.ip().is_unspecified() && ip.is_loopback()))
+        })
+    }
+
+    /// Where a setting is stated, for warnings about it.
+    fn setting_origin(&self, name: &str) -> String {
+        self.set_at
+            .get(name)
+            .map_or_else(|| "?".to_string(), Origin::to_string)
     }
 
     /// Reads and compiles a rule file and the files it includes.

@@ -802,7 +802,15 @@ struct Builder {
     tables: Tables,
     /// The include chain, to report cycles.
     stack: Vec<PathBuf>,
+    /// Every error so far, in file order.
+    errors: Vec<RuleError>,
+    /// Where each setting was last set, to warn when a later line overrides it.
+    set_at: HashMap<String, Origin>,
 }
+
+/// How many errors a file may have before reading stops (a file that is not a rule
+/// file at all would otherwise have one per line).
+const MAX_ERRORS: usize = 50;
 
 /// An error located in `code` (the line without its comment) at `at`, a suffix of it.
 fn located(
@@ -826,6 +834,7 @@ fn located(
         message,
         source_line: full.trim_end().to_string(),
         width,
+        more: Vec::new(),
     }
 }
 
@@ -837,6 +846,7 @@ fn whole_file(file: &str, message: String) -> RuleError {
         message,
         source_line: String::new(),
         width: 0,
+        more: Vec::new(),
     }
 }
 
@@ -849,19 +859,36 @@ fn relative_to(file: &str, path: &Path) -> PathBuf {
 }
 
 impl Builder {
-    fn file(&mut self, file: &str, text: &str) -> Result<(), RuleError> {
+    /// Compiles every line of `file`; an error in one is recorded and the next line is
+    /// read, so that `check` reports them all.
+    fn file(&mut self, file: &str, text: &str) {
         let file_arc: Arc<str> = Arc::from(file);
         for (index, full) in text.lines().enumerate() {
-            let line_no = index + 1;
-            let code = strip_comment(full);
-            if code.trim().is_empty() {
-                continue;
+            if self.errors.len() > MAX_ERRORS {
+                return;
             }
             let origin = Origin {
                 file: file_arc.clone(),
-                line: line_no,
+                line: index + 1,
             };
-            let error = |at: &str, message: String| located(file, line_no, full, code, at, message);
+            if let Err(e) = self.line(file, origin, full) {
+                self.errors.push(e);
+            }
+        }
+    }
+
+    fn line(&mut self, file: &str, origin: Origin, full: &str) -> Result<(), RuleError> {
+        let line_no = origin.line;
+        let code = strip_comment(full);
+        if code.trim().is_empty() {
+            return Ok(());
+        }
+        let error = |at: &str, message: String| located(file, line_no, full, code, at, message);
+        let warning = |at: &str, message: String| {
+            let e = located(file, line_no, full, code, at, message);
+            format!("{}:{}:{}: warning: {}", e.file, e.line, e.col, e.message)
+        };
+        {
             let stmt = match statement(code, origin.clone(), &self.tables) {
                 Ok((_, stmt)) => stmt,
                 Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
@@ -877,11 +904,39 @@ impl Builder {
                 .split_once(char::is_whitespace)
                 .map_or(code, |(_, rest)| from_part(code, rest.trim_start()));
             match stmt {
-                Statement::Set(setting) => setting.apply(&mut self.settings),
+                Statement::Set(setting) => {
+                    let name = argument.split_whitespace().next().unwrap_or_default();
+                    if let Some(first) = self.set_at.insert(name.to_string(), origin.clone()) {
+                        self.config.parse_warnings.push(warning(
+                            argument,
+                            format!("`set {name}` again: this line overrides {first}"),
+                        ));
+                    }
+                    setting.apply(&mut self.settings);
+                }
                 Statement::Listen(addr, mode, data_path) => {
+                    let at = code.find(&addr.to_string()).map_or(code, |p| &code[p..]);
                     if self.config.listeners.iter().any(|l| l.addr == addr) {
-                        let at = code.find(&addr.to_string()).map_or(code, |p| &code[p..]);
                         return Err(error(at, format!("{addr} is already a listener")));
+                    }
+                    // One family, one port, and one of the two the wildcard: the second
+                    // bind fails (IPv6 listeners are IPv6-only, so [::] and 0.0.0.0 may
+                    // share a port).
+                    if let Some(other) = self.config.listeners.iter().find(|l| {
+                        l.addr.port() == addr.port()
+                            && l.addr.is_ipv4() == addr.is_ipv4()
+                            && (l.addr.ip().is_unspecified() || addr.ip().is_unspecified())
+                    }) {
+                        return Err(error(
+                            at,
+                            format!(
+                                "{addr} cannot be bound beside {} ({}): one of them takes \
+                                 port {} on every address",
+                                other.addr,
+                                other.origin,
+                                addr.port()
+                            ),
+                        ));
                     }
                     self.config.listeners.push(Listener {
                         addr,
@@ -905,7 +960,33 @@ impl Builder {
                     self.config.metrics_listen = Some(addr);
                     self.config.admin = admin;
                 }
-                Statement::Rule(rule) => self.config.session_rules.push(rule),
+                Statement::Rule(rule) => {
+                    if let Subject::Commands(verbs) = &rule.subject {
+                        for verb in verbs {
+                            let base = verb.split(' ').next().unwrap_or_default();
+                            let at = code.find(verb.as_str()).map_or(argument, |p| &code[p..]);
+                            let canonical = crate::codec::canonical_verb(base);
+                            let note = if canonical != base {
+                                Some(format!(
+                                    "`{base}` reaches the rules as `{canonical}`: this rule \
+                                     never matches; write `{canonical}`"
+                                ))
+                            } else if !crate::codec::is_known_verb(base) {
+                                Some(format!(
+                                    "`{base}` is not a verb ftpgate knows (a typo?): with \
+                                     `set unknown-commands block` it is refused anyway, with \
+                                     `pass` only this rule stops it"
+                                ))
+                            } else {
+                                None
+                            };
+                            if let Some(note) = note {
+                                self.config.parse_warnings.push(warning(at, note));
+                            }
+                        }
+                    }
+                    self.config.session_rules.push(rule);
+                }
                 Statement::Table(name, body) => {
                     let nets = match body {
                         TableBody::Inline(nets) => nets,
@@ -919,27 +1000,25 @@ impl Builder {
                 }
                 Statement::Include(path) => {
                     let path = relative_to(file, &path);
-                    self.include(&path).map_err(|e| match e {
-                        // A problem with the include itself points at this line; one
-                        // inside the included file keeps its own location.
-                        Included::Here(message) => error(argument, message),
-                        Included::Inside(e) => e,
-                    })?;
+                    // A problem with the include itself points at this line; those
+                    // inside the included file are recorded at their own location.
+                    self.include(&path)
+                        .map_err(|message| error(argument, message))?;
                 }
             }
         }
         Ok(())
     }
 
-    fn include(&mut self, path: &Path) -> Result<(), Included> {
+    fn include(&mut self, path: &Path) -> Result<(), String> {
         if self.stack.len() >= MAX_INCLUDE_DEPTH {
-            return Err(Included::Here(format!(
+            return Err(format!(
                 "includes nest deeper than {MAX_INCLUDE_DEPTH} files"
-            )));
+            ));
         }
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         if self.stack.contains(&key) {
-            return Err(Included::Here(format!(
+            return Err(format!(
                 "{} includes itself (through {})",
                 path.display(),
                 self.stack
@@ -947,38 +1026,36 @@ impl Builder {
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
                     .join(" -> ")
-            )));
+            ));
         }
-        let text = read_file(path)
-            .map_err(|e| Included::Here(format!("cannot read {}: {e}", path.display())))?;
+        let text = read_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         self.stack.push(key);
-        let result = self.file(&path.display().to_string(), &text);
+        self.file(&path.display().to_string(), &text);
         self.stack.pop();
-        result.map_err(Included::Inside)
+        Ok(())
     }
 
     fn finish(mut self, file: &str) -> Result<Config, RuleError> {
-        if self.config.listeners.is_empty() {
-            return Err(RuleError {
+        if self.config.listeners.is_empty() && self.errors.is_empty() {
+            self.errors.push(RuleError {
                 file: file.to_string(),
                 line: 1,
                 col: 1,
                 message: "no `listen` statement: ftpgate would accept nothing".into(),
                 source_line: String::new(),
                 width: 0,
+                more: Vec::new(),
             });
         }
+        let mut errors = self.errors.into_iter();
+        if let Some(mut first) = errors.next() {
+            first.more = errors.collect();
+            return Err(first);
+        }
         self.config.settings = self.settings;
+        self.config.set_at = self.set_at.into_iter().collect();
         Ok(self.config)
     }
-}
-
-/// Why an `include` failed.
-enum Included {
-    /// The include statement itself (unreadable, a cycle, too deep).
-    Here(String),
-    /// A statement inside the included file.
-    Inside(RuleError),
 }
 
 /// A table file: one address or prefix per line, `#` comments.
@@ -1011,6 +1088,8 @@ fn builder(file: &str) -> Builder {
         settings: Settings::default(),
         tables: Tables::new(),
         stack: vec![key.canonicalize().unwrap_or_else(|_| key.to_path_buf())],
+        errors: Vec::new(),
+        set_at: HashMap::new(),
     }
 }
 
@@ -1018,7 +1097,7 @@ fn builder(file: &str) -> Builder {
 /// `include`s and table files are read relative to its directory.
 pub fn parse_str(file: &str, text: &str) -> Result<Config, RuleError> {
     let mut b = builder(file);
-    b.file(file, text)?;
+    b.file(file, text);
     b.finish(file)
 }
 
