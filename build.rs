@@ -11,9 +11,8 @@ fn main() {
         println!("cargo:rerun-if-changed=.git/HEAD");
         // A path that does not exist would make cargo run this every time: a fresh
         // clone keeps its refs in packed-refs.
-        if let Ok(head) = std::fs::read_to_string(".git/HEAD")
-            && let Some(reference) = head.trim().strip_prefix("ref: ")
-        {
+        let head = std::fs::read_to_string(".git/HEAD").unwrap_or_default();
+        if let Some(reference) = head.trim().strip_prefix("ref: ") {
             // The directory too: a commit in a fresh clone creates the branch's file.
             for path in [
                 format!(".git/{reference}"),

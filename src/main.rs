@@ -67,6 +67,12 @@ enum Command {
         #[arg(long, value_name = "SESSION")]
         test: Option<String>,
     },
+    /// Write the man page and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Print the live table of tracked sessions and their expectations, like
     /// `conntrack -L` for FTP, from a running ftpgate's admin endpoint.
     Sessions {
@@ -127,6 +133,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::GenerateAssets { dir } => match generate_assets(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run {
             config,
             log_format,
@@ -174,6 +187,24 @@ fn check(file: &std::path::Path, explain: bool, test: Option<&str>) -> ExitCode 
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `DIR/ftpgate.1` (clap_mangen) and `DIR/completions/{ftpgate.bash, _ftpgate,
+/// ftpgate.fish}` (clap_complete), from the same definitions `--help` prints.
+fn generate_assets(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&completions)
+        .with_context(|| format!("cannot create {}", completions.display()))?;
+    let command = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone()).render(&mut page)?;
+    std::fs::write(dir.join("ftpgate.1"), page)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut command.clone(), "ftpgate", &completions)?;
+    }
+    Ok(())
 }
 
 fn fetch_sessions(
@@ -250,6 +281,13 @@ fn run(path: PathBuf, user: Option<&str>) -> anyhow::Result<()> {
         .block_on(serve(path, config, nft, listeners, admin))
 }
 
+/// Tells systemd (Type=notify) how ftpgate is; nothing without `NOTIFY_SOCKET`.
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
+}
+
 /// How long a reload may take to read the rule file and what it includes.
 const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -316,9 +354,15 @@ async fn serve(
     let mut usr1 = signal(SignalKind::user_defined1())?;
     ignore_stray_signals()?;
     let serving = tokio::spawn(proxy::serve(shared.clone(), listeners));
+    // Everything is bound: `systemctl start` (Type=notify) returns now, not before.
+    notify(&[sd_notify::NotifyState::Ready]);
     loop {
         tokio::select! {
             _ = hup.recv() => {
+                // systemd (Type=notify-reload) wants the reload's start time with it.
+                let mut reloading = vec![sd_notify::NotifyState::Reloading];
+                reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+                notify(&reloading);
                 // Read off the runtime, so that a file on a hung network mount holds
                 // up neither the sessions nor SIGTERM.
                 let file = path.clone();
@@ -335,6 +379,7 @@ async fn serve(
                         }
                         shared.reload(new);
                         tracing::info!(file = %path.display(), "rules reloaded");
+                        notify(&[sd_notify::NotifyState::Ready]);
                         continue;
                     }
                     Ok(Ok(Err(e))) => e.to_string(),
@@ -347,6 +392,7 @@ async fn serve(
                 };
                 tracing::error!("reload rejected, previous rules stay in force: {why}");
                 shared.reload_rejected(why);
+                notify(&[sd_notify::NotifyState::Ready]);
             }
             _ = usr1.recv() => {
                 shared.reopen_logs();
@@ -363,6 +409,7 @@ async fn serve(
         drain_timeout_ms = drain.as_millis() as u64,
         "draining: no new sessions"
     );
+    notify(&[sd_notify::NotifyState::Stopping]);
     shared.draining.cancel();
     tokio::pin!(serving);
     let drained = tokio::select! {

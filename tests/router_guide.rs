@@ -16,7 +16,6 @@ use support::lab::{Lab, LabServer};
 use support::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
 /// The guide's shell blocks for `flavour` (`redirect` or `tproxy`), with the `kernel`
 /// ones when `kernel`, in the guide's order.
 fn guide(flavour: &str, kernel: bool) -> String {
@@ -61,41 +60,20 @@ impl Router {
     fn follow(flavour: &str, kernel: bool) -> Router {
         let lab = Lab::bare();
         let state = tempfile::tempdir().expect("tempdir");
-        let dir = state.path().display().to_string();
-        std::fs::write(state.path().join("guide.sh"), guide(flavour, kernel)).expect("guide.sh");
-        let bin = state.path().join("bin");
-        std::fs::create_dir(&bin).expect("bin");
-        std::os::unix::fs::symlink(
-            format!("{ROOT}/tests/support/systemctl.py"),
-            bin.join("systemctl"),
-        )
-        .expect("systemctl stand-in");
-        let setup = format!(
-            r#"set -euo pipefail
-mkdir -p {dir}/ovl && mount -t tmpfs ftpgate-guide {dir}/ovl
-for d in etc usr/lib usr/local; do
-    up={dir}/ovl/$(echo $d | tr / -)
-    mkdir -p $up/upper $up/work
-    mount -t overlay overlay -o lowerdir=/$d,upperdir=$up/upper,workdir=$up/work /$d
-done
-install -D -m 755 {exe} /usr/local/bin/ftpgate
-cp {ROOT}/tests/support/router-nftables.conf /etc/nftables.conf
-nft -f /etc/nftables.conf
-export PATH={dir}/bin:/usr/local/bin:$PATH SYSTEMCTL_STATE={dir}/state
-cd {ROOT}
-set -x
-. {dir}/guide.sh
-"#,
+        let script = format!(
+            "install -D -m 755 {exe} /usr/local/bin/ftpgate\n\
+             cp tests/support/router-nftables.conf /etc/nftables.conf\n\
+             nft -f /etc/nftables.conf\n\
+             {guide}",
             exe = env!("CARGO_BIN_EXE_ftpgate"),
+            guide = guide(flavour, kernel),
         );
-        let out = run(lab.on("edge", "unshare").args([
-            "--mount",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            &setup,
-        ]));
+        let out = overlaid_root(
+            &lab.ns("edge"),
+            &["etc", "usr/lib", "usr/local"],
+            state.path(),
+            &script,
+        );
         let log = std::fs::read_to_string(state.path().join("state/ftpgate.service.log"))
             .unwrap_or_default();
         assert!(

@@ -11,13 +11,16 @@ cd "$(dirname "$0")/.."
 
 bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl lftp:lftp python3:python3 \
     promtool:prometheus nft:nftables ip:iproute2 ss:iproute2 unshare:util-linux \
-    setpriv:util-linux \
+    setpriv:util-linux systemd-analyze:systemd \
     logrotate:logrotate
 # pure-ftpd and ProFTPD for the differential test, unpacked beside vsftpd (they
 # conflict with it as packages). Without root the test skips, or fails under CI=true.
 if [ "$(id -u)" = 0 ]; then
     bash tests/support/ftp-servers.sh target/ftp-servers
 fi
+
+# The .deb tests/package.rs installs (cargo-deb comes from crates.io when missing).
+bash deploy/deb/build.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -583,9 +583,11 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut out = self.parse_warnings.clone();
         for rule in &self.session_rules {
-            if let Some(on) = rule.on
-                && !self.listeners.iter().any(|l| l.addr == on)
-            {
+            // No let-chains: the MSRV (1.85, Debian 13's rustc) predates them.
+            let stray = rule
+                .on
+                .filter(|on| !self.listeners.iter().any(|l| l.addr == *on));
+            if let Some(on) = stray {
                 out.push(format!(
                     "{}: warning: `on {on}` names no listener: this rule never matches",
                     rule.origin
@@ -606,9 +608,13 @@ impl Config {
             ));
         }
         for l in &self.listeners {
-            if let ListenMode::Reverse { upstream } = &l.mode
-                && self.is_own_listener(upstream)
-            {
+            let own = match &l.mode {
+                ListenMode::Reverse { upstream } if self.is_own_listener(upstream) => {
+                    Some(upstream)
+                }
+                _ => None,
+            };
+            if let Some(upstream) = own {
                 out.push(format!(
                     "{}: warning: upstream {upstream} is ftpgate's own listener: each \
                      session would connect to ftpgate again, until the per-client limit",
@@ -616,19 +622,25 @@ impl Config {
                 ));
             }
         }
-        if let Some(path) = &self.settings.xferlog
-            && let Err(why) = writable(path)
-        {
+        let unwritable = self
+            .settings
+            .xferlog
+            .as_ref()
+            .and_then(|path| writable(path).err().map(|why| (path, why)));
+        if let Some((path, why)) = unwritable {
             out.push(format!(
                 "{}: warning: set xferlog {}: {why} (for the user this check runs as)",
                 self.setting_origin("xferlog"),
                 path.display()
             ));
         }
-        if let (Some(addr), Some(origin)) = (self.metrics_listen, &self.admin.origin)
-            && !addr.ip().is_loopback()
-            && !self.admin.protected()
-        {
+        let exposed = match (self.metrics_listen, &self.admin.origin) {
+            (Some(addr), Some(origin)) if !addr.ip().is_loopback() && !self.admin.protected() => {
+                Some((addr, origin))
+            }
+            _ => None,
+        };
+        if let Some((addr, origin)) = exposed {
             out.push(format!(
                 "{origin}: warning: the admin endpoint on {addr} is reachable beyond this \
                  host and unprotected: /sessions shows client and server addresses, user \

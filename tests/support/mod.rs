@@ -81,6 +81,54 @@ macro_rules! require {
     };
 }
 
+/// Runs `script` as root with bash in network namespace `netns`, in a mount namespace
+/// of its own where each of `dirs` (such as `etc`, `usr`) is an overlay whose changes
+/// stay on a tmpfs under `scratch`, so installs into the system leave the host as it
+/// was. `systemctl` is tests/support/systemctl.py, with its state (pid files, service
+/// logs) in `scratch/state`, visible from the host. Processes the script starts in the
+/// background keep the mount namespace alive.
+pub fn overlaid_root(netns: &str, dirs: &[&str], scratch: &Path, script: &str) -> Output {
+    let dir = scratch.display();
+    let bin = scratch.join("bin");
+    fs::create_dir_all(&bin).expect("bin");
+    let shim = bin.join("systemctl");
+    if !shim.exists() {
+        std::os::unix::fs::symlink(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/systemctl.py"),
+            &shim,
+        )
+        .expect("systemctl stand-in");
+    }
+    let script_path = scratch.join("script.sh");
+    fs::write(&script_path, script).expect("script");
+    let prelude = format!(
+        r#"set -euo pipefail
+mkdir -p {dir}/ovl && mount -t tmpfs ftpgate-test {dir}/ovl
+for d in {dirs}; do
+    up={dir}/ovl/$(echo $d | tr / -)
+    mkdir -p $up/upper $up/work
+    mount -t overlay overlay -o lowerdir=/$d,upperdir=$up/upper,workdir=$up/work /$d
+done
+export PATH={dir}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export SYSTEMCTL_STATE={dir}/state
+cd {root}
+set -x
+. {script}
+"#,
+        dirs = dirs.join(" "),
+        root = env!("CARGO_MANIFEST_DIR"),
+        script = script_path.display(),
+    );
+    run(command_in(Some(netns), "unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        &prelude,
+    ]))
+}
+
 /// A port nobody listens on right now.
 pub fn free_port(ip: IpAddr) -> u16 {
     TcpListener::bind((ip, 0))

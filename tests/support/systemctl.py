@@ -115,9 +115,34 @@ def start(name):
             message = notify.recv(4096).decode()
         except socket.timeout:
             continue
+        record(name, message)
         if "READY=1" in message.split("\n"):
+            keep_listening(name, notify, child.pid)
             return
     sys.exit(f"systemctl: {name} did not report READY=1")
+
+
+def record(name, message):
+    with open(os.path.join(STATE, name + ".notify.log"), "a") as f:
+        f.write(message.rstrip("\n") + "\n")
+
+
+def keep_listening(name, notify, pid):
+    """As systemd does, go on reading the service's notifications (RELOADING=1,
+    STOPPING=1...) for as long as it runs, in a process of our own."""
+    if os.fork() != 0:
+        return
+    os.setsid()
+    notify.settimeout(0.5)
+    while True:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            os._exit(0)
+        try:
+            record(name, notify.recv(4096).decode())
+        except socket.timeout:
+            continue
 
 
 def stop(name):
