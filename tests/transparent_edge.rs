@@ -299,30 +299,12 @@ fn other_traffic_crosses_untouched(flavour: Flavour) {
     make_file(&server.path("one.bin"), 1 << 20, 7);
     let gate = Gate::start_in(Some(&lab.ns("edge")), &flavour.rules(), &[]);
     let ns = lab.ns("client");
-    for (addr, port) in [
+    lab.assert_untouched(&[
         ("203.0.113.2", 80),
         ("203.0.113.2", 40500),
         ("203.0.113.66", 40000),
         ("2001:db8:2::2", 40999),
-    ] {
-        let source = if addr.contains(':') {
-            "2001:db8:1::2"
-        } else {
-            "198.51.100.2"
-        };
-        let probe = lab.probe("server", addr, port);
-        assert_eq!(
-            lab.script("client", &["connect", addr, &port.to_string(), "5"])
-                .trim(),
-            "connected",
-            "{addr} port {port}"
-        );
-        assert_eq!(
-            probe.report(),
-            format!("connected {source}"),
-            "{addr} port {port}"
-        );
-    }
+    ]);
     let dir = tempfile::tempdir().expect("tempdir");
     for mode in [Mode::Pasv, Mode::Epsv, Mode::Port, Mode::Eprt] {
         let down = dir.path().join(format!("{}.bin", mode.verb()));
@@ -330,13 +312,7 @@ fn other_traffic_crosses_untouched(flavour: Flavour) {
         run_ok(curl_in(Some(&ns), mode).arg(url).arg("-o").arg(&down));
         assert_same_file(&down, &server.path("one.bin"));
     }
-    let probe = lab.probe("server", "203.0.113.66", 7000);
-    let out = lab.script("client", &["bounce", "203.0.113.2", "203.0.113.66", "7000"]);
-    assert!(
-        out.contains("PORT: 504") && out.contains("EPRT: 504"),
-        "{out}"
-    );
-    assert_eq!(probe.report(), "nothing");
+    lab.assert_bounce_refused();
     assert!(gate.metric("ftpgate_expectations_total{outcome=\"completed\"}") >= 4.0);
 }
 

@@ -141,6 +141,41 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The client's connections to each (server-side address, port) arrive from the
+    /// client's own address: neither redirected, nor translated, nor dropped.
+    pub fn assert_untouched(&self, targets: &[(&str, u16)]) {
+        for &(addr, port) in targets {
+            let source = if addr.contains(':') {
+                "2001:db8:1::2"
+            } else {
+                "198.51.100.2"
+            };
+            let probe = self.probe("server", addr, port);
+            assert_eq!(
+                self.script("client", &["connect", addr, &port.to_string(), "5"])
+                    .trim(),
+                "connected",
+                "{addr} port {port}"
+            );
+            assert_eq!(
+                probe.report(),
+                format!("connected {source}"),
+                "{addr} port {port}"
+            );
+        }
+    }
+
+    /// `PORT`/`EPRT` toward a third host get `504`, and nothing reaches it.
+    pub fn assert_bounce_refused(&self) {
+        let probe = self.probe("server", "203.0.113.66", 7000);
+        let out = self.script("client", &["bounce", "203.0.113.2", "203.0.113.66", "7000"]);
+        assert!(
+            out.contains("PORT: 504") && out.contains("EPRT: 504"),
+            "{out}"
+        );
+        assert_eq!(probe.report(), "nothing");
+    }
+
     /// Starts a listener on `host` that reports on demand whether anyone connected.
     pub fn probe(&self, host: &str, addr: &str, port: u16) -> Probe {
         let mut child = self

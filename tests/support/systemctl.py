@@ -100,7 +100,7 @@ def start(name):
         notify.bind(path)
         env["NOTIFY_SOCKET"] = path
     log = open(os.path.join(STATE, name + ".log"), "ab")
-    child = subprocess.Popen(command(unit["ExecStart"][-1], {}), env=env, stdout=log, stderr=log,
+    child = subprocess.Popen(command(unit["ExecStart"][-1], {}), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                              start_new_session=True)
     with open(pidfile(name), "w") as f:
         f.write(str(child.pid))
@@ -133,6 +133,10 @@ def keep_listening(name, notify, pid):
     if os.fork() != 0:
         return
     os.setsid()
+    # Let go of the caller's pipes, as a daemon does: whoever reads them waits for EOF.
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
     notify.settimeout(0.5)
     while True:
         try:
