@@ -66,6 +66,10 @@ enum Command {
         /// 'session from 198.51.100.2 to 203.0.113.2 port 21 user alice cmd STOR'.
         #[arg(long, value_name = "SESSION")]
         test: Option<String>,
+        /// The nftables ruleset of an edge (deploy/nftables/*.nft): its
+        /// `define ftpgate_port` must be the port of a `listen transparent` line.
+        #[arg(long, value_name = "NFT")]
+        ruleset: Option<PathBuf>,
     },
     /// Write the man page and shell completions into DIR (for packaging).
     #[command(hide = true)]
@@ -114,7 +118,8 @@ fn main() -> ExitCode {
             file,
             explain,
             test,
-        } => check(&file, explain, test.as_deref()),
+            ruleset,
+        } => check(&file, explain, test.as_deref(), ruleset.as_deref()),
         Command::Sessions {
             admin,
             json,
@@ -157,7 +162,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(file: &std::path::Path, explain: bool, test: Option<&str>) -> ExitCode {
+fn check(
+    file: &std::path::Path,
+    explain: bool,
+    test: Option<&str>,
+    ruleset: Option<&std::path::Path>,
+) -> ExitCode {
     let config = match Config::load(file) {
         Ok(config) => config,
         Err(e) => {
@@ -165,6 +175,16 @@ fn check(file: &std::path::Path, explain: bool, test: Option<&str>) -> ExitCode 
             return ExitCode::FAILURE;
         }
     };
+    if let Some(nft) = ruleset {
+        let agreed = std::fs::read_to_string(nft)
+            .map_err(|e| format!("{}: cannot read: {e}", nft.display()))
+            .and_then(|text| ftpgate::rules::agrees_with_ruleset(&config, &text))
+            .map_err(|e| format!("{}: {e}", nft.display()));
+        if let Err(e) = agreed {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    }
     for warning in config.warnings() {
         eprintln!("{warning}");
     }

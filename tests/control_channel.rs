@@ -307,6 +307,38 @@ fn check_reports_every_error_then_warnings() {
     );
 }
 
+/// `check --ruleset` compares the one value an edge's two files share: the shipped
+/// pairs agree, and a listener moved to another port is caught before a start.
+#[test]
+fn check_ruleset_compares_the_listener_port() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let bin = env!("CARGO_BIN_EXE_ftpgate");
+    for flavour in ["redirect", "tproxy"] {
+        let out = run(std::process::Command::new(bin).args([
+            "check",
+            "--ruleset",
+            &format!("{root}/deploy/nftables/ftpgate-{flavour}.nft"),
+            &format!("{root}/rules/edge-{flavour}.rules"),
+        ]));
+        assert!(out.status.success(), "{out:?}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let moved = dir.path().join("moved.rules");
+    let shipped = std::fs::read_to_string(format!("{root}/rules/edge-redirect.rules"))
+        .expect("shipped rules");
+    std::fs::write(&moved, shipped.replace(":8021", ":8022")).expect("write");
+    let out = run(std::process::Command::new(bin)
+        .args(["check", "--ruleset"])
+        .arg(format!("{root}/deploy/nftables/ftpgate-redirect.nft"))
+        .arg(&moved));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ftpgate_port is 8021, but no `listen transparent` line listens on it"),
+        "{stderr}"
+    );
+}
+
 /// Command and login rules answer locally: the server never sees a blocked `DELE` or
 /// `USER root`, and its files stay.
 #[test]

@@ -509,6 +509,45 @@ pub struct Config {
     pub set_at: std::collections::BTreeMap<String, Origin>,
 }
 
+/// Does the nftables ruleset `text` (deploy/nftables/*.nft) hand control connections
+/// to a port this rule file listens on? The port is the one value both files hold:
+/// the ruleset's `define ftpgate_port = N` and a `listen transparent ADDR:N` line.
+pub fn agrees_with_ruleset(config: &Config, text: &str) -> Result<(), String> {
+    let port = text
+        .lines()
+        .filter_map(|l| l.split('#').next())
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("define")?.trim_start();
+            let value = rest
+                .strip_prefix("ftpgate_port")?
+                .trim_start()
+                .strip_prefix('=')?;
+            value.trim().parse::<u16>().ok()
+        })
+        .ok_or("no `define ftpgate_port = PORT` line")?;
+    let transparent: Vec<&Listener> = config
+        .listeners
+        .iter()
+        .filter(|l| matches!(l.mode, ListenMode::Transparent(_)))
+        .collect();
+    if transparent.iter().any(|l| l.addr.port() == port) {
+        return Ok(());
+    }
+    let have = transparent
+        .iter()
+        .map(|l| format!("{} ({})", l.addr, l.origin))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(format!(
+        "ftpgate_port is {port}, but no `listen transparent` line listens on it{}",
+        if have.is_empty() {
+            " (there is none)".to_string()
+        } else {
+            format!(": {have}")
+        }
+    ))
+}
+
 /// Can the transfer log at `path` be opened for appending (created if missing)?
 fn writable(path: &Path) -> Result<(), String> {
     use nix::unistd::{AccessFlags, access};
@@ -761,6 +800,29 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_ruleset_port_must_be_a_transparent_listeners() {
+        let c = parse::parse_str(
+            "x.rules",
+            "listen transparent 0.0.0.0:8021\npass from any\n",
+        )
+        .unwrap();
+        let nft = |port: &str| format!("# ftpgate\ndefine ftpgate_port = {port}   # = listen\n");
+        assert_eq!(agrees_with_ruleset(&c, &nft("8021")), Ok(()));
+        assert_eq!(
+            agrees_with_ruleset(&c, &nft("8022")),
+            Err(
+                "ftpgate_port is 8022, but no `listen transparent` line listens on it: \
+                 0.0.0.0:8021 (x.rules:1)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            agrees_with_ruleset(&c, "define ftp_port = 21\n"),
+            Err("no `define ftpgate_port = PORT` line".into())
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
 
