@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need when it is missing
 # (Debian packages: vsftpd, curl, lftp, python3, prometheus for promtool, nftables
-# and iproute2 for the network-namespace lab), then
+# and iproute2 for the network-namespace lab, logrotate; cargo-deb from crates.io),
+# builds the .deb tests/package.rs installs, then
 # unpacks pure-ftpd and ProFTPD for the differential test, then
 # runs formatting, lint and every test. Run it as root: vsftpd's anonymous chroot
 # needs root, and so will the network-namespace tests. Under CI=true a missing
