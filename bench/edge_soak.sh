@@ -139,9 +139,14 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 path, kills, fds0, fds1, rss0, rss1, sessions, expectations, elems = sys.argv[2:]
 kills = int(kills)
-# A killed vsftpd session shows as its control connection lost, or as "500 OOPS".
-lost = sum(n for cause, n in r["failed"].items()
-           if cause.startswith("control-lost") or "OOPS" in cause)
+# A killed vsftpd session shows as its control connection lost, or as "500 OOPS";
+# on the kernel path also as a passive data connection refused: the client reaches the
+# server's passive port itself, and that listener died with the session.
+def by_kill(cause):
+    return (cause.startswith("control-lost") or "OOPS" in cause
+            or (path == "kernel" and cause.startswith("data-connect-")
+                and cause.endswith("ConnectionRefusedError")))
+lost = sum(n for cause, n in r["failed"].items() if by_kill(cause))
 explained = min(lost, kills)
 unexpected = sum(r["failed"].values()) - explained
 print(f"## {path}: {r['attempted']} transfers, {r['completed']} completed, "
