@@ -14,6 +14,7 @@
 # As root; bounded in time (SECONDS per path plus about 40 s).
 #   bash bench/edge_soak.sh                      # relay and kernel, 150 s each
 #   SECONDS_PER_PATH=30 bash bench/edge_soak.sh kernel
+#   KILLS=0 bash bench/edge_soak.sh kernel      # without killing server sessions
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_PATH=${SECONDS_PER_PATH:-150} CLIENTS=${CLIENTS:-64}
@@ -110,7 +111,7 @@ for path in "${paths[@]}"; do
             sleep 10
             n=$((n + 1))
             if [ $((n % 2)) -eq 0 ]; then kill -HUP "$gate_pid"; fi
-            if [ $((n % 3)) -eq 0 ]; then
+            if [ "${KILLS:-1}" = 1 ] && [ $((n % 3)) -eq 0 ]; then
                 # A session process of vsftpd (a child of the listener), killed hard.
                 victim=$(pgrep -P "$vsftpd_pid" | shuf -n1 || true)
                 if [ -n "$victim" ] && kill -9 "$victim" 2>/dev/null; then
