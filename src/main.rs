@@ -288,12 +288,6 @@ fn run(path: PathBuf, user: Option<&str>) -> anyhow::Result<()> {
     let dropped =
         ftpgate::privileges::drop_after_bind(user, net_admin).context("cannot drop privileges")?;
     tracing::info!(%dropped, bounding_set = dropped.bounded, "privileges dropped after binding");
-    // Capabilities belong to each thread: the netlink thread starts after the drop, so
-    // it holds what the process kept and nothing more.
-    let nft = nft
-        .map(ftpgate::net::nft::NftThread::start)
-        .transpose()
-        .context("cannot start the netlink thread")?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -341,7 +335,7 @@ fn ignore_stray_signals() -> std::io::Result<()> {
 async fn serve(
     path: PathBuf,
     config: Config,
-    nft: Option<ftpgate::net::nft::NftThread>,
+    nft: Option<ftpgate::net::nft::Nft>,
     listeners: Vec<(ftpgate::rules::Listener, std::net::TcpListener)>,
     admin: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {

@@ -288,50 +288,56 @@ fn batch_marker(message_type: u16) -> NftMessage {
     }
 }
 
-/// The netlink socket on a thread of its own. Its exchanges block (for up to the
-/// socket's 1 s read timeout) and are serialised by the socket anyway, so one thread
-/// does them all: off the async workers, and without a blocking-pool thread (and its
-/// allocator arena) per hole under load.
-pub struct NftThread {
-    jobs: std::sync::mpsc::Sender<NftJob>,
-}
-
-type NftJob = Box<dyn FnOnce(&Nft) + Send>;
-
-impl NftThread {
-    pub fn start(nft: Nft) -> io::Result<NftThread> {
-        let (jobs, queue) = std::sync::mpsc::channel::<NftJob>();
-        std::thread::Builder::new()
-            .name("ftpgate-netlink".into())
-            .spawn(move || {
-                for job in queue {
-                    job(&nft);
-                }
-            })?;
-        Ok(NftThread { jobs })
-    }
-
-    /// Runs `f` on the netlink thread; the caller waits without holding a worker.
-    pub async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Nft) -> io::Result<T> + Send + 'static,
-    ) -> io::Result<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let gone = || io::Error::other("the netlink thread has stopped");
-        let job: NftJob = Box::new(move |nft| {
-            let _ = tx.send(f(nft));
-        });
-        self.jobs.send(job).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
-    }
-}
-
-/// The netlink side of the kernel data path.
+/// The netlink side of the kernel data path and of the relay's announcements.
+///
+/// Each exchange runs inline on the task that needs it, on a non-blocking socket taken
+/// from a small pool: nf_tables handles a batch inside `sendmsg` and queues every ACK
+/// before it returns, so the `recvmsg` that follows never waits. No thread hop, no
+/// lock held across a syscall, and two exchanges of different sessions do not queue
+/// behind each other (the removal of a used hole stays off the next hole's path).
 pub struct Nft {
-    socket: Mutex<Socket>,
+    /// Idle sockets; one is taken for each exchange and given back after it.
+    sockets: Mutex<Vec<Socket>>,
     seq: AtomicU32,
     /// How many installed holes use each `snat` key.
     snat_users: Mutex<HashMap<Vec<u8>, usize>>,
+}
+
+/// A pooled socket, given back when dropped (unless the exchange left it in doubt).
+struct Pooled<'a> {
+    pool: &'a Mutex<Vec<Socket>>,
+    socket: Option<Socket>,
+}
+
+impl Pooled<'_> {
+    fn get(&self) -> io::Result<&Socket> {
+        self.socket
+            .as_ref()
+            .ok_or_else(|| io::Error::other("netlink socket gone"))
+    }
+
+    /// Closes the socket instead of pooling it: an answer may still be on its way.
+    fn discard(&mut self) {
+        self.socket = None;
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            self.pool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(socket);
+        }
+    }
+}
+
+fn new_socket() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    socket.set_non_blocking(true)?;
+    Ok(socket)
 }
 
 impl Nft {
@@ -340,13 +346,8 @@ impl Nft {
     /// not at the first transfer. Then empties them: holes a previous ftpgate left
     /// belong to sessions that are gone (one ftpgate per table).
     pub fn open() -> io::Result<Nft> {
-        let mut socket = Socket::new(NETLINK_NETFILTER)?;
-        socket.bind_auto()?;
-        // Every answer is queued before send() returns; the timeout only keeps a
-        // kernel that never answers from holding the lock forever.
-        socket2::SockRef::from(&socket).set_read_timeout(Some(Duration::from_secs(1)))?;
         let nft = Nft {
-            socket: Mutex::new(socket),
+            sockets: Mutex::new(vec![new_socket()?]),
             seq: AtomicU32::new(1),
             snat_users: Mutex::new(HashMap::new()),
         };
@@ -542,14 +543,31 @@ impl Nft {
         if batch {
             push(batch_marker(NFNL_MSG_BATCH_END), NLM_F_REQUEST, false);
         }
-        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = self.sockets.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut pooled = Pooled {
+            pool: &self.sockets,
+            socket: Some(match idle {
+                Some(socket) => socket,
+                None => new_socket()?,
+            }),
+        };
+        let socket = pooled.get()?;
         socket.send(&wire, 0)?;
-        // nf_tables handles the batch inside send(), so every answer is queued by now.
+        // nf_tables handles the batch inside send(), so every answer is queued by now:
+        // a recv that would block means the kernel will not answer this exchange.
         let mut buffer = Vec::with_capacity(8192);
         let mut first_error = None;
         while !expected.is_empty() {
             buffer.clear();
-            socket.recv(&mut buffer, 0)?;
+            if let Err(e) = socket.recv(&mut buffer, 0) {
+                pooled.discard();
+                return Err(match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        io::Error::other("nf_tables left a netlink request unanswered")
+                    }
+                    _ => e,
+                });
+            }
             let mut rest = buffer.as_slice();
             while let Ok(message) = NetlinkBuffer::new_checked(rest) {
                 let len = message.length() as usize;

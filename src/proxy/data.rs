@@ -60,7 +60,8 @@ impl DataHandle {
 /// kernel can forward the connection) and starts its task; `None` when no port is free
 /// or the hole cannot be opened. With `edge` (a transparent listener's session) the
 /// relayed connection is also announced to the ruleset, which hands over only what
-/// was announced. Only netlink is waited on, on its own thread.
+/// was announced. Nothing here waits: netlink exchanges are answered within their
+/// `sendmsg` (`crate::net::nft`).
 pub async fn open(
     shared: &Arc<Shared>,
     session: SessionId,
@@ -109,7 +110,7 @@ pub async fn open(
                 _ => None,
             };
             let legs: Vec<Announced> = peer_leg.into_iter().chain(server_leg).flatten().collect();
-            if let Err(e) = announce(shared, &legs, req.expires).await {
+            if let Err(e) = announce(shared, &legs, req.expires) {
                 tracing::warn!(error = %e, "cannot announce a data connection to the nftables ruleset");
                 shared.metrics.kernel_hole_error("announce");
                 shared.tracker.close_expectation(key);
@@ -152,7 +153,7 @@ pub async fn open(
 }
 
 /// Writes the relay elements of `legs`, to expire a little after the expectation.
-async fn announce(shared: &Shared, legs: &[Announced], deadline: Instant) -> std::io::Result<()> {
+fn announce(shared: &Shared, legs: &[Announced], deadline: Instant) -> std::io::Result<()> {
     if legs.is_empty() {
         return Ok(());
     }
@@ -160,9 +161,7 @@ async fn announce(shared: &Shared, legs: &[Announced], deadline: Instant) -> std
         std::io::Error::other("no netlink socket (transparent listener without the ruleset)")
     })?;
     let timeout = deadline.saturating_duration_since(Instant::now()) + HOLE_GRACE;
-    let legs = legs.to_vec();
-    nft.run(move |nft| legs.iter().try_for_each(|leg| nft.announce(leg, timeout)))
-        .await
+    legs.iter().try_for_each(|leg| nft.announce(leg, timeout))
 }
 
 /// The sockets of a relayed expectation.
@@ -222,7 +221,7 @@ fn bind(
 }
 
 /// `data-path kernel`: reserves the announced port, installs the hole outside the
-/// tracker's lock and off the async workers, and starts the task that closes it when
+/// tracker's lock, and starts the task that closes it when
 /// the session is done with it or its time is up.
 async fn open_hole(
     shared: &Arc<Shared>,
@@ -246,10 +245,7 @@ async fn open_hole(
         ..hole
     };
     // Any port does as well as another for an error, so none is retried.
-    let installed = {
-        let hole = hole.clone();
-        nft.run(move |nft| nft.install(&hole, kernel_timeout)).await
-    };
+    let installed = nft.install(&hole, kernel_timeout);
     match installed {
         Ok(()) => {}
         Err(e) => {
@@ -285,13 +281,7 @@ async fn close_hole(
         _ = handle.cancel.cancelled() => {}
         _ = handle.expire.cancelled() => {}
     }
-    let removed = match shared.nft.as_ref() {
-        Some(nft) => {
-            let hole = hole.clone();
-            Some(nft.run(move |nft| nft.remove(&hole)).await)
-        }
-        None => None,
-    };
+    let removed = shared.nft.as_ref().map(|nft| nft.remove(&hole));
     let used = match removed {
         Some(Ok(used)) => used,
         Some(Err(e)) => {
@@ -351,7 +341,7 @@ impl Expectation {
         let key = (self.session, self.req.id);
         let started = Instant::now();
         let outcome = self.serve(listener, second).await;
-        self.withdraw().await;
+        self.withdraw();
         let entry = self.shared.tracker.expectation(key);
         self.shared.tracker.close_expectation(key);
         let m = &self.shared.metrics;
@@ -397,17 +387,14 @@ impl Expectation {
     }
 
     /// Removes the ruleset's elements; should that fail, they expire on their own.
-    async fn withdraw(&self) {
+    fn withdraw(&self) {
         let Some(nft) = self.shared.nft.as_ref() else {
             return;
         };
         if self.announced.is_empty() {
             return;
         }
-        let legs = self.announced.clone();
-        let removed = nft
-            .run(move |nft| legs.iter().try_for_each(|leg| nft.withdraw(leg)))
-            .await;
+        let removed = self.announced.iter().try_for_each(|leg| nft.withdraw(leg));
         if let Err(e) = removed {
             tracing::warn!(error = %e, "cannot withdraw a data connection from the nftables ruleset");
             self.shared.metrics.kernel_hole_error("withdraw");

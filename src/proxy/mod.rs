@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-use crate::net::{self, Binding, nft::NftThread};
+use crate::net::{self, Binding, nft::Nft};
 use crate::rules::{Config, ListenMode, Listener};
 use crate::session::OwnSockets;
 use crate::track::Tracker;
@@ -43,7 +43,7 @@ pub struct Shared {
     /// Every data task, so that shutdown waits for their nftables holes to close.
     pub data_tasks: TaskTracker,
     /// The netlink side of `data-path kernel`, when a listener uses it.
-    pub nft: Option<NftThread>,
+    pub nft: Option<Nft>,
     /// The sockets ftpgate listens on, which no data connection may target; the
     /// host's addresses are read again at each reload.
     pub own_sockets: ArcSwap<OwnSockets>,
@@ -51,7 +51,7 @@ pub struct Shared {
 
 impl Shared {
     /// Must be called inside the runtime (it may start the xferlog writer).
-    pub fn new(config: Config, nft: Option<NftThread>) -> Arc<Self> {
+    pub fn new(config: Config, nft: Option<Nft>) -> Arc<Self> {
         let metrics = Metrics::new();
         metrics
             .sessions_limit
