@@ -572,7 +572,10 @@ impl Nft {
             while let Ok(message) = NetlinkBuffer::new_checked(rest) {
                 let len = message.length() as usize;
                 let seq = message.sequence_number();
-                if message.message_type() == netlink_packet_core::NLMSG_ERROR {
+                // An answer to an earlier exchange on this pooled socket is not ours.
+                if message.message_type() == netlink_packet_core::NLMSG_ERROR
+                    && expected.contains(&seq)
+                {
                     let code = ErrorBuffer::new_checked(message.payload())
                         .ok()
                         .and_then(|e| e.code());
