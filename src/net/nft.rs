@@ -346,8 +346,15 @@ impl Nft {
     /// not at the first transfer. Then empties them: holes a previous ftpgate left
     /// belong to sessions that are gone (one ftpgate per table).
     pub fn open() -> io::Result<Nft> {
+        // An exchange holds its socket only while it runs on a worker thread, so one
+        // socket per thread that can run tasks is as many as are ever in use at once:
+        // opened now, the process's descriptors stay as they are under load.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
+        let sockets = (0..workers)
+            .map(|_| new_socket())
+            .collect::<io::Result<_>>()?;
         let nft = Nft {
-            sockets: Mutex::new(vec![new_socket()?]),
+            sockets: Mutex::new(sockets),
             seq: AtomicU32::new(1),
             snat_users: Mutex::new(HashMap::new()),
         };
