@@ -49,7 +49,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
         log_format: LogFormat,
         /// After binding, switch to this user (needs root). Capabilities are dropped
-        /// in any case, down to CAP_NET_ADMIN with a TPROXY listener and none without.
+        /// in any case, down to CAP_NET_ADMIN with a transparent listener or the kernel
+        /// data path, and none without.
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
     },
@@ -283,7 +284,8 @@ fn run(path: PathBuf, user: Option<&str>) -> anyhow::Result<()> {
     } else {
         None
     };
-    // TPROXY sockets and nftables changes need CAP_NET_ADMIN for as long as ftpgate runs.
+    // Transparent sockets and nftables elements need CAP_NET_ADMIN for as long as
+    // ftpgate runs.
     let net_admin = kernel_path || transparent;
     let dropped =
         ftpgate::privileges::drop_after_bind(user, net_admin).context("cannot drop privileges")?;

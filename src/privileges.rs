@@ -1,7 +1,8 @@
 //! Giving up privileges once the listeners are bound.
 //!
 //! Binding a port below 1024 and `IP_TRANSPARENT` need capabilities; serving needs at
-//! most `CAP_NET_ADMIN`, and only with a TPROXY listener (its data sockets and the
+//! most `CAP_NET_ADMIN`, and only with a transparent listener (it writes its relayed
+//! data connections into the ruleset; with TPROXY its data sockets and the
 //! `preserve-source` legs are transparent) or `data-path kernel` (nftables elements).
 //! So after binding, ftpgate keeps that one capability or none, in every set, drops the
 //! rest from the bounding set when it may, forbids gaining any back (`no_new_privs`),
