@@ -17,6 +17,7 @@
 #   KILLS=0 bash bench/edge_soak.sh kernel      # without killing server sessions
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. deploy/vsftpd-anon.sh
 SECONDS_PER_PATH=${SECONDS_PER_PATH:-150} CLIENTS=${CLIENTS:-64}
 paths=("$@")
 [ ${#paths[@]} -gt 0 ] || paths=(relay kernel)
@@ -46,26 +47,20 @@ head -c 4096 /dev/urandom > "$work/root/small.bin"
 head -c $((1024 * 1024)) /dev/urandom > "$work/root/one.bin"
 chmod 644 "$work/root/"*.bin
 want=$(sha256sum "$work/root/one.bin" | cut -d' ' -f1)
-cat > "$work/vsftpd.conf" <<CONF
+{
+    vsftpd_anon "$work/root"
+    cat <<CONF
 listen=NO
 listen_ipv6=YES
 listen_port=21
-background=NO
-anonymous_enable=YES
 no_anon_password=YES
-local_enable=NO
-anon_root=$work/root
-write_enable=YES
-anon_upload_enable=YES
 anon_umask=022
-connect_from_port_20=NO
-secure_chroot_dir=/var/run/vsftpd/empty
-seccomp_sandbox=NO
 pasv_min_port=30000
 pasv_max_port=30999
 max_clients=2000
 max_per_ip=2000
 CONF
+} > "$work/vsftpd.conf"
 # Started with `ip netns exec` itself, not through `on`, so that $! is the program.
 ip netns exec "$P-server" vsftpd "$work/vsftpd.conf" >/dev/null 2>&1 &
 vsftpd_pid=$!

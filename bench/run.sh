@@ -14,6 +14,7 @@
 # for any proxy that reads the control connection, not run by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. deploy/vsftpd-anon.sh
 
 if [ "${1:-}" = "--smoke" ]; then
     SIZE_MB=${SIZE_MB:-8} REPS=${REPS:-1} SMALL=${SMALL:-10} SESSIONS=${SESSIONS:-5}
@@ -62,20 +63,13 @@ for flavour in redirect tproxy; do
     sed -E 's/^(listen [^#]*[^ #])( *#.*)?$/\1 data-path kernel\2/' "rules/edge-$flavour.rules" \
         > "$work/edge-$flavour-kernel.rules"
 done
-cat > "$work/vsftpd.conf" <<CONF
+{
+    vsftpd_anon "$work/root"
+    cat <<CONF
 listen=NO
 listen_ipv6=YES
-background=NO
-anonymous_enable=YES
 no_anon_password=YES
-local_enable=NO
-anon_root=$work/root
-write_enable=YES
-anon_upload_enable=YES
 anon_other_write_enable=YES
-connect_from_port_20=NO
-secure_chroot_dir=/var/run/vsftpd/empty
-seccomp_sandbox=NO
 pasv_min_port=30000
 pasv_max_port=30999
 max_clients=1000
@@ -86,6 +80,7 @@ max_per_ip=1000
 pasv_promiscuous=YES
 port_promiscuous=YES
 CONF
+} > "$work/vsftpd.conf"
 # Background processes are started with `ip netns exec` itself (it execs them), so
 # their PIDs are the ones to kill; their output goes to files, not our pipes.
 ip netns exec "$P-server" vsftpd "$work/vsftpd.conf" >"$work/vsftpd.out" 2>&1 &

@@ -8,6 +8,7 @@
 #   DURATION=30 SESSIONS=20 bash bench/soak.sh # a quick one
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. deploy/vsftpd-anon.sh
 DURATION=${DURATION:-600} SESSIONS=${SESSIONS:-200}
 SERVER=127.0.0.1:2031 PROXY=127.0.0.1:2131 ADMIN=127.0.0.1:9131
 
@@ -27,25 +28,19 @@ mkdir -p "$work/root/pub" /var/run/vsftpd/empty
 chown ftp "$work/root/pub"
 head -c $((4 * 1024 * 1024)) /dev/urandom > "$work/root/four.bin"
 chmod 644 "$work/root/four.bin"
-cat > "$work/vsftpd.conf" <<CONF
+{
+    vsftpd_anon "$work/root"
+    cat <<CONF
 listen=YES
 listen_address=${SERVER%:*}
 listen_port=${SERVER#*:}
-background=NO
-anonymous_enable=YES
 no_anon_password=YES
-local_enable=NO
-anon_root=$work/root
-write_enable=YES
-anon_upload_enable=YES
 anon_other_write_enable=YES
 anon_umask=022
-connect_from_port_20=NO
-secure_chroot_dir=/var/run/vsftpd/empty
-seccomp_sandbox=NO
 max_clients=2000
 max_per_ip=2000
 CONF
+} > "$work/vsftpd.conf"
 cat > "$work/soak.rules" <<RULES
 metrics listen $ADMIN
 listen reverse $PROXY upstream $SERVER

@@ -6,6 +6,7 @@
 # KEEP=1 leaves vsftpd and ftpgate running for you to explore; Ctrl-C stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. deploy/vsftpd-anon.sh
 
 SERVER=127.0.0.1:2021 PROXY=127.0.0.1:2121 ADMIN=127.0.0.1:9121
 
@@ -30,22 +31,16 @@ chown ftp "$work/root/pub"
 echo "hello through ftpgate" > "$work/root/hello.txt"
 head -c $((10 * 1024 * 1024)) /dev/urandom > "$work/root/pub/ten.bin"
 chmod 644 "$work/root/hello.txt" "$work/root/pub/ten.bin"
-cat > "$work/vsftpd.conf" <<CONF
+{
+    vsftpd_anon "$work/root"
+    cat <<CONF
 listen=YES
 listen_ipv6=NO
 listen_address=${SERVER%:*}
 listen_port=${SERVER#*:}
-background=NO
-anonymous_enable=YES
-local_enable=NO
-anon_root=$work/root
-write_enable=YES
-anon_upload_enable=YES
 anon_umask=022
-connect_from_port_20=NO
-secure_chroot_dir=/var/run/vsftpd/empty
-seccomp_sandbox=NO
 CONF
+} > "$work/vsftpd.conf"
 cat > "$work/demo.rules" <<RULES
 metrics listen $ADMIN
 listen reverse $PROXY upstream $SERVER
