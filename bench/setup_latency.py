@@ -8,6 +8,8 @@ for active), sends RETR FILE and times from the announcement to the first data
 byte: the announcement's round trip, the connection through the edge (for ftpgate,
 the expectation, the onward connect or the kernel hole) and the server's first
 byte. Prints "p50 p99" in seconds. Exits non-zero if a transfer fails.
+
+bench/setup_rate.py uses session() and retrieve() from here.
 """
 import ftplib
 import statistics
@@ -15,26 +17,39 @@ import sys
 import time
 
 
-def main():
-    host, mode, count, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def session(host, passive, epsv=False):
+    """An anonymous binary session; with `epsv`, passive connections are announced
+    with EPSV (ftplib sends PASV over IPv4)."""
     ftp = ftplib.FTP(host, timeout=20)
     ftp.login()
     ftp.voidcmd("TYPE I")
-    ftp.set_pasv(mode == "passive")
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter()
-        conn = ftp.transfercmd("RETR " + path)
-        first = conn.recv(65536)
-        samples.append(time.perf_counter() - start)
-        if not first:
-            sys.exit("no data")
-        while conn.recv(65536):
-            pass
-        conn.close()
-        ftp.voidresp()
+    ftp.set_pasv(passive)
+    if epsv:
+        ftp.makepasv = lambda: ftplib.parse229(ftp.sendcmd("EPSV"), ftp.sock.getpeername())
+    return ftp
+
+
+def retrieve(ftp, path):
+    """Downloads `path` over a new data connection; returns the seconds from the
+    announcement to the first data byte."""
+    start = time.perf_counter()
+    conn = ftp.transfercmd("RETR " + path)
+    first = conn.recv(65536)
+    elapsed = time.perf_counter() - start
+    if not first:
+        sys.exit("no data")
+    while conn.recv(65536):
+        pass
+    conn.close()
+    ftp.voidresp()
+    return elapsed
+
+
+def main():
+    host, mode, count, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    ftp = session(host, mode == "passive")
+    samples = sorted(retrieve(ftp, path) for _ in range(count))
     ftp.quit()
-    samples.sort()
     p99 = samples[min(len(samples) - 1, int(round(0.99 * (len(samples) - 1))))]
     print(statistics.median(samples), p99)
 

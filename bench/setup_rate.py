@@ -13,26 +13,18 @@ the data connect until its 1 s multi timeout; through ftpgate's kernel path that
 about one transfer in 800, and a single 1 s stall in a run of 200 one-KiB transfers
 (0.2 s) is a fifth of the rate. bench/README.md has the trace.
 """
-import ftplib
 import sys
 import time
+
+from setup_latency import retrieve, session
 
 
 def main():
     host, mode, count, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    ftp = ftplib.FTP(host, timeout=20)
-    ftp.login()
-    ftp.voidcmd("TYPE I")
-    ftp.set_pasv(mode == "epsv")
-    # ftplib sends PASV over IPv4; EPSV is what the rate is asked for.
-    ftp.makepasv = lambda: ftplib.parse229(ftp.sendcmd("EPSV"), ftp.sock.getpeername())
+    ftp = session(host, mode == "epsv", epsv=True)
     start = time.perf_counter()
     for _ in range(count):
-        conn = ftp.transfercmd("RETR " + path)
-        while conn.recv(65536):
-            pass
-        conn.close()
-        ftp.voidresp()
+        retrieve(ftp, path)
     elapsed = time.perf_counter() - start
     ftp.quit()
     print(count / elapsed)
