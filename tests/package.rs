@@ -105,15 +105,7 @@ test ! -e /usr/lib/systemd/system/ftpgate.service
         dir = scratch.path().display(),
         ftp = ftp.display(),
     );
-    let out = overlaid_root(&ns, &["etc", "usr", "var"], scratch.path(), &script);
-    let log = std::fs::read_to_string(scratch.path().join("state/ftpgate.service.log"))
-        .unwrap_or_default();
-    assert!(
-        out.status.success(),
-        "{}\n{}\nftpgate: {log}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let log = overlaid_root(&ns, &["etc", "usr", "var"], scratch.path(), &script);
     // Started by the unit, it said what ran, and told the service manager when it
     // was ready, reloading and stopping.
     assert!(log.contains("ftpgate started"), "{log}");

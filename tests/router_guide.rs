@@ -68,19 +68,11 @@ impl Router {
             exe = env!("CARGO_BIN_EXE_ftpgate"),
             guide = guide(flavour, kernel),
         );
-        let out = overlaid_root(
+        overlaid_root(
             &lab.ns("edge"),
             &["etc", "usr/lib", "usr/local"],
             state.path(),
             &script,
-        );
-        let log = std::fs::read_to_string(state.path().join("state/ftpgate.service.log"))
-            .unwrap_or_default();
-        assert!(
-            out.status.success(),
-            "the guide failed: {}\n{}\nftpgate: {log}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
         );
         Router { lab, state }
     }

@@ -86,8 +86,9 @@ macro_rules! require {
 /// stay on a tmpfs under `scratch`, so installs into the system leave the host as it
 /// was. `systemctl` is tests/support/systemctl.py, with its state (pid files, service
 /// logs) in `scratch/state`, visible from the host. Processes the script starts in the
-/// background keep the mount namespace alive.
-pub fn overlaid_root(netns: &str, dirs: &[&str], scratch: &Path, script: &str) -> Output {
+/// background keep the mount namespace alive. A script that fails fails the test, with
+/// its trace and ftpgate's service log. Returns that log.
+pub fn overlaid_root(netns: &str, dirs: &[&str], scratch: &Path, script: &str) -> String {
     let dir = scratch.display();
     let bin = scratch.join("bin");
     fs::create_dir_all(&bin).expect("bin");
@@ -119,14 +120,22 @@ set -x
         root = env!("CARGO_MANIFEST_DIR"),
         script = script_path.display(),
     );
-    run(command_in(Some(netns), "unshare").args([
+    let out = run(command_in(Some(netns), "unshare").args([
         "--mount",
         "--propagation",
         "private",
         "bash",
         "-c",
         &prelude,
-    ]))
+    ]));
+    let log = fs::read_to_string(scratch.join("state/ftpgate.service.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "the script failed: {}\n{}\nftpgate: {log}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    log
 }
 
 /// A port nobody listens on right now.
