@@ -572,8 +572,6 @@ pub struct Admin {
     pub allow: Option<AddrMatch>,
     /// `/sessions` needs `Authorization: Bearer` with this token (`token-file PATH`).
     pub token: Option<String>,
-    /// As written, until the token is read.
-    pub token_file: Option<std::path::PathBuf>,
     /// Where `metrics listen` is stated.
     pub origin: Option<Origin>,
 }
@@ -584,7 +582,6 @@ impl Default for Admin {
             sessions: true,
             allow: None,
             token: None,
-            token_file: None,
             origin: None,
         }
     }

@@ -221,7 +221,8 @@ enum TableBody {
 enum Statement {
     Set(Setting),
     Listen(SocketAddr, ListenMode, DataPath),
-    Metrics(SocketAddr, Admin),
+    /// The address, the options, and the `token-file` to read the token from.
+    Metrics(SocketAddr, Admin, Option<PathBuf>),
     Rule(SessionRule),
     Table(String, TableBody),
     Include(PathBuf),
@@ -303,6 +304,7 @@ fn metrics_statement<'a>(i: &'a str, tables: &Tables) -> PResult<'a, Statement> 
     let (rest, _) = keyword("listen")(i)?;
     let (mut rest, addr) = next("an address such as 127.0.0.1:9121", socket_addr)(rest)?;
     let mut admin = Admin::default();
+    let mut token_file = None;
     loop {
         let (at, _) = space0(rest)?;
         match peek(rest) {
@@ -325,7 +327,7 @@ fn metrics_statement<'a>(i: &'a str, tables: &Tables) -> PResult<'a, Statement> 
             Some("token-file") => {
                 let (r, _) = keyword("token-file")(rest)?;
                 let (r, file) = path(r)?;
-                admin.token_file = Some(file);
+                token_file = Some(file);
                 rest = r;
             }
             Some(t) if !t.starts_with('#') => {
@@ -334,7 +336,7 @@ fn metrics_statement<'a>(i: &'a str, tables: &Tables) -> PResult<'a, Statement> 
                     format!("expected `sessions`, `allow` or `token-file`, found `{t}`"),
                 );
             }
-            _ => return Ok((rest, Statement::Metrics(addr, admin))),
+            _ => return Ok((rest, Statement::Metrics(addr, admin, token_file))),
         }
     }
 }
@@ -945,14 +947,14 @@ impl Builder {
                         origin,
                     });
                 }
-                Statement::Metrics(addr, mut admin) => {
+                Statement::Metrics(addr, mut admin, token_file) => {
                     if let Some(first) = &self.config.admin.origin {
                         return Err(error(
                             code,
                             format!("`metrics listen` is already stated at {first}"),
                         ));
                     }
-                    if let Some(token) = admin.token_file.take() {
+                    if let Some(token) = token_file {
                         let token = relative_to(file, &token);
                         admin.token = Some(read_token(&token).map_err(|e| error(argument, e))?);
                     }
