@@ -235,9 +235,7 @@ fn fetch_sessions(
     let url = format!("http://{admin}/sessions");
     let mut request = ureq::get(&url);
     if let Some(file) = token_file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        let token = text.lines().next().unwrap_or_default().trim();
+        let token = ftpgate::rules::read_token(file).map_err(anyhow::Error::msg)?;
         request = request.header("Authorization", format!("Bearer {token}"));
     }
     let body = request

@@ -20,7 +20,7 @@ use crate::codec::TransferKind;
 pub use crate::vocab::{DataMode, DataPath, Family, PortRange};
 
 pub use explain::{Trial, explain, parse_trial, run_trial};
-pub use parse::{parse_file, parse_str};
+pub use parse::{parse_file, parse_str, read_token};
 
 /// Where a rule was written, carried into logs and metrics with every decision.
 #[derive(Debug, Clone, PartialEq, Eq)]

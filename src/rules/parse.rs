@@ -806,8 +806,6 @@ struct Builder {
     stack: Vec<PathBuf>,
     /// Every error so far, in file order.
     errors: Vec<RuleError>,
-    /// Where each setting was last set, to warn when a later line overrides it.
-    set_at: HashMap<String, Origin>,
 }
 
 /// How many errors a file may have before reading stops (a file that is not a rule
@@ -866,7 +864,7 @@ impl Builder {
     fn file(&mut self, file: &str, text: &str) {
         let file_arc: Arc<str> = Arc::from(file);
         for (index, full) in text.lines().enumerate() {
-            if self.errors.len() > MAX_ERRORS {
+            if self.errors.len() >= MAX_ERRORS {
                 return;
             }
             let origin = Origin {
@@ -890,123 +888,121 @@ impl Builder {
             let e = located(file, line_no, full, code, at, message);
             format!("{}:{}:{}: warning: {}", e.file, e.line, e.col, e.message)
         };
-        {
-            let stmt = match statement(code, origin.clone(), &self.tables) {
-                Ok((_, stmt)) => stmt,
-                Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
-                    return Err(error(e.at, e.message.into_owned()));
+        let stmt = match statement(code, origin.clone(), &self.tables) {
+            Ok((_, stmt)) => stmt,
+            Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
+                return Err(error(e.at, e.message.into_owned()));
+            }
+            Err(nom::Err::Incomplete(_)) => {
+                return Err(error("", "incomplete statement".into()));
+            }
+        };
+        // Where the statement's argument starts, for errors found after parsing.
+        let argument = code
+            .trim_start()
+            .split_once(char::is_whitespace)
+            .map_or(code, |(_, rest)| from_part(code, rest.trim_start()));
+        match stmt {
+            Statement::Set(setting) => {
+                let name = argument.split_whitespace().next().unwrap_or_default();
+                if let Some(first) = self.config.set_at.insert(name.to_string(), origin.clone()) {
+                    self.config.parse_warnings.push(warning(
+                        argument,
+                        format!("`set {name}` again: this line overrides {first}"),
+                    ));
                 }
-                Err(nom::Err::Incomplete(_)) => {
-                    return Err(error("", "incomplete statement".into()));
+                setting.apply(&mut self.settings);
+            }
+            Statement::Listen(addr, mode, data_path) => {
+                let at = code.find(&addr.to_string()).map_or(code, |p| &code[p..]);
+                if self.config.listeners.iter().any(|l| l.addr == addr) {
+                    return Err(error(at, format!("{addr} is already a listener")));
                 }
-            };
-            // Where the statement's argument starts, for errors found after parsing.
-            let argument = code
-                .trim_start()
-                .split_once(char::is_whitespace)
-                .map_or(code, |(_, rest)| from_part(code, rest.trim_start()));
-            match stmt {
-                Statement::Set(setting) => {
-                    let name = argument.split_whitespace().next().unwrap_or_default();
-                    if let Some(first) = self.set_at.insert(name.to_string(), origin.clone()) {
-                        self.config.parse_warnings.push(warning(
-                            argument,
-                            format!("`set {name}` again: this line overrides {first}"),
-                        ));
-                    }
-                    setting.apply(&mut self.settings);
+                // One family, one port, and one of the two the wildcard: the second
+                // bind fails (IPv6 listeners are IPv6-only, so [::] and 0.0.0.0 may
+                // share a port).
+                if let Some(other) = self.config.listeners.iter().find(|l| {
+                    l.addr.port() == addr.port()
+                        && l.addr.is_ipv4() == addr.is_ipv4()
+                        && (l.addr.ip().is_unspecified() || addr.ip().is_unspecified())
+                }) {
+                    return Err(error(
+                        at,
+                        format!(
+                            "{addr} cannot be bound beside {} ({}): one of them takes \
+                             port {} on every address",
+                            other.addr,
+                            other.origin,
+                            addr.port()
+                        ),
+                    ));
                 }
-                Statement::Listen(addr, mode, data_path) => {
-                    let at = code.find(&addr.to_string()).map_or(code, |p| &code[p..]);
-                    if self.config.listeners.iter().any(|l| l.addr == addr) {
-                        return Err(error(at, format!("{addr} is already a listener")));
-                    }
-                    // One family, one port, and one of the two the wildcard: the second
-                    // bind fails (IPv6 listeners are IPv6-only, so [::] and 0.0.0.0 may
-                    // share a port).
-                    if let Some(other) = self.config.listeners.iter().find(|l| {
-                        l.addr.port() == addr.port()
-                            && l.addr.is_ipv4() == addr.is_ipv4()
-                            && (l.addr.ip().is_unspecified() || addr.ip().is_unspecified())
-                    }) {
-                        return Err(error(
-                            at,
-                            format!(
-                                "{addr} cannot be bound beside {} ({}): one of them takes \
-                                 port {} on every address",
-                                other.addr,
-                                other.origin,
-                                addr.port()
-                            ),
-                        ));
-                    }
-                    self.config.listeners.push(Listener {
-                        addr,
-                        mode,
-                        data_path,
-                        origin,
-                    });
+                self.config.listeners.push(Listener {
+                    addr,
+                    mode,
+                    data_path,
+                    origin,
+                });
+            }
+            Statement::Metrics(addr, mut admin, token_file) => {
+                if let Some(first) = &self.config.admin.origin {
+                    return Err(error(
+                        code,
+                        format!("`metrics listen` is already stated at {first}"),
+                    ));
                 }
-                Statement::Metrics(addr, mut admin, token_file) => {
-                    if let Some(first) = &self.config.admin.origin {
-                        return Err(error(
-                            code,
-                            format!("`metrics listen` is already stated at {first}"),
-                        ));
-                    }
-                    if let Some(token) = token_file {
-                        let token = relative_to(file, &token);
-                        admin.token = Some(read_token(&token).map_err(|e| error(argument, e))?);
-                    }
-                    admin.origin = Some(origin);
-                    self.config.metrics_listen = Some(addr);
-                    self.config.admin = admin;
+                if let Some(token) = token_file {
+                    let token = relative_to(file, &token);
+                    admin.token = Some(read_token(&token).map_err(|e| error(argument, e))?);
                 }
-                Statement::Rule(rule) => {
-                    if let Subject::Commands(verbs) = &rule.subject {
-                        for verb in verbs {
-                            let base = verb.split(' ').next().unwrap_or_default();
-                            let at = code.find(verb.as_str()).map_or(argument, |p| &code[p..]);
-                            let canonical = crate::codec::canonical_verb(base);
-                            let note = if canonical != base {
-                                Some(format!(
-                                    "`{base}` reaches the rules as `{canonical}`: this rule \
-                                     never matches; write `{canonical}`"
-                                ))
-                            } else if !crate::codec::is_known_verb(base) {
-                                Some(format!(
-                                    "`{base}` is not a verb ftpgate knows (a typo?): with \
-                                     `set unknown-commands block` it is refused anyway, with \
-                                     `pass` only this rule stops it"
-                                ))
-                            } else {
-                                None
-                            };
-                            if let Some(note) = note {
-                                self.config.parse_warnings.push(warning(at, note));
-                            }
+                admin.origin = Some(origin);
+                self.config.metrics_listen = Some(addr);
+                self.config.admin = admin;
+            }
+            Statement::Rule(rule) => {
+                if let Subject::Commands(verbs) = &rule.subject {
+                    for verb in verbs {
+                        let base = verb.split(' ').next().unwrap_or_default();
+                        let at = code.find(verb.as_str()).map_or(argument, |p| &code[p..]);
+                        let canonical = crate::codec::canonical_verb(base);
+                        let note = if canonical != base {
+                            Some(format!(
+                                "`{base}` reaches the rules as `{canonical}`: this rule \
+                                 never matches; write `{canonical}`"
+                            ))
+                        } else if !crate::codec::is_known_verb(base) {
+                            Some(format!(
+                                "`{base}` is not a verb ftpgate knows (a typo?): with \
+                                 `set unknown-commands block` it is refused anyway, with \
+                                 `pass` only this rule stops it"
+                            ))
+                        } else {
+                            None
+                        };
+                        if let Some(note) = note {
+                            self.config.parse_warnings.push(warning(at, note));
                         }
                     }
-                    self.config.session_rules.push(rule);
                 }
-                Statement::Table(name, body) => {
-                    let nets = match body {
-                        TableBody::Inline(nets) => nets,
-                        TableBody::File(path) => {
-                            let path = relative_to(file, &path);
-                            table_file(&path).map_err(|e| error(argument, e))?
-                        }
-                    };
-                    self.tables.insert(name.clone(), nets.clone());
-                    self.config.tables.push(Table { name, nets, origin });
-                }
-                Statement::Include(path) => {
-                    let path = relative_to(file, &path);
-                    // A problem with the include itself points at this line; those
-                    // inside the included file are recorded at their own location.
-                    self.include(&path)
-                        .map_err(|message| error(argument, message))?;
-                }
+                self.config.session_rules.push(rule);
+            }
+            Statement::Table(name, body) => {
+                let nets = match body {
+                    TableBody::Inline(nets) => nets,
+                    TableBody::File(path) => {
+                        let path = relative_to(file, &path);
+                        table_file(&path).map_err(|e| error(argument, e))?
+                    }
+                };
+                self.tables.insert(name.clone(), nets.clone());
+                self.config.tables.push(Table { name, nets, origin });
+            }
+            Statement::Include(path) => {
+                let path = relative_to(file, &path);
+                // A problem with the include itself points at this line; those
+                // inside the included file are recorded at their own location.
+                self.include(&path)
+                    .map_err(|message| error(argument, message))?;
             }
         }
         Ok(())
@@ -1055,7 +1051,6 @@ impl Builder {
             return Err(first);
         }
         self.config.settings = self.settings;
-        self.config.set_at = self.set_at.into_iter().collect();
         Ok(self.config)
     }
 }
@@ -1091,7 +1086,6 @@ fn builder(file: &str) -> Builder {
         tables: Tables::new(),
         stack: vec![key.canonicalize().unwrap_or_else(|_| key.to_path_buf())],
         errors: Vec::new(),
-        set_at: HashMap::new(),
     }
 }
 
@@ -1111,7 +1105,8 @@ pub fn parse_file(path: &Path) -> Result<Config, RuleError> {
 }
 
 /// The bearer token of `token-file`: the file's first line, at least 16 characters.
-fn read_token(path: &Path) -> Result<String, String> {
+/// `ftpgate sessions --token-file` reads it the same way.
+pub fn read_token(path: &Path) -> Result<String, String> {
     let text = read_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let token = text.lines().next().unwrap_or_default().trim().to_string();
     if token.len() < 16 || !token.chars().all(|c| c.is_ascii_graphic()) {
