@@ -450,29 +450,38 @@ impl Nft {
         result
     }
 
-    /// Hands the connection `announced` to ftpgate for `timeout` (or until
-    /// [`Nft::withdraw`]).
-    pub fn announce(&self, announced: &Announced, timeout: Duration) -> io::Result<()> {
-        let add = element(
-            NFT_MSG_NEWSETELEM,
-            announced.set(),
-            announced.key(),
-            None,
-            Some(timeout),
-        );
-        self.exchange(vec![add], true, NEW)
+    /// Hands the connections `legs` to ftpgate for `timeout` (or until
+    /// [`Nft::withdraw`]), in one transaction.
+    pub fn announce(&self, legs: &[Announced], timeout: Duration) -> io::Result<()> {
+        if legs.is_empty() {
+            return Ok(());
+        }
+        let add = |leg: &Announced| {
+            element(
+                NFT_MSG_NEWSETELEM,
+                leg.set(),
+                leg.key(),
+                None,
+                Some(timeout),
+            )
+        };
+        self.exchange(legs.iter().map(add).collect(), true, NEW)
     }
 
-    /// Withdraws an announcement; one that expired already is no error.
-    pub fn withdraw(&self, announced: &Announced) -> io::Result<()> {
-        let del = element(
-            NFT_MSG_DELSETELEM,
-            announced.set(),
-            announced.key(),
-            None,
-            None,
-        );
-        gone(self.exchange(vec![del], true, DEL)).map(|_| ())
+    /// Withdraws announcements, in one transaction; one that expired already is no
+    /// error.
+    pub fn withdraw(&self, legs: &[Announced]) -> io::Result<()> {
+        if legs.is_empty() {
+            return Ok(());
+        }
+        let del = |leg: &Announced| element(NFT_MSG_DELSETELEM, leg.set(), leg.key(), None, None);
+        match self.exchange(legs.iter().map(del).collect(), true, DEL) {
+            // One expired meanwhile and failed the batch: the rest goes one by one.
+            Err(e) if e.raw_os_error() == Some(ENOENT) => legs
+                .iter()
+                .try_for_each(|leg| gone(self.exchange(vec![del(leg)], true, DEL)).map(|_| ())),
+            other => other,
+        }
     }
 
     /// Changes the number of holes that use the `snat` element `key` by `by`; the

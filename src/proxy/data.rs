@@ -98,27 +98,27 @@ pub async fn open(
     let bound = bind(shared, key, req, binding, entry)?;
     let proxy = bound.proxy;
     let server_port = bound.second.as_ref().map(|(_, addr)| addr.port());
-    let announced = match edge {
-        true => {
-            let peer_leg = bound.listener.is_some().then(|| {
-                Announced::new(req.expected_peer, SocketAddr::new(req.dst_ip, proxy.port()))
-            });
-            let server_leg = match (req.conversion, &bound.second) {
-                (Some(Conversion::AcceptServer { expected_peer, .. }), Some((_, local))) => {
-                    Some(Announced::new(expected_peer, *local))
-                }
-                _ => None,
-            };
-            let legs: Vec<Announced> = peer_leg.into_iter().chain(server_leg).flatten().collect();
-            if let Err(e) = announce(shared, &legs, req.expires) {
-                tracing::warn!(error = %e, "cannot announce a data connection to the nftables ruleset");
-                shared.metrics.kernel_hole_error("announce");
-                shared.tracker.close_expectation(key);
-                return None;
+    let announced = if edge {
+        let peer_leg = bound
+            .listener
+            .is_some()
+            .then(|| Announced::new(req.expected_peer, SocketAddr::new(req.dst_ip, proxy.port())));
+        let server_leg = match (req.conversion, &bound.second) {
+            (Some(Conversion::AcceptServer { expected_peer, .. }), Some((_, local))) => {
+                Some(Announced::new(expected_peer, *local))
             }
-            legs
+            _ => None,
+        };
+        let legs: Vec<Announced> = peer_leg.into_iter().chain(server_leg).flatten().collect();
+        if let Err(e) = announce(shared, &legs, req.expires) {
+            tracing::warn!(error = %e, "cannot announce a data connection to the nftables ruleset");
+            shared.metrics.kernel_hole_error("announce");
+            shared.tracker.close_expectation(key);
+            return None;
         }
-        false => Vec::new(),
+        legs
+    } else {
+        Vec::new()
     };
     // The data connection may outlive its session (its reverse direction can close
     // after the client quit), so what the transfer log needs is taken now.
@@ -160,8 +160,10 @@ fn announce(shared: &Shared, legs: &[Announced], deadline: Instant) -> std::io::
     let nft = shared.nft.as_ref().ok_or_else(|| {
         std::io::Error::other("no netlink socket (transparent listener without the ruleset)")
     })?;
-    let timeout = deadline.saturating_duration_since(Instant::now()) + HOLE_GRACE;
-    legs.iter().try_for_each(|leg| nft.announce(leg, timeout))
+    nft.announce(
+        legs,
+        deadline.saturating_duration_since(Instant::now()) + HOLE_GRACE,
+    )
 }
 
 /// The sockets of a relayed expectation.
@@ -391,11 +393,7 @@ impl Expectation {
         let Some(nft) = self.shared.nft.as_ref() else {
             return;
         };
-        if self.announced.is_empty() {
-            return;
-        }
-        let removed = self.announced.iter().try_for_each(|leg| nft.withdraw(leg));
-        if let Err(e) = removed {
+        if let Err(e) = nft.withdraw(&self.announced) {
             tracing::warn!(error = %e, "cannot withdraw a data connection from the nftables ruleset");
             self.shared.metrics.kernel_hole_error("withdraw");
         }
