@@ -8,6 +8,10 @@ use std::net::IpAddr;
 
 use crate::codec::Malformed;
 
+/// The lowest onward data port ftpgate opens (privileged ports are refused until rules
+/// can allow them); the session engine and `check --test` both answer by it.
+pub const MIN_DATA_PORT: u16 = 1024;
+
 /// Identifies an expectation within its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ExpectationId(pub u64);

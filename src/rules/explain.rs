@@ -9,7 +9,7 @@ use super::{
     Config, DataRequest, Decision, Family, Interception, ListenMode, Parties, Source, Subject,
     UnknownCommands, Verdict,
 };
-use crate::vocab::DataMode;
+use crate::vocab::{DataMode, MIN_DATA_PORT};
 
 /// The compiled rule set, one line per setting, listener and rule.
 pub fn explain(c: &Config) -> String {
@@ -251,10 +251,10 @@ pub fn run_trial(c: &Config, trial: &Trial) -> String {
             .listeners
             .iter()
             .any(|l| l.addr == trial.listener && l.mode == ListenMode::Forward);
-        let name = match user.rsplit_once('@') {
-            Some((name, _)) if forward => name,
-            _ => user.as_str(),
-        };
+        let parsed = forward
+            .then(|| crate::codec::parse_forward_user(user))
+            .flatten();
+        let name = parsed.as_ref().map_or(user.as_str(), |f| f.user.as_str());
         let d = c.login_decision(&who, name);
         let shown = if name == user {
             user.clone()
@@ -294,11 +294,11 @@ pub fn run_trial(c: &Config, trial: &Trial) -> String {
         if !passed {
             continue;
         }
-        if trial.data_port < 1024 {
+        if trial.data_port < MIN_DATA_PORT {
             let _ = writeln!(
                 out,
                 "  data {} {} {} port {}: block (425: ftpgate never opens a data \
-                 connection to a port below 1024)",
+                 connection to a port below {MIN_DATA_PORT})",
                 trial.mode.as_str(),
                 Family::of(trial.client).as_str(),
                 kind.as_str(),

@@ -11,10 +11,7 @@ use super::{Action, CloseReason, Control, Origin, Params, Rejection, Session, St
 use crate::addrs::{LocalAddr, ServerAddr};
 use crate::codec::{Command, Frame, LineError, LineFramer, parse_forward_user, parse_line};
 use crate::rules::{Parties, Verdict};
-use crate::vocab::{DataMode, UpstreamFailure};
-
-/// The lowest onward data port allowed until rules can allow privileged ones.
-const MIN_DATA_PORT: u16 = 1024;
+use crate::vocab::{DataMode, MIN_DATA_PORT, UpstreamFailure};
 
 /// Where a session goes once its rules let it.
 #[derive(Debug)]
