@@ -46,6 +46,8 @@ const NFT_MSG_GETSET: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
+/// Deletes an element, and is no error when there is none (Linux 6.3 and later).
+const NFT_MSG_DESTROYSETELEM: u16 = 30;
 const NFTA_SET_TABLE: u16 = 1;
 const NFTA_SET_NAME: u16 = 2;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -301,6 +303,9 @@ pub struct Nft {
     seq: AtomicU32,
     /// How many installed holes use each `snat` key.
     snat_users: Mutex<HashMap<Vec<u8>, usize>>,
+    /// The kernel knows `DESTROYSETELEM`, so a delete of what may be gone already
+    /// needs no lookup first.
+    destroy: bool,
 }
 
 /// A pooled socket, given back when dropped (unless the exchange left it in doubt).
@@ -353,10 +358,11 @@ impl Nft {
         let sockets = (0..workers)
             .map(|_| new_socket())
             .collect::<io::Result<_>>()?;
-        let nft = Nft {
+        let mut nft = Nft {
             sockets: Mutex::new(sockets),
             seq: AtomicU32::new(1),
             snat_users: Mutex::new(HashMap::new()),
+            destroy: false,
         };
         for name in every_name() {
             let get = NftMessage {
@@ -394,6 +400,20 @@ impl Nft {
             })
             .collect();
         nft.exchange(flush, true, DEL)?;
+        // An element no hole can have (port 0): older kernels refuse the message type.
+        let probe = Hole {
+            peer: IpAddr::from([0, 0, 0, 0]),
+            dst: SocketAddr::from(([0, 0, 0, 0], 0)),
+            onward: SocketAddr::from(([0, 0, 0, 0], 0)),
+            snat: None,
+        };
+        let [_, _, pass] = names(true);
+        let destroy = element(NFT_MSG_DESTROYSETELEM, pass, probe.dnat().0, None, None);
+        nft.destroy = nft.exchange(vec![destroy], true, DEL).is_ok();
+        tracing::debug!(
+            destroy = nft.destroy,
+            "nf_tables deletes missing elements without error"
+        );
         Ok(nft)
     }
 
@@ -474,7 +494,12 @@ impl Nft {
         if legs.is_empty() {
             return Ok(());
         }
-        let del = |leg: &Announced| element(NFT_MSG_DELSETELEM, leg.set(), leg.key(), None, None);
+        let message = if self.destroy {
+            NFT_MSG_DESTROYSETELEM
+        } else {
+            NFT_MSG_DELSETELEM
+        };
+        let del = |leg: &Announced| element(message, leg.set(), leg.key(), None, None);
         match self.exchange(legs.iter().map(del).collect(), true, DEL) {
             // One expired meanwhile and failed the batch: the rest goes one by one.
             Err(e) if e.raw_os_error() == Some(ENOENT) => legs
@@ -498,18 +523,29 @@ impl Nft {
     }
 
     /// Closes `hole`. `true` when its one connection went through: the `data_pass`
-    /// chain had deleted the pass element already.
-    pub fn remove(&self, hole: &Hole) -> io::Result<bool> {
+    /// chain had deleted the pass element already. `completed` says the server
+    /// reported the transfer over that connection done; then, on a kernel that has
+    /// `DESTROYSETELEM`, the hole closes in one transaction without asking the kernel
+    /// first, and a pass element that is somehow still there goes with the rest.
+    pub fn remove(&self, hole: &Hole, completed: bool) -> io::Result<bool> {
         let [dnat, snat, pass] = names(hole.v4());
         let key = hole.dnat().0;
-        // Asked first rather than deleted blindly: a batch that fails costs the kernel
-        // an RCU grace period to abort (about 15 ms here), a lookup microseconds.
-        let get = element(NFT_MSG_GETSETELEM, pass, key.clone(), None, None);
-        let used = gone(self.exchange(vec![get], false, DEL))?;
         let mut left = vec![(dnat, key.clone())];
         if hole.snat.is_some() && self.snat_use(hole.forwarded(), -1) == 0 {
             left.push((snat, hole.forwarded()));
         }
+        if self.destroy && completed {
+            left.push((pass, key));
+            let destroy = |(set, key): &(&str, Vec<u8>)| {
+                element(NFT_MSG_DESTROYSETELEM, set, key.clone(), None, None)
+            };
+            self.exchange(left.iter().map(destroy).collect(), true, DEL)?;
+            return Ok(true);
+        }
+        // Asked first rather than deleted blindly: a batch that fails costs the kernel
+        // an RCU grace period to abort (about 15 ms here), a lookup microseconds.
+        let get = element(NFT_MSG_GETSETELEM, pass, key.clone(), None, None);
+        let used = gone(self.exchange(vec![get], false, DEL))?;
         if !used {
             left.push((pass, key));
         }
@@ -530,15 +566,31 @@ impl Nft {
         }
     }
 
-    /// Sends `messages` (inside a batch when `batch`) and waits for every ACK.
+    /// Sends `messages` (inside a batch when `batch`) and waits for the answer.
+    ///
+    /// Only the last message asks for an ACK: nf_tables goes on through a batch after
+    /// a failed message, answers every failure and every ACK asked for, and queues all
+    /// of it before `sendmsg` returns, so the last message's ACK comes after anything
+    /// else the exchange is answered with. One `recvmsg` instead of one per message.
     fn exchange(&self, messages: Vec<NftMessage>, batch: bool, flags: u16) -> io::Result<()> {
-        let mut wire = Vec::new();
-        let mut expected = Vec::new();
-        let mut push = |message: NftMessage, flags: u16, acked: bool| {
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+        if count == 0 {
+            return Ok(());
+        }
+        let markers = if batch { 2 } else { 0 };
+        let first = self
+            .seq
+            .fetch_add(count.saturating_add(markers), Ordering::Relaxed);
+        // The last message's, whose ACK ends the exchange.
+        let acked = first.wrapping_add(markers / 2).wrapping_add(count - 1);
+        let ours = |s: u32| s.wrapping_sub(first) < count.saturating_add(markers);
+        let mut wire = Vec::with_capacity(512);
+        let mut seq = first;
+        let mut push = |message: NftMessage, flags: u16| {
             let mut header = NetlinkHeader::default();
             header.flags = flags;
             header.sequence_number = seq;
+            seq = seq.wrapping_add(1);
             let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
             msg.finalize();
             let start = wire.len();
@@ -546,18 +598,16 @@ impl Nft {
             if let Some(buffer) = wire.get_mut(start..) {
                 msg.serialize(buffer);
             }
-            if acked {
-                expected.push(seq);
-            }
         };
         if batch {
-            push(batch_marker(NFNL_MSG_BATCH_BEGIN), NLM_F_REQUEST, false);
+            push(batch_marker(NFNL_MSG_BATCH_BEGIN), NLM_F_REQUEST);
         }
-        for message in messages {
-            push(message, flags, true);
+        let last = messages.len() - 1;
+        for (i, message) in messages.into_iter().enumerate() {
+            push(message, if i == last { flags } else { flags & !NLM_F_ACK });
         }
         if batch {
-            push(batch_marker(NFNL_MSG_BATCH_END), NLM_F_REQUEST, false);
+            push(batch_marker(NFNL_MSG_BATCH_END), NLM_F_REQUEST);
         }
         let idle = self.sockets.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut pooled = Pooled {
@@ -573,7 +623,7 @@ impl Nft {
         // a recv that would block means the kernel will not answer this exchange.
         let mut buffer = Vec::with_capacity(8192);
         let mut first_error = None;
-        while !expected.is_empty() {
+        loop {
             buffer.clear();
             if let Err(e) = socket.recv(&mut buffer, 0) {
                 pooled.discard();
@@ -585,25 +635,26 @@ impl Nft {
                 });
             }
             let mut rest = buffer.as_slice();
+            let mut done = false;
             while let Ok(message) = NetlinkBuffer::new_checked(rest) {
                 let len = message.length() as usize;
                 let seq = message.sequence_number();
                 // An answer to an earlier exchange on this pooled socket is not ours.
-                if message.message_type() == netlink_packet_core::NLMSG_ERROR
-                    && expected.contains(&seq)
-                {
+                if message.message_type() == netlink_packet_core::NLMSG_ERROR && ours(seq) {
                     let code = ErrorBuffer::new_checked(message.payload())
                         .ok()
                         .and_then(|e| e.code());
-                    expected.retain(|&s| s != seq);
+                    // A failed commit is answered at the batch's first message.
                     if let (Some(code), None) = (code, &first_error) {
                         first_error = Some(io::Error::from_raw_os_error(-code.get()));
-                        // A failed message aborts the batch: no further ACKs come.
-                        expected.clear();
                     }
+                    done |= seq == acked;
                 }
                 let next = (len + 3) & !3;
                 rest = rest.get(next..).unwrap_or_default();
+            }
+            if done {
+                break;
             }
         }
         first_error.map_or(Ok(()), Err)

@@ -20,7 +20,7 @@ use crate::net::nft::{Announced, Hole};
 use crate::net::{self, Binding};
 use crate::session::{Conversion, DataOutcome, Event, ExpectationId, ExpectationRequest, Refusal};
 use crate::track::{self, ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
-use crate::vocab::DataPath;
+use crate::vocab::{DataMode, DataPath};
 use crate::xferlog;
 
 /// How much longer than ftpgate's own deadline the kernel keeps a hole.
@@ -32,9 +32,18 @@ pub struct Opened {
     pub proxy: SocketAddr,
     /// The second data port, where the server connects (client passive, server active).
     pub server_port: Option<u16>,
-    pub handle: DataHandle,
+    pub handle: Handle,
     /// Who forwards the connection (an nftables hole, or the relay).
     pub path: DataPath,
+}
+
+/// How the session ends one of its data connections.
+pub enum Handle {
+    /// A task waits for the peer and relays.
+    Task(DataHandle),
+    /// The kernel forwards the connection; the session closes the hole itself, after
+    /// the reply that ends the transfer has gone out, with no task between.
+    Kernel(KernelHole),
 }
 
 /// How the session tells a data task that it is over.
@@ -62,7 +71,7 @@ impl DataHandle {
 /// relayed connection is also announced to the ruleset, which hands over only what
 /// was announced. Nothing here waits: netlink exchanges are answered within their
 /// `sendmsg` (`crate::net::nft`).
-pub async fn open(
+pub fn open(
     shared: &Arc<Shared>,
     session: SessionId,
     req: &ExpectationRequest,
@@ -93,7 +102,7 @@ pub async fn open(
         .then(|| Hole::new(req.expected_peer, unported, req.onward, req.onward_from))
         .flatten();
     if let Some(hole) = hole {
-        return open_hole(shared, hole, key, req, events, entry, req.expires).await;
+        return open_hole(shared, hole, key, req, entry, req.expires);
     }
     let bound = bind(shared, key, req, binding, entry)?;
     let proxy = bound.proxy;
@@ -147,7 +156,7 @@ pub async fn open(
     Some(Opened {
         proxy,
         server_port,
-        handle,
+        handle: Handle::Task(handle),
         path: DataPath::Relay,
     })
 }
@@ -222,15 +231,13 @@ fn bind(
     })
 }
 
-/// `data-path kernel`: reserves the announced port, installs the hole outside the
-/// tracker's lock, and starts the task that closes it when
-/// the session is done with it or its time is up.
-async fn open_hole(
-    shared: &Arc<Shared>,
+/// `data-path kernel`: reserves the announced port and installs the hole outside the
+/// tracker's lock; the session closes it ([`KernelHole::close`]).
+fn open_hole(
+    shared: &Shared,
     hole: Hole,
     key: (SessionId, ExpectationId),
     req: &ExpectationRequest,
-    events: mpsc::UnboundedSender<Event>,
     entry: impl FnOnce(u16) -> ExpectationEntry,
     deadline: Instant,
 ) -> Option<Opened> {
@@ -258,66 +265,80 @@ async fn open_hole(
         }
     };
     let proxy = SocketAddr::new(req.listen_ip, hole.dst.port());
-    let handle = DataHandle::default();
     shared.metrics.expectations_active.inc();
-    let span = tracing::info_span!("data", id = req.id.0, mode = req.mode.as_str(), dst = %hole.dst, path = "kernel");
-    let task = close_hole(shared.clone(), key, req.mode, hole, handle.clone(), events);
-    shared.data_tasks.spawn(task.instrument(span));
     Some(Opened {
         proxy,
         server_port: None,
-        handle,
+        handle: Handle::Kernel(KernelHole {
+            key,
+            mode: req.mode,
+            hole,
+        }),
         path: DataPath::Kernel,
     })
 }
 
-async fn close_hole(
-    shared: Arc<Shared>,
+/// An installed nftables hole of a session.
+pub struct KernelHole {
     key: (SessionId, ExpectationId),
     mode: crate::session::DataMode,
     hole: Hole,
-    handle: DataHandle,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    tokio::select! {
-        _ = handle.cancel.cancelled() => {}
-        _ = handle.expire.cancelled() => {}
-    }
-    let removed = shared.nft.as_ref().map(|nft| nft.remove(&hole));
-    let used = match removed {
-        Some(Ok(used)) => used,
-        Some(Err(e)) => {
-            // The elements expire on their own a little later.
-            tracing::warn!(error = %e, "cannot close the nftables hole of a data connection");
-            shared.metrics.kernel_hole_error("remove");
-            false
-        }
-        None => false,
-    };
-    let outcome = match (used, handle.cancel.is_cancelled()) {
-        (true, _) => DataOutcome::Completed,
-        (false, true) => DataOutcome::Cancelled,
-        (false, false) => DataOutcome::Expired,
-    };
-    shared.tracker.close_expectation(key);
-    let m = &shared.metrics;
-    m.expectations_active.dec();
-    m.expectations_total
-        .with_label_values(&[outcome.as_str()])
-        .inc();
-    if used {
-        m.kernel_data_connections_total
-            .with_label_values(&[mode.as_str()])
+}
+
+/// Why a session closes a kernel hole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoleEnd {
+    /// The server reported its transfer complete ([`crate::session::Action::Finished`]).
+    Finished,
+    Cancelled,
+    Expired,
+}
+
+impl KernelHole {
+    /// Removes the hole and accounts for it; what the engine is told.
+    pub fn close(self, shared: &Shared, end: HoleEnd) -> DataOutcome {
+        let removed = shared
+            .nft
+            .as_ref()
+            .map(|nft| nft.remove(&self.hole, end == HoleEnd::Finished));
+        let used = match removed {
+            Some(Ok(used)) => used,
+            Some(Err(e)) => {
+                // The elements expire on their own a little later.
+                tracing::warn!(error = %e, "cannot close the nftables hole of a data connection");
+                shared.metrics.kernel_hole_error("remove");
+                false
+            }
+            None => false,
+        };
+        let outcome = match (used, end) {
+            (true, _) => DataOutcome::Completed,
+            (false, HoleEnd::Expired) => DataOutcome::Expired,
+            (false, _) => DataOutcome::Cancelled,
+        };
+        shared.tracker.close_expectation(self.key);
+        let m = &shared.metrics;
+        m.expectations_active.dec();
+        m.expectations_total
+            .with_label_values(&[outcome.as_str()])
             .inc();
+        if used {
+            m.kernel_data_connections_total
+                .with_label_values(&[self.mode.as_str()])
+                .inc();
+        }
+        tracing::info!(
+            id = self.key.1.0,
+            mode = self.mode.as_str(),
+            peer = %self.hole.peer,
+            dst = %self.hole.dst,
+            onward = %self.hole.onward,
+            used,
+            outcome = outcome.as_str(),
+            "kernel data connection closed"
+        );
+        outcome
     }
-    tracing::info!(
-        peer = %hole.peer,
-        onward = %hole.onward,
-        used,
-        outcome = outcome.as_str(),
-        "kernel data connection closed"
-    );
-    let _ = events.send(Event::DataClosed { id: key.1, outcome });
 }
 
 struct Expectation {
@@ -501,19 +522,27 @@ impl Expectation {
         listener: Option<TcpListener>,
         second: Option<(TcpListener, SocketAddr)>,
     ) -> Result<(TcpStream, TcpStream), DataOutcome> {
+        let key = (self.session, self.req.id);
+        let admits_peer = |stream: &TcpStream, peer: SocketAddr| {
+            let dst = net::original_dst(stream)
+                .map(|d| OrigDstAddr::new(d).get())
+                .ok();
+            self.shared.tracker.admits(key, peer.ip(), dst)
+        };
+        let listener = match (self.req.conversion, self.req.mode, listener) {
+            (None, DataMode::Passive, Some(listener)) => {
+                return self.passive_legs(listener, admits_peer).await;
+            }
+            (_, _, listener) => listener,
+        };
         let accepted = match (self.req.conversion, listener) {
             (Some(Conversion::DialServer { server, from }), _) => self.dial(from, server).await?,
             (_, Some(listener)) => {
-                let key = (self.session, self.req.id);
-                let admits = |stream: &TcpStream, peer: SocketAddr| {
-                    let dst = net::original_dst(stream)
-                        .map(|d| OrigDstAddr::new(d).get())
-                        .ok();
-                    self.shared.tracker.admits(key, peer.ip(), dst)
-                };
-                self.accept_expected_peer(listener, self.req.expected_peer, admits)
-                    .await
-                    .ok_or_else(|| self.no_peer())?
+                let accepted = self
+                    .accept_expected_peer(&listener, self.req.expected_peer, admits_peer)
+                    .await;
+                drop(listener);
+                accepted.ok_or_else(|| self.no_peer())?
             }
             (_, None) => return Err(DataOutcome::Failed),
         };
@@ -526,26 +555,67 @@ impl Expectation {
                         .ok();
                     track::admits(expected_peer, local, peer.ip(), dst)
                 };
-                self.accept_expected_peer(listener, expected_peer, admits)
-                    .await
-                    .ok_or_else(|| self.no_peer())?
+                let accepted = self
+                    .accept_expected_peer(&listener, expected_peer, admits)
+                    .await;
+                drop(listener);
+                accepted.ok_or_else(|| self.no_peer())?
             }
             _ => self.dial(self.req.onward_from, self.req.onward).await?,
         };
+        self.observe_setup(setup);
+        Ok((accepted, onward))
+    }
+
+    /// A plain passive connection: the server's passive port is dialed at once, while
+    /// the client is still on its way, so the client's connection meets a ready leg
+    /// instead of waiting for a handshake with the server. The server's listener
+    /// holds the leg until the transfer command, as it would hold the client's own.
+    async fn passive_legs(
+        &self,
+        listener: TcpListener,
+        admits: impl Fn(&TcpStream, SocketAddr) -> Result<(), Mismatch>,
+    ) -> Result<(TcpStream, TcpStream), DataOutcome> {
+        let dial = self.dial(self.req.onward_from, self.req.onward);
+        tokio::pin!(dial);
+        let mut dialed = None;
+        let accepted = {
+            let accept = self.accept_expected_peer(&listener, self.req.expected_peer, admits);
+            tokio::pin!(accept);
+            loop {
+                tokio::select! {
+                    a = &mut accept => break a,
+                    d = &mut dial, if dialed.is_none() => dialed = Some(d),
+                }
+            }
+        };
+        drop(listener);
+        // A leg dialed for a client that never came is closed on this return.
+        let accepted = accepted.ok_or_else(|| self.no_peer())?;
+        let setup = Instant::now();
+        let onward = match dialed {
+            Some(d) => d?,
+            None => dial.await?,
+        };
+        self.observe_setup(setup);
+        Ok((accepted, onward))
+    }
+
+    /// How long the onward leg took once the peer's leg was there.
+    fn observe_setup(&self, since: Instant) {
         self.shared
             .metrics
             .data_setup_seconds
-            .observe(setup.elapsed().as_secs_f64());
-        Ok((accepted, onward))
+            .observe(since.elapsed().as_secs_f64());
     }
 
     /// Waits for the expected peer until the engine expires the expectation; anyone
     /// else is refused and the expectation stays open for the right peer (invariant 2).
-    /// The listener is dropped on return, so the port takes no second connection
-    /// (invariant 3).
+    /// The caller drops the listener as soon as this returns, so the port takes no
+    /// second connection (invariant 3).
     async fn accept_expected_peer(
         &self,
-        listener: TcpListener,
+        listener: &TcpListener,
         expected: IpAddr,
         admits: impl Fn(&TcpStream, SocketAddr) -> Result<(), Mismatch>,
     ) -> Option<TcpStream> {

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::Shared;
-use super::data::{self, DataHandle};
+use super::data::{self, Handle, HoleEnd, KernelHole};
 use super::outbox::Outbox;
 use super::report::report;
 use crate::addrs::{ClientAddr, LocalAddr, ServerAddr};
@@ -59,8 +59,12 @@ pub(super) struct Driver<'a> {
     to_server: Outbox,
     client_lines: LineFramer,
     server_lines: LineFramer,
-    /// The data tasks of the session, to cancel or expire them.
-    data: HashMap<ExpectationId, DataHandle>,
+    /// The data connections of the session, to cancel or expire them.
+    data: HashMap<ExpectationId, Handle>,
+    /// Kernel holes to close once the output of the current turn has left.
+    closing: Vec<(ExpectationId, KernelHole, HoleEnd)>,
+    /// Events of the session's own making (a hole it closed), fed before it waits.
+    local: VecDeque<Event>,
     /// Data tasks report here.
     events: mpsc::UnboundedSender<Event>,
     data_events: mpsc::UnboundedReceiver<Event>,
@@ -97,6 +101,8 @@ impl<'a> Driver<'a> {
             // A reply may echo the longest argument a client can send, with text.
             server_lines: LineFramer::new(max_line + 1024),
             data: HashMap::new(),
+            closing: Vec::new(),
+            local: VecDeque::new(),
             events,
             data_events,
             pending: None,
@@ -137,7 +143,10 @@ impl<'a> Driver<'a> {
 
     async fn drive(&mut self) -> io::Result<()> {
         while self.closed.is_none() {
-            self.turn().await?;
+            match self.local.pop_front() {
+                Some(event) => self.feed(event).await?,
+                None => self.turn().await?,
+            }
         }
         Ok(())
     }
@@ -237,7 +246,9 @@ impl<'a> Driver<'a> {
     }
 
     /// Carries out actions in order. Only opening a kernel hole waits (for netlink,
-    /// never for a peer); output is queued and written as far as the sockets take it.
+    /// never for a peer); output is queued and written as far as the sockets take it,
+    /// and only then are kernel holes closed, off the path of the reply that ended
+    /// their transfer.
     async fn apply(&mut self, actions: Vec<Action>) -> io::Result<()> {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
@@ -245,19 +256,16 @@ impl<'a> Driver<'a> {
                 Action::ToClient(bytes) => self.to_client.push(&bytes),
                 Action::ToServer(bytes) => self.to_server.push_line(&bytes),
                 Action::Open(req) => {
-                    let event = self.open(&req).await;
+                    let event = self.open(&req);
                     queue.extend(self.session.handle(Instant::now(), event));
                 }
-                Action::Cancel(id) => {
-                    if let Some(handle) = self.data.remove(&id) {
-                        handle.cancel();
-                    }
-                }
-                Action::Expire(id) => {
-                    if let Some(handle) = self.data.get(&id) {
-                        handle.expire();
-                    }
-                }
+                Action::Cancel(id) => self.end(id, HoleEnd::Cancelled),
+                Action::Finished(id) => self.end(id, HoleEnd::Finished),
+                Action::Expire(id) => match self.data.get(&id) {
+                    Some(Handle::Task(handle)) => handle.expire(),
+                    Some(Handle::Kernel(_)) => self.end(id, HoleEnd::Expired),
+                    None => {}
+                },
                 Action::Resolve { host, port } => self.resolve(host, port),
                 Action::Connect { server } => self.connect(server.get()),
                 Action::Close(reason) => {
@@ -267,16 +275,33 @@ impl<'a> Driver<'a> {
                 other => report(self.shared, self.id, other),
             }
         }
-        self.to_client.write_to(&self.client)?;
-        self.write_server()
+        let written = self
+            .to_client
+            .write_to(&self.client)
+            .and_then(|()| self.write_server());
+        for (id, hole, end) in std::mem::take(&mut self.closing) {
+            let outcome = hole.close(self.shared, end);
+            self.local.push_back(Event::DataClosed { id, outcome });
+        }
+        written
     }
 
-    async fn open(&mut self, req: &crate::session::ExpectationRequest) -> Event {
+    /// Ends data connection `id`: a task is told, a kernel hole is closed after the
+    /// turn's output.
+    fn end(&mut self, id: ExpectationId, end: HoleEnd) {
+        match self.data.remove(&id) {
+            Some(Handle::Task(handle)) => handle.cancel(),
+            Some(Handle::Kernel(hole)) => self.closing.push((id, hole, end)),
+            None => {}
+        }
+    }
+
+    fn open(&mut self, req: &crate::session::ExpectationRequest) -> Event {
         let binding = data_binding(self.listener);
         let path = self.listener.data_path;
         let events = self.events.clone();
         let edge = matches!(self.listener.mode, ListenMode::Transparent(_));
-        match data::open(self.shared, self.id, req, events, binding, path, edge).await {
+        match data::open(self.shared, self.id, req, events, binding, path, edge) {
             Some(opened) => {
                 self.data.insert(req.id, opened.handle);
                 Event::ExpectationOpened {
@@ -406,7 +431,12 @@ impl<'a> Driver<'a> {
             }
         }
         for (_, handle) in self.data.drain() {
-            handle.cancel();
+            match handle {
+                Handle::Task(handle) => handle.cancel(),
+                Handle::Kernel(hole) => {
+                    hole.close(self.shared, HoleEnd::Cancelled);
+                }
+            }
         }
         let _ = self.client.shutdown().await;
         if let Some(server) = self.server.as_mut() {

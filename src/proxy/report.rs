@@ -56,6 +56,7 @@ pub(super) fn report(shared: &Shared, id: SessionId, action: Action) {
         | Action::ToServer(_)
         | Action::Open(_)
         | Action::Cancel(_)
+        | Action::Finished(_)
         | Action::Expire(_)
         | Action::Resolve { .. }
         | Action::Connect { .. }

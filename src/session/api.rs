@@ -248,6 +248,11 @@ pub enum Action {
     Open(ExpectationRequest),
     /// Release the expectation and tear down its data connection, if any.
     Cancel(ExpectationId),
+    /// The server reported the transfer over this kernel-forwarded expectation
+    /// complete (`226`/`250`), so its one connection was made: release it as
+    /// [`Action::Cancel`] does, without asking the kernel whether the connection came.
+    /// [`Event::DataClosed`] follows.
+    Finished(ExpectationId),
     /// A transfer command now uses this expectation.
     Transfer {
         id: ExpectationId,

@@ -90,6 +90,15 @@ impl Control {
         }
     }
 
+    /// The server reported the transfer over kernel-forwarded expectation `id` done.
+    pub(super) fn finish_kernel(&mut self, id: ExpectationId) {
+        if self.data.take_if(|d| d.id == id).is_some() {
+            self.live.remove(&id);
+            self.out.push(Action::Finished(id));
+            self.to_client.lift_barrier(id);
+        }
+    }
+
     pub(super) fn set_phase(&mut self, id: ExpectationId, phase: Phase) {
         if let Some(data) = self.data.as_mut().filter(|d| d.id == id) {
             data.phase = phase;

@@ -75,7 +75,11 @@ impl Control {
         if phase == Some(Phase::Kernel) {
             // The kernel delivered (or refused) the bytes itself; the connection was
             // made or never will be, so its hole closes now rather than at expiry.
-            self.cancel_if_current(id);
+            if matches!(reply.code, Some(226 | 250)) {
+                self.finish_kernel(id);
+            } else {
+                self.cancel_if_current(id);
+            }
         } else if phase.is_some_and(|p| p != Phase::Drained)
             && matches!(reply.code, Some(226 | 250))
         {
