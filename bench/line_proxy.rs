@@ -7,12 +7,21 @@
 //! this costs against the kernel FTP helper is what any user-space control channel
 //! costs.
 //!
+//! With `--relay` (config `relayfloor`) it is instead the floor for a proxy that also
+//! relays the data connections in user space, as ftpgate's relay does: it reads the
+//! control connection line by line, rewrites `227`, `229` and `PORT` to a port of its
+//! own (nothing else: no `EPRT`, no rules, no peer checks, IPv4 only), and for each
+//! announced connection accepts one peer, connects onward and copies both ways, a
+//! blocking thread per direction. `229` announces a port in 50000-50999 that
+//! bench/relay-floor.nft REDIRECTs to it.
+//!
 //! Standard library only, so that `rustc -O bench/line_proxy.rs` builds it.
-//! usage: line_proxy ADDR...     e.g. [::]:8021 (dual-stack: IPv4 and IPv6)
+//! usage: line_proxy [--relay] ADDR...     e.g. [::]:8021 (dual-stack: IPv4 and IPv6)
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::thread;
 
 unsafe extern "C" {
@@ -80,15 +89,136 @@ fn serve(listener: TcpListener) {
     }
 }
 
+/// Copies both ways between two connected streams, one thread per direction.
+fn pair(a: TcpStream, b: TcpStream) {
+    let _ = a.set_nodelay(true);
+    let _ = b.set_nodelay(true);
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else { return };
+    thread::spawn(move || copy(a2, b2));
+    copy(b, a);
+}
+
+/// Accepts one connection on `listener`, connects to `onward` and relays, off thread.
+fn relay_one(listener: TcpListener, onward: SocketAddr) {
+    thread::spawn(move || {
+        let Ok((peer, _)) = listener.accept() else { return };
+        drop(listener);
+        let Ok(onward) = TcpStream::connect(onward) else { return };
+        pair(peer, onward);
+    });
+}
+
+/// The next port of 50000-50999 that binds, for a `229`.
+fn epsv_listener() -> Option<TcpListener> {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    (0..1000).find_map(|_| {
+        let port = 50000 + NEXT.fetch_add(1, Ordering::Relaxed) % 1000;
+        TcpListener::bind(("0.0.0.0", port)).ok()
+    })
+}
+
+fn numbers(text: &str) -> Vec<u16> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn host_port(n: &[u16]) -> Option<SocketAddr> {
+    let [a, b, c, d, p1, p2] = *n else { return None };
+    let ip = Ipv4Addr::new(a as u8, b as u8, c as u8, d as u8);
+    Some(SocketAddr::new(ip.into(), p1 * 256 + p2))
+}
+
+fn host_port_text(addr: SocketAddr) -> Option<String> {
+    let IpAddr::V4(ip) = addr.ip() else { return None };
+    let [a, b, c, d] = ip.octets();
+    Some(format!("{a},{b},{c},{d},{},{}", addr.port() / 256, addr.port() % 256))
+}
+
+/// The line to send on for `line`: announcements rewritten to a relayed port.
+/// `near` is this proxy's address on the side the line goes to, `far_ip` the address
+/// of the side it came from.
+fn rewrite(line: &str, to_server: bool, near: IpAddr, far_ip: IpAddr) -> Option<String> {
+    let upper = line.get(..5).map(str::to_ascii_uppercase).unwrap_or_default();
+    if to_server && upper == "PORT " {
+        let client = host_port(&numbers(&line[5..]))?;
+        let listener = TcpListener::bind((near, 0)).ok()?;
+        let ours = host_port_text(listener.local_addr().ok()?)?;
+        relay_one(listener, client);
+        return Some(format!("PORT {ours}\r\n"));
+    }
+    if !to_server && line.starts_with("227 ") {
+        let (_, rest) = line.split_once('(')?;
+        let server = host_port(&numbers(rest))?;
+        let listener = TcpListener::bind((near, 0)).ok()?;
+        let ours = host_port_text(listener.local_addr().ok()?)?;
+        relay_one(listener, server);
+        return Some(format!("227 Entering Passive Mode ({ours}).\r\n"));
+    }
+    if !to_server && line.starts_with("229 ") {
+        let (_, rest) = line.split_once("(|||")?;
+        let port = *numbers(rest).first()?;
+        let listener = epsv_listener()?;
+        let ours = listener.local_addr().ok()?.port();
+        relay_one(listener, SocketAddr::new(far_ip, port));
+        return Some(format!("229 Entering Extended Passive Mode (|||{ours}|)\r\n"));
+    }
+    None
+}
+
+/// Copies `from` to `to` line by line, rewriting announcements.
+fn lines(from: TcpStream, mut to: TcpStream, to_server: bool, near: IpAddr, far_ip: IpAddr) {
+    let mut reader = BufReader::new(from);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let out = rewrite(&line, to_server, near, far_ip);
+        if to.write_all(out.as_deref().unwrap_or(&line).as_bytes()).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn serve_relay(listener: TcpListener) {
+    let v4 = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    for client in listener.incoming().flatten() {
+        thread::spawn(move || {
+            let Some(dst) = original_dst(&client) else { return };
+            let Ok(server) = TcpStream::connect(dst) else { return };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (Ok(client_near), Ok(server_near)) = (client.local_addr(), server.local_addr())
+            else {
+                return;
+            };
+            let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else { return };
+            let (client_ip, server_ip) = (v4(client_near.ip()), v4(server_near.ip()));
+            let dst_ip = dst.ip();
+            thread::spawn(move || lines(c2, s2, true, server_ip, client_ip));
+            lines(server, client, false, client_ip, dst_ip);
+        });
+    }
+}
+
 fn main() {
-    let addrs: Vec<String> = std::env::args().skip(1).collect();
+    let relay = std::env::args().nth(1).as_deref() == Some("--relay");
+    let addrs: Vec<String> = std::env::args().skip(if relay { 2 } else { 1 }).collect();
     let listeners: Vec<TcpListener> = addrs
         .iter()
         .map(|a| TcpListener::bind(a.as_str()).unwrap_or_else(|e| panic!("bind {a}: {e}")))
         .collect();
     let handles: Vec<_> = listeners
         .into_iter()
-        .map(|l| thread::spawn(move || serve(l)))
+        .map(|l| thread::spawn(move || if relay { serve_relay(l) } else { serve(l) }))
         .collect();
     for h in handles {
         let _ = h.join();

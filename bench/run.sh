@@ -11,7 +11,10 @@
 # Environment: SIZE_MB, REPS, SMALL (RETRs per session), SESSIONS, LATENCY (timed
 # data connections per mode), CONFIGS (a subset, e.g. "helper redirect-kernel"; also
 # "lineproxy": bench/line_proxy.rs, the smallest user-space control channel, the floor
-# for any proxy that reads the control connection, not run by default).
+# for any proxy that reads the control connection; "relayfloor": the same program with
+# --relay, which also relays the data connections, the floor for ftpgate's relay; it
+# speaks no EPRT and no IPv6, so it runs the setup, latency and session rows only.
+# Neither runs by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/vsftpd-anon.sh
@@ -99,6 +102,11 @@ edge_up() {
             ip netns exec "$P-edge" "$work/line_proxy" '[::]:8021' >/dev/null 2>>"$work/ftpgate.log" &
             gate_pid=$!
             ;;
+        relayfloor)
+            on edge nft -f bench/relay-floor.nft
+            ip netns exec "$P-edge" "$work/line_proxy" --relay '[::]:8021' >/dev/null 2>>"$work/ftpgate.log" &
+            gate_pid=$!
+            ;;
         redirect | redirect-kernel)
             on edge nft -f deploy/nftables/ftpgate-redirect.nft
             if [ "$1" = redirect ]; then gate rules/edge-redirect.rules; else gate "$work/edge-redirect-kernel.rules"; fi
@@ -149,7 +157,9 @@ record() { echo "$rep $1 $2 $3" >> "$results"; }
 
 measure() {
     local config=$1 mode out speed size start end urls p50 p99 bytes=$((SIZE_MB * 1024 * 1024))
-    for mode in "${MODES[@]}"; do
+    local modes=("${MODES[@]}")
+    [ "$config" = relayfloor ] && modes=()
+    for mode in "${modes[@]}"; do
         # shellcheck disable=SC2046
         out=$(on client curl -sS $(curl_mode "$mode") -o /dev/null \
             -w '%{speed_download} %{size_download}' "ftp://$(server_of "$mode")/big.bin")
@@ -208,6 +218,7 @@ names = {
     "routing": "routing", "helper": "kernel helper", "redirect": "REDIRECT relay",
     "tproxy": "TPROXY relay", "redirect-kernel": "REDIRECT kernel path",
     "tproxy-kernel": "TPROXY kernel path", "lineproxy": "line proxy (floor)",
+    "relayfloor": "relay floor",
 }
 order = ["download", "upload", "setup", "sessions", "latency"]
 metrics = sorted({m for m, _ in values}, key=lambda m: (order.index(m.split("-")[0]), m))
