@@ -12,7 +12,7 @@
 //! control connection line by line, rewrites `227`, `229` and `PORT` to a port of its
 //! own (nothing else: no `EPRT`, no rules, no peer checks, IPv4 only), and for each
 //! announced connection accepts one peer, connects onward and copies both ways, a
-//! blocking thread per direction. `229` announces a port in 50000-50999 that
+//! blocking thread per direction. `227` and `229` announce a port in 50000-50999 that
 //! bench/relay-floor.nft REDIRECTs to it.
 //!
 //! Standard library only, so that `rustc -O bench/line_proxy.rs` builds it.
@@ -108,8 +108,8 @@ fn relay_one(listener: TcpListener, onward: SocketAddr) {
     });
 }
 
-/// The next port of 50000-50999 that binds, for a `229`.
-fn epsv_listener() -> Option<TcpListener> {
+/// The next port of 50000-50999 that binds, for a `227` or `229`.
+fn passive_listener() -> Option<TcpListener> {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     (0..1000).find_map(|_| {
         let port = 50000 + NEXT.fetch_add(1, Ordering::Relaxed) % 1000;
@@ -148,18 +148,24 @@ fn rewrite(line: &str, to_server: bool, near: IpAddr, far_ip: IpAddr) -> Option<
         relay_one(listener, client);
         return Some(format!("PORT {ours}\r\n"));
     }
+    // Passive: the client is told the server's own address (as a transparent proxy
+    // must: ftplib connects to the control peer's address whatever a 227 says), and
+    // the ruleset redirects the port to here.
     if !to_server && line.starts_with("227 ") {
         let (_, rest) = line.split_once('(')?;
         let server = host_port(&numbers(rest))?;
-        let listener = TcpListener::bind((near, 0)).ok()?;
-        let ours = host_port_text(listener.local_addr().ok()?)?;
+        let listener = passive_listener()?;
+        let ours = SocketAddr::new(far_ip, listener.local_addr().ok()?.port());
         relay_one(listener, server);
-        return Some(format!("227 Entering Passive Mode ({ours}).\r\n"));
+        return Some(format!(
+            "227 Entering Passive Mode ({}).\r\n",
+            host_port_text(ours)?
+        ));
     }
     if !to_server && line.starts_with("229 ") {
         let (_, rest) = line.split_once("(|||")?;
         let port = *numbers(rest).first()?;
-        let listener = epsv_listener()?;
+        let listener = passive_listener()?;
         let ours = listener.local_addr().ok()?.port();
         relay_one(listener, SocketAddr::new(far_ip, port));
         return Some(format!("229 Entering Extended Passive Mode (|||{ours}|)\r\n"));
