@@ -367,7 +367,11 @@ async fn serve(
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     ignore_stray_signals()?;
-    let serving = tokio::spawn(proxy::serve(shared.clone(), listeners));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = std::sync::Arc::new(
+        proxy::Workers::start(threads).context("cannot start the session workers")?,
+    );
+    let serving = tokio::spawn(proxy::serve_on(shared.clone(), listeners, Some(workers)));
     // Everything is bound: `systemctl start` (Type=notify) returns now, not before.
     notify(&[sd_notify::NotifyState::Ready]);
     loop {

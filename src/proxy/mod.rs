@@ -10,11 +10,12 @@ mod outbox;
 mod report;
 mod session;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -174,9 +175,71 @@ pub fn privilege_hint(e: &std::io::Error, port: u16, binding: Binding) -> &'stat
 /// Serves the bound listeners until `shared.draining` is cancelled, then closes them
 /// and waits for the sessions to end, and for their data tasks to close what they hold
 /// (sessions cancel their data connections as they end).
+/// Threads that each run a single-threaded runtime, for sessions.
+///
+/// A session is placed on one of them (in turn) and its data tasks are spawned where
+/// it runs, so every wake-up of a transfer (a reply, the data connection, its end)
+/// stays on one thread: no task is stolen by another worker and no worker is woken
+/// for it, which on a busy edge is a context switch and a cache miss per event.
+pub struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: AtomicUsize,
+    stop: CancellationToken,
+}
+
+impl Workers {
+    /// Starts `count` worker threads (at least one).
+    pub fn start(count: usize) -> std::io::Result<Workers> {
+        let stop = CancellationToken::new();
+        let mut handles = Vec::new();
+        for i in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("ftpgate-worker-{i}"))
+                .spawn(move || {
+                    runtime.block_on(stop.cancelled());
+                    // Nothing is left to wait for (the sessions and data tasks were
+                    // awaited), except perhaps a name lookup that hangs.
+                    runtime.shutdown_background();
+                })?;
+        }
+        Ok(Workers {
+            handles,
+            next: AtomicUsize::new(0),
+            stop,
+        })
+    }
+
+    /// The next worker in turn.
+    fn pick(&self) -> Option<&tokio::runtime::Handle> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.handles.get(i.checked_rem(self.handles.len())?)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Serves the listeners until drained, sessions on the calling runtime.
 pub async fn serve(
     shared: Arc<Shared>,
     listeners: Vec<(Listener, std::net::TcpListener)>,
+) -> std::io::Result<()> {
+    serve_on(shared, listeners, None).await
+}
+
+/// Serves the listeners until drained, sessions on `workers` when there are any.
+pub async fn serve_on(
+    shared: Arc<Shared>,
+    listeners: Vec<(Listener, std::net::TcpListener)>,
+    workers: Option<Arc<Workers>>,
 ) -> std::io::Result<()> {
     let sessions = TaskTracker::new();
     for (listener, socket) in listeners {
@@ -184,7 +247,13 @@ pub async fn serve(
         tracing::info!(addr = %listener.addr, rule = %listener.origin, "listening");
         let shared = shared.clone();
         let sessions = sessions.clone();
-        tokio::spawn(accept_loop(shared, listener, socket, sessions));
+        tokio::spawn(accept_loop(
+            shared,
+            listener,
+            socket,
+            sessions,
+            workers.clone(),
+        ));
     }
     shared.draining.cancelled().await;
     sessions.close();
@@ -199,6 +268,7 @@ async fn accept_loop(
     listener: Listener,
     socket: TcpListener,
     sessions: TaskTracker,
+    workers: Option<Arc<Workers>>,
 ) {
     let listener = Arc::new(listener);
     let mut backoff = Duration::from_millis(5);
@@ -211,12 +281,29 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                sessions.spawn(session::serve(
-                    shared.clone(),
-                    listener.clone(),
-                    stream,
-                    peer,
-                ));
+                let (shared, listener) = (shared.clone(), listener.clone());
+                let Some(worker) = workers.as_deref().and_then(Workers::pick) else {
+                    sessions.spawn(session::serve(shared, listener, stream, peer));
+                    continue;
+                };
+                // A socket belongs to the runtime that registered it: it moves to
+                // the worker's.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker");
+                        continue;
+                    }
+                };
+                let session = async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => session::serve(shared, listener, stream, peer).await,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker")
+                        }
+                    }
+                };
+                sessions.spawn_on(session, worker);
             }
             Err(e) => {
                 // Typically EMFILE/ENFILE: back off so the loop does not spin, and

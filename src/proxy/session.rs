@@ -85,7 +85,10 @@ fn refuse(shared: &Shared, client: TcpStream, start: Start) -> SessionOutcome {
     for action in session.poll_actions() {
         match action {
             Action::ToClient(bytes) => {
-                let _ = client.try_write(&bytes);
+                // Straight to the socket: the runtime may not have polled a stream it
+                // registered just now, so `try_write` could say WouldBlock to an empty
+                // send buffer, and the one reply fits in any.
+                let _ = socket2::SockRef::from(&client).send(&bytes);
             }
             Action::Close(reason) => {
                 if let Some(limit) = reason.limit() {
