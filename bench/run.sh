@@ -32,7 +32,8 @@ read -r -a CONFIGS <<<"${CONFIGS:-routing helper redirect tproxy redirect-kernel
 # IPv4 in every mode; curl speaks only EPSV and EPRT over IPv6.
 MODES=(pasv epsv port eprt epsv6 eprt6)
 
-bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl nft:nftables ip:iproute2 python3:python3
+bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl nft:nftables ip:iproute2 python3:python3 \
+    tcpdump:tcpdump
 cargo build --release --locked -q
 bin=$PWD/target/release/ftpgate
 
@@ -188,6 +189,30 @@ measure() {
             { echo "$config setup-$mode: a transfer failed" >&2; exit 1; }
         record "$config" "setup-$mode" "$rate"
     done
+    # Where a transfer's time goes: each control message's time inside the edge, from
+    # a capture on the edge while the same workload runs (bench/phases.py).
+    for mode in epsv port; do
+        # Not through on(): $! must be tcpdump itself, not a subshell, for the kill.
+        ip netns exec "$P-edge" tcpdump --immediate-mode -i any -tt -n -l \
+            "tcp port 21 and tcp[tcpflags] & tcp-push != 0" >"$work/capture" 2>"$work/capture.err" &
+        dump=$!
+        until grep -q "listening on" "$work/capture.err"; do
+            kill -0 "$dump" 2>/dev/null || { cat "$work/capture.err" >&2; exit 1; }
+            sleep 0.01
+        done
+        on client python3 bench/setup_rate.py "$SERVER" "$mode" "$SMALL" small.bin >/dev/null ||
+            { echo "$config phases-$mode: a transfer failed" >&2; exit 1; }
+        kill -INT "$dump"
+        wait "$dump" || true
+        python3 bench/phases.py "$work/capture" > "$work/phases.json"
+        python3 - "$work/phases.json" "$rep $config edge-$mode" >> "$results" <<'PY'
+import json, sys
+phases = json.load(open(sys.argv[1]))
+print(sys.argv[2], phases["inside_total_us"] / 1e6)
+for message, us in phases["inside_us"].items():
+    print(f"{sys.argv[2]}-{message}", us / 1e6)
+PY
+    done
     start=$(now)
     for _ in $(seq "$SESSIONS"); do
         on client curl -sS "ftp://$SERVER/" -o /dev/null
@@ -220,7 +245,7 @@ names = {
     "tproxy-kernel": "TPROXY kernel path", "lineproxy": "line proxy (floor)",
     "relayfloor": "relay floor",
 }
-order = ["download", "upload", "setup", "sessions", "latency"]
+order = ["download", "upload", "setup", "sessions", "latency", "edge"]
 metrics = sorted({m for m, _ in values}, key=lambda m: (order.index(m.split("-")[0]), m))
 med = {(m, c): statistics.median(values[(m, c)]) for (m, c) in values}
 def spread(m, c):
@@ -238,12 +263,16 @@ def fmt(metric, v):
         return f"{v / 1e9:.2f} GB/s"
     if metric.startswith("latency"):
         return f"{v * 1e3:.2f} ms"
+    if metric.startswith("edge"):
+        return f"{v * 1e6:.0f} µs"
     return f"{v:.0f}/s"
 targets = {"download": 0.95, "upload": 0.95, "setup": 0.90, "sessions": 0.95}
 print(f"\n{size} MiB per transfer (curl; IPv6 in EPSV and EPRT only), {small} RETRs per session "
       f"for setup rate, {sessions} sessions (login, LIST, QUIT) for session rate, {latency} "
       f"timed data connections per mode for latency (ftplib: announcement to first data "
-      f"byte); medians of {reps} interleaved repetitions.\n")
+      f"byte); edge-MODE: the control messages' time inside the edge per transfer, "
+      f"edge-MODE-MESSAGE each message's (bench/phases.py, a capture of the setup "
+      f"workload); medians of {reps} interleaved repetitions.\n")
 print("Medians (lowest–highest repetition):\n")
 print("| metric | " + " | ".join(names[c] for c in configs) + " |")
 print("|" + " --- |" * (len(configs) + 1))
@@ -252,8 +281,8 @@ for m in metrics:
 gates = [c for c in configs if c not in ("routing", "helper")]
 if "helper" in configs and gates:
     print("\nRatio to the kernel helper, the median of the ratios within each repetition "
-          "(throughput and rates: higher is better, ✓ at the issue's target; latency: "
-          "added milliseconds, from the medians).\n")
+          "(throughput and rates: higher is better, ✓ at the issue's target; latency "
+          "and time inside the edge: added, from the medians).\n")
     print("| metric | target | " + " | ".join(names[c] for c in gates) + " |")
     print("|" + " --- |" * (len(gates) + 2))
     for m in metrics:
@@ -266,6 +295,8 @@ if "helper" in configs and gates:
                 cells.append("-")
             elif kind == "latency":
                 cells.append(f"{(v - base) * 1e3:+.2f} ms")
+            elif kind == "edge":
+                cells.append(f"{(v - base) * 1e6:+.0f} µs")
             else:
                 r = rep_ratio(m, c)
                 cells.append(f"{r:.2f}" + (" ✓" if r >= targets[kind] else ""))
