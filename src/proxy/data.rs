@@ -20,7 +20,7 @@ use crate::net::nft::{Announced, Hole};
 use crate::net::{self, Binding};
 use crate::session::{Conversion, DataOutcome, Event, ExpectationId, ExpectationRequest, Refusal};
 use crate::track::{self, ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
-use crate::vocab::{DataMode, DataPath};
+use crate::vocab::DataPath;
 use crate::xferlog;
 
 /// How much longer than ftpgate's own deadline the kernel keeps a hole.
@@ -529,11 +529,9 @@ impl Expectation {
                 .ok();
             self.shared.tracker.admits(key, peer.ip(), dst)
         };
-        let listener = match (self.req.conversion, self.req.mode, listener) {
-            (None, DataMode::Passive, Some(listener)) => {
-                return self.passive_legs(listener, admits_peer).await;
-            }
-            (_, _, listener) => listener,
+        let listener = match (self.req.conversion, listener) {
+            (None, Some(listener)) => return self.legs_at_once(listener, admits_peer).await,
+            (_, listener) => listener,
         };
         let accepted = match (self.req.conversion, listener) {
             (Some(Conversion::DialServer { server, from }), _) => self.dial(from, server).await?,
@@ -567,11 +565,13 @@ impl Expectation {
         Ok((accepted, onward))
     }
 
-    /// A plain passive connection: the server's passive port is dialed at once, while
-    /// the client is still on its way, so the client's connection meets a ready leg
-    /// instead of waiting for a handshake with the server. The server's listener
-    /// holds the leg until the transfer command, as it would hold the client's own.
-    async fn passive_legs(
+    /// A connection without conversion: the onward leg is dialed at once, while the
+    /// peer is still on its way, so the peer's connection meets a ready leg instead of
+    /// waiting for a handshake. In passive mode that is the server's passive port, in
+    /// active mode the client's `PORT` address (checked against the client already);
+    /// either listener holds the leg until the transfer command, as it would hold
+    /// the peer's own connection.
+    async fn legs_at_once(
         &self,
         listener: TcpListener,
         admits: impl Fn(&TcpStream, SocketAddr) -> Result<(), Mismatch>,
