@@ -595,6 +595,24 @@ fn kernel_forwarded_transfer_refused_by_the_server_closes_its_hole() {
     let a = h.server(b"550 No such file\r\n").take();
     assert_eq!(to_client(&a), "550 No such file\r\n");
     assert!(a.contains(&Action::Cancel(ExpectationId(1))));
+    assert!(!a.contains(&Action::Finished(ExpectationId(1))));
+}
+
+/// Only a completion reply says the connection was made; after an aborted transfer
+/// the shell must ask the kernel.
+#[test]
+fn kernel_forwarded_transfer_aborted_by_the_server_is_cancelled_not_finished() {
+    let mut h = Harness::new(params());
+    h.kernel = true;
+    h.client(b"EPSV\r\n")
+        .server(b"229 (|||51210|)\r\n")
+        .client(b"RETR big\r\n");
+    h.take();
+    let a = h
+        .server(b"150 Opening\r\n426 Connection closed; transfer aborted\r\n")
+        .take();
+    assert!(a.contains(&Action::Cancel(ExpectationId(1))));
+    assert!(!a.contains(&Action::Finished(ExpectationId(1))));
 }
 
 #[test]
