@@ -120,7 +120,8 @@ for path in "${paths[@]}"; do
     on client python3 bench/edge_soak.py "$SECONDS_PER_PATH" "$CLIENTS" "$want" \
         > "$work/result-$path.json"
     wait "$faults" || true
-    kills=$(wc -l < "$work/kills-$path" 2>/dev/null || echo 0)
+    kills=0
+    [ -f "$work/kills-$path" ] && kills=$(wc -l < "$work/kills-$path")
 
     # Everything the load left must go: sessions end, holes close, descriptors return.
     for _ in $(seq 100); do
