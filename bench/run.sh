@@ -43,6 +43,11 @@ pids=()
 on() { ip netns exec "$P-$1" "${@:2}"; }
 gate_pid=
 cleanup() {
+    local status=$?
+    if [ "$status" != 0 ] && [ -s "$work/ftpgate.log" ]; then
+        echo "--- the edge's log (warnings and errors), last 50 lines:" >&2
+        tail -n 50 "$work/ftpgate.log" >&2 || true
+    fi
     # A failed transfer exits here with ftpgate still running: it must go too, or
     # `wait` would wait for it forever.
     for pid in "${pids[@]}" $gate_pid; do kill "$pid" 2>/dev/null || true; done
