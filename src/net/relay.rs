@@ -168,16 +168,21 @@ mod splice {
     /// syscalls to make and size it, two to close it). Once a read fills the buffer,
     /// more is coming, and the rest moves through a pipe.
     pub async fn pump(from: &TcpStream, to: &TcpStream, moved: &AtomicU64) -> io::Result<()> {
-        let mut buf = [0u8; FIRST];
+        // Allocated when the first bytes (or the EOF) are there and freed once a pipe
+        // takes over: a long transfer, or a direction that waits, holds no buffer.
+        let mut buf = Vec::new();
         let mut pipe = None;
         loop {
             let n = match &pipe {
                 Some(pipe) => splice_through(from, to, pipe, moved).await?,
                 None => {
                     let n = copy_once(from, to, &mut buf, moved).await?;
-                    if n == buf.len() {
+                    if n == FIRST {
                         // Without a pipe (descriptors exhausted), user space goes on.
                         pipe = Pipe::new().ok();
+                        if pipe.is_some() {
+                            buf = Vec::new();
+                        }
                     }
                     n
                 }
@@ -188,15 +193,19 @@ mod splice {
         }
     }
 
-    /// One read into `buf` and the write of all of it; what was read (0 at EOF).
+    /// One read into `buf` (sized [`FIRST`] on first use) and the write of all of it;
+    /// what was read (0 at EOF).
     async fn copy_once(
         from: &TcpStream,
         to: &TcpStream,
-        buf: &mut [u8],
+        buf: &mut Vec<u8>,
         moved: &AtomicU64,
     ) -> io::Result<usize> {
         let n = loop {
             from.readable().await?;
+            if buf.is_empty() {
+                buf.resize(FIRST, 0);
+            }
             match from.try_read(buf) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
