@@ -80,11 +80,7 @@ fn serve(listener: TcpListener) {
         thread::spawn(move || {
             let Some(dst) = original_dst(&client) else { return };
             let Ok(server) = TcpStream::connect(dst) else { return };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else { return };
-            thread::spawn(move || copy(c2, s2));
-            copy(server, client);
+            pair(client, server);
         });
     }
 }
