@@ -523,41 +523,26 @@ impl Expectation {
         second: Option<(TcpListener, SocketAddr)>,
     ) -> Result<(TcpStream, TcpStream), DataOutcome> {
         let key = (self.session, self.req.id);
-        let admits_peer = |stream: &TcpStream, peer: SocketAddr| {
-            let dst = net::original_dst(stream)
-                .map(|d| OrigDstAddr::new(d).get())
-                .ok();
-            self.shared.tracker.admits(key, peer.ip(), dst)
-        };
+        let admits_peer = |peer, dst| self.shared.tracker.admits(key, peer, dst);
         let listener = match (self.req.conversion, listener) {
             (None, Some(listener)) => return self.legs_at_once(listener, admits_peer).await,
             (_, listener) => listener,
         };
         let accepted = match (self.req.conversion, listener) {
             (Some(Conversion::DialServer { server, from }), _) => self.dial(from, server).await?,
-            (_, Some(listener)) => {
-                let accepted = self
-                    .accept_expected_peer(&listener, self.req.expected_peer, admits_peer)
-                    .await;
-                drop(listener);
-                accepted.ok_or_else(|| self.no_peer())?
-            }
+            (_, Some(listener)) => self
+                .accept_expected_peer(listener, self.req.expected_peer, admits_peer)
+                .await
+                .ok_or_else(|| self.no_peer())?,
             (_, None) => return Err(DataOutcome::Failed),
         };
         let setup = Instant::now();
         let onward = match (self.req.conversion, second) {
             (Some(Conversion::AcceptServer { expected_peer, .. }), Some((listener, local))) => {
-                let admits = |stream: &TcpStream, peer: SocketAddr| {
-                    let dst = net::original_dst(stream)
-                        .map(|d| OrigDstAddr::new(d).get())
-                        .ok();
-                    track::admits(expected_peer, local, peer.ip(), dst)
-                };
-                let accepted = self
-                    .accept_expected_peer(&listener, expected_peer, admits)
-                    .await;
-                drop(listener);
-                accepted.ok_or_else(|| self.no_peer())?
+                let admits = |peer, dst| track::admits(expected_peer, local, peer, dst);
+                self.accept_expected_peer(listener, expected_peer, admits)
+                    .await
+                    .ok_or_else(|| self.no_peer())?
             }
             _ => self.dial(self.req.onward_from, self.req.onward).await?,
         };
@@ -574,22 +559,19 @@ impl Expectation {
     async fn legs_at_once(
         &self,
         listener: TcpListener,
-        admits: impl Fn(&TcpStream, SocketAddr) -> Result<(), Mismatch>,
+        admits: impl Fn(IpAddr, Option<SocketAddr>) -> Result<(), Mismatch>,
     ) -> Result<(TcpStream, TcpStream), DataOutcome> {
         let dial = self.dial(self.req.onward_from, self.req.onward);
-        tokio::pin!(dial);
+        // It owns the listener and drops it when it returns (invariant 3).
+        let accept = self.accept_expected_peer(listener, self.req.expected_peer, admits);
+        tokio::pin!(dial, accept);
         let mut dialed = None;
-        let accepted = {
-            let accept = self.accept_expected_peer(&listener, self.req.expected_peer, admits);
-            tokio::pin!(accept);
-            loop {
-                tokio::select! {
-                    a = &mut accept => break a,
-                    d = &mut dial, if dialed.is_none() => dialed = Some(d),
-                }
+        let accepted = loop {
+            tokio::select! {
+                a = &mut accept => break a,
+                d = &mut dial, if dialed.is_none() => dialed = Some(d),
             }
         };
-        drop(listener);
         // A leg dialed for a client that never came is closed on this return.
         let accepted = accepted.ok_or_else(|| self.no_peer())?;
         let setup = Instant::now();
@@ -611,13 +593,14 @@ impl Expectation {
 
     /// Waits for the expected peer until the engine expires the expectation; anyone
     /// else is refused and the expectation stays open for the right peer (invariant 2).
-    /// The caller drops the listener as soon as this returns, so the port takes no
-    /// second connection (invariant 3).
+    /// The listener is dropped on return, so the port takes no second connection
+    /// (invariant 3). `admits` judges a peer by its address and the connection's
+    /// original destination.
     async fn accept_expected_peer(
         &self,
-        listener: &TcpListener,
+        listener: TcpListener,
         expected: IpAddr,
-        admits: impl Fn(&TcpStream, SocketAddr) -> Result<(), Mismatch>,
+        admits: impl Fn(IpAddr, Option<SocketAddr>) -> Result<(), Mismatch>,
     ) -> Option<TcpStream> {
         loop {
             let accepted = tokio::select! {
@@ -626,7 +609,12 @@ impl Expectation {
                 r = listener.accept() => r,
             };
             match accepted {
-                Ok((stream, peer)) => match admits(&stream, peer) {
+                Ok((stream, peer)) => match admits(
+                    peer.ip(),
+                    net::original_dst(&stream)
+                        .map(|d| OrigDstAddr::new(d).get())
+                        .ok(),
+                ) {
                     Ok(()) => {
                         let _ = stream.set_nodelay(true);
                         return Some(stream);
