@@ -534,11 +534,12 @@ impl Nft {
         if hole.snat.is_some() && self.snat_use(hole.forwarded(), -1) == 0 {
             left.push((snat, hole.forwarded()));
         }
+        let delete = |message| {
+            move |(set, key): &(&str, Vec<u8>)| element(message, set, key.clone(), None, None)
+        };
         if self.destroy && completed {
             left.push((pass, key));
-            let destroy = |(set, key): &(&str, Vec<u8>)| {
-                element(NFT_MSG_DESTROYSETELEM, set, key.clone(), None, None)
-            };
+            let destroy = delete(NFT_MSG_DESTROYSETELEM);
             self.exchange(left.iter().map(destroy).collect(), true, DEL)?;
             return Ok(true);
         }
@@ -549,9 +550,7 @@ impl Nft {
         if !used {
             left.push((pass, key));
         }
-        let del = |(set, key): &(&str, Vec<u8>)| {
-            element(NFT_MSG_DELSETELEM, set, key.clone(), None, None)
-        };
+        let del = delete(NFT_MSG_DELSETELEM);
         match self.exchange(left.iter().map(del).collect(), true, DEL) {
             // Something expired meanwhile (ftpgate was held up past the grace): the
             // rest goes one by one.

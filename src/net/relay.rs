@@ -3,9 +3,10 @@
 //!
 //! On Linux the bytes move with `splice(2)` through a pipe per direction and never
 //! enter user space, past the first few KiB (a small file needs no pipe); elsewhere,
-//! or when no pipe can be had, a user-space copy does the same job. Any other data path (a kernel-backed one) must keep this contract: return
-//! only once every byte read has been written and each write side shut down, call
-//! `drained` when the first direction has, and fail after `idle` without progress.
+//! or when no pipe can be had, a user-space copy does the same job. Any other data
+//! path (a kernel-backed one) must keep this contract: return only once every byte
+//! read has been written and each write side shut down, call `drained` when the
+//! first direction has, and fail after `idle` without progress.
 
 use std::future::Future;
 use std::io;

@@ -245,8 +245,8 @@ impl<'a> Driver<'a> {
         self.apply(actions).await
     }
 
-    /// Carries out actions in order. Only opening a kernel hole waits (for netlink,
-    /// never for a peer); output is queued and written as far as the sockets take it,
+    /// Carries out actions in order, never waiting for a peer (netlink answers inside
+    /// its `sendmsg`); output is queued and written as far as the sockets take it,
     /// and only then are kernel holes closed, off the path of the reply that ended
     /// their transfer.
     async fn apply(&mut self, actions: Vec<Action>) -> io::Result<()> {
