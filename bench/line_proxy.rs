@@ -19,46 +19,12 @@
 //! usage: line_proxy [--relay] ADDR...     e.g. [::]:8021 (dual-stack: IPv4 and IPv6)
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::thread;
 
-unsafe extern "C" {
-    fn getsockopt(fd: i32, level: i32, name: i32, value: *mut u8, len: *mut u32) -> i32;
-}
-
-const SOL_IP: i32 = 0;
-const SOL_IPV6: i32 = 41;
-const SO_ORIGINAL_DST: i32 = 80;
-
-/// Where the client was going before REDIRECT (`sockaddr_in`/`sockaddr_in6`).
-fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
-    // A dual-stack listener sees IPv4 clients as v4-mapped; their original
-    // destination is IPv4's.
-    let v6 = match stream.local_addr().ok()?.ip() {
-        std::net::IpAddr::V6(ip) => ip.to_ipv4_mapped().is_none(),
-        std::net::IpAddr::V4(_) => false,
-    };
-    let mut buf = [0u8; 28];
-    let mut len = buf.len() as u32;
-    let level = if v6 { SOL_IPV6 } else { SOL_IP };
-    // SAFETY: buf is large enough for either sockaddr and len says how large it is.
-    let rc = unsafe {
-        getsockopt(stream.as_raw_fd(), level, SO_ORIGINAL_DST, buf.as_mut_ptr(), &mut len)
-    };
-    if rc != 0 {
-        return None;
-    }
-    let port = u16::from_be_bytes([buf[2], buf[3]]);
-    if v6 {
-        let mut ip = [0u8; 16];
-        ip.copy_from_slice(&buf[8..24]);
-        Some(SocketAddr::new(Ipv6Addr::from(ip).into(), port))
-    } else {
-        Some(SocketAddr::new(Ipv4Addr::new(buf[4], buf[5], buf[6], buf[7]).into(), port))
-    }
-}
+#[path = "original_dst.rs"]
+mod original_dst;
 
 fn copy(mut from: TcpStream, mut to: TcpStream) {
     let mut buf = [0u8; 16384];
@@ -78,7 +44,7 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
 fn serve(listener: TcpListener) {
     for client in listener.incoming().flatten() {
         thread::spawn(move || {
-            let Some(dst) = original_dst(&client) else { return };
+            let Some(dst) = original_dst::of(&client) else { return };
             let Ok(server) = TcpStream::connect(dst) else { return };
             pair(client, server);
         });
@@ -194,7 +160,7 @@ fn serve_relay(listener: TcpListener) {
     };
     for client in listener.incoming().flatten() {
         thread::spawn(move || {
-            let Some(dst) = original_dst(&client) else { return };
+            let Some(dst) = original_dst::of(&client) else { return };
             let Ok(server) = TcpStream::connect(dst) else { return };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);

@@ -31,8 +31,10 @@ cargo test --locked 2>&1 | tee "$results"
 # A short fuzz run of the codec, the session engine and the rule parser (seconds each);
 # the long run is documented in fuzz/run.sh.
 bash fuzz/run.sh 10
-# A smoke run of the benchmark: proves the script works, measures nothing (bench/README.md).
-bash bench/run.sh --smoke
+# A smoke run of the benchmark, every configuration and floor: proves the script and
+# the floors work (each transfer is checked), measures nothing (bench/README.md).
+CONFIGS="routing helper lineproxy relayfloor kernelfloor redirect tproxy redirect-kernel tproxy-kernel" \
+    bash bench/run.sh --smoke
 python3 bench/idle.py --ftpgate target/release/ftpgate --sessions 200
 
 # The totals of every cargo test binary, as the last line.

@@ -1,0 +1,206 @@
+//! The floor for ftpgate's kernel data path, for `bench/run.sh` only (config
+//! `kernelfloor`): bench/line_proxy.rs's line relay, plus the one thing the kernel path
+//! must add to it, the nftables hole per data connection, written by ftpgate's own
+//! `net::nft` into deploy/nftables/ftpgate-redirect.nft's maps. It rewrites `227`,
+//! `229` and `PORT` (nothing else: no `EPRT`, no rules, no peer checks, IPv4 only) to a
+//! port of 40000-40999, installs the hole before it sends the rewritten line on, as
+//! ftpgate does, and removes the session's holes after it has passed a `226` or `250`
+//! on. The holes are the ones ftpgate would write for the same session (same peer,
+//! destination, onward address and source), so the kernel does the same work per
+//! packet and per transaction; what ftpgate costs beyond this is its own.
+//!
+//! A blocking thread per direction, standard library and ftpgate's library only.
+//! usage: kernel_floor ADDR...     e.g. [::]:8021
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use ftpgate::net::nft::{Hole, Nft};
+
+#[path = "original_dst.rs"]
+mod original_dst;
+
+/// ftpgate's `data-timeout` in the shipped edge rules, plus its grace.
+const TIMEOUT: Duration = Duration::from_secs(35);
+
+/// One control session: the addresses its holes are made of, and the holes open now.
+struct Session {
+    nft: Arc<Nft>,
+    client: IpAddr,
+    server: IpAddr,
+    /// The edge's address toward the client, and toward the server.
+    client_local: IpAddr,
+    server_local: IpAddr,
+    open: Mutex<Vec<Hole>>,
+}
+
+impl Session {
+    fn open(&self, hole: Option<Hole>) -> Option<u16> {
+        let hole = hole?;
+        let port = hole.dst.port();
+        self.nft.install(&hole, TIMEOUT).ok()?;
+        self.open.lock().ok()?.push(hole);
+        Some(port)
+    }
+
+    fn close_all(&self) {
+        let holes = std::mem::take(&mut *self.open.lock().unwrap_or_else(|e| e.into_inner()));
+        for hole in holes {
+            let _ = self.nft.remove(&hole, true);
+        }
+    }
+}
+
+fn next_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    40000 + NEXT.fetch_add(1, Ordering::Relaxed) % 1000
+}
+
+fn numbers(text: &str) -> Vec<u16> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn host_port(n: &[u16]) -> Option<SocketAddr> {
+    let [a, b, c, d, p1, p2] = *n else {
+        return None;
+    };
+    let ip = Ipv4Addr::new(a as u8, b as u8, c as u8, d as u8);
+    Some(SocketAddr::new(ip.into(), p1 * 256 + p2))
+}
+
+fn host_port_text(addr: SocketAddr) -> Option<String> {
+    let IpAddr::V4(ip) = addr.ip() else {
+        return None;
+    };
+    let [a, b, c, d] = ip.octets();
+    Some(format!(
+        "{a},{b},{c},{d},{},{}",
+        addr.port() / 256,
+        addr.port() % 256
+    ))
+}
+
+/// The line to send on for `line`, with its hole installed.
+fn rewrite(s: &Session, line: &str, to_server: bool) -> Option<String> {
+    let upper = line
+        .get(..5)
+        .map(str::to_ascii_uppercase)
+        .unwrap_or_default();
+    if to_server && upper == "PORT " {
+        // The server connects to the edge, which forwards to the client from its
+        // own address on the client's side.
+        let client = host_port(&numbers(&line[5..]))?;
+        let ours = SocketAddr::new(s.server_local, next_port());
+        s.open(Hole::new(s.server, ours, client, s.client_local))?;
+        return Some(format!("PORT {}\r\n", host_port_text(ours)?));
+    }
+    // Passive: the client connects to the server's address and a port of ours, which
+    // the edge forwards to the server's port from its own address on the server's side.
+    let passive = |port: u16| {
+        let ours = SocketAddr::new(s.server, next_port());
+        let onward = SocketAddr::new(s.server, port);
+        s.open(Hole::new(s.client, ours, onward, s.server_local))
+    };
+    if !to_server && line.starts_with("227 ") {
+        let (_, rest) = line.split_once('(')?;
+        let port = passive(host_port(&numbers(rest))?.port())?;
+        let text = host_port_text(SocketAddr::new(s.server, port))?;
+        return Some(format!("227 Entering Passive Mode ({text}).\r\n"));
+    }
+    if !to_server && line.starts_with("229 ") {
+        let (_, rest) = line.split_once("(|||")?;
+        let port = passive(*numbers(rest).first()?)?;
+        return Some(format!(
+            "229 Entering Extended Passive Mode (|||{port}|)\r\n"
+        ));
+    }
+    None
+}
+
+/// Copies `from` to `to` line by line, rewriting announcements; holes close after the
+/// transfer's completion reply has gone on.
+fn lines(s: &Session, from: TcpStream, mut to: TcpStream, to_server: bool) {
+    let mut reader = BufReader::new(from);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let out = rewrite(s, &line, to_server);
+        if to
+            .write_all(out.as_deref().unwrap_or(&line).as_bytes())
+            .is_err()
+        {
+            break;
+        }
+        if !to_server && (line.starts_with("226 ") || line.starts_with("250 ")) {
+            s.close_all();
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn serve(listener: TcpListener, nft: Arc<Nft>) {
+    let v4 = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    for client in listener.incoming().flatten() {
+        let nft = nft.clone();
+        thread::spawn(move || {
+            let Some(dst) = original_dst::of(&client) else {
+                return;
+            };
+            let Ok(server) = TcpStream::connect(dst) else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (Ok(peer), Ok(client_near), Ok(server_near)) =
+                (client.peer_addr(), client.local_addr(), server.local_addr())
+            else {
+                return;
+            };
+            let session = Arc::new(Session {
+                nft,
+                client: v4(peer.ip()),
+                server: dst.ip(),
+                client_local: v4(client_near.ip()),
+                server_local: v4(server_near.ip()),
+                open: Mutex::new(Vec::new()),
+            });
+            let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                return;
+            };
+            let up = session.clone();
+            let upward = thread::spawn(move || lines(&up, c2, s2, true));
+            lines(&session, server, client, false);
+            let _ = upward.join();
+            session.close_all();
+        });
+    }
+}
+
+fn main() {
+    let nft = Arc::new(Nft::open().unwrap_or_else(|e| panic!("nftables: {e}")));
+    let handles: Vec<_> = std::env::args()
+        .skip(1)
+        .map(|a| TcpListener::bind(a.as_str()).unwrap_or_else(|e| panic!("bind {a}: {e}")))
+        .map(|l| {
+            let nft = nft.clone();
+            thread::spawn(move || serve(l, nft))
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+}
