@@ -7,15 +7,18 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::io;
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use socket2::SockRef;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::Sleep;
+use tokio_util::sync::WaitForCancellationFuture;
 
 use super::Shared;
 use super::data::{self, Handle, HoleEnd, KernelHole};
@@ -39,6 +42,8 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// A resolve or connect the engine asked for.
 type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
+/// A drain or shutdown signal, waited for across turns.
+type Signal<'a> = Pin<Box<WaitForCancellationFuture<'a>>>;
 
 enum Done {
     Resolved(Option<SocketAddr>),
@@ -69,6 +74,14 @@ pub(super) struct Driver<'a> {
     events: mpsc::UnboundedSender<Event>,
     data_events: mpsc::UnboundedReceiver<Event>,
     pending: Option<Pending>,
+    /// The engine's next timer, and the deadline it is set to. It, and the two
+    /// signals, live across turns: made afresh on every turn, each registered with
+    /// the runtime's timer wheel or the token's waiter list and left it again, per
+    /// line relayed.
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
+    drain: Signal<'a>,
+    shutdown: Signal<'a>,
     draining: bool,
     shutting_down: bool,
     closed: Option<CloseReason>,
@@ -106,6 +119,10 @@ impl<'a> Driver<'a> {
             events,
             data_events,
             pending: None,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            timer_at: None,
+            drain: Box::pin(shared.draining.cancelled()),
+            shutdown: Box::pin(shared.shutdown.cancelled()),
             draining: false,
             shutting_down: false,
             closed: None,
@@ -158,7 +175,12 @@ impl<'a> Driver<'a> {
         let client_full = self.to_client.len() > MAX_UNWRITTEN;
         let read_client = !waiting && !client_full && self.to_server.len() <= MAX_UNWRITTEN;
         let read_server = !waiting && !client_full;
-        let shared = self.shared;
+        if let Some(at) = deadline.filter(|at| self.timer_at != Some(*at)) {
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(at));
+            self.timer_at = Some(at);
+        }
         tokio::select! {
             r = self.client.readable(), if read_client => {
                 r?;
@@ -181,15 +203,17 @@ impl<'a> Driver<'a> {
                 self.pending = None;
                 self.on_done(done).await
             }
-            _ = sleep_until(deadline), if deadline.is_some() => {
+            () = &mut self.timer, if deadline.is_some() => {
+                // Set again on the next turn even if the engine keeps the deadline.
+                self.timer_at = None;
                 let actions = self.session.handle_timeout(Instant::now());
                 self.apply(actions).await
             }
-            _ = shared.draining.cancelled(), if !self.draining => {
+            () = &mut self.drain, if !self.draining => {
                 self.draining = true;
                 self.feed(Event::Drain).await
             }
-            _ = shared.shutdown.cancelled(), if !self.shutting_down => {
+            () = &mut self.shutdown, if !self.shutting_down => {
                 self.shutting_down = true;
                 self.feed(Event::Shutdown).await
             }
@@ -247,10 +271,11 @@ impl<'a> Driver<'a> {
 
     /// Carries out actions in order, never waiting for a peer (netlink answers inside
     /// its `sendmsg`); output is queued and written as far as the sockets take it,
-    /// and only then are kernel holes closed, off the path of the reply that ended
-    /// their transfer.
+    /// and only then are kernel holes closed and the turn's metrics, logs and session
+    /// table updated, off the path of the line that caused them.
     async fn apply(&mut self, actions: Vec<Action>) -> io::Result<()> {
         let mut queue = VecDeque::from(actions);
+        let mut records = Vec::new();
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::ToClient(bytes) => self.to_client.push(&bytes),
@@ -272,13 +297,16 @@ impl<'a> Driver<'a> {
                     self.on_close(reason);
                     break;
                 }
-                other => report(self.shared, self.id, other),
+                other => records.push(other),
             }
         }
         let written = self
             .to_client
             .write_to(&self.client)
             .and_then(|()| self.write_server());
+        for action in records {
+            report(self.shared, self.id, action);
+        }
         for (id, hole, end) in std::mem::take(&mut self.closing) {
             let outcome = hole.close(self.shared, end);
             self.local.push_back(Event::DataClosed { id, outcome });
@@ -474,13 +502,6 @@ async fn until_done(pending: &mut Option<Pending>) -> Done {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// What reading a readable control socket gave.
 enum Ready {
     /// Bytes (possibly no whole line yet), or a spurious wake-up.
@@ -490,10 +511,11 @@ enum Ready {
 }
 
 /// Reads what a readable control socket holds into `lines`, through a buffer on the
-/// stack: an idle session keeps no read buffer at all. Reads go on until the socket
-/// says it is empty, not merely until one read came back short: a read stops at TCP
-/// urgent data (the Synch before `ABOR`) with more behind it, and taking that for an
-/// empty socket stalled the session until the client sent something else.
+/// stack: an idle session keeps no read buffer at all. A read that came back short
+/// ends the turn only when it also ended a line: a read stops at TCP urgent data (the
+/// Synch before `ABOR`) with more behind it, in mid-line, and taking that for an empty
+/// socket stalled the session until the client sent something else. Otherwise reads
+/// go on until the socket says it is empty.
 fn read_ready(
     stream: &TcpStream,
     lines: &mut LineFramer,
@@ -504,7 +526,23 @@ fn read_ready(
     // Bounded, so one peer cannot keep its session task busy; the socket stays
     // readable and the next turn of the loop goes on.
     for _ in 0..16 {
-        match stream.try_read(&mut buf) {
+        let mut drained = 0;
+        let result = stream.try_io(Interest::READABLE, || {
+            let n = (&*SockRef::from(stream)).read(&mut buf)?;
+            // A short read emptied the socket: its readiness is cleared with it, as
+            // tokio's own `poll_read` does, which saves the read that would only say
+            // WouldBlock and the turn of the loop that makes it, on every message.
+            if n > 0 && n < buf.len() && buf.get(n - 1) == Some(&b'\n') {
+                drained = n;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        if drained > 0 {
+            lines.push(buf.get(..drained).unwrap_or_default(), frames);
+            return Ok(Ready::Open);
+        }
+        match result {
             Ok(0) => return Ok(Ready::Closed),
             Ok(n) => {
                 lines.push(buf.get(..n).unwrap_or_default(), frames);
