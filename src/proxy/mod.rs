@@ -201,7 +201,12 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("ftpgate-worker-{i}"))
                 .spawn(move || {
-                    runtime.block_on(stop.cancelled());
+                    runtime.block_on(async {
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = keep_next_wake_near() => {}
+                        }
+                    });
                     // Nothing is left to wait for (the sessions and data tasks were
                     // awaited), except perhaps a name lookup that hangs.
                     runtime.shutdown_background();
@@ -218,6 +223,21 @@ impl Workers {
     fn pick(&self) -> Option<&tokio::runtime::Handle> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         self.handles.get(i.checked_rem(self.handles.len())?)
+    }
+}
+
+/// A timer that fires every second, for nothing but its presence. tokio wakes a
+/// runtime's I/O driver (an `eventfd` write, and a spare turn of `epoll_wait`)
+/// whenever a timer is set earlier than the runtime's next wake-up. A session sets
+/// one on every command it forwards (the reply timeout) and every data connection it
+/// announces (the data timeout), each earlier than the idle timeout it had: twice per
+/// transfer. Session timeouts are seconds long, so with this the next wake-up is
+/// always the earlier and setting them costs no wake-up at all.
+async fn keep_next_wake_near() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
     }
 }
 
