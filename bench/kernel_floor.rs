@@ -9,8 +9,12 @@
 //! destination, onward address and source), so the kernel does the same work per
 //! packet and per transaction; what ftpgate costs beyond this is its own.
 //!
-//! A blocking thread per direction, standard library and ftpgate's library only.
-//! usage: kernel_floor ADDR...     e.g. [::]:8021
+//! A blocking thread per direction, standard library and ftpgate's library only. With
+//! `--tokio` (config `kernelfloor-tokio`) the same on ftpgate's design instead: one
+//! single-threaded tokio runtime, as one of ftpgate's session workers, a task per
+//! direction; what separates ftpgate from this is its own work, what separates this
+//! from the blocking floor is the event loop's.
+//! usage: kernel_floor [--tokio] ADDR...     e.g. [::]:8021
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -47,11 +51,23 @@ impl Session {
         Some(port)
     }
 
-    fn close_all(&self) {
-        let holes = std::mem::take(&mut *self.open.lock().unwrap_or_else(|e| e.into_inner()));
+    /// The holes open now, to close once the line that ends them has gone on: taken
+    /// before it goes, since the client may announce the next one as soon as it has
+    /// it.
+    fn take(&self) -> Vec<Hole> {
+        std::mem::take(&mut *self.open.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn close(&self, holes: Vec<Hole>) {
         for hole in holes {
             let _ = self.nft.remove(&hole, true);
         }
+    }
+
+    /// Whether `line` from the server ends the transfer: what ftpgate takes for
+    /// `Action::Finished`.
+    fn ends(line: &str, to_server: bool) -> bool {
+        !to_server && (line.starts_with("226 ") || line.starts_with("250 "))
     }
 }
 
@@ -136,15 +152,18 @@ fn lines(s: &Session, from: TcpStream, mut to: TcpStream, to_server: bool) {
             Ok(_) => {}
         }
         let out = rewrite(s, &line, to_server);
+        let done = if Session::ends(&line, to_server) {
+            s.take()
+        } else {
+            Vec::new()
+        };
         if to
             .write_all(out.as_deref().unwrap_or(&line).as_bytes())
             .is_err()
         {
             break;
         }
-        if !to_server && (line.starts_with("226 ") || line.starts_with("250 ")) {
-            s.close_all();
-        }
+        s.close(done);
     }
     let _ = to.shutdown(Shutdown::Write);
 }
@@ -185,16 +204,106 @@ fn serve(listener: TcpListener, nft: Arc<Nft>) {
             let upward = thread::spawn(move || lines(&up, c2, s2, true));
             lines(&session, server, client, false);
             let _ = upward.join();
-            session.close_all();
+            session.close(session.take());
+        });
+    }
+}
+
+/// `serve` on a single-threaded tokio runtime.
+mod event_loop {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+    async fn lines(s: Arc<Session>, from: OwnedReadHalf, mut to: OwnedWriteHalf, up: bool) {
+        let mut reader = BufReader::new(from);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let out = rewrite(&s, &line, up);
+            let done = if Session::ends(&line, up) {
+                s.take()
+            } else {
+                Vec::new()
+            };
+            if to
+                .write_all(out.as_deref().unwrap_or(&line).as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            s.close(done);
+        }
+        let _ = to.shutdown().await;
+    }
+
+    async fn session(client: tokio::net::TcpStream, nft: Arc<Nft>) -> Option<()> {
+        let std_client = client.into_std().ok()?;
+        let dst = original_dst::of(&std_client)?;
+        let client = tokio::net::TcpStream::from_std(std_client).ok()?;
+        let server = tokio::net::TcpStream::connect(dst).await.ok()?;
+        client.set_nodelay(true).ok()?;
+        server.set_nodelay(true).ok()?;
+        let v4 = |ip: IpAddr| ip.to_canonical();
+        let session = Arc::new(Session {
+            nft,
+            client: v4(client.peer_addr().ok()?.ip()),
+            server: dst.ip(),
+            client_local: v4(client.local_addr().ok()?.ip()),
+            server_local: v4(server.local_addr().ok()?.ip()),
+            open: Mutex::new(Vec::new()),
+        });
+        let (client_in, client_out) = client.into_split();
+        let (server_in, server_out) = server.into_split();
+        let upward = tokio::spawn(lines(session.clone(), client_in, server_out, true));
+        lines(session.clone(), server_in, client_out, false).await;
+        let _ = upward.await;
+        session.close(session.take());
+        Some(())
+    }
+
+    pub fn serve(listeners: Vec<TcpListener>, nft: Arc<Nft>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        runtime.block_on(async move {
+            let mut accepting = Vec::new();
+            for listener in listeners {
+                let _ = listener.set_nonblocking(true);
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .unwrap_or_else(|e| panic!("listener: {e}"));
+                let nft = nft.clone();
+                accepting.push(tokio::spawn(async move {
+                    while let Ok((client, _)) = listener.accept().await {
+                        tokio::spawn(session(client, nft.clone()));
+                    }
+                }));
+            }
+            for task in accepting {
+                let _ = task.await;
+            }
         });
     }
 }
 
 fn main() {
     let nft = Arc::new(Nft::open().unwrap_or_else(|e| panic!("nftables: {e}")));
-    let handles: Vec<_> = std::env::args()
-        .skip(1)
+    let event_loop = std::env::args().nth(1).as_deref() == Some("--tokio");
+    let listeners: Vec<TcpListener> = std::env::args()
+        .skip(if event_loop { 2 } else { 1 })
         .map(|a| TcpListener::bind(a.as_str()).unwrap_or_else(|e| panic!("bind {a}: {e}")))
+        .collect();
+    if event_loop {
+        return event_loop::serve(listeners, nft);
+    }
+    let handles: Vec<_> = listeners
+        .into_iter()
         .map(|l| {
             let nft = nft.clone();
             thread::spawn(move || serve(l, nft))

@@ -16,7 +16,8 @@
 # speaks no EPRT and no IPv6, so it runs the setup, latency and session rows only;
 # "kernelfloor": bench/kernel_floor.rs, the line proxy plus the nftables hole per data
 # connection, written by ftpgate's own code, the floor for `data-path kernel`, with the
-# same limits. None runs by default).
+# same limits; "kernelfloor-tokio": the same on one single-threaded tokio runtime, the
+# floor for the kernel path on ftpgate's design. None runs by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/vsftpd-anon.sh
@@ -115,9 +116,11 @@ edge_up() {
             ip netns exec "$P-edge" "$work/line_proxy" --relay '[::]:8021' >/dev/null 2>>"$work/ftpgate.log" &
             gate_pid=$!
             ;;
-        kernelfloor)
+        kernelfloor | kernelfloor-tokio)
             on edge nft -f deploy/nftables/ftpgate-redirect.nft
-            ip netns exec "$P-edge" target/release/examples/kernel_floor '[::]:8021' >/dev/null 2>>"$work/ftpgate.log" &
+            if [ "$1" = kernelfloor ]; then flag=(); else flag=(--tokio); fi
+            ip netns exec "$P-edge" target/release/examples/kernel_floor "${flag[@]}" '[::]:8021' \
+                >/dev/null 2>>"$work/ftpgate.log" &
             gate_pid=$!
             ;;
         redirect | redirect-kernel)
@@ -171,7 +174,7 @@ record() { echo "$rep $1 $2 $3" >> "$results"; }
 measure() {
     local config=$1 mode out speed size start end urls p50 p99 bytes=$((SIZE_MB * 1024 * 1024))
     local modes=("${MODES[@]}")
-    case "$config" in relayfloor | kernelfloor) modes=() ;; esac
+    case "$config" in relayfloor | kernelfloor*) modes=() ;; esac
     for mode in "${modes[@]}"; do
         # shellcheck disable=SC2046
         out=$(on client curl -sS $(curl_mode "$mode") -o /dev/null \
@@ -256,6 +259,7 @@ names = {
     "tproxy": "TPROXY relay", "redirect-kernel": "REDIRECT kernel path",
     "tproxy-kernel": "TPROXY kernel path", "lineproxy": "line proxy (floor)",
     "relayfloor": "relay floor", "kernelfloor": "kernel-path floor",
+    "kernelfloor-tokio": "kernel-path floor (event loop)",
 }
 order = ["download", "upload", "setup", "sessions", "latency", "edge"]
 metrics = sorted({m for m, _ in values}, key=lambda m: (order.index(m.split("-")[0]), m))
@@ -316,10 +320,13 @@ if "helper" in configs and gates:
         print(f"| {m} | {target} | " + " | ".join(cells) + " |")
 # Issue 16: where a target is out of reach for a user-space control channel, ftpgate
 # must sit within 5 % of the smallest program that does the same job.
-floors = {"redirect": "relayfloor", "tproxy": "relayfloor",
-          "redirect-kernel": "kernelfloor", "tproxy-kernel": "kernelfloor",
-          "kernelfloor": "lineproxy", "relayfloor": "lineproxy"}
-pairs = [(c, floors[c]) for c in configs if floors.get(c) in configs]
+# The event-loop floor separates what ftpgate's design costs from what ftpgate does.
+floors = [("relayfloor", "lineproxy"), ("kernelfloor", "lineproxy"),
+          ("kernelfloor-tokio", "kernelfloor"),
+          ("redirect", "relayfloor"), ("tproxy", "relayfloor"),
+          ("redirect-kernel", "kernelfloor"), ("tproxy-kernel", "kernelfloor"),
+          ("redirect-kernel", "kernelfloor-tokio"), ("tproxy-kernel", "kernelfloor-tokio")]
+pairs = [(c, f) for c, f in floors if c in configs and f in configs]
 if pairs:
     print("\nRatio to the floor, the median of the ratios within each repetition (✓ within "
           "5 %).\n")

@@ -33,7 +33,7 @@ cargo test --locked 2>&1 | tee "$results"
 bash fuzz/run.sh 10
 # A smoke run of the benchmark, every configuration and floor: proves the script and
 # the floors work (each transfer is checked), measures nothing (bench/README.md).
-CONFIGS="routing helper lineproxy relayfloor kernelfloor redirect tproxy redirect-kernel tproxy-kernel" \
+CONFIGS="routing helper lineproxy relayfloor kernelfloor kernelfloor-tokio redirect tproxy redirect-kernel tproxy-kernel" \
     bash bench/run.sh --smoke
 python3 bench/idle.py --ftpgate target/release/ftpgate --sessions 200
 
