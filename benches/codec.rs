@@ -66,6 +66,7 @@ fn session_engine(c: &mut Criterion) {
         advertise: None,
         min_data_port: 1024,
         server_mode: None,
+        client_tls: Default::default(),
         own: Default::default(),
     };
     let proxy: SocketAddr = "198.51.100.1:40000".parse().unwrap();

@@ -24,6 +24,7 @@ pub mod privileges;
 pub mod proxy;
 pub mod rules;
 pub mod session;
+pub mod tls;
 pub mod track;
 pub mod vocab;
 pub mod xferlog;

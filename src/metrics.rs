@@ -56,6 +56,7 @@ pub struct Metrics {
     pub upstream_failures_total: IntCounterVec,
     pub upstream_retries_total: IntCounterVec,
     pub reloads_total: IntCounterVec,
+    pub tls_handshakes_total: IntCounterVec,
     pub reload_last_success: IntGauge,
     pub reload_last_success_timestamp_seconds: Gauge,
 }
@@ -236,6 +237,13 @@ impl Metrics {
                 "Rule file reloads, by result.",
                 &["result"],
             ),
+            tls_handshakes_total: counter(
+                &r,
+                "tls_handshakes_total",
+                "TLS handshakes ftpgate made, by leg (client: the FTPS client's control \
+                 connection) and outcome (ok, failed).",
+                &["leg", "outcome"],
+            ),
             reload_last_success: gauge(
                 &r,
                 "reload_last_success",
@@ -254,6 +262,10 @@ impl Metrics {
         let malformed = Malformed::ALL.map(Refusal::Malformed);
         for why in Refusal::ALL.iter().chain(&malformed) {
             self.refusals_of(*why).with_label_values(&[why.as_str()]);
+        }
+        for outcome in ["ok", "failed"] {
+            self.tls_handshakes_total
+                .with_label_values(&["client", outcome]);
         }
         for mismatch in [Mismatch::Peer, Mismatch::Destination] {
             self.expectations_refused_total
@@ -325,6 +337,14 @@ impl Metrics {
         self.admin_refusals_total.with_label_values(&[reason]).inc();
     }
 
+    /// A TLS handshake on `leg` (`client`) ended: `ok` or `failed`.
+    pub fn tls_handshake(&self, leg: &'static str, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.tls_handshakes_total
+            .with_label_values(&[leg, outcome])
+            .inc();
+    }
+
     pub fn kernel_hole_error(&self, op: &'static str) {
         self.kernel_hole_errors_total.with_label_values(&[op]).inc();
     }
@@ -357,6 +377,7 @@ impl Metrics {
             | Refusal::EpsvAll
             | Refusal::Family
             | Refusal::Auth
+            | Refusal::Tls
             | Refusal::Policy => &self.commands_refused_total,
         }
     }

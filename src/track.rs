@@ -47,6 +47,8 @@ pub struct SessionEntry {
     pub last_activity: Instant,
     /// Data bytes of the session's finished data connections, both directions.
     pub data_bytes: u64,
+    /// The client's control connection through TLS: version and cipher suite.
+    pub client_tls: Option<String>,
 }
 
 impl SessionEntry {
@@ -60,6 +62,7 @@ impl SessionEntry {
             started: now,
             last_activity: now,
             data_bytes: 0,
+            client_tls: None,
         }
     }
 }

@@ -145,10 +145,13 @@ pub enum Refusal {
     SpoofedReply,
     /// A data target that is one of ftpgate's own listening sockets.
     OwnSocket,
+    /// An FTPS command out of turn or asking what ftpgate does not offer (`PBSZ`
+    /// before `AUTH`, `PROT P`, `CCC`, a login before TLS under `tls client require`).
+    Tls,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::Policy,
         Refusal::DataLimit,
         Refusal::Bounce,
@@ -164,6 +167,7 @@ impl Refusal {
         Refusal::UnknownCommand,
         Refusal::SpoofedReply,
         Refusal::OwnSocket,
+        Refusal::Tls,
     ];
 
     /// The label used in metrics and logs.
@@ -185,6 +189,7 @@ impl Refusal {
             Refusal::UnknownCommand => "unknown-command",
             Refusal::SpoofedReply => "spoofed-reply",
             Refusal::OwnSocket => "own-socket",
+            Refusal::Tls => "tls",
         }
     }
 }
@@ -228,10 +233,12 @@ pub enum SessionOutcome {
     ProtocolError,
     IoError,
     Shutdown,
+    /// The client's TLS handshake or a TLS record failed.
+    TlsFailed,
 }
 
 impl SessionOutcome {
-    pub const ALL: [SessionOutcome; 10] = [
+    pub const ALL: [SessionOutcome; 11] = [
         SessionOutcome::Refused,
         SessionOutcome::Limit,
         SessionOutcome::LoginTimeout,
@@ -242,6 +249,7 @@ impl SessionOutcome {
         SessionOutcome::ProtocolError,
         SessionOutcome::IoError,
         SessionOutcome::Shutdown,
+        SessionOutcome::TlsFailed,
     ];
 
     /// The `outcome` label of `ftpgate_sessions_total`.
@@ -257,6 +265,7 @@ impl SessionOutcome {
             SessionOutcome::ProtocolError => "protocol-error",
             SessionOutcome::IoError => "io-error",
             SessionOutcome::Shutdown => "shutdown",
+            SessionOutcome::TlsFailed => "tls-failed",
         }
     }
 }
@@ -271,6 +280,39 @@ pub enum DataPath {
     /// kernel forwards it (`net::nft`); conversions between modes or address
     /// families still use the relay.
     Kernel,
+}
+
+/// What a session's client may do with `AUTH TLS` (`tls client` on a session pass
+/// rule; RFC 4217).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientTls {
+    /// `AUTH` is refused with `534`: the session stays in clear text.
+    #[default]
+    Deny,
+    /// ftpgate answers `AUTH TLS` itself and terminates TLS on the client's control
+    /// connection; a client may also stay in clear text.
+    Optional,
+    /// As `Optional`, and no `USER`, `PASS` or `ACCT` before TLS (`530`).
+    Require,
+}
+
+impl ClientTls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientTls::Deny => "deny",
+            ClientTls::Optional => "optional",
+            ClientTls::Require => "require",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<ClientTls> {
+        match word {
+            "deny" => Some(ClientTls::Deny),
+            "optional" => Some(ClientTls::Optional),
+            "require" => Some(ClientTls::Require),
+            _ => None,
+        }
+    }
 }
 
 /// The representation type in force for a transfer (`TYPE`): it decides only how

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -64,6 +64,11 @@ pub(super) struct Driver<'a> {
     to_server: Outbox,
     client_lines: LineFramer,
     server_lines: LineFramer,
+    /// The client's control connection through TLS, from [`Action::SecureClient`]
+    /// on; `None` in clear.
+    client_tls: Option<Box<rustls::ServerConnection>>,
+    /// Whether that TLS has finished its handshake (and been counted).
+    client_tls_up: bool,
     /// The data connections of the session, to cancel or expire them.
     data: HashMap<ExpectationId, Handle>,
     /// Kernel holes to close once the output of the current turn has left.
@@ -113,6 +118,8 @@ impl<'a> Driver<'a> {
             client_lines: LineFramer::new(max_line),
             // A reply may echo the longest argument a client can send, with text.
             server_lines: LineFramer::new(max_line + 1024),
+            client_tls: None,
+            client_tls_up: false,
             data: HashMap::new(),
             closing: Vec::new(),
             local: VecDeque::new(),
@@ -222,14 +229,96 @@ impl<'a> Driver<'a> {
 
     async fn read_client(&mut self) -> io::Result<()> {
         let mut frames = Vec::new();
-        let ready = read_ready(&self.client, &mut self.client_lines, &mut frames)?;
+        let ready = match self.client_tls.as_deref_mut() {
+            None => read_ready(&self.client, &mut self.client_lines, &mut frames)?,
+            Some(tls) => match read_tls(&self.client, tls, &mut self.client_lines, &mut frames) {
+                Ok(ready) => ready,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return self.client_tls_failed(&e.to_string()).await;
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        self.client_tls_progress();
+        let clear = self.client_tls.is_none();
         for frame in frames {
+            // Lines read in clear behind the `AUTH` that started TLS: text where TLS
+            // must be, which a client may not send (RFC 4217 section 4).
+            if clear && self.client_tls.is_some() {
+                return self.client_tls_failed("clear text after AUTH TLS").await;
+            }
             self.feed(Event::Client(frame)).await?;
         }
         if let Ready::Closed = ready {
             self.feed(Event::ClientClosed).await?;
         }
         Ok(())
+    }
+
+    /// After [`Action::SecureClient`]: the session's TLS starts on the client's leg.
+    fn secure_client(&mut self) {
+        // Part of a line behind the `AUTH`: clear text where TLS must be.
+        if self.client_lines.buffered() > 0 {
+            self.shared.metrics.tls_handshake("client", false);
+            tracing::info!(reason = "clear text after AUTH TLS", "client TLS failed");
+            return self.local.push_back(Event::ClientTlsFailed);
+        }
+        match self.rules.tls.as_ref().map(crate::tls::Server::accept) {
+            Some(Ok(tls)) => self.client_tls = Some(Box::new(tls)),
+            // The rules let no session say `234` without a certificate.
+            Some(Err(_)) | None => self.local.push_back(Event::ClientTlsFailed),
+        }
+    }
+
+    /// Queues what the client's TLS has to send (handshake records, alerts, and the
+    /// lines written to it), and records the handshake's end once.
+    fn client_tls_progress(&mut self) {
+        let Some(tls) = self.client_tls.as_deref_mut() else {
+            return;
+        };
+        let mut records = Vec::new();
+        while tls.wants_write() {
+            if tls.write_tls(&mut records).is_err() {
+                break;
+            }
+        }
+        self.to_client.push(&records);
+        if !self.client_tls_up && !tls.is_handshaking() {
+            self.client_tls_up = true;
+            self.shared.metrics.tls_handshake("client", true);
+            if let Some((version, suite)) = crate::tls::describe(tls) {
+                tracing::debug!(%version, %suite, "client TLS up");
+                let described = format!("{version} {suite}");
+                self.shared
+                    .tracker
+                    .update_session(self.id, |s| s.client_tls = Some(described));
+            }
+        }
+    }
+
+    /// The client's TLS failed: counted, logged with the reason, and the session ends
+    /// (the alert rustls queued goes out first, if the socket takes it).
+    async fn client_tls_failed(&mut self, why: &str) -> io::Result<()> {
+        if !self.client_tls_up {
+            self.shared.metrics.tls_handshake("client", false);
+        }
+        tracing::info!(reason = why, "client TLS failed");
+        self.client_tls_progress();
+        self.client_tls = None;
+        self.feed(Event::ClientTlsFailed).await
+    }
+
+    /// Output for the client: through its TLS once that is on.
+    fn tell_client(&mut self, bytes: &[u8]) {
+        match self.client_tls.as_deref_mut() {
+            None => self.to_client.push(bytes),
+            Some(tls) => {
+                // rustls buffers what it cannot encrypt yet (mid-handshake); its limit
+                // is above the engine's own on held output.
+                let _ = tls.writer().write_all(bytes);
+                self.client_tls_progress();
+            }
+        }
     }
 
     async fn read_server(&mut self) -> io::Result<()> {
@@ -278,7 +367,8 @@ impl<'a> Driver<'a> {
         let mut records = Vec::new();
         while let Some(action) = queue.pop_front() {
             match action {
-                Action::ToClient(bytes) => self.to_client.push(&bytes),
+                Action::ToClient(bytes) => self.tell_client(&bytes),
+                Action::SecureClient => self.secure_client(),
                 Action::ToServer(bytes) => self.to_server.push_line(&bytes),
                 Action::Open(req) => {
                     let event = self.open(&req);
@@ -458,6 +548,11 @@ impl<'a> Driver<'a> {
                 break;
             }
         }
+        if let Some(tls) = self.client_tls.as_deref_mut() {
+            tls.send_close_notify();
+            self.client_tls_progress();
+            let _ = self.to_client.write_to(&self.client);
+        }
         for (_, handle) in self.data.drain() {
             match handle {
                 Handle::Task(handle) => handle.cancel(),
@@ -500,6 +595,44 @@ async fn until_done(pending: &mut Option<Pending>) -> Done {
         Some(f) => f.await,
         None => std::future::pending().await,
     }
+}
+
+/// [`read_ready`] for a connection through TLS: the records read are decrypted into
+/// `lines`. The TLS's errors (a bad record, a failed handshake) are `InvalidData`; the
+/// others are the socket's.
+fn read_tls(
+    stream: &TcpStream,
+    tls: &mut rustls::ServerConnection,
+    lines: &mut LineFramer,
+    frames: &mut Vec<Frame>,
+) -> io::Result<Ready> {
+    let mut buf = [0u8; READ_BUFFER];
+    for _ in 0..16 {
+        let n = match stream.try_read(&mut buf) {
+            Ok(0) => return Ok(Ready::Closed),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Ready::Open),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut records = buf.get(..n).unwrap_or_default();
+        while !records.is_empty() {
+            tls.read_tls(&mut records)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let state = tls
+                .process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if state.plaintext_bytes_to_read() > 0 {
+                let mut plain = vec![0u8; state.plaintext_bytes_to_read()];
+                tls.reader().read_exact(&mut plain)?;
+                lines.push(&plain, frames);
+            }
+            if state.peer_has_closed() {
+                return Ok(Ready::Closed);
+            }
+        }
+    }
+    Ok(Ready::Open)
 }
 
 /// What reading a readable control socket gave.

@@ -58,6 +58,7 @@ pub(super) fn report(shared: &Shared, id: SessionId, action: Action) {
         | Action::Cancel(_)
         | Action::Finished(_)
         | Action::Expire(_)
+        | Action::SecureClient
         | Action::Resolve { .. }
         | Action::Connect { .. }
         | Action::Close(_) => {}

@@ -9,7 +9,7 @@ use super::{
     Config, DataRequest, Decision, Family, Interception, ListenMode, Parties, Source, Subject,
     UnknownCommands, Verdict,
 };
-use crate::vocab::{DataMode, MIN_DATA_PORT};
+use crate::vocab::{ClientTls, DataMode, MIN_DATA_PORT};
 
 /// The compiled rule set, one line per setting, listener and rule.
 pub fn explain(c: &Config) -> String {
@@ -77,13 +77,26 @@ pub fn explain(c: &Config) -> String {
         let convert = r
             .server_mode
             .map_or(String::new(), |m| format!(" server-mode {}", m.as_str()));
+        let tls = match r.client_tls {
+            ClientTls::Deny => String::new(),
+            t => format!(" tls client {}", t.as_str()),
+        };
         let _ = writeln!(
             out,
-            "  {}{code}{log}{on} {subject} from {} to {}{port}{convert}    # {}",
+            "  {}{code}{log}{on} {subject} from {} to {}{port}{convert}{tls}    # {}",
             r.verdict.as_str(),
             r.from,
             r.to,
             r.origin
+        );
+    }
+    for cert in &c.tls_certs {
+        let _ = writeln!(
+            out,
+            "tls cert {} key {}    # {}",
+            cert.cert.display(),
+            cert.key.display(),
+            cert.origin
         );
     }
     let _ = writeln!(
@@ -227,6 +240,10 @@ pub fn run_trial(c: &Config, trial: &Trial) -> String {
     let convert = session
         .server_mode
         .map_or(String::new(), |m| format!(", server leg {}", m.as_str()));
+    let convert = match session.client_tls {
+        ClientTls::Deny => convert,
+        t => format!("{convert}, client TLS {}", t.as_str()),
+    };
     let _ = writeln!(
         out,
         "session {} -> {}: {}{convert}",

@@ -17,7 +17,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::codec::TransferKind;
-pub use crate::vocab::{DataMode, DataPath, Family, PortRange};
+pub use crate::vocab::{ClientTls, DataMode, DataPath, Family, PortRange};
 
 pub use explain::{Trial, explain, parse_trial, run_trial};
 pub use parse::{parse_file, parse_str, read_token};
@@ -430,6 +430,8 @@ pub struct SessionRule {
     /// `server-mode` (session pass rules): the mode the server leg of every data
     /// connection uses, whatever the client's; `None` keeps the client's.
     pub server_mode: Option<DataMode>,
+    /// `tls client` (session pass rules): what the client may do with `AUTH TLS`.
+    pub client_tls: ClientTls,
     pub origin: Origin,
 }
 
@@ -451,6 +453,7 @@ impl SessionRule {
             rule: Some(self.origin.clone()),
             reply: self.reply.clone(),
             server_mode: self.server_mode,
+            client_tls: self.client_tls,
         }
     }
 }
@@ -466,6 +469,8 @@ pub struct Decision {
     pub reply: Option<ReturnCode>,
     /// The server leg's data mode the session must use (`server-mode`).
     pub server_mode: Option<DataMode>,
+    /// What the client may do with `AUTH TLS` (`tls client`).
+    pub client_tls: ClientTls,
 }
 
 impl Decision {
@@ -493,6 +498,9 @@ pub struct Table {
     pub origin: Origin,
 }
 
+/// Certificates that expire sooner than this are warned about.
+const CERT_WARN_DAYS: i64 = 30;
+
 /// A compiled, validated rule file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
@@ -507,6 +515,34 @@ pub struct Config {
     pub parse_warnings: Vec<String>,
     /// Where each `set` that is in force was stated.
     pub set_at: std::collections::BTreeMap<String, Origin>,
+    /// `tls cert FILE key FILE`, in order.
+    pub tls_certs: Vec<TlsCert>,
+    /// What FTPS clients are presented, built from `tls_certs`.
+    pub tls: Option<crate::tls::Server>,
+}
+
+/// `tls cert FILE key FILE`: a certificate chain and key ftpgate presents to FTPS
+/// clients, as read (and checked to belong together) when the rules were loaded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// When the leaf certificate expires, in Unix seconds.
+    pub not_after: Option<i64>,
+    pub origin: Origin,
+}
+
+impl std::fmt::Debug for TlsCert {
+    // The key's bytes stay out of every log and test failure.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCert")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Does the nftables ruleset `text` (deploy/nftables/*.nft) hand control connections
@@ -658,6 +694,27 @@ impl Config {
                 ));
             }
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for cert in &self.tls_certs {
+            let Some(end) = cert.not_after else { continue };
+            let days = (end - now).div_euclid(86_400);
+            if end <= now {
+                out.push(format!(
+                    "{}: warning: the certificate {} has expired: clients that check it \
+                     refuse TLS",
+                    cert.origin,
+                    cert.cert.display()
+                ));
+            } else if days < CERT_WARN_DAYS {
+                out.push(format!(
+                    "{}: warning: the certificate {} expires in {days} days",
+                    cert.origin,
+                    cert.cert.display()
+                ));
+            }
+        }
         let unwritable = self
             .settings
             .xferlog
@@ -732,6 +789,7 @@ impl Config {
                     rule: None,
                     reply: None,
                     server_mode: None,
+                    client_tls: ClientTls::Deny,
                 },
                 SessionRule::decision,
             )

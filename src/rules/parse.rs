@@ -3,7 +3,7 @@
 //! the language; the grammar in brief (one statement per line, `#` starts a comment):
 //!
 //! ```text
-//! statement := set | listen | metrics | table | include | rule
+//! statement := set | listen | metrics | table | include | tls | rule
 //! set       := "set" NAME VALUE
 //! listen    := "listen" ( "reverse" SOCKADDR "upstream" HOST ":" PORT
 //!                       | "transparent" SOCKADDR ["tproxy" ["preserve-source"]]
@@ -12,10 +12,12 @@
 //!              ["token-file" PATH]
 //! table     := "table" "<" NAME ">" ( "{" TARGET ("," TARGET)* "}" | "file" PATH )
 //! include   := "include" PATH
+//! tls       := "tls" "cert" PATH "key" PATH
 //! rule      := ("pass" | "block" ["return-code" CODE [QUOTED]]) ["log"]   (or log first)
 //!              ["on" SOCKADDR] ["from" ADDRS] ["to" ADDRS] ["port" PORTS]
 //!              [ "cmd" WORDS | "user" WORDS | "data" DATA* ]
 //!              [ "server-mode" ("active" | "passive" | "keep") ]   (session pass rules)
+//!              [ "tls" "client" ("deny" | "optional" | "require") ]   (session pass rules)
 //! DATA      := "active" | "passive" | "inet" | "inet6" | "ports" PORTS
 //!            | DIRECTION | "{" DIRECTION ("," DIRECTION)* "}"
 //! DIRECTION := "download" | "upload" | "listing"
@@ -41,9 +43,9 @@ use nom::{IResult, Parser};
 
 use super::settings::{self, Setting};
 use super::{
-    AddrMatch, AddrSet, Admin, Config, DataMatch, DataPath, Family, Interception, ListenMode,
-    Listener, Origin, PortRange, PortSet, ReturnCode, RuleError, SessionRule, Settings, Source,
-    Subject, Table, Upstream, Verdict,
+    AddrMatch, AddrSet, Admin, ClientTls, Config, DataMatch, DataPath, Family, Interception,
+    ListenMode, Listener, Origin, PortRange, PortSet, ReturnCode, RuleError, SessionRule, Settings,
+    Source, Subject, Table, TlsCert, Upstream, Verdict,
 };
 use crate::codec::TransferKind;
 use crate::vocab::DataMode;
@@ -226,6 +228,20 @@ enum Statement {
     Rule(SessionRule),
     Table(String, TableBody),
     Include(PathBuf),
+    /// `tls cert FILE key FILE`.
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+}
+
+/// `tls cert FILE key FILE`.
+fn tls_statement(i: &str) -> PResult<'_, Statement> {
+    let (rest, _) = keyword("cert")(i)?;
+    let (rest, cert) = path(rest)?;
+    let (rest, _) = keyword("key")(rest)?;
+    let (rest, key) = path(rest)?;
+    Ok((rest, Statement::Tls { cert, key }))
 }
 
 /// `set NAME VALUE`, read by the settings table.
@@ -670,6 +686,17 @@ fn rule_statement<'a>(
     } else {
         (rest, None)
     };
+    let (tls_at, _) = space0(rest)?;
+    let (rest, has_tls) = optional_keyword(rest, "tls");
+    let (rest, client_tls) = if has_tls {
+        if verdict != Verdict::Pass || subject != Subject::Session {
+            return fail(tls_at, "tls client only goes with a session pass rule");
+        }
+        let (rest, _) = keyword("client")(rest)?;
+        next("deny, optional or require", ClientTls::parse)(rest)?
+    } else {
+        (rest, ClientTls::Deny)
+    };
     let rule = SessionRule {
         verdict,
         log,
@@ -680,6 +707,7 @@ fn rule_statement<'a>(
         subject,
         reply,
         server_mode,
+        client_tls,
         origin,
     };
     Ok((rest, Statement::Rule(rule)))
@@ -762,6 +790,7 @@ fn statement<'a>(i: &'a str, origin: Origin, tables: &Tables) -> PResult<'a, Sta
             let (rest, p) = path(rest)?;
             (rest, Statement::Include(p))
         }
+        "tls" => tls_statement(rest)?,
         "pass" => rule_statement(Verdict::Pass, rest, origin, tables)?,
         "block" => rule_statement(Verdict::Block, rest, origin, tables)?,
         other => {
@@ -769,7 +798,7 @@ fn statement<'a>(i: &'a str, origin: Origin, tables: &Tables) -> PResult<'a, Sta
                 at,
                 format!(
                     "unknown statement `{other}`; expected set, listen, metrics, table, \
-                     include, pass or block"
+                     include, tls, pass or block"
                 ),
             );
         }
@@ -997,6 +1026,29 @@ impl Builder {
                 self.tables.insert(name.clone(), nets.clone());
                 self.config.tables.push(Table { name, nets, origin });
             }
+            Statement::Tls { cert, key } => {
+                let (cert, key) = (relative_to(file, &cert), relative_to(file, &key));
+                let read = |p: &Path| {
+                    read_file(p)
+                        .map_err(|e| error(argument, format!("cannot read {}: {e}", p.display())))
+                };
+                let (cert_pem, key_pem) = (read(&cert)?.into_bytes(), read(&key)?.into_bytes());
+                crate::tls::certified_key(&cert_pem, &key_pem).map_err(|e| {
+                    error(
+                        argument,
+                        format!("{} and {}: {e}", cert.display(), key.display()),
+                    )
+                })?;
+                let not_after = crate::tls::not_after(&cert_pem);
+                self.config.tls_certs.push(TlsCert {
+                    cert,
+                    key,
+                    cert_pem,
+                    key_pem,
+                    not_after,
+                    origin,
+                });
+            }
             Statement::Include(path) => {
                 let path = relative_to(file, &path);
                 // A problem with the include itself points at this line; those
@@ -1044,6 +1096,34 @@ impl Builder {
                 width: 0,
                 more: Vec::new(),
             });
+        }
+        if self.config.tls_certs.is_empty() {
+            for rule in &self.config.session_rules {
+                if rule.client_tls != ClientTls::Deny {
+                    self.errors.push(RuleError {
+                        file: rule.origin.file.to_string(),
+                        line: rule.origin.line,
+                        col: 1,
+                        message: format!(
+                            "`tls client {}` needs a certificate: add `tls cert FILE key FILE`",
+                            rule.client_tls.as_str()
+                        ),
+                        source_line: String::new(),
+                        width: 1,
+                        more: Vec::new(),
+                    });
+                }
+            }
+        }
+        let pairs: Vec<(&[u8], &[u8])> = self
+            .config
+            .tls_certs
+            .iter()
+            .map(|c| (c.cert_pem.as_slice(), c.key_pem.as_slice()))
+            .collect();
+        match crate::tls::Server::new(&pairs) {
+            Ok(server) => self.config.tls = server,
+            Err(message) => self.errors.push(whole_file(file, message)),
         }
         let mut errors = self.errors.into_iter();
         if let Some(mut first) = errors.next() {
@@ -1171,6 +1251,74 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse_str("x.rules", text).unwrap_err().to_string()
+    }
+
+    /// A certificate and its key, PEM files in `dir`.
+    fn cert_files(dir: &Path) -> (String, String) {
+        let pair = rcgen::generate_simple_self_signed(vec!["ftp.example.net".to_string()]).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, pair.cert.pem()).unwrap();
+        std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+        (cert.display().to_string(), key.display().to_string())
+    }
+
+    #[test]
+    fn tls_client_goes_on_session_pass_rules_with_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = cert_files(dir.path());
+        let text = format!(
+            "{LISTEN}\ntls cert {cert} key {key}\npass from any server-mode passive tls client require\n"
+        );
+        let config = parse_str("x.rules", &text).unwrap();
+        assert_eq!(config.session_rules[0].client_tls, ClientTls::Require);
+        assert_eq!(config.session_rules[0].server_mode, Some(DataMode::Passive));
+        assert_eq!(config.tls_certs.len(), 1);
+        assert!(config.tls.is_some());
+        let plain = parse_str("x.rules", &format!("{LISTEN}\npass from any\n")).unwrap();
+        assert_eq!(plain.session_rules[0].client_tls, ClientTls::Deny);
+        assert!(plain.tls.is_none());
+    }
+
+    #[test]
+    fn tls_mistakes_point_at_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = cert_files(dir.path());
+        let certs = format!("tls cert {cert} key {key}");
+        assert_eq!(
+            err(&format!(
+                "{LISTEN}\n{certs}\nblock from any tls client optional\n"
+            )),
+            "x.rules:3:16: tls client only goes with a session pass rule"
+        );
+        assert_eq!(
+            err(&format!(
+                "{LISTEN}\n{certs}\npass from any tls client maybe\n"
+            )),
+            "x.rules:3:26: expected deny, optional or require, found `maybe`"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\ntls cert {cert}\n")),
+            format!(
+                "x.rules:2:{}: expected key before the end of the line",
+                10 + cert.len()
+            )
+        );
+        assert!(
+            err(&format!("{LISTEN}\ntls cert /nonexistent.pem key {key}\n"))
+                .starts_with("x.rules:2:5: cannot read /nonexistent.pem"),
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\npass from any tls client optional\n")),
+            "x.rules:2:1: `tls client optional` needs a certificate: add `tls cert FILE key FILE`"
+        );
+        // Deny needs nothing.
+        assert!(
+            parse_str(
+                "x.rules",
+                &format!("{LISTEN}\npass from any tls client deny\n")
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -1320,7 +1468,7 @@ mod tests {
         );
         assert_eq!(
             err(&format!("{LISTEN}\n  frobnicate\n")),
-            "x.rules:2:3: unknown statement `frobnicate`; expected set, listen, metrics, table, include, pass or block"
+            "x.rules:2:3: unknown statement `frobnicate`; expected set, listen, metrics, table, include, tls, pass or block"
         );
         assert_eq!(
             err(&format!("{LISTEN}\npass from any extra\n")),
@@ -1591,7 +1739,24 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "rules") {
-                let c = Config::load(&path).unwrap_or_else(|e| panic!("{}", e.with_caret()));
+                // The certificates an example names are the deployment's own: the test
+                // makes them, beside a copy of the file, where its relative paths point.
+                let text = std::fs::read_to_string(&path).unwrap();
+                let scratch = tempfile::tempdir().unwrap();
+                let copy = scratch.path().join(path.file_name().unwrap());
+                std::fs::write(&copy, &text).unwrap();
+                for line in text.lines().filter(|l| l.starts_with("tls cert ")) {
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    let (cert, key) =
+                        (scratch.path().join(words[2]), scratch.path().join(words[4]));
+                    std::fs::create_dir_all(cert.parent().unwrap()).unwrap();
+                    let pair =
+                        rcgen::generate_simple_self_signed(vec!["ftp.example.net".to_string()])
+                            .unwrap();
+                    std::fs::write(&cert, pair.cert.pem()).unwrap();
+                    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+                }
+                let c = Config::load(&copy).unwrap_or_else(|e| panic!("{}", e.with_caret()));
                 assert!(!c.listeners.is_empty());
                 seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
             }
@@ -1605,6 +1770,7 @@ mod tests {
                 "edge-tproxy.rules",
                 "example.rules",
                 "forward-proxy.rules",
+                "ftps-reverse.rules",
                 "outbound-lan.rules",
                 "server-farm.rules"
             ]

@@ -9,8 +9,8 @@ use crate::addrs::{ClientAddr, LocalAddr, OrigDstAddr, ServerAddr};
 use crate::codec::{Frame, TransferKind};
 use crate::rules::Decision;
 use crate::vocab::{
-    DataMode, DataOutcome, DataPath, ExpectationId, Refusal, SessionLimit, SessionOutcome,
-    TransferType, UpstreamFailure,
+    ClientTls, DataMode, DataOutcome, DataPath, ExpectationId, Refusal, SessionLimit,
+    SessionOutcome, TransferType, UpstreamFailure,
 };
 
 /// What the shell knows when a client connects, before any server is known.
@@ -81,6 +81,8 @@ pub struct Params {
     /// The mode every server-side data leg uses (`server-mode` in the rules);
     /// `None` keeps the client's.
     pub server_mode: Option<DataMode>,
+    /// What the client may do with `AUTH TLS` (`tls client` in the rules).
+    pub client_tls: ClientTls,
     /// ftpgate's own listening sockets, never a data target (invariant 4).
     pub own: Arc<OwnSockets>,
 }
@@ -181,6 +183,9 @@ pub enum Event {
     /// The client closed its side of the control connection.
     ClientClosed,
     ServerClosed,
+    /// The TLS the client started after [`Action::SecureClient`] failed (its
+    /// handshake, or a record); nothing can be said to it any more.
+    ClientTlsFailed,
     /// SIGTERM: end once no transfer is in flight.
     Drain,
     /// The drain time is over: end now.
@@ -209,6 +214,8 @@ pub enum CloseReason {
     /// A peer made the engine hold more output than it may (a flood of replies behind
     /// a transfer, or of refused commands behind a slow server).
     BufferLimit,
+    /// The client's TLS failed ([`Event::ClientTlsFailed`]).
+    TlsFailed,
 }
 
 impl CloseReason {
@@ -226,6 +233,7 @@ impl CloseReason {
             CloseReason::ServerReplyTooLong | CloseReason::BufferLimit => {
                 SessionOutcome::ProtocolError
             }
+            CloseReason::TlsFailed => SessionOutcome::TlsFailed,
         }
     }
 
@@ -299,6 +307,12 @@ pub enum Action {
     /// The expectation's time is up: stop waiting for its peer (or close its kernel
     /// hole); a connection already made is not touched. [`Event::DataClosed`] follows.
     Expire(ExpectationId),
+    /// Start TLS on the client's control connection, ftpgate the server: what was
+    /// queued before (the `234`) leaves in clear, everything after through TLS, and
+    /// every later client byte is TLS. Client bytes already read past the `AUTH` line
+    /// are clear text where TLS must be: the shell closes the session, as it does when
+    /// the handshake fails.
+    SecureClient,
     /// Write what is queued, then close both control connections and cancel every data
     /// connection of the session. The engine ignores every later event.
     Close(CloseReason),

@@ -11,7 +11,7 @@ use super::{Action, CloseReason, Control, Origin, Params, Rejection, Session, St
 use crate::addrs::{LocalAddr, ServerAddr};
 use crate::codec::{Command, Frame, LineError, LineFramer, parse_forward_user, parse_line};
 use crate::rules::{Parties, Verdict};
-use crate::vocab::{DataMode, MIN_DATA_PORT, UpstreamFailure};
+use crate::vocab::{ClientTls, DataMode, MIN_DATA_PORT, UpstreamFailure};
 
 /// Where a session goes once its rules let it.
 #[derive(Debug)]
@@ -23,6 +23,8 @@ pub(super) struct Route {
     pub client_local: IpAddr,
     /// The server leg's data mode the session rule sets.
     pub server_mode: Option<DataMode>,
+    /// What the client may do with `AUTH TLS`, as the session rule says.
+    pub client_tls: ClientTls,
     /// Forward listener: the proxy greeted the client, so the server's greeting is
     /// not passed on.
     pub proxy_greeted: bool,
@@ -36,6 +38,7 @@ impl Route {
             client_side: params.client_side,
             client_local: params.client_local,
             server_mode: params.server_mode,
+            client_tls: params.client_tls,
             proxy_greeted,
         }
     }
@@ -75,6 +78,7 @@ impl Session {
                 client_side: server.get(),
                 client_local,
                 server_mode: None,
+                client_tls: ClientTls::Deny,
                 proxy_greeted: false,
             }),
         }
@@ -133,6 +137,7 @@ impl Session {
                     client_side: local.get(),
                     client_local: local.ip(),
                     server_mode: None,
+                    client_tls: ClientTls::Deny,
                     proxy_greeted: user.is_some(),
                 })
             }
@@ -155,6 +160,7 @@ impl Session {
             decision.refusal(code, text)
         });
         route.server_mode = decision.server_mode;
+        route.client_tls = decision.client_tls;
         self.out.push(Action::Rule {
             decision,
             what: format!("session to {}", route.server),
@@ -182,6 +188,7 @@ impl Session {
             advertise: self.policy.settings.advertise,
             min_data_port: MIN_DATA_PORT,
             server_mode: route.server_mode,
+            client_tls: route.client_tls,
             own: self.own.clone(),
         };
         let mut control = Control::new(params, self.policy.clone(), now);

@@ -168,6 +168,7 @@ impl Session {
             Event::Shutdown => self.end(Say::ShuttingDown, CloseReason::Shutdown),
             Event::ClientClosed => self.close_quietly(CloseReason::ClientClosed),
             Event::ServerClosed => self.close_quietly(CloseReason::ServerClosed),
+            Event::ClientTlsFailed => self.close_quietly(CloseReason::TlsFailed),
             Event::Resolved(server) => self.on_resolved(now, server),
             Event::Connected { server_side } => self.on_connected(now, server_side),
             Event::ConnectFailed => self.end(

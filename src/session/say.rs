@@ -60,6 +60,24 @@ pub(super) enum Say {
     /// `EPSV n` for the other family; carries the family the client may use.
     EpsvFamily(u8),
     Auth,
+    // ----- FTPS on the client's leg (RFC 4217)
+    /// `234`: TLS starts after this line.
+    AuthOk,
+    AuthAgain,
+    AuthMechanism,
+    /// `AUTH` after `USER`: the password may have gone in clear already.
+    AuthAfterUser,
+    /// `AUTH` while a reply or a data transfer is still owed.
+    AuthBusy,
+    /// A login before TLS under `tls client require`.
+    TlsRequired,
+    /// `PBSZ`, `PROT` or `CCC` before `AUTH`.
+    TlsFirst,
+    PbszOk,
+    ProtClear,
+    /// `PROT P`, `S` or `E`: only clear data connections through ftpgate yet.
+    ProtUnsupported,
+    CccRefused,
     PasvAfterEpsvAll,
     PortAfterEpsvAll,
     PasvNeedsV4,
@@ -156,6 +174,33 @@ impl Say {
                 "AUTH is not available through this proxy.",
                 Refusal::Auth,
             ),
+            Say::AuthOk => say(234, "AUTH TLS successful; TLS with ftpgate starts now."),
+            Say::AuthAgain => refuse(503, "TLS is already in use.", Refusal::Tls),
+            Say::AuthMechanism => refuse(504, "AUTH TLS only.", Refusal::Tls),
+            Say::AuthAfterUser => refuse(
+                503,
+                "AUTH must come before USER; reconnect and secure the session first.",
+                Refusal::Tls,
+            ),
+            Say::AuthBusy => refuse(
+                503,
+                "AUTH must wait until the replies and transfers in progress are done.",
+                Refusal::Tls,
+            ),
+            Say::TlsRequired => refuse(
+                530,
+                "This session must use TLS: send AUTH TLS before logging in.",
+                Refusal::Tls,
+            ),
+            Say::TlsFirst => refuse(503, "Send AUTH TLS first.", Refusal::Tls),
+            Say::PbszOk => say(200, "PBSZ=0"),
+            Say::ProtClear => say(200, "Protection level set to Clear."),
+            Say::ProtUnsupported => refuse(
+                536,
+                "Only PROT C: data connections through this proxy are not protected.",
+                Refusal::Tls,
+            ),
+            Say::CccRefused => refuse(534, "CCC is not allowed through this proxy.", Refusal::Tls),
             Say::PasvAfterEpsvAll => {
                 refuse(501, "PASV not allowed after EPSV ALL.", Refusal::EpsvAll)
             }
@@ -267,6 +312,7 @@ mod tests {
             Say::LprtLpsv,
             Say::EpsvFamily(2),
             Say::Auth,
+            Say::TlsRequired,
             Say::PasvAfterEpsvAll,
             Say::Bounce,
             Say::PrivilegedPort,

@@ -84,7 +84,12 @@ impl Control {
                 }
             }
             Command::Epsv(EpsvArg::All) => self.on_epsv_all(line),
-            Command::Auth(_) => self.refuse(Say::Auth),
+            Command::Auth(mechanism) => self.on_auth(&mechanism),
+            cmd if self.needs_tls_first(&cmd) => self.refuse(Say::TlsRequired),
+            Command::Other { verb, arg } if matches!(verb.as_str(), "PBSZ" | "PROT" | "CCC") => {
+                self.on_protection(&verb, arg.as_deref())
+            }
+            Command::Other { verb, .. } if verb == "FEAT" => self.forward(line, Pending::Feat),
             Command::User(name) => {
                 let name: String = String::from_utf8_lossy(&name)
                     .chars()

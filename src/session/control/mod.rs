@@ -10,6 +10,7 @@ mod expectation;
 mod passive;
 mod queue;
 mod replies;
+mod tls;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
@@ -67,6 +68,8 @@ enum Pending {
     Transfer {
         id: Option<ExpectationId>,
     },
+    /// `FEAT`: its reply lists ftpgate's TLS, not the server's.
+    Feat,
     Other,
     Local(Vec<u8>),
 }
@@ -154,6 +157,8 @@ pub(super) struct Control {
     transfer_type: TransferType,
     next_id: u64,
     user: Option<String>,
+    /// FTPS on the client's control connection.
+    tls: tls::ClientLeg,
     out: Vec<Action>,
     /// Once closed, the engine ignores every further event.
     closed: bool,
@@ -177,6 +182,7 @@ impl Control {
             transfer_type: TransferType::Ascii,
             next_id: 0,
             user: None,
+            tls: tls::ClientLeg::default(),
             out: Vec::new(),
             closed: false,
             rules,
@@ -317,6 +323,7 @@ impl Control {
             | Event::ConnectFailed
             | Event::ClientClosed
             | Event::ServerClosed
+            | Event::ClientTlsFailed
             | Event::Drain
             | Event::Shutdown => {}
         }

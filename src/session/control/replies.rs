@@ -38,6 +38,10 @@ impl Control {
             }) => self.on_to_passive_reply(reply, form, sent, client_port),
             Some(Pending::ToActive { id }) => self.on_to_active_reply(reply, id),
             Some(Pending::HiddenGreeting) if is_positive(&reply) => {}
+            Some(Pending::Feat) => {
+                let raw = self.rewrite_feat(&reply);
+                self.forward_reply(Reply { raw, ..reply });
+            }
             Some(
                 Pending::Greeting
                 | Pending::HiddenGreeting

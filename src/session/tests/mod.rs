@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 mod life;
+mod tls;
 use crate::codec::{self, Line, LineFramer, Malformed, TransferKind};
 use crate::vocab::DataPath;
 use control::{MAX_HELD_BYTES, MAX_USER};
@@ -30,6 +31,7 @@ fn params() -> Params {
         advertise: None,
         min_data_port: 1024,
         server_mode: None,
+        client_tls: crate::vocab::ClientTls::Deny,
         own: Arc::new(OwnSockets {
             ips: Vec::new(),
             ports: vec![2121, 9121],
@@ -48,6 +50,7 @@ fn v6_params() -> Params {
         advertise: None,
         min_data_port: 1024,
         server_mode: None,
+        client_tls: crate::vocab::ClientTls::Deny,
         own: Arc::new(OwnSockets {
             ips: Vec::new(),
             ports: vec![2121, 9121],

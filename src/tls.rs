@@ -1,0 +1,199 @@
+//! TLS for FTPS (RFC 4217): ftpgate's certificates (`tls cert FILE key FILE`) and the
+//! server side of a client's control connection. rustls with the *ring* provider; no
+//! OpenSSL. Pure: bytes in, configurations out; the driver moves the records.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate chain (leaf first) and its private key, from PEM, checked to belong
+/// together. The error says what is wrong with which of the two.
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate file is not PEM: {e}"))?;
+    if chain.is_empty() {
+        return Err("the certificate file holds no CERTIFICATE".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("the key file holds no private key: {e}"))?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => "the key does not belong to the certificate".into(),
+        e => format!("the certificate or key cannot be used: {e}"),
+    })
+}
+
+/// When the leaf certificate of `cert_pem` stops being valid, in Unix seconds.
+pub fn not_after(cert_pem: &[u8]) -> Option<i64> {
+    let leaf = CertificateDer::pem_slice_iter(cert_pem).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Picks the certificate for a client's SNI name: the first whose leaf is valid for
+/// it, else the first of all (clients that send no name, or an address, get that).
+#[derive(Debug)]
+struct BySni {
+    keys: Vec<Arc<CertifiedKey>>,
+}
+
+impl BySni {
+    fn valid_for(key: &CertifiedKey, name: &ServerName<'_>) -> bool {
+        key.end_entity_cert()
+            .ok()
+            .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+            .is_some_and(|cert| cert.verify_is_valid_for_subject_name(name).is_ok())
+    }
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let named = hello
+            .server_name()
+            .and_then(|n| ServerName::try_from(n).ok())
+            .and_then(|name| self.keys.iter().find(|k| BySni::valid_for(k, &name)));
+        named.or_else(|| self.keys.first()).cloned()
+    }
+}
+
+/// What ftpgate presents to FTPS clients: every `tls cert` of the rule file, chosen by
+/// SNI. Compared by identity (a reload builds a new one).
+#[derive(Clone)]
+pub struct Server {
+    config: Arc<ServerConfig>,
+}
+
+impl Server {
+    /// `pairs`: (certificate PEM, key PEM), in the rule file's order. `None` without
+    /// any.
+    pub fn new(pairs: &[(&[u8], &[u8])]) -> Result<Option<Server>, String> {
+        let keys = pairs
+            .iter()
+            .map(|(cert, key)| certified_key(cert, key).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(BySni { keys }));
+        Ok(Some(Server {
+            config: Arc::new(config),
+        }))
+    }
+
+    /// The server side of one client's control connection, after its `234`.
+    pub fn accept(&self) -> Result<rustls::ServerConnection, rustls::Error> {
+        rustls::ServerConnection::new(self.config.clone())
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tls::Server")
+    }
+}
+
+impl PartialEq for Server {
+    fn eq(&self, other: &Server) -> bool {
+        Arc::ptr_eq(&self.config, &other.config)
+    }
+}
+
+impl Eq for Server {}
+
+/// The negotiated version and cipher suite of a finished handshake, for the session
+/// table and logs: `TLSv1.3 TLS13_AES_256_GCM_SHA384`.
+pub fn describe(conn: &rustls::CommonState) -> Option<(String, String)> {
+    let version = conn.protocol_version()?;
+    let suite = conn.negotiated_cipher_suite()?;
+    let version = match version {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+        other => format!("{other:?}"),
+    };
+    let suite = suite
+        .suite()
+        .as_str()
+        .map_or_else(|| format!("{:?}", suite.suite()), str::to_string);
+    Some((version, suite))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::generate_simple_self_signed(names).unwrap();
+        (cert.cert.pem(), cert.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn the_leafs_end_of_validity_is_read() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 6);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        // 2031-05-06T00:00:00Z
+        assert_eq!(not_after(cert.pem().as_bytes()), Some(1_935_792_000));
+        assert_eq!(not_after(b"no PEM"), None);
+    }
+
+    #[test]
+    fn a_certificate_and_its_own_key_are_accepted() {
+        let (cert, key) = pair(&["ftp.example.net"]);
+        assert!(certified_key(cert.as_bytes(), key.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn another_certificates_key_is_refused_and_says_so() {
+        let (cert, _) = pair(&["ftp.example.net"]);
+        let (_, other) = pair(&["ftp.example.net"]);
+        let e = certified_key(cert.as_bytes(), other.as_bytes()).unwrap_err();
+        assert!(e.contains("does not belong"), "{e}");
+    }
+
+    #[test]
+    fn a_file_without_pem_is_refused_and_says_which() {
+        let (cert, key) = pair(&["ftp.example.net"]);
+        let e = certified_key(b"hello", key.as_bytes()).unwrap_err();
+        assert!(e.contains("certificate file"), "{e}");
+        let e = certified_key(cert.as_bytes(), cert.as_bytes()).unwrap_err();
+        assert!(e.contains("key file"), "{e}");
+    }
+
+    #[test]
+    fn sni_picks_the_certificate_valid_for_the_name_else_the_first() {
+        let (a, ak) = pair(&["a.example.net"]);
+        let (b, bk) = pair(&["b.example.net", "*.b.example.org"]);
+        let keys: Vec<Arc<CertifiedKey>> = [(a, ak), (b, bk)]
+            .iter()
+            .map(|(c, k)| Arc::new(certified_key(c.as_bytes(), k.as_bytes()).unwrap()))
+            .collect();
+        let leaf = |k: &CertifiedKey| k.end_entity_cert().unwrap().to_vec();
+        let by = BySni { keys: keys.clone() };
+        let valid = |name: &str| {
+            let name = ServerName::try_from(name.to_string()).unwrap();
+            by.keys
+                .iter()
+                .find(|k| BySni::valid_for(k, &name))
+                .map(|k| leaf(k))
+        };
+        assert_eq!(valid("b.example.net"), Some(leaf(&keys[1])));
+        assert_eq!(valid("x.b.example.org"), Some(leaf(&keys[1])));
+        assert_eq!(valid("a.example.net"), Some(leaf(&keys[0])));
+        assert_eq!(valid("c.example.net"), None);
+    }
+}

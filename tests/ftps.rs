@@ -1,0 +1,403 @@
+//! FTPS on the client's control connection (issue 17, first part): real clients
+//! (curl, Python ftplib, lftp) secure their control connection with ftpgate's
+//! certificate (`AUTH TLS`), log in through it and move files over clear data
+//! connections (`PROT C`) from a real vsftpd, whose leg stays in clear. And the bad
+//! inputs: clear text where TLS belongs, a handshake that never finishes, a login
+//! before TLS under `tls client require`, a rule without a certificate.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::lab::path_str;
+use support::*;
+
+/// What a command printed, both streams.
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A CA, and a certificate it signed for 127.0.0.1 with its key, in `dir`.
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn pki(dir: &Path) -> Pki {
+    pki_for(dir, "127.0.0.1")
+}
+
+fn pki_for(dir: &Path, ip: &str) -> Pki {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ftpgate test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA cert");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec![ip.to_string(), "localhost".to_string()])
+        .expect("params");
+    let cert = params.signed_by(&key, &ca).expect("cert");
+    let pki = Pki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&pki.ca, ca.pem()).expect("write CA");
+    std::fs::write(&pki.cert, cert.pem()).expect("write cert");
+    std::fs::write(&pki.key, key.serialize_pem()).expect("write key");
+    pki
+}
+
+struct Setup {
+    server: Vsftpd,
+    gate: Gate,
+    pki: Pki,
+    _dir: tempfile::TempDir,
+    local: tempfile::TempDir,
+}
+
+/// vsftpd with `one.bin` (1 MiB), and ftpgate in front of it with `tls client
+/// POLICY` for loopback clients.
+fn setup(policy: &str, settings: &str) -> Setup {
+    setup_on("127.0.0.1", policy, settings)
+}
+
+fn setup_on(ip: &str, policy: &str, settings: &str) -> Setup {
+    let server = Vsftpd::start(ip);
+    make_file(&server.public().join("one.bin"), 1 << 20, 7);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki_for(dir.path(), ip);
+    let gate = Gate::reverse(
+        server.addr,
+        &format!(
+            "{settings}\ntls cert {} key {}\npass from {{ 127.0.0.0/8, ::1 }} tls client {policy}",
+            path_str(&pki.cert),
+            path_str(&pki.key)
+        ),
+    );
+    Setup {
+        server,
+        gate,
+        pki,
+        _dir: dir,
+        local: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+fn same_file(a: &Path, b: &Path) {
+    let (a, b) = (
+        std::fs::read(a).expect("read"),
+        std::fs::read(b).expect("read"),
+    );
+    assert!(a.len() == b.len() && a == b, "the files differ");
+}
+
+/// ftplib's `FTP_TLS`: `AUTH TLS` with certificate verification against the CA,
+/// login, `PBSZ 0` and `PROT C`, then `RETR` in `mode`.
+const FTPLIB: &str = r#"
+import ftplib, ssl, sys
+host, port, ca, mode, remote, local = sys.argv[1:7]
+ctx = ssl.create_default_context(cafile=ca)
+ftp = ftplib.FTP_TLS(context=ctx, timeout=30)
+ftp.connect(host, int(port))
+ftp.auth()
+print(ftp.sock.version(), file=sys.stderr)
+ftp.login()
+ftp.prot_c()
+ftp.set_pasv(mode == "passive")
+with open(local, "wb") as f:
+    ftp.retrbinary("RETR " + remote, f.write)
+print(ftp.sendcmd("FEAT"))
+ftp.quit()
+"#;
+
+#[test]
+fn ftplib_secures_its_control_connection_and_downloads_in_clear_both_modes_and_families() {
+    if !prerequisites(&["vsftpd", "python3"]) {
+        return;
+    }
+    for ip in ["127.0.0.1", "::1"] {
+        ftplib_both_modes(ip);
+    }
+}
+
+fn ftplib_both_modes(ip: &str) {
+    let s = setup_on(ip, "optional", "");
+    for mode in ["passive", "active"] {
+        let local = s.local.path().join(format!("{mode}.bin"));
+        let out = run_ok(Command::new("python3").args([
+            "-c",
+            FTPLIB,
+            ip,
+            &s.gate.addr.port().to_string(),
+            &path_str(&s.pki.ca),
+            mode,
+            "pub/one.bin",
+            &path_str(&local),
+        ]));
+        same_file(&s.server.public().join("one.bin"), &local);
+        let feat = text(&out);
+        assert!(feat.contains("AUTH TLS") && feat.contains("PROT"), "{feat}");
+    }
+    let metrics = s.gate.metrics();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"ftpgate_tls_handshakes_total{leg="client",outcome="ok"}"#
+        ),
+        2.0
+    );
+    // The server heard the login, in clear on its own leg, and never an AUTH.
+    let log = s.server.log();
+    assert!(
+        log.contains("USER anonymous") || log.contains("\"USER"),
+        "{log}"
+    );
+    assert!(!log.contains("AUTH"), "{log}");
+}
+
+#[test]
+fn curl_and_lftp_log_in_through_tls_and_move_files_in_clear() {
+    if !prerequisites(&["vsftpd", "curl", "lftp"]) {
+        return;
+    }
+    let s = setup("require", "");
+    let url = format!("ftp://127.0.0.1:{}/pub/one.bin", s.gate.addr.port());
+    let local = s.local.path().join("curl.bin");
+    run_ok(Command::new("curl").args([
+        "-sS",
+        "--ftp-ssl-control",
+        "--cacert",
+        &path_str(&s.pki.ca),
+        "-o",
+        &path_str(&local),
+        &url,
+    ]));
+    same_file(&s.server.public().join("one.bin"), &local);
+    let upload = s.local.path().join("up.bin");
+    make_file(&upload, 300_000, 9);
+    let script = format!(
+        "set ftp:ssl-force true; set ftp:ssl-protect-data false; set ftp:ssl-protect-list \
+         false; set ssl:ca-file {ca}; set net:max-retries 1; set net:timeout 20; \
+         open -u anonymous,x ftp://127.0.0.1:{port}; put {up} -o pub/up.bin; \
+         get pub/one.bin -o {down}; bye",
+        ca = path_str(&s.pki.ca),
+        port = s.gate.addr.port(),
+        up = path_str(&upload),
+        down = path_str(&s.local.path().join("lftp.bin")),
+    );
+    run_ok(Command::new("lftp").args(["-c", &script]));
+    same_file(&upload, &s.server.public().join("up.bin"));
+    same_file(
+        &s.server.public().join("one.bin"),
+        &s.local.path().join("lftp.bin"),
+    );
+    let metrics = s.gate.metrics();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"ftpgate_tls_handshakes_total{leg="client",outcome="ok"}"#
+        ),
+        2.0
+    );
+}
+
+/// A plain connection to ftpgate, past the greeting.
+fn greeted(s: &Setup) -> (BufReader<TcpStream>, TcpStream) {
+    let stream = TcpStream::connect(s.gate.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("greeting");
+    assert!(line.starts_with("220"), "{line}");
+    (reader, stream)
+}
+
+fn reply(reader: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("reply");
+    line
+}
+
+/// Reads until the peer closes; what came.
+fn until_closed(reader: &mut BufReader<TcpStream>) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    rest
+}
+
+#[test]
+fn clear_text_where_tls_belongs_ends_the_session_and_reaches_no_server() {
+    if !prerequisites(&["vsftpd"]) {
+        return;
+    }
+    let s = setup("optional", "");
+    // After the 234: a command in clear instead of a ClientHello.
+    let (mut r, mut w) = greeted(&s);
+    w.write_all(b"AUTH TLS\r\n").expect("write");
+    assert!(reply(&mut r).starts_with("234 "));
+    w.write_all(b"USER anonymous\r\nPASS x\r\n").expect("write");
+    let rest = until_closed(&mut r);
+    assert!(
+        !rest.starts_with(b"2") && !rest.starts_with(b"3"),
+        "{rest:?}"
+    );
+    // Behind the AUTH, in the same segment: a whole line, and part of one.
+    for behind in [&b"USER anonymous\r\n"[..], b"USER anon"] {
+        let (mut r, mut w) = greeted(&s);
+        w.write_all(&[&b"AUTH TLS\r\n"[..], behind].concat())
+            .expect("write");
+        assert!(reply(&mut r).starts_with("234 "));
+        until_closed(&mut r);
+    }
+    let metrics = s.gate.metrics();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"ftpgate_tls_handshakes_total{leg="client",outcome="failed"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"ftpgate_sessions_total{outcome="tls-failed"}"#),
+        3.0
+    );
+    assert!(
+        !s.server.log().contains("USER"),
+        "a clear-text login reached the server: {}",
+        s.server.log()
+    );
+}
+
+#[test]
+fn a_handshake_that_never_finishes_meets_the_login_timeout_and_holds_up_no_one() {
+    if !prerequisites(&["vsftpd", "python3"]) {
+        return;
+    }
+    let s = setup("optional", "set login-timeout 2s");
+    let (mut r, mut w) = greeted(&s);
+    w.write_all(b"AUTH TLS\r\n").expect("write");
+    assert!(reply(&mut r).starts_with("234 "));
+    // Half a ClientHello, then nothing; meanwhile another client goes through.
+    w.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .expect("write");
+    let local = s.local.path().join("other.bin");
+    run_ok(Command::new("python3").args([
+        "-c",
+        FTPLIB,
+        "127.0.0.1",
+        &s.gate.addr.port().to_string(),
+        &path_str(&s.pki.ca),
+        "passive",
+        "pub/one.bin",
+        &path_str(&local),
+    ]));
+    same_file(&s.server.public().join("one.bin"), &local);
+    until_closed(&mut r);
+    let metrics = s.gate.metrics();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"ftpgate_sessions_total{outcome="login-timeout"}"#
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn require_refuses_a_clear_login_with_530_and_tells_the_server_nothing() {
+    if !prerequisites(&["vsftpd"]) {
+        return;
+    }
+    let s = setup("require", "");
+    let (mut r, mut w) = greeted(&s);
+    w.write_all(b"USER anonymous\r\n").expect("write");
+    assert!(reply(&mut r).starts_with("530 "));
+    w.write_all(b"PASS x\r\n").expect("write");
+    assert!(reply(&mut r).starts_with("530 "));
+    w.write_all(b"QUIT\r\n").expect("write");
+    assert!(reply(&mut r).starts_with("221"));
+    assert!(!s.server.log().contains("USER"), "{}", s.server.log());
+    let metrics = s.gate.metrics();
+    assert_eq!(
+        metric_value(&metrics, r#"ftpgate_commands_refused_total{reason="tls"}"#),
+        2.0
+    );
+}
+
+#[test]
+fn a_policy_without_a_certificate_or_a_key_that_does_not_match_is_a_rule_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = pki(&dir.path().join("a").tap_mkdir());
+    let b = pki(&dir.path().join("b").tap_mkdir());
+    let check = |rules: &str| {
+        let file = dir.path().join("x.rules");
+        std::fs::write(&file, rules).expect("write rules");
+        let out =
+            run(Command::new(env!("CARGO_BIN_EXE_ftpgate")).args(["check", &path_str(&file)]));
+        (out.status.success(), text(&out))
+    };
+    let listen = "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\n";
+    let (ok, out) = check(&format!("{listen}pass from any tls client optional\n"));
+    assert!(
+        !ok && out.contains("x.rules:2:1") && out.contains("tls cert"),
+        "{out}"
+    );
+    let (ok, out) = check(&format!(
+        "{listen}tls cert {} key {}\npass from any tls client optional\n",
+        path_str(&a.cert),
+        path_str(&b.key)
+    ));
+    assert!(
+        !ok && out.contains("x.rules:2:") && out.contains("does not belong"),
+        "{out}"
+    );
+    let (ok, out) = check(&format!(
+        "{listen}tls cert {} key {}\npass from any tls client optional\n",
+        path_str(&a.cert),
+        path_str(&a.key)
+    ));
+    assert!(ok && !out.contains("warning"), "{out}");
+    // An expired certificate is valid for the rules and warned about.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("p");
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    let old = dir.path().join("old.pem");
+    std::fs::write(&old, params.self_signed(&key).expect("cert").pem()).expect("write");
+    let old_key = dir.path().join("old.key");
+    std::fs::write(&old_key, key.serialize_pem()).expect("write");
+    let (ok, out) = check(&format!(
+        "{listen}tls cert {} key {}\npass from any tls client optional\n",
+        path_str(&old),
+        path_str(&old_key)
+    ));
+    assert!(
+        ok && out.contains("x.rules:2: warning:") && out.contains("has expired"),
+        "{out}"
+    );
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).expect("mkdir");
+        self
+    }
+}
