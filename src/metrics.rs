@@ -241,7 +241,8 @@ impl Metrics {
                 &r,
                 "tls_handshakes_total",
                 "TLS handshakes ftpgate made, by leg (client: the FTPS client's control \
-                 connection) and outcome (ok, failed).",
+                 connection; client-data: its protected data connections) and outcome \
+                 (ok, failed).",
                 &["leg", "outcome"],
             ),
             reload_last_success: gauge(
@@ -263,9 +264,10 @@ impl Metrics {
         for why in Refusal::ALL.iter().chain(&malformed) {
             self.refusals_of(*why).with_label_values(&[why.as_str()]);
         }
-        for outcome in ["ok", "failed"] {
-            self.tls_handshakes_total
-                .with_label_values(&["client", outcome]);
+        for leg in ["client", "client-data"] {
+            for outcome in ["ok", "failed"] {
+                self.tls_handshakes_total.with_label_values(&[leg, outcome]);
+            }
         }
         for mismatch in [Mismatch::Peer, Mismatch::Destination] {
             self.expectations_refused_total

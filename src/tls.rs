@@ -70,6 +70,8 @@ impl ResolvesServerCert for BySni {
 #[derive(Clone)]
 pub struct Server {
     config: Arc<ServerConfig>,
+    /// For data connections: the same certificates and session cache, no tickets.
+    data: Arc<ServerConfig>,
 }
 
 impl Server {
@@ -83,19 +85,39 @@ impl Server {
         if keys.is_empty() {
             return Ok(None);
         }
-        let config = ServerConfig::builder_with_provider(provider())
+        let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(BySni { keys }));
+        // Stateless tickets: FTPS clients resume their control connection's session
+        // on every data connection with the one ticket they hold, which rustls's
+        // stateful TLS 1.3 tickets allow only once. The key rotates every few hours.
+        config.ticketer =
+            rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS tickets: {e}"))?;
+        // A data connection resumes the control connection's session, with the same
+        // ticket key; it gets no tickets of its own. A TLS 1.3 ticket is sent after the
+        // handshake, and an uploading client never reads it: closing its socket with
+        // the ticket unread, it resets the connection, and the kernel drops the end
+        // of the upload still unread on ftpgate's side (lftp did, every time).
+        let mut data = config.clone();
+        data.send_tls13_tickets = 0;
         Ok(Some(Server {
             config: Arc::new(config),
+            data: Arc::new(data),
         }))
     }
 
     /// The server side of one client's control connection, after its `234`.
     pub fn accept(&self) -> Result<rustls::ServerConnection, rustls::Error> {
         rustls::ServerConnection::new(self.config.clone())
+    }
+
+    /// The server side of a client's data connections (`PROT P`), with the same
+    /// certificates and the same session cache, so a client may resume its control
+    /// connection's TLS session on them, as RFC 4217 clients do.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.data.clone())
     }
 }
 

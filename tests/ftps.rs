@@ -95,35 +95,61 @@ fn setup_on(ip: &str, policy: &str, settings: &str) -> Setup {
     }
 }
 
-fn same_file(a: &Path, b: &Path) {
+fn same_file(pa: &Path, pb: &Path) {
     let (a, b) = (
-        std::fs::read(a).expect("read"),
-        std::fs::read(b).expect("read"),
+        std::fs::read(pa).expect("read"),
+        std::fs::read(pb).expect("read"),
     );
-    assert!(a.len() == b.len() && a == b, "the files differ");
+    assert!(
+        a.len() == b.len() && a == b,
+        "{} ({} bytes) and {} ({} bytes) differ",
+        pa.display(),
+        a.len(),
+        pb.display(),
+        b.len()
+    );
 }
 
 /// ftplib's `FTP_TLS`: `AUTH TLS` with certificate verification against the CA,
-/// login, `PBSZ 0` and `PROT C`, then `RETR` in `mode`.
+/// login, `PBSZ 0` and `PROT` as asked (`prot_p()` sends both, `prot_c()` only
+/// `PROT C`), then in `mode` a `RETR` to `local`, a `STOR` of it back as `up`, and a
+/// listing; prints the listing and `FEAT`.
 const FTPLIB: &str = r#"
 import ftplib, ssl, sys
-host, port, ca, mode, remote, local = sys.argv[1:7]
+host, port, ca, prot, mode, remote, local, up = sys.argv[1:9]
 ctx = ssl.create_default_context(cafile=ca)
-ftp = ftplib.FTP_TLS(context=ctx, timeout=30)
+
+class Resuming(ftplib.FTP_TLS):
+    """Offers the control connection's TLS session on each data connection, as RFC
+    4217 clients do (stock ftplib does not), and records whether it was resumed."""
+    resumed = []
+
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(
+                conn, server_hostname=self.host, session=self.sock.session)
+            self.resumed.append(conn.session_reused)
+        return conn, size
+
+ftp = Resuming(context=ctx, timeout=30)
 ftp.connect(host, int(port))
 ftp.auth()
-print(ftp.sock.version(), file=sys.stderr)
 ftp.login()
-ftp.prot_c()
+ftp.prot_p() if prot == "P" else ftp.prot_c()
 ftp.set_pasv(mode == "passive")
 with open(local, "wb") as f:
     ftp.retrbinary("RETR " + remote, f.write)
+with open(local, "rb") as f:
+    ftp.storbinary("STOR " + up, f)
+ftp.retrlines("LIST pub", print)
 print(ftp.sendcmd("FEAT"))
+print("resumed", ftp.resumed)
 ftp.quit()
 "#;
 
 #[test]
-fn ftplib_secures_its_control_connection_and_downloads_in_clear_both_modes_and_families() {
+fn ftplib_with_prot_c_and_prot_p_in_both_modes_and_families() {
     if !prerequisites(&["vsftpd", "python3"]) {
         return;
     }
@@ -134,83 +160,116 @@ fn ftplib_secures_its_control_connection_and_downloads_in_clear_both_modes_and_f
 
 fn ftplib_both_modes(ip: &str) {
     let s = setup_on(ip, "optional", "");
-    for mode in ["passive", "active"] {
-        let local = s.local.path().join(format!("{mode}.bin"));
-        let out = run_ok(Command::new("python3").args([
-            "-c",
-            FTPLIB,
-            ip,
-            &s.gate.addr.port().to_string(),
-            &path_str(&s.pki.ca),
-            mode,
-            "pub/one.bin",
-            &path_str(&local),
-        ]));
-        same_file(&s.server.public().join("one.bin"), &local);
-        let feat = text(&out);
-        assert!(feat.contains("AUTH TLS") && feat.contains("PROT"), "{feat}");
+    let original = s.server.public().join("one.bin");
+    for prot in ["C", "P"] {
+        for mode in ["passive", "active"] {
+            let name = format!("{mode}-{prot}.bin");
+            let local = s.local.path().join(&name);
+            let out = run_ok(Command::new("python3").args([
+                "-c",
+                FTPLIB,
+                ip,
+                &s.gate.addr.port().to_string(),
+                &path_str(&s.pki.ca),
+                prot,
+                mode,
+                "pub/one.bin",
+                &path_str(&local),
+                &format!("pub/up-{name}"),
+            ]));
+            same_file(&original, &local);
+            same_file(&original, &s.server.public().join(format!("up-{name}")));
+            let said = text(&out);
+            assert!(said.contains("one.bin"), "the listing: {said}");
+            let resumed = if prot == "P" {
+                "resumed [True, True, True]"
+            } else {
+                "resumed []"
+            };
+            assert!(said.contains(resumed), "{prot} {mode}: {said}");
+            assert!(
+                said.contains("AUTH TLS") && said.contains("PROT"),
+                "FEAT: {said}"
+            );
+        }
     }
     let metrics = s.gate.metrics();
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"ftpgate_tls_handshakes_total{leg="client",outcome="ok"}"#
-        ),
-        2.0
-    );
-    // The server heard the login, in clear on its own leg, and never an AUTH.
+    let handshakes = |leg: &str, outcome: &str| {
+        let sample = format!(r#"ftpgate_tls_handshakes_total{{leg="{leg}",outcome="{outcome}"}}"#);
+        metric_value(&metrics, &sample)
+    };
+    assert_eq!(handshakes("client", "ok"), 4.0);
+    // RETR, STOR and LIST in both modes under PROT P; none under PROT C.
+    assert_eq!(handshakes("client-data", "ok"), 6.0);
+    assert_eq!(handshakes("client-data", "failed"), 0.0);
+    // The server heard the login, in clear on its own leg, and never an AUTH or PROT.
     let log = s.server.log();
     assert!(
         log.contains("USER anonymous") || log.contains("\"USER"),
         "{log}"
     );
-    assert!(!log.contains("AUTH"), "{log}");
+    assert!(!log.contains("AUTH") && !log.contains("PROT"), "{log}");
 }
 
 #[test]
-fn curl_and_lftp_log_in_through_tls_and_move_files_in_clear() {
+fn curl_and_lftp_with_clear_and_protected_data() {
     if !prerequisites(&["vsftpd", "curl", "lftp"]) {
         return;
     }
     let s = setup("require", "");
-    let url = format!("ftp://127.0.0.1:{}/pub/one.bin", s.gate.addr.port());
-    let local = s.local.path().join("curl.bin");
-    run_ok(Command::new("curl").args([
-        "-sS",
-        "--ftp-ssl-control",
-        "--cacert",
-        &path_str(&s.pki.ca),
-        "-o",
-        &path_str(&local),
-        &url,
-    ]));
-    same_file(&s.server.public().join("one.bin"), &local);
+    let original = s.server.public().join("one.bin");
+    let ca = path_str(&s.pki.ca);
+    let url = |path: &str| format!("ftp://127.0.0.1:{}/{path}", s.gate.addr.port());
+    // curl: --ftp-ssl-control keeps the data in clear, --ssl-reqd protects it (PROT P);
+    // passive only (curl 7.88 never starts TLS on an active data connection).
+    for (flag, name) in [("--ftp-ssl-control", "clear"), ("--ssl-reqd", "private")] {
+        let local = s.local.path().join(format!("curl-{name}.bin"));
+        let get = ["-sS", flag, "--cacert", &ca, "-o", &path_str(&local)];
+        run_ok(Command::new("curl").args(get).arg(url("pub/one.bin")));
+        same_file(&original, &local);
+        let put = ["-sS", flag, "--cacert", &ca, "-T", &path_str(&local)];
+        run_ok(
+            Command::new("curl")
+                .args(put)
+                .arg(url(&format!("pub/curl-{name}.bin"))),
+        );
+        same_file(
+            &original,
+            &s.server.public().join(format!("curl-{name}.bin")),
+        );
+    }
+    // lftp: passive and active, data in clear and protected, listings too.
     let upload = s.local.path().join("up.bin");
     make_file(&upload, 300_000, 9);
-    let script = format!(
-        "set ftp:ssl-force true; set ftp:ssl-protect-data false; set ftp:ssl-protect-list \
-         false; set ssl:ca-file {ca}; set net:max-retries 1; set net:timeout 20; \
-         open -u anonymous,x ftp://127.0.0.1:{port}; put {up} -o pub/up.bin; \
-         get pub/one.bin -o {down}; bye",
-        ca = path_str(&s.pki.ca),
-        port = s.gate.addr.port(),
-        up = path_str(&upload),
-        down = path_str(&s.local.path().join("lftp.bin")),
-    );
-    run_ok(Command::new("lftp").args(["-c", &script]));
-    same_file(&upload, &s.server.public().join("up.bin"));
-    same_file(
-        &s.server.public().join("one.bin"),
-        &s.local.path().join("lftp.bin"),
-    );
+    for protect in ["false", "true"] {
+        for passive in ["true", "false"] {
+            let name = format!("lftp-{protect}-{passive}");
+            let script = format!(
+                "set ftp:ssl-force true; set ftp:ssl-protect-data {protect}; \
+                 set ftp:ssl-protect-list {protect}; set ftp:passive-mode {passive}; \
+                 set ssl:ca-file {ca}; set net:max-retries 1; set net:timeout 20; \
+                 open -u anonymous,x ftp://127.0.0.1:{port}; put {up} -o pub/{name}.bin; \
+                 get pub/one.bin -o {down}; cls pub; bye",
+                port = s.gate.addr.port(),
+                up = path_str(&upload),
+                down = path_str(&s.local.path().join(format!("{name}.bin"))),
+            );
+            let out = run_ok(Command::new("lftp").args(["-c", &script]));
+            same_file(&upload, &s.server.public().join(format!("{name}.bin")));
+            same_file(&original, &s.local.path().join(format!("{name}.bin")));
+            assert!(text(&out).contains("one.bin"), "{name}: {}", text(&out));
+        }
+    }
     let metrics = s.gate.metrics();
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"ftpgate_tls_handshakes_total{leg="client",outcome="ok"}"#
-        ),
-        2.0
-    );
+    let handshakes = |leg: &str, outcome: &str| {
+        let sample = format!(r#"ftpgate_tls_handshakes_total{{leg="{leg}",outcome="{outcome}"}}"#);
+        metric_value(&metrics, &sample)
+    };
+    assert_eq!(handshakes("client", "ok"), 8.0);
+    assert_eq!(handshakes("client", "failed"), 0.0);
+    // curl: 2 transfers protected; lftp: put, get and cls, twice, protected.
+    assert!(handshakes("client-data", "ok") >= 8.0, "{metrics}");
+    assert_eq!(handshakes("client-data", "failed"), 0.0);
 }
 
 /// A plain connection to ftpgate, past the greeting.
@@ -301,9 +360,11 @@ fn a_handshake_that_never_finishes_meets_the_login_timeout_and_holds_up_no_one()
         "127.0.0.1",
         &s.gate.addr.port().to_string(),
         &path_str(&s.pki.ca),
+        "P",
         "passive",
         "pub/one.bin",
         &path_str(&local),
+        "pub/other-up.bin",
     ]));
     same_file(&s.server.public().join("one.bin"), &local);
     until_closed(&mut r);

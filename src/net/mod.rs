@@ -11,7 +11,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-pub use relay::relay;
+pub use relay::{relay, relay_streams};
 
 /// How a listening socket is bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

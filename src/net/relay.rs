@@ -49,6 +49,27 @@ pub async fn relay(
     drive(forward, backward, totals, idle, drained).await
 }
 
+/// [`relay`] between any two streams, for legs that are not plain sockets (FTPS data
+/// through TLS, `PROT P`): the bytes must pass through user space to be decrypted and
+/// encrypted, so this copies them; the contract is the same.
+pub async fn relay_streams<A, B>(
+    accepted: A,
+    onward: B,
+    totals: &Transferred,
+    idle: Duration,
+    drained: impl FnOnce(),
+) -> io::Result<()>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let (a_read, a_write) = tokio::io::split(accepted);
+    let (b_read, b_write) = tokio::io::split(onward);
+    let forward = copy::copy(a_read, b_write, &totals.forward);
+    let backward = copy::copy(b_read, a_write, &totals.backward);
+    drive(forward, backward, totals, idle, drained).await
+}
+
 /// Runs both directions to their end, calls `drained` when the first one is done, and
 /// fails when neither moves a byte for `idle`.
 async fn drive(
@@ -85,27 +106,31 @@ async fn drive(
     Ok(())
 }
 
-#[cfg(not(target_os = "linux"))]
 mod copy {
     use std::io;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
     /// Per-direction buffer of the user-space copy: allocated once per leg.
     const BUFFER: usize = 64 * 1024;
 
     /// User-space copy until EOF, then shuts the write side down; `moved` counts as it
-    /// goes so a transfer cut short still reports what it delivered.
+    /// goes so a transfer cut short still reports what it delivered. A TLS peer that
+    /// closes its connection without TLS's own close (`close_notify`) ends the
+    /// direction as an EOF does, as vsftpd takes it by default
+    /// (`strict_ssl_read_eof=NO`): FTP clients commonly do.
     pub async fn copy(
-        mut from: OwnedReadHalf,
-        mut to: OwnedWriteHalf,
+        mut from: impl AsyncRead + Unpin,
+        mut to: impl AsyncWrite + Unpin,
         moved: &AtomicU64,
     ) -> io::Result<()> {
         let mut buf = vec![0u8; BUFFER];
         loop {
-            let n = from.read(&mut buf).await?;
+            let n = match from.read(&mut buf).await {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+                r => r?,
+            };
             if n == 0 {
                 return to.shutdown().await;
             }

@@ -20,7 +20,7 @@ use crate::net::nft::{Announced, Hole};
 use crate::net::{self, Binding};
 use crate::session::{Conversion, DataOutcome, Event, ExpectationId, ExpectationRequest, Refusal};
 use crate::track::{self, ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
-use crate::vocab::DataPath;
+use crate::vocab::{DataMode, DataPath};
 use crate::xferlog;
 
 /// How much longer than ftpgate's own deadline the kernel keeps a hole.
@@ -94,10 +94,21 @@ pub fn open(
         transferred: transferred.clone(),
         server_port: None,
     };
-    // Conversions need the proxy to dial a leg, which no kernel rule does. The port
-    // of the hole's destination is chosen when it is installed.
+    // The client's TLS (`PROT P`) is ftpgate's to speak, with the certificates the
+    // control connection used.
+    let tls = match (req.client_tls, &shared.config.load().tls) {
+        (false, _) => None,
+        (true, Some(tls)) => Some(tls.acceptor()),
+        (true, None) => {
+            tracing::warn!("PROT P data connection, but the rules have no tls cert any more");
+            return None;
+        }
+    };
+    // Conversions need the proxy to dial a leg, which no kernel rule does, and TLS
+    // needs it to hold one. The port of the hole's destination is chosen when it is
+    // installed.
     let unported = SocketAddr::new(req.dst_ip, 0);
-    let kernel = path == DataPath::Kernel && req.conversion.is_none();
+    let kernel = path == DataPath::Kernel && req.conversion.is_none() && tls.is_none();
     let hole = (kernel && shared.nft.is_some())
         .then(|| Hole::new(req.expected_peer, unported, req.onward, req.onward_from))
         .flatten();
@@ -149,6 +160,7 @@ pub fn open(
         client,
         binding,
         announced,
+        tls,
     };
     shared
         .data_tasks
@@ -357,6 +369,8 @@ struct Expectation {
     binding: Binding,
     /// The ruleset's elements for this expectation, withdrawn when it ends.
     announced: Vec<Announced>,
+    /// `PROT P`: the client's leg is TLS, ftpgate its server.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Expectation {
@@ -500,9 +514,29 @@ impl Expectation {
             delivered.store(true, Ordering::Relaxed);
             let _ = self.events.send(Event::DataDrained { id: self.req.id });
         };
+        let idle = self.data_idle_timeout;
+        let relay = async {
+            match &self.tls {
+                None => net::relay(accepted, onward, &self.transferred, idle, drained).await,
+                Some(tls) => {
+                    // The client's leg: the accepted one in passive mode, the dialed
+                    // one in active mode (RFC 4217: ftpgate is its TLS server either way).
+                    let (peer, onward) = match self.req.mode {
+                        DataMode::Passive => (self.handshake(tls, accepted).await?, onward),
+                        DataMode::Active => {
+                            let client = self.handshake(tls, onward).await?;
+                            let totals = &self.transferred;
+                            return net::relay_streams(accepted, client, totals, idle, drained)
+                                .await;
+                        }
+                    };
+                    net::relay_streams(peer, onward, &self.transferred, idle, drained).await
+                }
+            }
+        };
         let result = tokio::select! {
             _ = self.cancel.cancelled() => None,
-            r = net::relay(accepted, onward, &self.transferred, self.data_idle_timeout, drained) => Some(r),
+            r = relay => Some(r),
         };
         match result {
             _ if delivered.load(Ordering::Relaxed) => DataOutcome::Completed,
@@ -513,6 +547,29 @@ impl Expectation {
                 DataOutcome::Failed
             }
         }
+    }
+
+    /// The TLS handshake with the client on its data connection, bounded by the
+    /// connect timeout; counted either way, a failure logged with its reason.
+    async fn handshake(
+        &self,
+        tls: &tokio_rustls::TlsAcceptor,
+        stream: TcpStream,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+        let handshake = tokio::time::timeout(self.connect_timeout, tls.accept(stream)).await;
+        let result = handshake.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no TLS handshake within the connect timeout",
+            ))
+        });
+        self.shared
+            .metrics
+            .tls_handshake("client-data", result.is_ok());
+        if let Err(e) = &result {
+            tracing::info!(reason = %e, "client data TLS failed");
+        }
+        result
     }
 
     /// The peer's leg (accepted, or dialed under `server-mode passive`) and the onward

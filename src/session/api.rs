@@ -126,6 +126,9 @@ pub struct ExpectationRequest {
     /// When the peer must have connected by (`data-timeout`); the engine says
     /// [`Action::Expire`] then.
     pub expires: Instant,
+    /// The client's leg is TLS (`PROT P`), ftpgate the TLS server in either mode
+    /// (RFC 4217); the server's leg stays clear. Only the relay can do that.
+    pub client_tls: bool,
 }
 
 /// How the server leg differs from the client's mode (`server-mode` in the rules).

@@ -75,7 +75,8 @@ pub(super) enum Say {
     TlsFirst,
     PbszOk,
     ProtClear,
-    /// `PROT P`, `S` or `E`: only clear data connections through ftpgate yet.
+    ProtPrivate,
+    /// `PROT S` or `E`: no TLS meaning.
     ProtUnsupported,
     CccRefused,
     PasvAfterEpsvAll,
@@ -195,9 +196,10 @@ impl Say {
             Say::TlsFirst => refuse(503, "Send AUTH TLS first.", Refusal::Tls),
             Say::PbszOk => say(200, "PBSZ=0"),
             Say::ProtClear => say(200, "Protection level set to Clear."),
+            Say::ProtPrivate => say(200, "Protection level set to Private."),
             Say::ProtUnsupported => refuse(
                 536,
-                "Only PROT C: data connections through this proxy are not protected.",
+                "PROT S and E are not supported; use PROT P or PROT C.",
                 Refusal::Tls,
             ),
             Say::CccRefused => refuse(534, "CCC is not allowed through this proxy.", Refusal::Tls),

@@ -94,6 +94,7 @@ impl Control {
             }),
             // Its time starts when a transfer verb opens it.
             expires: self.now,
+            client_tls: self.tls.private,
         };
         self.data = Some(Data {
             id,

@@ -48,6 +48,7 @@ impl Control {
             onward_from,
             conversion,
             expires: self.expiry(),
+            client_tls: self.tls.private,
         };
         self.data = Some(Data {
             id,

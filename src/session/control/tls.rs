@@ -11,6 +11,8 @@ use crate::vocab::ClientTls;
 pub(super) struct ClientLeg {
     /// `AUTH TLS` was answered `234`: every later byte is TLS.
     pub secured: bool,
+    /// `PROT P`: data connections announced from now on are TLS on the client's leg.
+    pub private: bool,
 }
 
 /// The features a server's `FEAT` lists that are about its own TLS: not offered
@@ -55,8 +57,16 @@ impl Control {
             ("PBSZ", _) => self.reply_locally(Say::PbszOk.encode()),
             // RFC 4217 puts PBSZ first; vsftpd does not insist, and Python's
             // `prot_c()` sends PROT C alone, so neither does ftpgate.
-            ("PROT", Some("C")) => self.reply_locally(Say::ProtClear.encode()),
-            ("PROT", Some("P" | "S" | "E")) => self.refuse(Say::ProtUnsupported),
+            ("PROT", Some("C")) => {
+                self.tls.private = false;
+                self.reply_locally(Say::ProtClear.encode());
+            }
+            ("PROT", Some("P")) => {
+                self.tls.private = true;
+                self.reply_locally(Say::ProtPrivate.encode());
+            }
+            // Safe and Confidential are RFC 2228's, with no TLS meaning (RFC 4217).
+            ("PROT", Some("S" | "E")) => self.refuse(Say::ProtUnsupported),
             ("PROT", _) => self.refuse(Say::Syntax),
             _ => self.refuse(Say::CccRefused),
         }

@@ -43,7 +43,7 @@ fn auth_tls_is_answered_234_and_tls_starts_right_after_it() {
 }
 
 #[test]
-fn pbsz_and_prot_are_answered_for_the_clients_leg_and_only_prot_c_is_offered() {
+fn pbsz_and_prot_are_answered_for_the_clients_leg_and_prot_c_and_p_are_offered() {
     let mut h = harness(ClientTls::Optional);
     h.client(b"AUTH TLS\r\n").take();
     // Python's `prot_c()` sends no PBSZ, and vsftpd does not ask for one.
@@ -51,11 +51,13 @@ fn pbsz_and_prot_are_answered_for_the_clients_leg_and_only_prot_c_is_offered() {
     assert!(to_client(&a).starts_with("200 "), "PROT C before PBSZ");
     let a = h.client(b"PBSZ 0\r\n").take();
     assert_eq!(to_client(&a), "200 PBSZ=0\r\n");
-    for level in ["P", "S", "E"] {
+    for level in ["S", "E", "X"] {
         let a = h.client(format!("PROT {level}\r\n").as_bytes()).take();
-        assert!(to_client(&a).starts_with("536 "), "PROT {level}");
-        assert_eq!(refusals(&a), [Refusal::Tls]);
+        assert!(to_client(&a).starts_with("5"), "PROT {level}");
+        assert_eq!(refusals(&a).len(), 1);
     }
+    let a = h.client(b"PROT P\r\n").take();
+    assert!(to_client(&a).starts_with("200 "));
     let a = h.client(b"PROT C\r\n").take();
     assert!(to_client(&a).starts_with("200 "));
     let a = h.client(b"CCC\r\n").take();
@@ -167,4 +169,33 @@ fn a_failed_client_tls_closes_the_session_without_a_word() {
     h.feed(Event::ClientTlsFailed);
     let a = h.take();
     assert_eq!(a, [Action::Close(CloseReason::TlsFailed)]);
+}
+
+#[test]
+fn data_connections_announced_under_prot_p_are_tls_on_the_clients_leg() {
+    let opened = |h: &mut Harness| -> Vec<bool> {
+        h.take()
+            .iter()
+            .filter_map(|a| match a {
+                Action::Open(req) => Some(req.client_tls),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut h = harness(ClientTls::Optional);
+    h.client(b"AUTH TLS\r\nPBSZ 0\r\n").take();
+    h.client(b"PASV\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,117,49).\r\n");
+    assert_eq!(opened(&mut h), [false], "PROT C is the default");
+    h.client(b"PROT P\r\n").take();
+    h.client(b"PASV\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,117,50).\r\n");
+    assert_eq!(opened(&mut h), [true]);
+    h.client(b"PORT 198,51,100,2,195,80\r\n")
+        .server(b"200 PORT ok\r\n");
+    assert_eq!(opened(&mut h), [true], "active mode too");
+    h.client(b"PROT C\r\n").take();
+    h.client(b"EPSV\r\n")
+        .server(b"229 Entering Extended Passive Mode (|||30002|)\r\n");
+    assert_eq!(opened(&mut h), [false]);
 }
