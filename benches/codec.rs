@@ -67,6 +67,7 @@ fn session_engine(c: &mut Criterion) {
         min_data_port: 1024,
         server_mode: None,
         client_tls: Default::default(),
+        tls_require_reuse: false,
         own: Default::default(),
     };
     let proxy: SocketAddr = "198.51.100.1:40000".parse().unwrap();

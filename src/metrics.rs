@@ -273,6 +273,8 @@ impl Metrics {
             self.expectations_refused_total
                 .with_label_values(&[mismatch.as_str()]);
         }
+        self.expectations_refused_total
+            .with_label_values(&["tls-session"]);
         for outcome in DataOutcome::ALL {
             self.expectations_total
                 .with_label_values(&[outcome.as_str()]);

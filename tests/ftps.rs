@@ -216,7 +216,9 @@ fn curl_and_lftp_with_clear_and_protected_data() {
     if !prerequisites(&["vsftpd", "curl", "lftp"]) {
         return;
     }
-    let s = setup("require", "");
+    // Both clients resume their control connection's TLS session on every data
+    // connection, as require-reuse asks (vsftpd's require_ssl_reuse, its default).
+    let s = setup("require require-reuse", "");
     let original = s.server.public().join("one.bin");
     let ca = path_str(&s.pki.ca);
     let url = |path: &str| format!("ftp://127.0.0.1:{}/{path}", s.gate.addr.port());
@@ -270,6 +272,13 @@ fn curl_and_lftp_with_clear_and_protected_data() {
     // curl: 2 transfers protected; lftp: put, get and cls, twice, protected.
     assert!(handshakes("client-data", "ok") >= 8.0, "{metrics}");
     assert_eq!(handshakes("client-data", "failed"), 0.0);
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"ftpgate_expectations_refused_total{reason="tls-session"}"#
+        ),
+        0.0
+    );
 }
 
 /// A plain connection to ftpgate, past the greeting.
@@ -461,4 +470,123 @@ impl TapMkdir for PathBuf {
         std::fs::create_dir_all(&self).expect("mkdir");
         self
     }
+}
+
+/// A protected download through ftplib, its data connection offering `session`:
+/// `own` (the control connection's TLS session, as RFC 4217 clients do), `none` (a full
+/// handshake, as stock ftplib does) or `other` (the session of a second, concurrent
+/// control connection of the same client). Prints `ok` once the bytes match.
+const RESUMING: &str = r#"
+import ftplib, ssl, sys
+host, port, ca, offer, expected = sys.argv[1:6]
+ctx = ssl.create_default_context(cafile=ca)
+
+def login():
+    ftp = ftplib.FTP_TLS(context=ctx, timeout=20)
+    ftp.connect(host, int(port))
+    ftp.login()
+    ftp.prot_p()
+    return ftp
+
+ftp, other = login(), login()
+other.voidcmd("NOOP")  # its TLS session (and tickets) are settled
+session = {"own": ftp.sock.session, "none": None, "other": other.sock.session}[offer]
+# The plain connection (FTP_TLS's own would make a TLS connection without a session).
+conn = ftplib.FTP.ntransfercmd(ftp, "RETR pub/one.bin")[0]
+conn = ctx.wrap_socket(conn, server_hostname=host, session=session)
+data = b""
+while chunk := conn.recv(65536):
+    data += chunk
+reused = conn.session_reused
+conn.close()
+ftp.voidresp()
+assert data == open(expected, "rb").read(), len(data)
+print("ok", reused)
+"#;
+
+fn resuming(s: &Setup, offer: &str) -> Output {
+    run(Command::new("python3").args([
+        "-c",
+        RESUMING,
+        "127.0.0.1",
+        &s.gate.addr.port().to_string(),
+        &path_str(&s.pki.ca),
+        offer,
+        &path_str(&s.server.public().join("one.bin")),
+    ]))
+}
+
+#[test]
+fn a_protected_data_connection_may_resume_only_its_own_control_session() {
+    if !prerequisites(&["vsftpd", "python3"]) {
+        return;
+    }
+    let refused = |s: &Setup| {
+        metric_value(
+            &s.gate.metrics(),
+            r#"ftpgate_expectations_refused_total{reason="tls-session"}"#,
+        )
+    };
+    // Without require-reuse: its own session or a full handshake, never another's.
+    let s = setup("optional", "");
+    let own = resuming(&s, "own");
+    assert!(text(&own).contains("ok True"), "{}", text(&own));
+    let none = resuming(&s, "none");
+    assert!(text(&none).contains("ok False"), "{}", text(&none));
+    assert_eq!(refused(&s), 0.0);
+    let other = resuming(&s, "other");
+    assert!(!other.status.success(), "{}", text(&other));
+    assert_eq!(refused(&s), 1.0);
+    // With require-reuse, only its own.
+    let s = setup("optional require-reuse", "");
+    let own = resuming(&s, "own");
+    assert!(text(&own).contains("ok True"), "{}", text(&own));
+    for offer in ["none", "other"] {
+        let out = resuming(&s, offer);
+        assert!(!out.status.success(), "{offer}: {}", text(&out));
+    }
+    assert_eq!(refused(&s), 2.0);
+}
+
+/// A client that starts a second TLS inside its protected data connection (so each
+/// side takes the other's records for garbage), then a normal one.
+const DOUBLE_WRAP: &str = r#"
+import ftplib, ssl, sys
+host, port, ca = sys.argv[1:4]
+ctx = ssl.create_default_context(cafile=ca)
+ftp = ftplib.FTP_TLS(context=ctx, timeout=10)
+ftp.connect(host, int(port))
+ftp.login()
+ftp.prot_p()
+conn = ftp.transfercmd("RETR pub/one.bin")
+try:
+    ctx.wrap_socket(conn, server_hostname=host)
+    print("inner handshake succeeded?")
+except (ssl.SSLError, OSError) as e:
+    print("refused", e)
+"#;
+
+#[test]
+fn garbage_inside_a_protected_data_connection_ends_that_transfer_only() {
+    if !prerequisites(&["vsftpd", "python3"]) {
+        return;
+    }
+    let s = setup("optional", "");
+    for _ in 0..3 {
+        let out = run_ok(Command::new("python3").args([
+            "-c",
+            DOUBLE_WRAP,
+            "127.0.0.1",
+            &s.gate.addr.port().to_string(),
+            &path_str(&s.pki.ca),
+        ]));
+        assert!(text(&out).contains("refused"), "{}", text(&out));
+    }
+    let own = resuming(&s, "own");
+    assert!(text(&own).contains("ok True"), "{}", text(&own));
+    assert!(!s.gate.log().contains("panicked"), "{}", s.gate.log());
+    assert_eq!(
+        metric_value(&s.gate.metrics(), "ftpgate_expectations_active"),
+        0.0
+    );
 }

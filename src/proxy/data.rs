@@ -71,10 +71,12 @@ impl DataHandle {
 /// relayed connection is also announced to the ruleset, which hands over only what
 /// was announced. Nothing here waits: netlink exchanges are answered within their
 /// `sendmsg` (`crate::net::nft`).
+#[allow(clippy::too_many_arguments)]
 pub fn open(
     shared: &Arc<Shared>,
     session: SessionId,
     req: &ExpectationRequest,
+    session_tls: Option<[u8; 16]>,
     events: mpsc::UnboundedSender<Event>,
     binding: Binding,
     path: DataPath,
@@ -98,7 +100,11 @@ pub fn open(
     // control connection used.
     let tls = match (req.client_tls, &shared.config.load().tls) {
         (false, _) => None,
-        (true, Some(tls)) => Some(tls.acceptor()),
+        (true, Some(tls)) => Some(DataTls {
+            acceptor: tls.acceptor(),
+            session: session_tls,
+            require_reuse: req.tls_require_reuse,
+        }),
         (true, None) => {
             tracing::warn!("PROT P data connection, but the rules have no tls cert any more");
             return None;
@@ -370,7 +376,18 @@ struct Expectation {
     /// The ruleset's elements for this expectation, withdrawn when it ends.
     announced: Vec<Announced>,
     /// `PROT P`: the client's leg is TLS, ftpgate its server.
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<DataTls>,
+}
+
+/// ftpgate's TLS toward the client on a protected data connection.
+struct DataTls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// The mark the control connection's TLS put in the tickets it issued: a data
+    /// connection that resumes a session must carry it, or it resumed another
+    /// session's (another control connection's, perhaps another client's).
+    session: Option<[u8; 16]>,
+    /// `require-reuse`: a full handshake is refused too.
+    require_reuse: bool,
 }
 
 impl Expectation {
@@ -553,10 +570,11 @@ impl Expectation {
     /// connect timeout; counted either way, a failure logged with its reason.
     async fn handshake(
         &self,
-        tls: &tokio_rustls::TlsAcceptor,
+        tls: &DataTls,
         stream: TcpStream,
     ) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
-        let handshake = tokio::time::timeout(self.connect_timeout, tls.accept(stream)).await;
+        let accept = tls.acceptor.accept(stream);
+        let handshake = tokio::time::timeout(self.connect_timeout, accept).await;
         let result = handshake.unwrap_or_else(|_| {
             Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -569,7 +587,32 @@ impl Expectation {
         if let Err(e) = &result {
             tracing::info!(reason = %e, "client data TLS failed");
         }
-        result
+        let stream = result?;
+        let conn = stream.get_ref().1;
+        let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        let ours = tls
+            .session
+            .is_some_and(|mark| conn.received_resumption_data() == Some(&mark[..]));
+        let refusal = match (resumed, ours) {
+            (true, false) => Some("it resumed another control connection's TLS session"),
+            (false, _) if tls.require_reuse => {
+                Some("it did not resume its control connection's TLS session (require-reuse)")
+            }
+            _ => None,
+        };
+        if let Some(why) = refusal {
+            tracing::warn!(reason = why, "protected data connection refused");
+            self.shared
+                .metrics
+                .expectations_refused_total
+                .with_label_values(&["tls-session"])
+                .inc();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                why,
+            ));
+        }
+        Ok(stream)
     }
 
     /// The peer's leg (accepted, or dialed under `server-mode passive`) and the onward

@@ -69,6 +69,9 @@ pub(super) struct Driver<'a> {
     client_tls: Option<Box<rustls::ServerConnection>>,
     /// Whether that TLS has finished its handshake (and been counted).
     client_tls_up: bool,
+    /// The mark that TLS puts in the tickets it issues, which the session's protected
+    /// data connections must carry when they resume a session.
+    client_tls_mark: Option<[u8; 16]>,
     /// The data connections of the session, to cancel or expire them.
     data: HashMap<ExpectationId, Handle>,
     /// Kernel holes to close once the output of the current turn has left.
@@ -120,6 +123,7 @@ impl<'a> Driver<'a> {
             server_lines: LineFramer::new(max_line + 1024),
             client_tls: None,
             client_tls_up: false,
+            client_tls_mark: None,
             data: HashMap::new(),
             closing: Vec::new(),
             local: VecDeque::new(),
@@ -264,7 +268,13 @@ impl<'a> Driver<'a> {
             return self.local.push_back(Event::ClientTlsFailed);
         }
         match self.rules.tls.as_ref().map(crate::tls::Server::accept) {
-            Some(Ok(tls)) => self.client_tls = Some(Box::new(tls)),
+            Some(Ok(mut tls)) => {
+                // Before the handshake, so that every ticket it issues carries it.
+                let mark: [u8; 16] = rand::random();
+                tls.set_resumption_data(&mark);
+                self.client_tls_mark = Some(mark);
+                self.client_tls = Some(Box::new(tls));
+            }
             // The rules let no session say `234` without a certificate.
             Some(Err(_)) | None => self.local.push_back(Event::ClientTlsFailed),
         }
@@ -419,7 +429,8 @@ impl<'a> Driver<'a> {
         let path = self.listener.data_path;
         let events = self.events.clone();
         let edge = matches!(self.listener.mode, ListenMode::Transparent(_));
-        match data::open(self.shared, self.id, req, events, binding, path, edge) {
+        let mark = self.client_tls_mark;
+        match data::open(self.shared, self.id, req, mark, events, binding, path, edge) {
             Some(opened) => {
                 self.data.insert(req.id, opened.handle);
                 Event::ExpectationOpened {

@@ -77,9 +77,14 @@ pub fn explain(c: &Config) -> String {
         let convert = r
             .server_mode
             .map_or(String::new(), |m| format!(" server-mode {}", m.as_str()));
+        let reuse = if r.tls_require_reuse {
+            " require-reuse"
+        } else {
+            ""
+        };
         let tls = match r.client_tls {
             ClientTls::Deny => String::new(),
-            t => format!(" tls client {}", t.as_str()),
+            t => format!(" tls client {}{reuse}", t.as_str()),
         };
         let _ = writeln!(
             out,

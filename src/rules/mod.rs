@@ -432,6 +432,9 @@ pub struct SessionRule {
     pub server_mode: Option<DataMode>,
     /// `tls client` (session pass rules): what the client may do with `AUTH TLS`.
     pub client_tls: ClientTls,
+    /// `tls client … require-reuse`: a protected data connection must resume its
+    /// control connection's TLS session.
+    pub tls_require_reuse: bool,
     pub origin: Origin,
 }
 
@@ -454,6 +457,7 @@ impl SessionRule {
             reply: self.reply.clone(),
             server_mode: self.server_mode,
             client_tls: self.client_tls,
+            tls_require_reuse: self.tls_require_reuse,
         }
     }
 }
@@ -471,6 +475,8 @@ pub struct Decision {
     pub server_mode: Option<DataMode>,
     /// What the client may do with `AUTH TLS` (`tls client`).
     pub client_tls: ClientTls,
+    /// `require-reuse` (`tls client`).
+    pub tls_require_reuse: bool,
 }
 
 impl Decision {
@@ -790,6 +796,7 @@ impl Config {
                     reply: None,
                     server_mode: None,
                     client_tls: ClientTls::Deny,
+                    tls_require_reuse: false,
                 },
                 SessionRule::decision,
             )

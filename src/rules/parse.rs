@@ -17,7 +17,8 @@
 //!              ["on" SOCKADDR] ["from" ADDRS] ["to" ADDRS] ["port" PORTS]
 //!              [ "cmd" WORDS | "user" WORDS | "data" DATA* ]
 //!              [ "server-mode" ("active" | "passive" | "keep") ]   (session pass rules)
-//!              [ "tls" "client" ("deny" | "optional" | "require") ]   (session pass rules)
+//!              [ "tls" "client" ("deny" | "optional" | "require") ["require-reuse"] ]
+//!                                                                   (session pass rules)
 //! DATA      := "active" | "passive" | "inet" | "inet6" | "ports" PORTS
 //!            | DIRECTION | "{" DIRECTION ("," DIRECTION)* "}"
 //! DIRECTION := "download" | "upload" | "listing"
@@ -697,6 +698,14 @@ fn rule_statement<'a>(
     } else {
         (rest, ClientTls::Deny)
     };
+    let (reuse_at, _) = space0(rest)?;
+    let (rest, tls_require_reuse) = optional_keyword(rest, "require-reuse");
+    if tls_require_reuse && client_tls == ClientTls::Deny {
+        return fail(
+            reuse_at,
+            "require-reuse goes with tls client optional or require",
+        );
+    }
     let rule = SessionRule {
         verdict,
         log,
@@ -708,6 +717,7 @@ fn rule_statement<'a>(
         reply,
         server_mode,
         client_tls,
+        tls_require_reuse,
         origin,
     };
     Ok((rest, Statement::Rule(rule)))
@@ -1311,7 +1321,7 @@ mod tests {
             err(&format!("{LISTEN}\npass from any tls client optional\n")),
             "x.rules:2:1: `tls client optional` needs a certificate: add `tls cert FILE key FILE`"
         );
-        // Deny needs nothing.
+        // Deny needs nothing, and takes no require-reuse.
         assert!(
             parse_str(
                 "x.rules",
@@ -1319,6 +1329,18 @@ mod tests {
             )
             .is_ok()
         );
+        assert_eq!(
+            err(&format!(
+                "{LISTEN}\npass from any tls client deny require-reuse\n"
+            )),
+            "x.rules:2:31: require-reuse goes with tls client optional or require"
+        );
+        let c = parse_str(
+            "x.rules",
+            &format!("{LISTEN}\n{certs}\npass from any tls client optional require-reuse\n"),
+        )
+        .unwrap();
+        assert!(c.session_rules[0].tls_require_reuse);
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct Params {
     pub server_mode: Option<DataMode>,
     /// What the client may do with `AUTH TLS` (`tls client` in the rules).
     pub client_tls: ClientTls,
+    /// Protected data connections must resume the control connection's TLS session
+    /// (`tls client … require-reuse`).
+    pub tls_require_reuse: bool,
     /// ftpgate's own listening sockets, never a data target (invariant 4).
     pub own: Arc<OwnSockets>,
 }
@@ -129,6 +132,8 @@ pub struct ExpectationRequest {
     /// The client's leg is TLS (`PROT P`), ftpgate the TLS server in either mode
     /// (RFC 4217); the server's leg stays clear. Only the relay can do that.
     pub client_tls: bool,
+    /// With `client_tls`: its handshake must resume the control connection's session.
+    pub tls_require_reuse: bool,
 }
 
 /// How the server leg differs from the client's mode (`server-mode` in the rules).

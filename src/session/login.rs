@@ -25,6 +25,7 @@ pub(super) struct Route {
     pub server_mode: Option<DataMode>,
     /// What the client may do with `AUTH TLS`, as the session rule says.
     pub client_tls: ClientTls,
+    pub tls_require_reuse: bool,
     /// Forward listener: the proxy greeted the client, so the server's greeting is
     /// not passed on.
     pub proxy_greeted: bool,
@@ -39,6 +40,7 @@ impl Route {
             client_local: params.client_local,
             server_mode: params.server_mode,
             client_tls: params.client_tls,
+            tls_require_reuse: params.tls_require_reuse,
             proxy_greeted,
         }
     }
@@ -79,6 +81,7 @@ impl Session {
                 client_local,
                 server_mode: None,
                 client_tls: ClientTls::Deny,
+                tls_require_reuse: false,
                 proxy_greeted: false,
             }),
         }
@@ -138,6 +141,7 @@ impl Session {
                     client_local: local.ip(),
                     server_mode: None,
                     client_tls: ClientTls::Deny,
+                    tls_require_reuse: false,
                     proxy_greeted: user.is_some(),
                 })
             }
@@ -161,6 +165,7 @@ impl Session {
         });
         route.server_mode = decision.server_mode;
         route.client_tls = decision.client_tls;
+        route.tls_require_reuse = decision.tls_require_reuse;
         self.out.push(Action::Rule {
             decision,
             what: format!("session to {}", route.server),
@@ -189,6 +194,7 @@ impl Session {
             min_data_port: MIN_DATA_PORT,
             server_mode: route.server_mode,
             client_tls: route.client_tls,
+            tls_require_reuse: route.tls_require_reuse,
             own: self.own.clone(),
         };
         let mut control = Control::new(params, self.policy.clone(), now);

@@ -32,6 +32,7 @@ fn params() -> Params {
         min_data_port: 1024,
         server_mode: None,
         client_tls: crate::vocab::ClientTls::Deny,
+        tls_require_reuse: false,
         own: Arc::new(OwnSockets {
             ips: Vec::new(),
             ports: vec![2121, 9121],
@@ -51,6 +52,7 @@ fn v6_params() -> Params {
         min_data_port: 1024,
         server_mode: None,
         client_tls: crate::vocab::ClientTls::Deny,
+        tls_require_reuse: false,
         own: Arc::new(OwnSockets {
             ips: Vec::new(),
             ports: vec![2121, 9121],

@@ -199,3 +199,24 @@ fn data_connections_announced_under_prot_p_are_tls_on_the_clients_leg() {
         .server(b"229 Entering Extended Passive Mode (|||30002|)\r\n");
     assert_eq!(opened(&mut h), [false]);
 }
+
+#[test]
+fn require_reuse_goes_with_every_protected_data_connection() {
+    let mut h = Harness::new(Params {
+        client_tls: ClientTls::Optional,
+        tls_require_reuse: true,
+        ..params()
+    });
+    h.client(b"AUTH TLS\r\nPBSZ 0\r\nPROT P\r\n").take();
+    h.client(b"PASV\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,117,49).\r\n");
+    let opened: Vec<(bool, bool)> = h
+        .take()
+        .iter()
+        .filter_map(|a| match a {
+            Action::Open(req) => Some((req.client_tls, req.tls_require_reuse)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened, [(true, true)]);
+}
