@@ -36,7 +36,7 @@ read -r -a CONFIGS <<<"${CONFIGS:-routing helper redirect tproxy redirect-kernel
 MODES=(pasv epsv port eprt epsv6 eprt6)
 
 bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl nft:nftables ip:iproute2 python3:python3 \
-    tcpdump:tcpdump
+    tcpdump:tcpdump openssl:openssl
 cargo build --release --locked -q --bin ftpgate --example kernel_floor
 bin=$PWD/target/release/ftpgate
 
@@ -70,10 +70,23 @@ chown ftp "$work/root/up"
 head -c $((SIZE_MB * 1024 * 1024)) /dev/zero > "$work/root/big.bin"
 head -c 1024 /dev/urandom > "$work/root/small.bin"
 chmod 644 "$work/root/"*.bin
-# The shipped edge rules, with the kernel data path on every listener.
+# FTPS (issue 17): one certificate for vsftpd's own TLS (the direct transfer) and for
+# ftpgate's toward the clients; curl is told not to check it (-k).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$work/tls.key" -out "$work/tls.pem" -subj "/CN=$SERVER" \
+    -addext "subjectAltName=IP:$SERVER,IP:$SERVER6" 2>/dev/null
+chmod 644 "$work/tls.key"
+# The shipped edge rules, as they are and with the kernel data path on every listener,
+# each with ftpgate's TLS offered to the clients (`tls client optional`): a clear client
+# sees no difference, an FTPS one (the ftps-* rows) is terminated by ftpgate.
 for flavour in redirect tproxy; do
-    sed -E 's/^(listen [^#]*[^ #])( *#.*)?$/\1 data-path kernel\2/' "rules/edge-$flavour.rules" \
-        > "$work/edge-$flavour-kernel.rules"
+    tls() {
+        sed -E 's/^(pass from [^#]*[^ #])( *#.*)?$/\1 tls client optional\2/'
+        echo "tls cert $work/tls.pem key $work/tls.key"
+    }
+    tls < "rules/edge-$flavour.rules" > "$work/edge-$flavour.rules"
+    sed -E 's/^(listen [^#]*[^ #])( *#.*)?$/\1 data-path kernel\2/' "rules/edge-$flavour.rules" |
+        tls > "$work/edge-$flavour-kernel.rules"
 done
 {
     vsftpd_anon "$work/root"
@@ -91,6 +104,14 @@ max_per_ip=1000
 # The other configurations pass both from one address, so this changes nothing there.
 pasv_promiscuous=YES
 port_promiscuous=YES
+# FTPS for the direct transfer (routing) of the ftps-* rows; clear clients stay clear.
+ssl_enable=YES
+allow_anon_ssl=YES
+force_anon_logins_ssl=NO
+force_anon_data_ssl=NO
+require_ssl_reuse=NO
+rsa_cert_file=$work/tls.pem
+rsa_private_key_file=$work/tls.key
 CONF
 } > "$work/vsftpd.conf"
 # Background processes are started with `ip netns exec` itself (it execs them), so
@@ -125,12 +146,12 @@ edge_up() {
             ;;
         redirect | redirect-kernel)
             on edge nft -f deploy/nftables/ftpgate-redirect.nft
-            if [ "$1" = redirect ]; then gate rules/edge-redirect.rules; else gate "$work/edge-redirect-kernel.rules"; fi
+            if [ "$1" = redirect ]; then gate "$work/edge-redirect.rules"; else gate "$work/edge-redirect-kernel.rules"; fi
             ;;
         tproxy | tproxy-kernel)
             on edge nft -f deploy/nftables/ftpgate-tproxy.nft
             on edge bash deploy/tproxy-routing.sh add deploy/nftables/ftpgate-tproxy.nft
-            if [ "$1" = tproxy ]; then gate rules/edge-tproxy.rules; else gate "$work/edge-tproxy-kernel.rules"; fi
+            if [ "$1" = tproxy ]; then gate "$work/edge-tproxy.rules"; else gate "$work/edge-tproxy-kernel.rules"; fi
             ;;
         *) echo "unknown configuration $1" >&2; exit 2 ;;
     esac
@@ -191,6 +212,25 @@ measure() {
         rm -f "$work/root/up/big.bin"
         record "$config" "upload-$mode" "$speed"
     done
+    # FTPS with protected data (curl --ssl-reqd: AUTH TLS, PROT P), passive: directly
+    # to vsftpd's own TLS (routing), or terminated by ftpgate toward a clear vsftpd.
+    # curl 7.88 never starts TLS on an active-mode data connection, so passive only.
+    case "$config" in
+        routing | redirect | tproxy | redirect-kernel | tproxy-kernel)
+            out=$(on client curl -sS -k --ssl-reqd --ftp-pasv -o /dev/null \
+                -w '%{speed_download} %{size_download}' "ftp://$SERVER/big.bin")
+            read -r speed size <<<"$out"
+            [ "$size" = "$bytes" ] || { echo "$config ftps download: got $size bytes" >&2; exit 1; }
+            record "$config" "ftps-download-epsv" "$speed"
+            out=$(on client curl -sS -k --ssl-reqd --ftp-pasv -T "$work/root/big.bin" \
+                -w '%{speed_upload} %{size_upload}' "ftp://$SERVER/up/big.bin")
+            read -r speed size <<<"$out"
+            [ "$size" = "$bytes" ] && [ "$(stat -c %s "$work/root/up/big.bin")" = "$bytes" ] ||
+                { echo "$config ftps upload: sent $size bytes" >&2; exit 1; }
+            rm -f "$work/root/up/big.bin"
+            record "$config" "ftps-upload-epsv" "$speed"
+            ;;
+    esac
     for mode in passive active; do
         out=$(on client python3 bench/setup_latency.py "$SERVER" "$mode" "$LATENCY" small.bin) ||
             { echo "$config latency-$mode: a transfer failed" >&2; exit 1; }
@@ -261,7 +301,7 @@ names = {
     "relayfloor": "relay floor", "kernelfloor": "kernel-path floor",
     "kernelfloor-tokio": "kernel-path floor (event loop)",
 }
-order = ["download", "upload", "setup", "sessions", "latency", "edge"]
+order = ["download", "upload", "ftps", "setup", "sessions", "latency", "edge"]
 metrics = sorted({m for m, _ in values}, key=lambda m: (order.index(m.split("-")[0]), m))
 med = {(m, c): statistics.median(values[(m, c)]) for (m, c) in values}
 def spread(m, c):
@@ -275,7 +315,7 @@ def rep_ratio(m, c, base="helper"):
               if by_rep.get((m, base, r))]
     return statistics.median(ratios) if ratios else None
 def fmt(metric, v):
-    if metric.startswith(("download", "upload")):
+    if metric.startswith(("download", "upload", "ftps")):
         return f"{v / 1e9:.2f} GB/s"
     if metric.startswith("latency"):
         return f"{v * 1e3:.2f} ms"
@@ -303,6 +343,8 @@ if "helper" in configs and gates:
     print("|" + " --- |" * (len(gates) + 2))
     for m in metrics:
         kind = m.split("-")[0]
+        if kind == "ftps":
+            continue  # the helper cannot see into TLS; the next table compares these
         base = med.get((m, "helper"))
         cells = []
         for c in gates:
@@ -318,6 +360,22 @@ if "helper" in configs and gates:
                 cells.append(f"{r:.2f}" + (" ✓" if r >= targets[kind] else ""))
         target = f"≥ {targets[kind]:.2f}" if kind in targets else "reported"
         print(f"| {m} | {target} | " + " | ".join(cells) + " |")
+# Issue 17: FTPS with protected data through ftpgate against the same transfer made
+# directly to the server's own TLS.
+ftps = [m for m in metrics if m.startswith("ftps")]
+tls_gates = [c for c in configs if c not in ("routing", "helper") and any((m, c) in med for m in ftps)]
+if ftps and "routing" in configs and tls_gates:
+    print("\nFTPS with protected data (curl --ssl-reqd, PROT P, passive): ratio to the same "
+          "transfer made directly to vsftpd's own TLS (routing), the median of the ratios "
+          "within each repetition (✓ at issue 17's target, 0.80).\n")
+    print("| metric | target | " + " | ".join(names[c] for c in tls_gates) + " |")
+    print("|" + " --- |" * (len(tls_gates) + 2))
+    for m in ftps:
+        cells = []
+        for c in tls_gates:
+            r = rep_ratio(m, c, "routing")
+            cells.append("-" if r is None else f"{r:.2f}" + (" ✓" if r >= 0.80 else ""))
+        print(f"| {m} | ≥ 0.80 | " + " | ".join(cells) + " |")
 # Issue 16: where a target is out of reach for a user-space control channel, ftpgate
 # must sit within 5 % of the smallest program that does the same job.
 # The event-loop floor separates what ftpgate's design costs from what ftpgate does.
