@@ -72,7 +72,7 @@ head -c 1024 /dev/urandom > "$work/root/small.bin"
 chmod 644 "$work/root/"*.bin
 # FTPS (issue 17): one certificate for vsftpd's own TLS (the direct transfer) and for
 # ftpgate's toward the clients; curl is told not to check it (-k).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 90 \
     -keyout "$work/tls.key" -out "$work/tls.pem" -subj "/CN=$SERVER" \
     -addext "subjectAltName=IP:$SERVER,IP:$SERVER6" 2>/dev/null
 chmod 644 "$work/tls.key"

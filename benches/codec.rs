@@ -68,6 +68,7 @@ fn session_engine(c: &mut Criterion) {
         server_mode: None,
         client_tls: Default::default(),
         tls_require_reuse: false,
+        tls_implicit: false,
         own: Default::default(),
     };
     let proxy: SocketAddr = "198.51.100.1:40000".parse().unwrap();

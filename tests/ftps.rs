@@ -590,3 +590,85 @@ fn garbage_inside_a_protected_data_connection_ends_that_transfer_only() {
         0.0
     );
 }
+
+/// vsftpd behind a listener that speaks TLS from the first byte (`tls implicit`).
+fn implicit_setup() -> Setup {
+    let server = Vsftpd::start("127.0.0.1");
+    make_file(&server.public().join("one.bin"), 1 << 20, 7);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki(dir.path());
+    let ip = "127.0.0.1".parse().expect("ip");
+    let addr = std::net::SocketAddr::new(ip, free_port(ip));
+    let gate = Gate::start(&format!(
+        "listen reverse {addr} upstream {upstream} tls implicit\n\
+         tls cert {cert} key {key}\n\
+         pass from 127.0.0.0/8 tls client optional require-reuse\n",
+        upstream = server.addr,
+        cert = path_str(&pki.cert),
+        key = path_str(&pki.key),
+    ));
+    Setup {
+        server,
+        gate,
+        pki,
+        _dir: dir,
+        local: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+#[test]
+fn implicit_ftps_with_curl_and_lftp_and_a_clear_client_refused() {
+    if !prerequisites(&["vsftpd", "curl", "lftp"]) {
+        return;
+    }
+    let s = implicit_setup();
+    let original = s.server.public().join("one.bin");
+    let ca = path_str(&s.pki.ca);
+    let url = |path: &str| format!("ftps://127.0.0.1:{}/{path}", s.gate.addr.port());
+    let local = s.local.path().join("curl.bin");
+    run_ok(
+        Command::new("curl")
+            .args(["-sS", "--cacert", &ca, "-o", &path_str(&local)])
+            .arg(url("pub/one.bin")),
+    );
+    same_file(&original, &local);
+    run_ok(
+        Command::new("curl")
+            .args(["-sS", "--cacert", &ca, "-T", &path_str(&local)])
+            .arg(url("pub/curl-up.bin")),
+    );
+    same_file(&original, &s.server.public().join("curl-up.bin"));
+    let down = s.local.path().join("lftp.bin");
+    let script = format!(
+        "set ftp:ssl-protect-data true; set ssl:ca-file {ca}; set net:max-retries 1; \
+         set net:timeout 20; open -u anonymous,x ftps://127.0.0.1:{port}; \
+         get pub/one.bin -o {down}; put {down} -o pub/lftp-up.bin; bye",
+        port = s.gate.addr.port(),
+        down = path_str(&down),
+    );
+    run_ok(Command::new("lftp").args(["-c", &script]));
+    same_file(&original, &down);
+    same_file(&original, &s.server.public().join("lftp-up.bin"));
+    // A clear client: its first line is no TLS handshake.
+    let mut clear = TcpStream::connect(s.gate.addr).expect("connect");
+    clear
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    clear.write_all(b"USER anonymous\r\n").expect("write");
+    let mut rest = Vec::new();
+    let _ = clear.read_to_end(&mut rest);
+    assert!(!rest.starts_with(b"220"), "{rest:?}");
+    let metrics = s.gate.metrics();
+    let handshakes = |leg: &str, outcome: &str| {
+        let sample = format!(r#"ftpgate_tls_handshakes_total{{leg="{leg}",outcome="{outcome}"}}"#);
+        metric_value(&metrics, &sample)
+    };
+    assert_eq!(handshakes("client", "ok"), 3.0);
+    assert_eq!(handshakes("client", "failed"), 1.0);
+    assert!(handshakes("client-data", "ok") >= 4.0, "{metrics}");
+    assert_eq!(
+        metric_value(&metrics, r#"ftpgate_sessions_total{outcome="tls-failed"}"#),
+        1.0
+    );
+    assert!(!s.server.log().contains("AUTH"), "{}", s.server.log());
+}

@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
         origin: Origin::Forward {
             local: "198.51.100.1:21".parse().unwrap(),
         },
+        tls_implicit: false,
     };
     let mut now = Instant::now();
     let mut session = Session::new(start, POLICY.clone(), now);

@@ -165,6 +165,11 @@ impl<'a> Driver<'a> {
         // RFC 959's Synch sends the Telnet DM as TCP urgent data; read inline, it stays
         // in place in the `IAC IP IAC DM ABOR` sequence the codec understands.
         socket2::SockRef::from(&self.client).set_out_of_band_inline(true)?;
+        // Implicit FTPS: the greeting and all after it go through TLS; rustls holds
+        // them until the client's handshake is done.
+        if self.listener.tls_implicit {
+            self.secure_client();
+        }
         let actions = self.session.poll_actions();
         self.apply(actions).await
     }

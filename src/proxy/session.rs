@@ -40,6 +40,7 @@ pub async fn serve(
         client: peer,
         own: shared.own_sockets.load_full(),
         origin,
+        tls_implicit: listener.tls_implicit,
     };
     let id = match shared.tracker.open_session(entry, limits) {
         Ok(id) => id,

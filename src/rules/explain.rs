@@ -38,7 +38,8 @@ pub fn explain(c: &Config) -> String {
             super::DataPath::Relay => "",
             super::DataPath::Kernel => " data-path kernel",
         };
-        let _ = writeln!(out, "  {} {mode}{path}    # {}", l.addr, l.origin);
+        let tls = if l.tls_implicit { " tls implicit" } else { "" };
+        let _ = writeln!(out, "  {} {mode}{path}{tls}    # {}", l.addr, l.origin);
     }
     if !c.tables.is_empty() {
         let _ = writeln!(out, "tables:");

@@ -175,6 +175,8 @@ pub struct Listener {
     pub addr: SocketAddr,
     pub mode: ListenMode,
     pub data_path: DataPath,
+    /// `tls implicit`: TLS from the first byte (FTPS on port 990), before the greeting.
+    pub tls_implicit: bool,
     pub origin: Origin,
 }
 

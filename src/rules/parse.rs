@@ -8,6 +8,7 @@
 //! listen    := "listen" ( "reverse" SOCKADDR "upstream" HOST ":" PORT
 //!                       | "transparent" SOCKADDR ["tproxy" ["preserve-source"]]
 //!                       | "forward" SOCKADDR )
+//!              ["data-path" ("relay" | "kernel")] ["tls" "implicit"]
 //! metrics   := "metrics" "listen" SOCKADDR ["sessions" ("on" | "off")] ["allow" ADDRS]
 //!              ["token-file" PATH]
 //! table     := "table" "<" NAME ">" ( "{" TARGET ("," TARGET)* "}" | "file" PATH )
@@ -223,7 +224,8 @@ enum TableBody {
 /// What one line says.
 enum Statement {
     Set(Setting),
-    Listen(SocketAddr, ListenMode, DataPath),
+    /// The address, mode, data path and `tls implicit`.
+    Listen(SocketAddr, ListenMode, DataPath, bool),
     /// The address, the options, and the `token-file` to read the token from.
     Metrics(SocketAddr, Admin, Option<PathBuf>),
     Rule(SessionRule),
@@ -277,7 +279,20 @@ fn listen_statement(i: &str) -> PResult<'_, Statement> {
     } else {
         (rest, DataPath::Relay)
     };
-    Ok((rest, Statement::Listen(addr, mode, data_path)))
+    let (tls_at, _) = space0(rest)?;
+    let (rest, tls) = optional_keyword(rest, "tls");
+    if !tls {
+        return Ok((rest, Statement::Listen(addr, mode, data_path, false)));
+    }
+    if mode == ListenMode::Forward {
+        // The session is decided only at `USER name@host`, inside the TLS.
+        return fail(
+            tls_at,
+            "tls implicit goes with reverse and transparent listeners",
+        );
+    }
+    let (rest, _) = keyword("implicit")(rest)?;
+    Ok((rest, Statement::Listen(addr, mode, data_path, true)))
 }
 
 fn listen_mode(i: &str) -> PResult<'_, (SocketAddr, ListenMode)> {
@@ -952,7 +967,7 @@ impl Builder {
                 }
                 setting.apply(&mut self.settings);
             }
-            Statement::Listen(addr, mode, data_path) => {
+            Statement::Listen(addr, mode, data_path, tls_implicit) => {
                 let at = code.find(&addr.to_string()).map_or(code, |p| &code[p..]);
                 if self.config.listeners.iter().any(|l| l.addr == addr) {
                     return Err(error(at, format!("{addr} is already a listener")));
@@ -980,6 +995,7 @@ impl Builder {
                     addr,
                     mode,
                     data_path,
+                    tls_implicit,
                     origin,
                 });
             }
@@ -1108,6 +1124,18 @@ impl Builder {
             });
         }
         if self.config.tls_certs.is_empty() {
+            for l in self.config.listeners.iter().filter(|l| l.tls_implicit) {
+                self.errors.push(RuleError {
+                    file: l.origin.file.to_string(),
+                    line: l.origin.line,
+                    col: 1,
+                    message: "`tls implicit` needs a certificate: add `tls cert FILE key FILE`"
+                        .into(),
+                    source_line: String::new(),
+                    width: 1,
+                    more: Vec::new(),
+                });
+            }
             for rule in &self.config.session_rules {
                 if rule.client_tls != ClientTls::Deny {
                     self.errors.push(RuleError {
@@ -1287,6 +1315,46 @@ mod tests {
         let plain = parse_str("x.rules", &format!("{LISTEN}\npass from any\n")).unwrap();
         assert_eq!(plain.session_rules[0].client_tls, ClientTls::Deny);
         assert!(plain.tls.is_none());
+    }
+
+    #[test]
+    fn tls_implicit_goes_on_reverse_and_transparent_listeners_with_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = cert_files(dir.path());
+        let certs = format!("tls cert {cert} key {key}");
+        let c = parse_str(
+            "x.rules",
+            &format!("{LISTEN} data-path kernel tls implicit\n{certs}\npass\n"),
+        )
+        .unwrap();
+        assert!(c.listeners[0].tls_implicit);
+        assert_eq!(c.listeners[0].data_path, DataPath::Kernel);
+        let c = parse_str(
+            "x.rules",
+            &format!("listen transparent 0.0.0.0:8021 tls implicit\n{certs}\npass\n"),
+        )
+        .unwrap();
+        assert!(c.listeners[0].tls_implicit);
+        assert!(
+            !parse_str("x.rules", &format!("{LISTEN}\npass\n"))
+                .unwrap()
+                .listeners[0]
+                .tls_implicit
+        );
+        assert_eq!(
+            err(&format!(
+                "listen forward 127.0.0.1:2121 tls implicit\n{certs}\npass\n"
+            )),
+            "x.rules:1:31: tls implicit goes with reverse and transparent listeners"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN} tls implicit\npass\n")),
+            "x.rules:1:1: `tls implicit` needs a certificate: add `tls cert FILE key FILE`"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN} tls explicit\n{certs}\npass\n")),
+            "x.rules:1:57: expected implicit, found `explicit`"
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Start {
     /// ftpgate's own listening sockets, never a data target (invariant 4).
     pub own: Arc<OwnSockets>,
     pub origin: Origin,
+    /// `tls implicit`: the shell speaks TLS with the client from its first byte.
+    pub tls_implicit: bool,
 }
 
 /// Where a session's server comes from, by listener mode.
@@ -86,6 +88,8 @@ pub struct Params {
     /// Protected data connections must resume the control connection's TLS session
     /// (`tls client … require-reuse`).
     pub tls_require_reuse: bool,
+    /// The client's control connection is TLS from its first byte (`tls implicit`).
+    pub tls_implicit: bool,
     /// ftpgate's own listening sockets, never a data target (invariant 4).
     pub own: Arc<OwnSockets>,
 }

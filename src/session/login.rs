@@ -195,6 +195,7 @@ impl Session {
             server_mode: route.server_mode,
             client_tls: route.client_tls,
             tls_require_reuse: route.tls_require_reuse,
+            tls_implicit: self.tls_implicit,
             own: self.own.clone(),
         };
         let mut control = Control::new(params, self.policy.clone(), now);

@@ -83,6 +83,8 @@ pub struct Session {
     listener: SocketAddr,
     client: ClientAddr,
     own: Arc<OwnSockets>,
+    /// `tls implicit`: the client's control connection is TLS already.
+    tls_implicit: bool,
     policy: Arc<Config>,
     stage: Stage,
     timers: Timers,
@@ -115,6 +117,7 @@ impl Session {
             listener: start.listener,
             client: start.client,
             own: start.own.clone(),
+            tls_implicit: start.tls_implicit,
             policy,
             stage: Stage::Closed,
             timers,
@@ -137,6 +140,7 @@ impl Session {
             origin: Origin::Forward {
                 local: LocalAddr::new(params.client_side),
             },
+            tls_implicit: params.tls_implicit,
         };
         let mut session = Session::unstarted(&start, policy.clone(), now);
         session.stage = Stage::Relaying(Box::new(Control::new(params, policy, now)));

@@ -170,6 +170,10 @@ pub(super) struct Control {
 
 impl Control {
     pub fn new(params: Params, rules: Arc<Config>, now: Instant) -> Self {
+        let tls = tls::ClientLeg {
+            secured: params.tls_implicit,
+            private: false,
+        };
         Control {
             params,
             pending: VecDeque::from([Pending::Greeting]),
@@ -182,7 +186,7 @@ impl Control {
             transfer_type: TransferType::Ascii,
             next_id: 0,
             user: None,
-            tls: tls::ClientLeg::default(),
+            tls,
             out: Vec::new(),
             closed: false,
             rules,

@@ -21,11 +21,12 @@ const TLS_FEATURES: [&str; 4] = ["AUTH", "PBSZ", "PROT", "CCC"];
 
 impl Control {
     pub(super) fn on_auth(&mut self, mechanism: &[u8]) {
-        if self.params.client_tls == ClientTls::Deny {
-            return self.refuse(Say::Auth);
-        }
+        // Implicit TLS is secured whatever the rule says about AUTH.
         if self.tls.secured {
             return self.refuse(Say::AuthAgain);
+        }
+        if self.params.client_tls == ClientTls::Deny {
+            return self.refuse(Say::Auth);
         }
         let mechanism = String::from_utf8_lossy(mechanism).to_ascii_uppercase();
         // `SSL` and `TLS-C` are the older names some clients still send for the same.
@@ -104,7 +105,7 @@ impl Control {
         for line in features.filter(keep) {
             out.extend_from_slice(line);
         }
-        if self.params.client_tls != ClientTls::Deny {
+        if self.params.client_tls != ClientTls::Deny || self.tls.secured {
             out.extend_from_slice(b" AUTH TLS\r\n PBSZ\r\n PROT\r\n");
         }
         out.extend_from_slice(last);

@@ -18,6 +18,7 @@ fn start(origin: Origin) -> Start {
         client: CLIENT.parse().unwrap(),
         own: Arc::new(OwnSockets::default()),
         origin,
+        tls_implicit: false,
     }
 }
 

@@ -33,6 +33,7 @@ fn params() -> Params {
         server_mode: None,
         client_tls: crate::vocab::ClientTls::Deny,
         tls_require_reuse: false,
+        tls_implicit: false,
         own: Arc::new(OwnSockets {
             ips: Vec::new(),
             ports: vec![2121, 9121],
@@ -53,6 +54,7 @@ fn v6_params() -> Params {
         server_mode: None,
         client_tls: crate::vocab::ClientTls::Deny,
         tls_require_reuse: false,
+        tls_implicit: false,
         own: Arc::new(OwnSockets {
             ips: Vec::new(),
             ports: vec![2121, 9121],

@@ -220,3 +220,20 @@ fn require_reuse_goes_with_every_protected_data_connection() {
         .collect();
     assert_eq!(opened, [(true, true)]);
 }
+
+#[test]
+fn an_implicit_tls_session_is_secured_from_the_start() {
+    // Whatever the rule says about AUTH: the listener speaks TLS already.
+    let mut h = Harness::new(Params {
+        tls_implicit: true,
+        ..params()
+    });
+    let a = h.client(b"AUTH TLS\r\n").take();
+    assert!(to_client(&a).starts_with("503 "));
+    assert!(!a.contains(&Action::SecureClient));
+    assert_eq!(to_client(&h.client(b"PBSZ 0\r\n").take()), "200 PBSZ=0\r\n");
+    assert!(to_client(&h.client(b"PROT P\r\n").take()).starts_with("200 "));
+    h.client(b"FEAT\r\n").take();
+    let a = h.server(b"211-Features:\r\n EPSV\r\n211 End\r\n").take();
+    assert!(to_client(&a).contains(" PROT\r\n"), "{}", to_client(&a));
+}
