@@ -202,6 +202,12 @@ fn ftplib_both_modes(ip: &str) {
     // RETR, STOR and LIST in both modes under PROT P; none under PROT C.
     assert_eq!(handshakes("client-data", "ok"), 6.0);
     assert_eq!(handshakes("client-data", "failed"), 0.0);
+    // The transfer log says which data connections were protected, and how.
+    let log = s.gate.log();
+    let protected = log
+        .lines()
+        .filter(|l| l.contains("transfer") && l.contains("tls=\"TLSv1.3 "));
+    assert_eq!(protected.count(), 6, "{log}");
     // The server heard the login, in clear on its own leg, and never an AUTH or PROT.
     let log = s.server.log();
     assert!(

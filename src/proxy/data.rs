@@ -167,6 +167,7 @@ pub fn open(
         binding,
         announced,
         tls,
+        tls_described: std::sync::OnceLock::new(),
     };
     shared
         .data_tasks
@@ -377,6 +378,8 @@ struct Expectation {
     announced: Vec<Announced>,
     /// `PROT P`: the client's leg is TLS, ftpgate its server.
     tls: Option<DataTls>,
+    /// That TLS's version and cipher suite once negotiated, for the transfer log.
+    tls_described: std::sync::OnceLock<String>,
 }
 
 /// ftpgate's TLS toward the client on a protected data connection.
@@ -427,6 +430,7 @@ impl Expectation {
                 upload,
                 duration_ms = started.elapsed().as_millis() as u64,
                 outcome = outcome.as_str(),
+                tls = self.tls_described.get().map_or("none", String::as_str),
                 "transfer"
             );
             if let Some(t) = transfer {
@@ -589,6 +593,9 @@ impl Expectation {
         }
         let stream = result?;
         let conn = stream.get_ref().1;
+        if let Some((version, suite)) = crate::tls::describe(conn) {
+            let _ = self.tls_described.set(format!("{version} {suite}"));
+        }
         let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let ours = tls
             .session
