@@ -66,8 +66,7 @@ fn session_engine(c: &mut Criterion) {
         advertise: None,
         min_data_port: 1024,
         server_mode: None,
-        client_tls: Default::default(),
-        tls_require_reuse: false,
+        tls: Default::default(),
         tls_implicit: false,
         own: Default::default(),
     };

@@ -315,6 +315,17 @@ impl ClientTls {
     }
 }
 
+/// `tls client …` on a session pass rule: the session's FTPS toward its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TlsPolicy {
+    pub client: ClientTls,
+    /// `require-reuse`: a protected data connection must resume its control
+    /// connection's TLS session.
+    pub require_reuse: bool,
+    /// `ccc`: the client may end TLS on its control connection (`CCC`).
+    pub ccc: bool,
+}
+
 /// The representation type in force for a transfer (`TYPE`): it decides only how
 /// the transfer log records it; the proxy relays bytes as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -678,3 +678,52 @@ fn implicit_ftps_with_curl_and_lftp_and_a_clear_client_refused() {
     );
     assert!(!s.server.log().contains("AUTH"), "{}", s.server.log());
 }
+
+#[test]
+fn curl_clears_the_control_connection_with_ccc_where_the_rule_allows_it() {
+    if !prerequisites(&["vsftpd", "curl"]) {
+        return;
+    }
+    let s = setup("optional ccc", "");
+    let original = s.server.public().join("one.bin");
+    let ca = path_str(&s.pki.ca);
+    let url = |path: &str| format!("ftp://127.0.0.1:{}/{path}", s.gate.addr.port());
+    // Login through TLS, CCC, the rest in clear; the data stays protected (PROT P).
+    for mode in ["passive", "active"] {
+        let local = s.local.path().join(format!("{mode}.bin"));
+        let out = run_ok(
+            Command::new("curl")
+                .args(["-sS", "-v", "--ssl-reqd", "--ftp-ssl-ccc", "--cacert", &ca])
+                .args(["--ftp-ssl-ccc-mode", mode, "-o", &path_str(&local)])
+                .arg(url("pub/one.bin")),
+        );
+        same_file(&original, &local);
+        let said = text(&out);
+        assert!(said.contains("200 CCC OK"), "{said}");
+    }
+    let metrics = s.gate.metrics();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"ftpgate_tls_handshakes_total{leg="client",outcome="failed"}"#
+        ),
+        0.0
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            r#"ftpgate_tls_handshakes_total{leg="client-data",outcome="ok"}"#
+        ) >= 2.0
+    );
+    // Without `ccc` in the rule: 534, and curl gives up rather than go on in TLS.
+    let s = setup("optional", "");
+    let ca = path_str(&s.pki.ca);
+    let out = run(Command::new("curl")
+        .args(["-sS", "-v", "--ssl-reqd", "--ftp-ssl-ccc", "--cacert", &ca])
+        .arg(format!(
+            "ftp://127.0.0.1:{}/pub/one.bin",
+            s.gate.addr.port()
+        ))
+        .args(["-o", "/dev/null"]));
+    assert!(text(&out).contains("534 CCC"), "{}", text(&out));
+}

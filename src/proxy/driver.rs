@@ -69,6 +69,11 @@ pub(super) struct Driver<'a> {
     client_tls: Option<Box<rustls::ServerConnection>>,
     /// Whether that TLS has finished its handshake (and been counted).
     client_tls_up: bool,
+    /// `CCC`: ftpgate has closed that TLS and waits for the client's close; output
+    /// is clear already.
+    client_tls_closing: bool,
+    /// The client's TLS records while it closes.
+    client_records: Records,
     /// The mark that TLS puts in the tickets it issues, which the session's protected
     /// data connections must carry when they resume a session.
     client_tls_mark: Option<[u8; 16]>,
@@ -123,6 +128,8 @@ impl<'a> Driver<'a> {
             server_lines: LineFramer::new(max_line + 1024),
             client_tls: None,
             client_tls_up: false,
+            client_tls_closing: false,
+            client_records: Records::default(),
             client_tls_mark: None,
             data: HashMap::new(),
             closing: Vec::new(),
@@ -240,6 +247,22 @@ impl<'a> Driver<'a> {
         let mut frames = Vec::new();
         let ready = match self.client_tls.as_deref_mut() {
             None => read_ready(&self.client, &mut self.client_lines, &mut frames)?,
+            Some(tls) if self.client_tls_closing => {
+                let (records, lines) = (&mut self.client_records, &mut self.client_lines);
+                match read_tls_closing(&self.client, tls, records, lines, &mut frames) {
+                    Ok((ready, closed)) => {
+                        if closed {
+                            self.client_tls = None;
+                            self.client_tls_closing = false;
+                        }
+                        ready
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                        return self.client_tls_failed(&e.to_string()).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             Some(tls) => match read_tls(&self.client, tls, &mut self.client_lines, &mut frames) {
                 Ok(ready) => ready,
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
@@ -323,9 +346,20 @@ impl<'a> Driver<'a> {
         self.feed(Event::ClientTlsFailed).await
     }
 
-    /// Output for the client: through its TLS once that is on.
+    /// After [`Action::ClearClient`] (`CCC`): ftpgate closes its side of the TLS; the
+    /// client's close is read before its clear text.
+    fn clear_client(&mut self) {
+        if let Some(tls) = self.client_tls.as_deref_mut() {
+            tls.send_close_notify();
+            self.client_tls_progress();
+            self.client_tls_closing = true;
+        }
+    }
+
+    /// Output for the client: through its TLS while that is on.
     fn tell_client(&mut self, bytes: &[u8]) {
         match self.client_tls.as_deref_mut() {
+            Some(_) if self.client_tls_closing => self.to_client.push(bytes),
             None => self.to_client.push(bytes),
             Some(tls) => {
                 // rustls buffers what it cannot encrypt yet (mid-handshake); its limit
@@ -384,6 +418,7 @@ impl<'a> Driver<'a> {
             match action {
                 Action::ToClient(bytes) => self.tell_client(&bytes),
                 Action::SecureClient => self.secure_client(),
+                Action::ClearClient => self.clear_client(),
                 Action::ToServer(bytes) => self.to_server.push_line(&bytes),
                 Action::Open(req) => {
                     let event = self.open(&req);
@@ -651,6 +686,95 @@ fn read_tls(
     Ok(Ready::Open)
 }
 
+/// Where a stream of TLS records stands, so that the first byte that is no record
+/// is found: after `CCC` a client may follow its own TLS close with clear text, or
+/// (curl does) send clear text at once without one. A record starts with its content
+/// type, 20 to 24; an FTP command with a letter.
+#[derive(Debug, Default)]
+struct Records {
+    /// The start of a record header read so far.
+    header: Vec<u8>,
+    /// What is left of the record being read.
+    left: usize,
+}
+
+impl Records {
+    /// The offset of the first byte of `bytes` that starts no record, if any.
+    fn clear_from(&mut self, bytes: &[u8]) -> Option<usize> {
+        let mut at = 0;
+        while let Some(&byte) = bytes.get(at) {
+            if self.left > 0 {
+                let take = self.left.min(bytes.len() - at);
+                self.left -= take;
+                at += take;
+                continue;
+            }
+            if self.header.is_empty() && !(20..=24).contains(&byte) {
+                return Some(at);
+            }
+            self.header.push(byte);
+            at += 1;
+            if let [_, _, _, high, low] = self.header[..] {
+                self.left = usize::from(u16::from_be_bytes([high, low]));
+                self.header.clear();
+            }
+        }
+        None
+    }
+}
+
+/// [`read_tls`] while `CCC` closes the client's TLS: records go to rustls up to the
+/// client's own close or the first byte that is no record; what follows is the client's
+/// clear text and goes to `lines` as such. Returns whether the TLS is over.
+fn read_tls_closing(
+    stream: &TcpStream,
+    tls: &mut rustls::ServerConnection,
+    records: &mut Records,
+    lines: &mut LineFramer,
+    frames: &mut Vec<Frame>,
+) -> io::Result<(Ready, bool)> {
+    let mut buf = [0u8; READ_BUFFER];
+    let mut closed = false;
+    for _ in 0..16 {
+        let n = match stream.try_read(&mut buf) {
+            Ok(0) => return Ok((Ready::Closed, closed)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((Ready::Open, closed)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let bytes = buf.get(..n).unwrap_or_default();
+        let mut clear = 0;
+        if !closed {
+            let end = records.clear_from(bytes).unwrap_or(bytes.len());
+            closed = end < bytes.len();
+            let mut tls_bytes = bytes.get(..end).unwrap_or_default();
+            while !tls_bytes.is_empty() {
+                tls.read_tls(&mut tls_bytes)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let state = tls
+                    .process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                if state.plaintext_bytes_to_read() > 0 {
+                    let mut plain = vec![0u8; state.plaintext_bytes_to_read()];
+                    tls.reader().read_exact(&mut plain)?;
+                    lines.push(&plain, frames);
+                }
+                // Bytes behind the client's close are its clear text.
+                if state.peer_has_closed() {
+                    closed = true;
+                    break;
+                }
+            }
+            clear = if closed { end - tls_bytes.len() } else { n };
+        }
+        if closed {
+            lines.push(bytes.get(clear..).unwrap_or_default(), frames);
+        }
+    }
+    Ok((Ready::Open, closed))
+}
+
 /// What reading a readable control socket gave.
 enum Ready {
     /// Bytes (possibly no whole line yet), or a spurious wake-up.
@@ -706,4 +830,32 @@ fn read_ready(
         }
     }
     Ok(Ready::Open)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Records;
+
+    #[test]
+    fn the_first_byte_that_starts_no_tls_record_is_found_across_reads() {
+        // A close_notify record (TLS 1.3: application data, 19 bytes), then "PWD".
+        let mut record = vec![23, 3, 3, 0, 19];
+        record.extend([0xAB; 19]);
+        let mut stream = record.clone();
+        stream.extend(b"PWD\r\n");
+        assert_eq!(Records::default().clear_from(&stream), Some(24));
+        // Split anywhere, in the header or the body, the boundary is the same.
+        for split in 1..stream.len() {
+            let mut r = Records::default();
+            let (a, b) = stream.split_at(split);
+            let found = match r.clear_from(a) {
+                Some(at) => at,
+                None => a.len() + r.clear_from(b).unwrap(),
+            };
+            assert_eq!(found, 24, "split at {split}");
+        }
+        // Clear text right away (no close of the client's), and records only.
+        assert_eq!(Records::default().clear_from(b"PWD\r\n"), Some(0));
+        assert_eq!(Records::default().clear_from(&record), None);
+    }
 }

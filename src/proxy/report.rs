@@ -59,6 +59,7 @@ pub(super) fn report(shared: &Shared, id: SessionId, action: Action) {
         | Action::Finished(_)
         | Action::Expire(_)
         | Action::SecureClient
+        | Action::ClearClient
         | Action::Resolve { .. }
         | Action::Connect { .. }
         | Action::Close(_) => {}

@@ -78,14 +78,15 @@ pub fn explain(c: &Config) -> String {
         let convert = r
             .server_mode
             .map_or(String::new(), |m| format!(" server-mode {}", m.as_str()));
-        let reuse = if r.tls_require_reuse {
+        let reuse = if r.tls.require_reuse {
             " require-reuse"
         } else {
             ""
         };
-        let tls = match r.client_tls {
+        let ccc = if r.tls.ccc { " ccc" } else { "" };
+        let tls = match r.tls.client {
             ClientTls::Deny => String::new(),
-            t => format!(" tls client {}{reuse}", t.as_str()),
+            t => format!(" tls client {}{reuse}{ccc}", t.as_str()),
         };
         let _ = writeln!(
             out,
@@ -246,7 +247,7 @@ pub fn run_trial(c: &Config, trial: &Trial) -> String {
     let convert = session
         .server_mode
         .map_or(String::new(), |m| format!(", server leg {}", m.as_str()));
-    let convert = match session.client_tls {
+    let convert = match session.tls.client {
         ClientTls::Deny => convert,
         t => format!("{convert}, client TLS {}", t.as_str()),
     };

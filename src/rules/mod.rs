@@ -17,7 +17,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::codec::TransferKind;
-pub use crate::vocab::{ClientTls, DataMode, DataPath, Family, PortRange};
+pub use crate::vocab::{ClientTls, DataMode, DataPath, Family, PortRange, TlsPolicy};
 
 pub use explain::{Trial, explain, parse_trial, run_trial};
 pub use parse::{parse_file, parse_str, read_token};
@@ -432,11 +432,8 @@ pub struct SessionRule {
     /// `server-mode` (session pass rules): the mode the server leg of every data
     /// connection uses, whatever the client's; `None` keeps the client's.
     pub server_mode: Option<DataMode>,
-    /// `tls client` (session pass rules): what the client may do with `AUTH TLS`.
-    pub client_tls: ClientTls,
-    /// `tls client … require-reuse`: a protected data connection must resume its
-    /// control connection's TLS session.
-    pub tls_require_reuse: bool,
+    /// `tls client …` (session pass rules): the session's FTPS toward its client.
+    pub tls: TlsPolicy,
     pub origin: Origin,
 }
 
@@ -458,8 +455,7 @@ impl SessionRule {
             rule: Some(self.origin.clone()),
             reply: self.reply.clone(),
             server_mode: self.server_mode,
-            client_tls: self.client_tls,
-            tls_require_reuse: self.tls_require_reuse,
+            tls: self.tls,
         }
     }
 }
@@ -475,10 +471,8 @@ pub struct Decision {
     pub reply: Option<ReturnCode>,
     /// The server leg's data mode the session must use (`server-mode`).
     pub server_mode: Option<DataMode>,
-    /// What the client may do with `AUTH TLS` (`tls client`).
-    pub client_tls: ClientTls,
-    /// `require-reuse` (`tls client`).
-    pub tls_require_reuse: bool,
+    /// The session's FTPS toward its client (`tls client …`).
+    pub tls: TlsPolicy,
 }
 
 impl Decision {
@@ -797,8 +791,7 @@ impl Config {
                     rule: None,
                     reply: None,
                     server_mode: None,
-                    client_tls: ClientTls::Deny,
-                    tls_require_reuse: false,
+                    tls: TlsPolicy::default(),
                 },
                 SessionRule::decision,
             )

@@ -47,7 +47,7 @@ use super::settings::{self, Setting};
 use super::{
     AddrMatch, AddrSet, Admin, ClientTls, Config, DataMatch, DataPath, Family, Interception,
     ListenMode, Listener, Origin, PortRange, PortSet, ReturnCode, RuleError, SessionRule, Settings,
-    Source, Subject, Table, TlsCert, Upstream, Verdict,
+    Source, Subject, Table, TlsCert, TlsPolicy, Upstream, Verdict,
 };
 use crate::codec::TransferKind;
 use crate::vocab::DataMode;
@@ -704,7 +704,7 @@ fn rule_statement<'a>(
     };
     let (tls_at, _) = space0(rest)?;
     let (rest, has_tls) = optional_keyword(rest, "tls");
-    let (rest, client_tls) = if has_tls {
+    let (rest, client) = if has_tls {
         if verdict != Verdict::Pass || subject != Subject::Session {
             return fail(tls_at, "tls client only goes with a session pass rule");
         }
@@ -713,13 +713,33 @@ fn rule_statement<'a>(
     } else {
         (rest, ClientTls::Deny)
     };
-    let (reuse_at, _) = space0(rest)?;
-    let (rest, tls_require_reuse) = optional_keyword(rest, "require-reuse");
-    if tls_require_reuse && client_tls == ClientTls::Deny {
-        return fail(
-            reuse_at,
-            "require-reuse goes with tls client optional or require",
-        );
+    // `require-reuse` and `ccc`, in either order.
+    let mut tls = TlsPolicy {
+        client,
+        ..TlsPolicy::default()
+    };
+    let mut rest = rest;
+    loop {
+        let (at, _) = space0(rest)?;
+        let (after, reuse) = optional_keyword(rest, "require-reuse");
+        let (after, ccc) = if reuse {
+            (after, false)
+        } else {
+            optional_keyword(rest, "ccc")
+        };
+        if !reuse && !ccc {
+            break;
+        }
+        if client == ClientTls::Deny {
+            let word = if reuse { "require-reuse" } else { "ccc" };
+            return fail(
+                at,
+                format!("{word} goes with tls client optional or require"),
+            );
+        }
+        tls.require_reuse |= reuse;
+        tls.ccc |= ccc;
+        rest = after;
     }
     let rule = SessionRule {
         verdict,
@@ -731,8 +751,7 @@ fn rule_statement<'a>(
         subject,
         reply,
         server_mode,
-        client_tls,
-        tls_require_reuse,
+        tls,
         origin,
     };
     Ok((rest, Statement::Rule(rule)))
@@ -1137,14 +1156,14 @@ impl Builder {
                 });
             }
             for rule in &self.config.session_rules {
-                if rule.client_tls != ClientTls::Deny {
+                if rule.tls.client != ClientTls::Deny {
                     self.errors.push(RuleError {
                         file: rule.origin.file.to_string(),
                         line: rule.origin.line,
                         col: 1,
                         message: format!(
                             "`tls client {}` needs a certificate: add `tls cert FILE key FILE`",
-                            rule.client_tls.as_str()
+                            rule.tls.client.as_str()
                         ),
                         source_line: String::new(),
                         width: 1,
@@ -1308,12 +1327,12 @@ mod tests {
             "{LISTEN}\ntls cert {cert} key {key}\npass from any server-mode passive tls client require\n"
         );
         let config = parse_str("x.rules", &text).unwrap();
-        assert_eq!(config.session_rules[0].client_tls, ClientTls::Require);
+        assert_eq!(config.session_rules[0].tls.client, ClientTls::Require);
         assert_eq!(config.session_rules[0].server_mode, Some(DataMode::Passive));
         assert_eq!(config.tls_certs.len(), 1);
         assert!(config.tls.is_some());
         let plain = parse_str("x.rules", &format!("{LISTEN}\npass from any\n")).unwrap();
-        assert_eq!(plain.session_rules[0].client_tls, ClientTls::Deny);
+        assert_eq!(plain.session_rules[0].tls.client, ClientTls::Deny);
         assert!(plain.tls.is_none());
     }
 
@@ -1408,7 +1427,17 @@ mod tests {
             &format!("{LISTEN}\n{certs}\npass from any tls client optional require-reuse\n"),
         )
         .unwrap();
-        assert!(c.session_rules[0].tls_require_reuse);
+        assert!(c.session_rules[0].tls.require_reuse);
+        let c = parse_str(
+            "x.rules",
+            &format!("{LISTEN}\n{certs}\npass from any tls client require ccc require-reuse\n"),
+        )
+        .unwrap();
+        assert!(c.session_rules[0].tls.require_reuse && c.session_rules[0].tls.ccc);
+        assert_eq!(
+            err(&format!("{LISTEN}\npass from any tls client deny ccc\n")),
+            "x.rules:2:31: ccc goes with tls client optional or require"
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use crate::addrs::{ClientAddr, LocalAddr, OrigDstAddr, ServerAddr};
 use crate::codec::{Frame, TransferKind};
 use crate::rules::Decision;
 use crate::vocab::{
-    ClientTls, DataMode, DataOutcome, DataPath, ExpectationId, Refusal, SessionLimit,
-    SessionOutcome, TransferType, UpstreamFailure,
+    DataMode, DataOutcome, DataPath, ExpectationId, Refusal, SessionLimit, SessionOutcome,
+    TlsPolicy, TransferType, UpstreamFailure,
 };
 
 /// What the shell knows when a client connects, before any server is known.
@@ -83,11 +83,8 @@ pub struct Params {
     /// The mode every server-side data leg uses (`server-mode` in the rules);
     /// `None` keeps the client's.
     pub server_mode: Option<DataMode>,
-    /// What the client may do with `AUTH TLS` (`tls client` in the rules).
-    pub client_tls: ClientTls,
-    /// Protected data connections must resume the control connection's TLS session
-    /// (`tls client … require-reuse`).
-    pub tls_require_reuse: bool,
+    /// The session's FTPS toward its client (`tls client …` in the rules).
+    pub tls: TlsPolicy,
     /// The client's control connection is TLS from its first byte (`tls implicit`).
     pub tls_implicit: bool,
     /// ftpgate's own listening sockets, never a data target (invariant 4).
@@ -325,6 +322,10 @@ pub enum Action {
     /// are clear text where TLS must be: the shell closes the session, as it does when
     /// the handshake fails.
     SecureClient,
+    /// End TLS on the client's control connection (`CCC`): what was queued before
+    /// (the `200`) leaves through TLS, then TLS's close; output after it is clear, and
+    /// so are the client's bytes after its own TLS close.
+    ClearClient,
     /// Write what is queued, then close both control connections and cancel every data
     /// connection of the session. The engine ignores every later event.
     Close(CloseReason),

@@ -11,7 +11,7 @@ use super::{Action, CloseReason, Control, Origin, Params, Rejection, Session, St
 use crate::addrs::{LocalAddr, ServerAddr};
 use crate::codec::{Command, Frame, LineError, LineFramer, parse_forward_user, parse_line};
 use crate::rules::{Parties, Verdict};
-use crate::vocab::{ClientTls, DataMode, MIN_DATA_PORT, UpstreamFailure};
+use crate::vocab::{DataMode, MIN_DATA_PORT, TlsPolicy, UpstreamFailure};
 
 /// Where a session goes once its rules let it.
 #[derive(Debug)]
@@ -23,9 +23,8 @@ pub(super) struct Route {
     pub client_local: IpAddr,
     /// The server leg's data mode the session rule sets.
     pub server_mode: Option<DataMode>,
-    /// What the client may do with `AUTH TLS`, as the session rule says.
-    pub client_tls: ClientTls,
-    pub tls_require_reuse: bool,
+    /// The session's FTPS toward its client, as the session rule says.
+    pub tls: TlsPolicy,
     /// Forward listener: the proxy greeted the client, so the server's greeting is
     /// not passed on.
     pub proxy_greeted: bool,
@@ -39,8 +38,7 @@ impl Route {
             client_side: params.client_side,
             client_local: params.client_local,
             server_mode: params.server_mode,
-            client_tls: params.client_tls,
-            tls_require_reuse: params.tls_require_reuse,
+            tls: params.tls,
             proxy_greeted,
         }
     }
@@ -80,8 +78,7 @@ impl Session {
                 client_side: server.get(),
                 client_local,
                 server_mode: None,
-                client_tls: ClientTls::Deny,
-                tls_require_reuse: false,
+                tls: TlsPolicy::default(),
                 proxy_greeted: false,
             }),
         }
@@ -140,8 +137,7 @@ impl Session {
                     client_side: local.get(),
                     client_local: local.ip(),
                     server_mode: None,
-                    client_tls: ClientTls::Deny,
-                    tls_require_reuse: false,
+                    tls: TlsPolicy::default(),
                     proxy_greeted: user.is_some(),
                 })
             }
@@ -164,8 +160,7 @@ impl Session {
             decision.refusal(code, text)
         });
         route.server_mode = decision.server_mode;
-        route.client_tls = decision.client_tls;
-        route.tls_require_reuse = decision.tls_require_reuse;
+        route.tls = decision.tls;
         self.out.push(Action::Rule {
             decision,
             what: format!("session to {}", route.server),
@@ -193,8 +188,7 @@ impl Session {
             advertise: self.policy.settings.advertise,
             min_data_port: MIN_DATA_PORT,
             server_mode: route.server_mode,
-            client_tls: route.client_tls,
-            tls_require_reuse: route.tls_require_reuse,
+            tls: route.tls,
             tls_implicit: self.tls_implicit,
             own: self.own.clone(),
         };

@@ -79,6 +79,12 @@ pub(super) enum Say {
     /// `PROT S` or `E`: no TLS meaning.
     ProtUnsupported,
     CccRefused,
+    /// `CCC` while a reply is still owed.
+    CccBusy,
+    /// `200`: the last line through TLS.
+    CccOk,
+    /// `AUTH` after `CCC`.
+    AuthAfterCcc,
     PasvAfterEpsvAll,
     PortAfterEpsvAll,
     PasvNeedsV4,
@@ -200,6 +206,17 @@ impl Say {
             Say::ProtUnsupported => refuse(
                 536,
                 "PROT S and E are not supported; use PROT P or PROT C.",
+                Refusal::Tls,
+            ),
+            Say::CccBusy => refuse(
+                503,
+                "CCC must wait until the replies in progress are done.",
+                Refusal::Tls,
+            ),
+            Say::CccOk => say(200, "CCC OK; the control connection is clear from now on."),
+            Say::AuthAfterCcc => refuse(
+                503,
+                "TLS was ended with CCC; reconnect to use it again.",
                 Refusal::Tls,
             ),
             Say::CccRefused => refuse(534, "CCC is not allowed through this proxy.", Refusal::Tls),

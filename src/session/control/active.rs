@@ -95,7 +95,7 @@ impl Control {
             // Its time starts when a transfer verb opens it.
             expires: self.now,
             client_tls: self.tls.private,
-            tls_require_reuse: self.tls.private && self.params.tls_require_reuse,
+            tls_require_reuse: self.tls.private && self.params.tls.require_reuse,
         };
         self.data = Some(Data {
             id,

@@ -49,7 +49,7 @@ impl Control {
             conversion,
             expires: self.expiry(),
             client_tls: self.tls.private,
-            tls_require_reuse: self.tls.private && self.params.tls_require_reuse,
+            tls_require_reuse: self.tls.private && self.params.tls.require_reuse,
         };
         self.data = Some(Data {
             id,

@@ -173,6 +173,7 @@ impl Control {
         let tls = tls::ClientLeg {
             secured: params.tls_implicit,
             private: false,
+            cleared: false,
         };
         Control {
             params,

@@ -13,6 +13,8 @@ pub(super) struct ClientLeg {
     pub secured: bool,
     /// `PROT P`: data connections announced from now on are TLS on the client's leg.
     pub private: bool,
+    /// `CCC` ended the TLS: the control connection is clear for good.
+    pub cleared: bool,
 }
 
 /// The features a server's `FEAT` lists that are about its own TLS: not offered
@@ -25,7 +27,10 @@ impl Control {
         if self.tls.secured {
             return self.refuse(Say::AuthAgain);
         }
-        if self.params.client_tls == ClientTls::Deny {
+        if self.tls.cleared {
+            return self.refuse(Say::AuthAfterCcc);
+        }
+        if self.params.tls.client == ClientTls::Deny {
             return self.refuse(Say::Auth);
         }
         let mechanism = String::from_utf8_lossy(mechanism).to_ascii_uppercase();
@@ -69,7 +74,18 @@ impl Control {
             // Safe and Confidential are RFC 2228's, with no TLS meaning (RFC 4217).
             ("PROT", Some("S" | "E")) => self.refuse(Say::ProtUnsupported),
             ("PROT", _) => self.refuse(Say::Syntax),
-            _ => self.refuse(Say::CccRefused),
+            _ if !self.params.tls.ccc => self.refuse(Say::CccRefused),
+            // The 200 is the last line through TLS: nothing may be owed behind it.
+            _ if !self.pending.is_empty() || self.to_client.held_bytes() > 0 => {
+                self.refuse(Say::CccBusy)
+            }
+            _ => {
+                self.tls.secured = false;
+                self.tls.cleared = true;
+                self.to_client.push(Say::CccOk.encode());
+                self.flush();
+                self.out.push(Action::ClearClient);
+            }
         }
     }
 
@@ -77,7 +93,7 @@ impl Control {
     pub(super) fn needs_tls_first(&self, cmd: &Command) -> bool {
         let login = matches!(cmd, Command::User(_))
             || matches!(cmd, Command::Other { verb, .. } if verb == "PASS" || verb == "ACCT");
-        login && self.params.client_tls == ClientTls::Require && !self.tls.secured
+        login && self.params.tls.client == ClientTls::Require && !self.tls.secured
     }
 
     /// The server's `FEAT` reply as ftpgate offers it: the server's TLS features
@@ -105,7 +121,7 @@ impl Control {
         for line in features.filter(keep) {
             out.extend_from_slice(line);
         }
-        if self.params.client_tls != ClientTls::Deny || self.tls.secured {
+        if self.params.tls.client != ClientTls::Deny || self.tls.secured {
             out.extend_from_slice(b" AUTH TLS\r\n PBSZ\r\n PROT\r\n");
         }
         out.extend_from_slice(last);

@@ -31,8 +31,7 @@ fn params() -> Params {
         advertise: None,
         min_data_port: 1024,
         server_mode: None,
-        client_tls: crate::vocab::ClientTls::Deny,
-        tls_require_reuse: false,
+        tls: crate::vocab::TlsPolicy::default(),
         tls_implicit: false,
         own: Arc::new(OwnSockets {
             ips: Vec::new(),
@@ -52,8 +51,7 @@ fn v6_params() -> Params {
         advertise: None,
         min_data_port: 1024,
         server_mode: None,
-        client_tls: crate::vocab::ClientTls::Deny,
-        tls_require_reuse: false,
+        tls: crate::vocab::TlsPolicy::default(),
         tls_implicit: false,
         own: Arc::new(OwnSockets {
             ips: Vec::new(),

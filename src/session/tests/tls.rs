@@ -2,11 +2,14 @@
 //! `tls client` policy.
 
 use super::*;
-use crate::vocab::ClientTls;
+use crate::vocab::{ClientTls, TlsPolicy};
 
 fn harness(policy: ClientTls) -> Harness {
     Harness::new(Params {
-        client_tls: policy,
+        tls: TlsPolicy {
+            client: policy,
+            ..TlsPolicy::default()
+        },
         ..params()
     })
 }
@@ -203,8 +206,11 @@ fn data_connections_announced_under_prot_p_are_tls_on_the_clients_leg() {
 #[test]
 fn require_reuse_goes_with_every_protected_data_connection() {
     let mut h = Harness::new(Params {
-        client_tls: ClientTls::Optional,
-        tls_require_reuse: true,
+        tls: TlsPolicy {
+            client: ClientTls::Optional,
+            require_reuse: true,
+            ccc: false,
+        },
         ..params()
     });
     h.client(b"AUTH TLS\r\nPBSZ 0\r\nPROT P\r\n").take();
@@ -236,4 +242,41 @@ fn an_implicit_tls_session_is_secured_from_the_start() {
     h.client(b"FEAT\r\n").take();
     let a = h.server(b"211-Features:\r\n EPSV\r\n211 End\r\n").take();
     assert!(to_client(&a).contains(" PROT\r\n"), "{}", to_client(&a));
+}
+
+#[test]
+fn ccc_clears_the_control_connection_only_where_the_rule_allows_it() {
+    let mut h = Harness::new(Params {
+        tls: TlsPolicy {
+            client: ClientTls::Optional,
+            require_reuse: false,
+            ccc: true,
+        },
+        ..params()
+    });
+    h.client(b"AUTH TLS\r\nPBSZ 0\r\nPROT P\r\n").take();
+    // Not while a reply is owed: it would have to come after the TLS is gone.
+    h.client(b"NOOP\r\n").take();
+    let a = h.client(b"CCC\r\n").take();
+    assert!(!a.contains(&Action::ClearClient));
+    let a = h.server(b"200 ok\r\n").take();
+    assert!(
+        to_client(&a).ends_with("503 CCC must wait until the replies in progress are done.\r\n")
+    );
+    let a = h.client(b"CCC\r\n").take();
+    let reply = a
+        .iter()
+        .position(|a| matches!(a, Action::ToClient(b) if b.starts_with(b"200 CCC")));
+    let clear = a.iter().position(|a| *a == Action::ClearClient);
+    assert!(reply.is_some() && clear == reply.map(|r| r + 1), "{a:?}");
+    // Clear for good; data stays protected as PROT said.
+    assert!(to_client(&h.client(b"AUTH TLS\r\n").take()).starts_with("503 "));
+    assert!(to_client(&h.client(b"PROT C\r\n").take()).starts_with("503 "));
+    h.client(b"PASV\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,117,49).\r\n");
+    assert!(
+        h.take()
+            .iter()
+            .any(|a| matches!(a, Action::Open(r) if r.client_tls))
+    );
 }
