@@ -667,23 +667,38 @@ fn read_tls(
             Err(e) => return Err(e),
         };
         let mut records = buf.get(..n).unwrap_or_default();
-        while !records.is_empty() {
-            tls.read_tls(&mut records)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            let state = tls
-                .process_new_packets()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if state.plaintext_bytes_to_read() > 0 {
-                let mut plain = vec![0u8; state.plaintext_bytes_to_read()];
-                tls.reader().read_exact(&mut plain)?;
-                lines.push(&plain, frames);
-            }
-            if state.peer_has_closed() {
-                return Ok(Ready::Closed);
-            }
+        if decrypt(tls, &mut records, lines, frames)? {
+            return Ok(Ready::Closed);
         }
     }
     Ok(Ready::Open)
+}
+
+/// Feeds `records` to the TLS and what they decrypt to into `lines`, until they are
+/// used up or the peer closed its TLS (then `true`, with what follows its close left
+/// in `records`).
+fn decrypt(
+    tls: &mut rustls::ServerConnection,
+    records: &mut &[u8],
+    lines: &mut LineFramer,
+    frames: &mut Vec<Frame>,
+) -> io::Result<bool> {
+    while !records.is_empty() {
+        tls.read_tls(records)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let state = tls
+            .process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if state.plaintext_bytes_to_read() > 0 {
+            let mut plain = vec![0u8; state.plaintext_bytes_to_read()];
+            tls.reader().read_exact(&mut plain)?;
+            lines.push(&plain, frames);
+        }
+        if state.peer_has_closed() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Where a stream of TLS records stands, so that the first byte that is no record
@@ -749,23 +764,8 @@ fn read_tls_closing(
             let end = records.clear_from(bytes).unwrap_or(bytes.len());
             closed = end < bytes.len();
             let mut tls_bytes = bytes.get(..end).unwrap_or_default();
-            while !tls_bytes.is_empty() {
-                tls.read_tls(&mut tls_bytes)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                let state = tls
-                    .process_new_packets()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                if state.plaintext_bytes_to_read() > 0 {
-                    let mut plain = vec![0u8; state.plaintext_bytes_to_read()];
-                    tls.reader().read_exact(&mut plain)?;
-                    lines.push(&plain, frames);
-                }
-                // Bytes behind the client's close are its clear text.
-                if state.peer_has_closed() {
-                    closed = true;
-                    break;
-                }
-            }
+            // Bytes behind the client's close are its clear text.
+            closed |= decrypt(tls, &mut tls_bytes, lines, frames)?;
             clear = if closed { end - tls_bytes.len() } else { n };
         }
         if closed {
