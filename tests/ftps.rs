@@ -727,3 +727,65 @@ fn curl_clears_the_control_connection_with_ccc_where_the_rule_allows_it() {
         .args(["-o", "/dev/null"]));
     assert!(text(&out).contains("534 CCC"), "{}", text(&out));
 }
+
+/// Logs in with `PROT P`, says `ready`, waits for a line on standard input, then
+/// downloads offering the control connection's TLS session; prints `ok` and whether it
+/// was resumed.
+const AFTER_RELOAD: &str = r#"
+import ftplib, ssl, sys
+host, port, ca, expected = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+ftp = ftplib.FTP_TLS(context=ctx, timeout=20)
+ftp.connect(host, int(port))
+ftp.login()
+ftp.prot_p()
+print("ready", flush=True)
+sys.stdin.readline()
+conn = ftplib.FTP.ntransfercmd(ftp, "RETR pub/one.bin")[0]
+conn = ctx.wrap_socket(conn, server_hostname=host, session=ftp.sock.session)
+data = b""
+while chunk := conn.recv(65536):
+    data += chunk
+reused = conn.session_reused
+conn.close()
+ftp.voidresp()
+assert data == open(expected, "rb").read(), len(data)
+print("ok", reused, flush=True)
+"#;
+
+#[test]
+fn a_reload_leaves_the_sessions_in_progress_their_tls_for_data() {
+    if !prerequisites(&["vsftpd", "python3"]) {
+        return;
+    }
+    // A reload makes a new ticket key; a session begun before must still resume its
+    // own TLS session on its data connections (require-reuse would refuse them).
+    let s = setup("optional require-reuse", "");
+    let mut client = std::process::Command::new("python3")
+        .args([
+            "-c",
+            AFTER_RELOAD,
+            "127.0.0.1",
+            &s.gate.addr.port().to_string(),
+            &path_str(&s.pki.ca),
+            &path_str(&s.server.public().join("one.bin")),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut out = BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ready");
+    assert_eq!(line.trim(), "ready");
+    s.gate.signal("HUP");
+    eventually("the reload to be applied", || {
+        s.gate.metric(r#"ftpgate_reloads_total{result="success"}"#) == 1.0
+    });
+    let mut stdin = client.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").expect("go");
+    line.clear();
+    out.read_line(&mut line).expect("result");
+    assert!(client.wait().expect("wait").success());
+    assert_eq!(line.trim(), "ok True");
+}

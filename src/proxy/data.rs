@@ -76,7 +76,7 @@ pub fn open(
     shared: &Arc<Shared>,
     session: SessionId,
     req: &ExpectationRequest,
-    session_tls: Option<[u8; 16]>,
+    session_tls: Option<(crate::tls::Server, [u8; 16])>,
     events: mpsc::UnboundedSender<Event>,
     binding: Binding,
     path: DataPath,
@@ -96,17 +96,18 @@ pub fn open(
         transferred: transferred.clone(),
         server_port: None,
     };
-    // The client's TLS (`PROT P`) is ftpgate's to speak, with the certificates the
-    // control connection used.
-    let tls = match (req.client_tls, &shared.config.load().tls) {
+    // The client's TLS (`PROT P`) is ftpgate's to speak, with what its control
+    // connection used: the same certificates and the same ticket key, which a reload
+    // since would have replaced, so that its sessions resume.
+    let tls = match (req.client_tls, session_tls) {
         (false, _) => None,
-        (true, Some(tls)) => Some(DataTls {
-            acceptor: tls.acceptor(),
-            session: session_tls,
+        (true, Some((server, mark))) => Some(DataTls {
+            acceptor: server.acceptor(),
+            session: mark,
             require_reuse: req.tls_require_reuse,
         }),
         (true, None) => {
-            tracing::warn!("PROT P data connection, but the rules have no tls cert any more");
+            tracing::warn!("PROT P data connection of a session without TLS");
             return None;
         }
     };
@@ -388,7 +389,7 @@ struct DataTls {
     /// The mark the control connection's TLS put in the tickets it issued: a data
     /// connection that resumes a session must carry it, or it resumed another
     /// session's (another control connection's, perhaps another client's).
-    session: Option<[u8; 16]>,
+    session: [u8; 16],
     /// `require-reuse`: a full handshake is refused too.
     require_reuse: bool,
 }
@@ -597,9 +598,7 @@ impl Expectation {
             let _ = self.tls_described.set(format!("{version} {suite}"));
         }
         let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-        let ours = tls
-            .session
-            .is_some_and(|mark| conn.received_resumption_data() == Some(&mark[..]));
+        let ours = conn.received_resumption_data() == Some(&tls.session[..]);
         let refusal = match (resumed, ours) {
             (true, false) => Some("it resumed another control connection's TLS session"),
             (false, _) if tls.require_reuse => {

@@ -74,9 +74,10 @@ pub(super) struct Driver<'a> {
     client_tls_closing: bool,
     /// The client's TLS records while it closes.
     client_records: Records,
-    /// The mark that TLS puts in the tickets it issues, which the session's protected
-    /// data connections must carry when they resume a session.
-    client_tls_mark: Option<[u8; 16]>,
+    /// What that TLS was made with, for the session's protected data connections,
+    /// and the mark it puts in the tickets it issues, which they must carry when they
+    /// resume a session.
+    client_tls_session: Option<(crate::tls::Server, [u8; 16])>,
     /// The data connections of the session, to cancel or expire them.
     data: HashMap<ExpectationId, Handle>,
     /// Kernel holes to close once the output of the current turn has left.
@@ -130,7 +131,7 @@ impl<'a> Driver<'a> {
             client_tls_up: false,
             client_tls_closing: false,
             client_records: Records::default(),
-            client_tls_mark: None,
+            client_tls_session: None,
             data: HashMap::new(),
             closing: Vec::new(),
             local: VecDeque::new(),
@@ -295,16 +296,17 @@ impl<'a> Driver<'a> {
             tracing::info!(reason = "clear text after AUTH TLS", "client TLS failed");
             return self.local.push_back(Event::ClientTlsFailed);
         }
-        match self.rules.tls.as_ref().map(crate::tls::Server::accept) {
-            Some(Ok(mut tls)) => {
+        let server = self.rules.tls.clone();
+        match server.as_ref().map(|s| (s, s.accept())) {
+            Some((server, Ok(mut tls))) => {
                 // Before the handshake, so that every ticket it issues carries it.
                 let mark: [u8; 16] = rand::random();
                 tls.set_resumption_data(&mark);
-                self.client_tls_mark = Some(mark);
+                self.client_tls_session = Some((server.clone(), mark));
                 self.client_tls = Some(Box::new(tls));
             }
             // The rules let no session say `234` without a certificate.
-            Some(Err(_)) | None => self.local.push_back(Event::ClientTlsFailed),
+            Some((_, Err(_))) | None => self.local.push_back(Event::ClientTlsFailed),
         }
     }
 
@@ -469,8 +471,8 @@ impl<'a> Driver<'a> {
         let path = self.listener.data_path;
         let events = self.events.clone();
         let edge = matches!(self.listener.mode, ListenMode::Transparent(_));
-        let mark = self.client_tls_mark;
-        match data::open(self.shared, self.id, req, mark, events, binding, path, edge) {
+        let tls = self.client_tls_session.clone();
+        match data::open(self.shared, self.id, req, tls, events, binding, path, edge) {
             Some(opened) => {
                 self.data.insert(req.id, opened.handle);
                 Event::ExpectationOpened {
