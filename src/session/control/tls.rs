@@ -9,7 +9,8 @@ use crate::vocab::ClientTls;
 /// Where the client's control connection stands.
 #[derive(Debug, Default)]
 pub(super) struct ClientLeg {
-    /// `AUTH TLS` was answered `234`: every later byte is TLS.
+    /// TLS is on: `AUTH TLS` was answered `234` (every later byte is TLS), or the
+    /// listener is implicit.
     pub secured: bool,
     /// `PROT P`: data connections announced from now on are TLS on the client's leg.
     pub private: bool,
