@@ -540,19 +540,20 @@ impl Expectation {
         let relay = async {
             match &self.tls {
                 None => net::relay(accepted, onward, &self.transferred, idle, drained).await,
+                // The client's leg: the accepted one in passive mode, the dialed one in
+                // active mode (RFC 4217: ftpgate is its TLS server either way).
                 Some(tls) => {
-                    // The client's leg: the accepted one in passive mode, the dialed
-                    // one in active mode (RFC 4217: ftpgate is its TLS server either way).
-                    let (peer, onward) = match self.req.mode {
-                        DataMode::Passive => (self.handshake(tls, accepted).await?, onward),
+                    let totals = &self.transferred;
+                    match self.req.mode {
+                        DataMode::Passive => {
+                            let client = self.handshake(tls, accepted).await?;
+                            net::relay_streams(client, onward, totals, idle, drained).await
+                        }
                         DataMode::Active => {
                             let client = self.handshake(tls, onward).await?;
-                            let totals = &self.transferred;
-                            return net::relay_streams(accepted, client, totals, idle, drained)
-                                .await;
+                            net::relay_streams(accepted, client, totals, idle, drained).await
                         }
-                    };
-                    net::relay_streams(peer, onward, &self.transferred, idle, drained).await
+                    }
                 }
             }
         };
