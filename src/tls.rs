@@ -15,6 +15,33 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A certificate chain and its key as the rules checked them, loaded once and shared
+/// by every configuration built from those rules. Compared by identity.
+#[derive(Clone)]
+pub struct Certified(Arc<CertifiedKey>);
+
+impl Certified {
+    /// From PEM: see [`certified_key`].
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Certified, String> {
+        certified_key(cert_pem, key_pem).map(|key| Certified(Arc::new(key)))
+    }
+}
+
+impl fmt::Debug for Certified {
+    // The key stays out of every log and test failure.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tls::Certified")
+    }
+}
+
+impl PartialEq for Certified {
+    fn eq(&self, other: &Certified) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Certified {}
+
 /// A certificate chain (leaf first) and its private key, from PEM, checked to belong
 /// together. The error says what is wrong with which of the two.
 pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
@@ -75,13 +102,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// `pairs`: (certificate PEM, key PEM), in the rule file's order. `None` without
-    /// any.
-    pub fn new(pairs: &[(&[u8], &[u8])]) -> Result<Option<Server>, String> {
-        let keys = pairs
-            .iter()
-            .map(|(cert, key)| certified_key(cert, key).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+    /// `certs`, in the rule file's order, chosen by SNI. `None` without any.
+    pub fn new(certs: &[Certified]) -> Result<Option<Server>, String> {
+        let keys: Vec<Arc<CertifiedKey>> = certs.iter().map(|c| c.0.clone()).collect();
         if keys.is_empty() {
             return Ok(None);
         }

@@ -525,26 +525,15 @@ pub struct Config {
 
 /// `tls cert FILE key FILE`: a certificate chain and key ftpgate presents to FTPS
 /// clients, as read (and checked to belong together) when the rules were loaded.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsCert {
     pub cert: PathBuf,
     pub key: PathBuf,
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
+    /// The two, loaded and checked to belong together.
+    pub certified: crate::tls::Certified,
     /// When the leaf certificate expires, in Unix seconds.
     pub not_after: Option<i64>,
     pub origin: Origin,
-}
-
-impl std::fmt::Debug for TlsCert {
-    // The key's bytes stay out of every log and test failure.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsCert")
-            .field("cert", &self.cert)
-            .field("key", &self.key)
-            .field("origin", &self.origin)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Does the nftables ruleset `text` (deploy/nftables/*.nft) hand control connections

@@ -1078,18 +1078,18 @@ impl Builder {
                         .map_err(|e| error(argument, format!("cannot read {}: {e}", p.display())))
                 };
                 let (cert_pem, key_pem) = (read(&cert)?.into_bytes(), read(&key)?.into_bytes());
-                crate::tls::certified_key(&cert_pem, &key_pem).map_err(|e| {
-                    error(
-                        argument,
-                        format!("{} and {}: {e}", cert.display(), key.display()),
-                    )
-                })?;
+                let certified =
+                    crate::tls::Certified::from_pem(&cert_pem, &key_pem).map_err(|e| {
+                        error(
+                            argument,
+                            format!("{} and {}: {e}", cert.display(), key.display()),
+                        )
+                    })?;
                 let not_after = crate::tls::not_after(&cert_pem);
                 self.config.tls_certs.push(TlsCert {
                     cert,
                     key,
-                    cert_pem,
-                    key_pem,
+                    certified,
                     not_after,
                     origin,
                 });
@@ -1172,13 +1172,13 @@ impl Builder {
                 }
             }
         }
-        let pairs: Vec<(&[u8], &[u8])> = self
+        let certs: Vec<crate::tls::Certified> = self
             .config
             .tls_certs
             .iter()
-            .map(|c| (c.cert_pem.as_slice(), c.key_pem.as_slice()))
+            .map(|c| c.certified.clone())
             .collect();
-        match crate::tls::Server::new(&pairs) {
+        match crate::tls::Server::new(&certs) {
             Ok(server) => self.config.tls = server,
             Err(message) => self.errors.push(whole_file(file, message)),
         }
