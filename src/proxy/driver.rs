@@ -659,6 +659,18 @@ fn read_tls(
     lines: &mut LineFramer,
     frames: &mut Vec<Frame>,
 ) -> io::Result<Ready> {
+    read_chunks(stream, |mut records| {
+        decrypt(tls, &mut records, lines, frames)
+    })
+}
+
+/// Reads what a readable socket holds, up to 16 reads (so one peer cannot keep its
+/// session task busy; the socket stays readable for the next turn), handing each read
+/// to `each`, which says whether the stream has ended for the reader (a TLS close).
+fn read_chunks(
+    stream: &TcpStream,
+    mut each: impl FnMut(&[u8]) -> io::Result<bool>,
+) -> io::Result<Ready> {
     let mut buf = [0u8; READ_BUFFER];
     for _ in 0..16 {
         let n = match stream.try_read(&mut buf) {
@@ -668,8 +680,7 @@ fn read_tls(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        let mut records = buf.get(..n).unwrap_or_default();
-        if decrypt(tls, &mut records, lines, frames)? {
+        if each(buf.get(..n).unwrap_or_default())? {
             return Ok(Ready::Closed);
         }
     }
@@ -750,17 +761,8 @@ fn read_tls_closing(
     lines: &mut LineFramer,
     frames: &mut Vec<Frame>,
 ) -> io::Result<(Ready, bool)> {
-    let mut buf = [0u8; READ_BUFFER];
     let mut closed = false;
-    for _ in 0..16 {
-        let n = match stream.try_read(&mut buf) {
-            Ok(0) => return Ok((Ready::Closed, closed)),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((Ready::Open, closed)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let bytes = buf.get(..n).unwrap_or_default();
+    let ready = read_chunks(stream, |bytes| {
         let mut clear = 0;
         if !closed {
             let end = records.clear_from(bytes).unwrap_or(bytes.len());
@@ -768,13 +770,18 @@ fn read_tls_closing(
             let mut tls_bytes = bytes.get(..end).unwrap_or_default();
             // Bytes behind the client's close are its clear text.
             closed |= decrypt(tls, &mut tls_bytes, lines, frames)?;
-            clear = if closed { end - tls_bytes.len() } else { n };
+            clear = if closed {
+                end - tls_bytes.len()
+            } else {
+                bytes.len()
+            };
         }
         if closed {
             lines.push(bytes.get(clear..).unwrap_or_default(), frames);
         }
-    }
-    Ok((Ready::Open, closed))
+        Ok(false)
+    })?;
+    Ok((ready, closed))
 }
 
 /// What reading a readable control socket gave.
