@@ -17,7 +17,7 @@
 //! usage: kernel_floor [--tokio] ADDR...     e.g. [::]:8021
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -25,8 +25,9 @@ use std::time::Duration;
 
 use ftpgate::net::nft::{Hole, Nft};
 
-#[path = "original_dst.rs"]
-mod original_dst;
+#[path = "floor.rs"]
+mod floor;
+use floor::{host_port, host_port_text, numbers};
 
 /// ftpgate's `data-timeout` in the shipped edge rules, plus its grace.
 const TIMEOUT: Duration = Duration::from_secs(35);
@@ -74,33 +75,6 @@ impl Session {
 fn next_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     40000 + NEXT.fetch_add(1, Ordering::Relaxed) % 1000
-}
-
-fn numbers(text: &str) -> Vec<u16> {
-    text.split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| s.parse().ok())
-        .collect()
-}
-
-fn host_port(n: &[u16]) -> Option<SocketAddr> {
-    let [a, b, c, d, p1, p2] = *n else {
-        return None;
-    };
-    let ip = Ipv4Addr::new(a as u8, b as u8, c as u8, d as u8);
-    Some(SocketAddr::new(ip.into(), p1 * 256 + p2))
-}
-
-fn host_port_text(addr: SocketAddr) -> Option<String> {
-    let IpAddr::V4(ip) = addr.ip() else {
-        return None;
-    };
-    let [a, b, c, d] = ip.octets();
-    Some(format!(
-        "{a},{b},{c},{d},{},{}",
-        addr.port() / 256,
-        addr.port() % 256
-    ))
 }
 
 /// The line to send on for `line`, with its hole installed.
@@ -176,7 +150,7 @@ fn serve(listener: TcpListener, nft: Arc<Nft>) {
     for client in listener.incoming().flatten() {
         let nft = nft.clone();
         thread::spawn(move || {
-            let Some(dst) = original_dst::of(&client) else {
+            let Some(dst) = floor::original_dst(&client) else {
                 return;
             };
             let Ok(server) = TcpStream::connect(dst) else {
@@ -244,7 +218,7 @@ mod event_loop {
 
     async fn session(client: tokio::net::TcpStream, nft: Arc<Nft>) -> Option<()> {
         let std_client = client.into_std().ok()?;
-        let dst = original_dst::of(&std_client)?;
+        let dst = floor::original_dst(&std_client)?;
         let client = tokio::net::TcpStream::from_std(std_client).ok()?;
         let server = tokio::net::TcpStream::connect(dst).await.ok()?;
         client.set_nodelay(true).ok()?;

@@ -19,12 +19,13 @@
 //! usage: line_proxy [--relay] ADDR...     e.g. [::]:8021 (dual-stack: IPv4 and IPv6)
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::thread;
 
-#[path = "original_dst.rs"]
-mod original_dst;
+#[path = "floor.rs"]
+mod floor;
+use floor::{host_port, host_port_text, numbers};
 
 fn copy(mut from: TcpStream, mut to: TcpStream) {
     let mut buf = [0u8; 16384];
@@ -44,7 +45,7 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
 fn serve(listener: TcpListener) {
     for client in listener.incoming().flatten() {
         thread::spawn(move || {
-            let Some(dst) = original_dst::of(&client) else { return };
+            let Some(dst) = floor::original_dst(&client) else { return };
             let Ok(server) = TcpStream::connect(dst) else { return };
             pair(client, server);
         });
@@ -79,24 +80,8 @@ fn passive_listener() -> Option<TcpListener> {
     })
 }
 
-fn numbers(text: &str) -> Vec<u16> {
-    text.split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| s.parse().ok())
-        .collect()
-}
 
-fn host_port(n: &[u16]) -> Option<SocketAddr> {
-    let [a, b, c, d, p1, p2] = *n else { return None };
-    let ip = Ipv4Addr::new(a as u8, b as u8, c as u8, d as u8);
-    Some(SocketAddr::new(ip.into(), p1 * 256 + p2))
-}
 
-fn host_port_text(addr: SocketAddr) -> Option<String> {
-    let IpAddr::V4(ip) = addr.ip() else { return None };
-    let [a, b, c, d] = ip.octets();
-    Some(format!("{a},{b},{c},{d},{},{}", addr.port() / 256, addr.port() % 256))
-}
 
 /// The line to send on for `line`: announcements rewritten to a relayed port.
 /// `near` is this proxy's address on the side the line goes to, `far_ip` the address
@@ -160,7 +145,7 @@ fn serve_relay(listener: TcpListener) {
     };
     for client in listener.incoming().flatten() {
         thread::spawn(move || {
-            let Some(dst) = original_dst::of(&client) else { return };
+            let Some(dst) = floor::original_dst(&client) else { return };
             let Ok(server) = TcpStream::connect(dst) else { return };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);

@@ -192,43 +192,42 @@ server_of() {
 now() { date +%s.%N; }
 record() { echo "$rep $1 $2 $3" >> "$results"; }
 
+# One download and one upload of big.bin with curl ARGS…, sizes checked on both ends,
+# recorded as download-ROW and upload-ROW (ftps-ROW as ftps-download-… and
+# ftps-upload-…).  usage: down_and_up CONFIG ROW HOST ARGS…
+down_and_up() {
+    local config=$1 row=$2 host=$3 out speed size bytes=$((SIZE_MB * 1024 * 1024))
+    shift 3
+    local down="download-$row" up="upload-$row"
+    case "$row" in ftps-*) down="ftps-download-${row#ftps-}" up="ftps-upload-${row#ftps-}" ;; esac
+    out=$(on client curl -sS "$@" -o /dev/null \
+        -w '%{speed_download} %{size_download}' "ftp://$host/big.bin")
+    read -r speed size <<<"$out"
+    [ "$size" = "$bytes" ] || { echo "$config $down: got $size bytes" >&2; exit 1; }
+    record "$config" "$down" "$speed"
+    out=$(on client curl -sS "$@" -T "$work/root/big.bin" \
+        -w '%{speed_upload} %{size_upload}' "ftp://$host/up/big.bin")
+    read -r speed size <<<"$out"
+    [ "$size" = "$bytes" ] && [ "$(stat -c %s "$work/root/up/big.bin")" = "$bytes" ] ||
+        { echo "$config $up: sent $size bytes" >&2; exit 1; }
+    rm -f "$work/root/up/big.bin"
+    record "$config" "$up" "$speed"
+}
+
 measure() {
-    local config=$1 mode out speed size start end urls p50 p99 bytes=$((SIZE_MB * 1024 * 1024))
+    local config=$1 mode out start end p50 p99
     local modes=("${MODES[@]}")
     case "$config" in relayfloor | kernelfloor*) modes=() ;; esac
     for mode in "${modes[@]}"; do
         # shellcheck disable=SC2046
-        out=$(on client curl -sS $(curl_mode "$mode") -o /dev/null \
-            -w '%{speed_download} %{size_download}' "ftp://$(server_of "$mode")/big.bin")
-        read -r speed size <<<"$out"
-        [ "$size" = "$bytes" ] || { echo "$config $mode download: got $size bytes" >&2; exit 1; }
-        record "$config" "download-$mode" "$speed"
-        # shellcheck disable=SC2046
-        out=$(on client curl -sS $(curl_mode "$mode") -T "$work/root/big.bin" \
-            -w '%{speed_upload} %{size_upload}' "ftp://$(server_of "$mode")/up/big.bin")
-        read -r speed size <<<"$out"
-        [ "$size" = "$bytes" ] && [ "$(stat -c %s "$work/root/up/big.bin")" = "$bytes" ] ||
-            { echo "$config $mode upload: sent $size bytes" >&2; exit 1; }
-        rm -f "$work/root/up/big.bin"
-        record "$config" "upload-$mode" "$speed"
+        down_and_up "$config" "$mode" "$(server_of "$mode")" $(curl_mode "$mode")
     done
     # FTPS with protected data (curl --ssl-reqd: AUTH TLS, PROT P), passive: directly
     # to vsftpd's own TLS (routing), or terminated by ftpgate toward a clear vsftpd.
     # curl 7.88 never starts TLS on an active-mode data connection, so passive only.
     case "$config" in
         routing | redirect | tproxy | redirect-kernel | tproxy-kernel)
-            out=$(on client curl -sS -k --ssl-reqd --ftp-pasv -o /dev/null \
-                -w '%{speed_download} %{size_download}' "ftp://$SERVER/big.bin")
-            read -r speed size <<<"$out"
-            [ "$size" = "$bytes" ] || { echo "$config ftps download: got $size bytes" >&2; exit 1; }
-            record "$config" "ftps-download-epsv" "$speed"
-            out=$(on client curl -sS -k --ssl-reqd --ftp-pasv -T "$work/root/big.bin" \
-                -w '%{speed_upload} %{size_upload}' "ftp://$SERVER/up/big.bin")
-            read -r speed size <<<"$out"
-            [ "$size" = "$bytes" ] && [ "$(stat -c %s "$work/root/up/big.bin")" = "$bytes" ] ||
-                { echo "$config ftps upload: sent $size bytes" >&2; exit 1; }
-            rm -f "$work/root/up/big.bin"
-            record "$config" "ftps-upload-epsv" "$speed"
+            down_and_up "$config" ftps-epsv "$SERVER" -k --ssl-reqd --ftp-pasv
             ;;
     esac
     for mode in passive active; do

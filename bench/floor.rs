@@ -1,7 +1,8 @@
-//! The original destination of a connection nftables REDIRECTed, shared by the bench
-//! floors (bench/line_proxy.rs, bench/kernel_floor.rs).
+//! What the bench floors (bench/line_proxy.rs, bench/kernel_floor.rs) share: the
+//! original destination of a connection nftables REDIRECTed, and FTP's
+//! `h1,h2,h3,h4,p1,p2` address text.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 
 unsafe extern "C" {
@@ -13,7 +14,7 @@ const SOL_IPV6: i32 = 41;
 const SO_ORIGINAL_DST: i32 = 80;
 
 /// Where the client was going before REDIRECT (`sockaddr_in`/`sockaddr_in6`).
-pub fn of(stream: &TcpStream) -> Option<SocketAddr> {
+pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
     // A dual-stack listener sees IPv4 clients as v4-mapped; their original
     // destination is IPv4's.
     let v6 = match stream.local_addr().ok()?.ip() {
@@ -47,4 +48,34 @@ pub fn of(stream: &TcpStream) -> Option<SocketAddr> {
             port,
         ))
     }
+}
+
+/// The numbers in `text`, in order.
+pub fn numbers(text: &str) -> Vec<u16> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// `h1,h2,h3,h4,p1,p2` as an address.
+pub fn host_port(n: &[u16]) -> Option<SocketAddr> {
+    let [a, b, c, d, p1, p2] = *n else {
+        return None;
+    };
+    let ip = Ipv4Addr::new(a as u8, b as u8, c as u8, d as u8);
+    Some(SocketAddr::new(ip.into(), p1 * 256 + p2))
+}
+
+/// An IPv4 address as `h1,h2,h3,h4,p1,p2`.
+pub fn host_port_text(addr: SocketAddr) -> Option<String> {
+    let IpAddr::V4(ip) = addr.ip() else {
+        return None;
+    };
+    let [a, b, c, d] = ip.octets();
+    Some(format!(
+        "{a},{b},{c},{d},{},{}",
+        addr.port() / 256,
+        addr.port() % 256
+    ))
 }
