@@ -74,18 +74,26 @@ fn setup(policy: &str, settings: &str) -> Setup {
 }
 
 fn setup_on(ip: &str, policy: &str, settings: &str) -> Setup {
+    setup_with(ip, |server, pki| {
+        Gate::reverse(
+            server.addr,
+            &format!(
+                "{settings}\ntls cert {} key {}\npass from {{ 127.0.0.0/8, ::1 }} tls client {policy}",
+                path_str(&pki.cert),
+                path_str(&pki.key)
+            ),
+        )
+    })
+}
+
+/// vsftpd on `ip` with `one.bin` (1 MiB), a certificate for `ip`, and the ftpgate
+/// `gate` makes in front of them.
+fn setup_with(ip: &str, gate: impl FnOnce(&Vsftpd, &Pki) -> Gate) -> Setup {
     let server = Vsftpd::start(ip);
     make_file(&server.public().join("one.bin"), 1 << 20, 7);
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = pki_for(dir.path(), ip);
-    let gate = Gate::reverse(
-        server.addr,
-        &format!(
-            "{settings}\ntls cert {} key {}\npass from {{ 127.0.0.0/8, ::1 }} tls client {policy}",
-            path_str(&pki.cert),
-            path_str(&pki.key)
-        ),
-    );
+    let gate = gate(&server, &pki);
     Setup {
         server,
         gate,
@@ -93,6 +101,12 @@ fn setup_on(ip: &str, policy: &str, settings: &str) -> Setup {
         _dir: dir,
         local: tempfile::tempdir().expect("tempdir"),
     }
+}
+
+/// `ftpgate_tls_handshakes_total{leg, outcome}` in `metrics`.
+fn handshakes(metrics: &str, leg: &str, outcome: &str) -> f64 {
+    let sample = format!(r#"ftpgate_tls_handshakes_total{{leg="{leg}",outcome="{outcome}"}}"#);
+    metric_value(metrics, &sample)
 }
 
 fn same_file(pa: &Path, pb: &Path) {
@@ -194,14 +208,10 @@ fn ftplib_both_modes(ip: &str) {
         }
     }
     let metrics = s.gate.metrics();
-    let handshakes = |leg: &str, outcome: &str| {
-        let sample = format!(r#"ftpgate_tls_handshakes_total{{leg="{leg}",outcome="{outcome}"}}"#);
-        metric_value(&metrics, &sample)
-    };
-    assert_eq!(handshakes("client", "ok"), 4.0);
+    assert_eq!(handshakes(&metrics, "client", "ok"), 4.0);
     // RETR, STOR and LIST in both modes under PROT P; none under PROT C.
-    assert_eq!(handshakes("client-data", "ok"), 6.0);
-    assert_eq!(handshakes("client-data", "failed"), 0.0);
+    assert_eq!(handshakes(&metrics, "client-data", "ok"), 6.0);
+    assert_eq!(handshakes(&metrics, "client-data", "failed"), 0.0);
     // The transfer log says which data connections were protected, and how.
     let log = s.gate.log();
     let protected = log
@@ -269,15 +279,14 @@ fn curl_and_lftp_with_clear_and_protected_data() {
         }
     }
     let metrics = s.gate.metrics();
-    let handshakes = |leg: &str, outcome: &str| {
-        let sample = format!(r#"ftpgate_tls_handshakes_total{{leg="{leg}",outcome="{outcome}"}}"#);
-        metric_value(&metrics, &sample)
-    };
-    assert_eq!(handshakes("client", "ok"), 8.0);
-    assert_eq!(handshakes("client", "failed"), 0.0);
+    assert_eq!(handshakes(&metrics, "client", "ok"), 8.0);
+    assert_eq!(handshakes(&metrics, "client", "failed"), 0.0);
     // curl: 2 transfers protected; lftp: put, get and cls, twice, protected.
-    assert!(handshakes("client-data", "ok") >= 8.0, "{metrics}");
-    assert_eq!(handshakes("client-data", "failed"), 0.0);
+    assert!(
+        handshakes(&metrics, "client-data", "ok") >= 8.0,
+        "{metrics}"
+    );
+    assert_eq!(handshakes(&metrics, "client-data", "failed"), 0.0);
     assert_eq!(
         metric_value(
             &metrics,
@@ -338,13 +347,7 @@ fn clear_text_where_tls_belongs_ends_the_session_and_reaches_no_server() {
         until_closed(&mut r);
     }
     let metrics = s.gate.metrics();
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"ftpgate_tls_handshakes_total{leg="client",outcome="failed"}"#
-        ),
-        3.0
-    );
+    assert_eq!(handshakes(&metrics, "client", "failed"), 3.0);
     assert_eq!(
         metric_value(&metrics, r#"ftpgate_sessions_total{outcome="tls-failed"}"#),
         3.0
@@ -481,10 +484,13 @@ impl TapMkdir for PathBuf {
 /// A protected download through ftplib, its data connection offering `session`:
 /// `own` (the control connection's TLS session, as RFC 4217 clients do), `none` (a full
 /// handshake, as stock ftplib does) or `other` (the session of a second, concurrent
-/// control connection of the same client). Prints `ok` once the bytes match.
+/// control connection of the same client). Prints `ok` once the bytes match. With
+/// `pause` after the arguments, it says `ready` once logged in and waits for a line on
+/// standard input before the download.
 const RESUMING: &str = r#"
 import ftplib, ssl, sys
 host, port, ca, offer, expected = sys.argv[1:6]
+pause = sys.argv[6:] == ["pause"]
 ctx = ssl.create_default_context(cafile=ca)
 
 def login():
@@ -496,6 +502,9 @@ def login():
 
 ftp, other = login(), login()
 other.voidcmd("NOOP")  # its TLS session (and tickets) are settled
+if pause:
+    print("ready", flush=True)
+    sys.stdin.readline()
 session = {"own": ftp.sock.session, "none": None, "other": other.sock.session}[offer]
 # The plain connection (FTP_TLS's own would make a TLS connection without a session).
 conn = ftplib.FTP.ntransfercmd(ftp, "RETR pub/one.bin")[0]
@@ -507,7 +516,7 @@ reused = conn.session_reused
 conn.close()
 ftp.voidresp()
 assert data == open(expected, "rb").read(), len(data)
-print("ok", reused)
+print("ok", reused, flush=True)
 "#;
 
 fn resuming(s: &Setup, offer: &str) -> Output {
@@ -599,27 +608,18 @@ fn garbage_inside_a_protected_data_connection_ends_that_transfer_only() {
 
 /// vsftpd behind a listener that speaks TLS from the first byte (`tls implicit`).
 fn implicit_setup() -> Setup {
-    let server = Vsftpd::start("127.0.0.1");
-    make_file(&server.public().join("one.bin"), 1 << 20, 7);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki(dir.path());
-    let ip = "127.0.0.1".parse().expect("ip");
-    let addr = std::net::SocketAddr::new(ip, free_port(ip));
-    let gate = Gate::start(&format!(
-        "listen reverse {addr} upstream {upstream} tls implicit\n\
-         tls cert {cert} key {key}\n\
-         pass from 127.0.0.0/8 tls client optional require-reuse\n",
-        upstream = server.addr,
-        cert = path_str(&pki.cert),
-        key = path_str(&pki.key),
-    ));
-    Setup {
-        server,
-        gate,
-        pki,
-        _dir: dir,
-        local: tempfile::tempdir().expect("tempdir"),
-    }
+    setup_with("127.0.0.1", |server, pki| {
+        let ip = "127.0.0.1".parse().expect("ip");
+        let addr = std::net::SocketAddr::new(ip, free_port(ip));
+        Gate::start(&format!(
+            "listen reverse {addr} upstream {upstream} tls implicit\n\
+             tls cert {cert} key {key}\n\
+             pass from 127.0.0.0/8 tls client optional require-reuse\n",
+            upstream = server.addr,
+            cert = path_str(&pki.cert),
+            key = path_str(&pki.key),
+        ))
+    })
 }
 
 #[test]
@@ -665,13 +665,12 @@ fn implicit_ftps_with_curl_and_lftp_and_a_clear_client_refused() {
     let _ = clear.read_to_end(&mut rest);
     assert!(!rest.starts_with(b"220"), "{rest:?}");
     let metrics = s.gate.metrics();
-    let handshakes = |leg: &str, outcome: &str| {
-        let sample = format!(r#"ftpgate_tls_handshakes_total{{leg="{leg}",outcome="{outcome}"}}"#);
-        metric_value(&metrics, &sample)
-    };
-    assert_eq!(handshakes("client", "ok"), 3.0);
-    assert_eq!(handshakes("client", "failed"), 1.0);
-    assert!(handshakes("client-data", "ok") >= 4.0, "{metrics}");
+    assert_eq!(handshakes(&metrics, "client", "ok"), 3.0);
+    assert_eq!(handshakes(&metrics, "client", "failed"), 1.0);
+    assert!(
+        handshakes(&metrics, "client-data", "ok") >= 4.0,
+        "{metrics}"
+    );
     assert_eq!(
         metric_value(&metrics, r#"ftpgate_sessions_total{outcome="tls-failed"}"#),
         1.0
@@ -702,19 +701,8 @@ fn curl_clears_the_control_connection_with_ccc_where_the_rule_allows_it() {
         assert!(said.contains("200 CCC OK"), "{said}");
     }
     let metrics = s.gate.metrics();
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"ftpgate_tls_handshakes_total{leg="client",outcome="failed"}"#
-        ),
-        0.0
-    );
-    assert!(
-        metric_value(
-            &metrics,
-            r#"ftpgate_tls_handshakes_total{leg="client-data",outcome="ok"}"#
-        ) >= 2.0
-    );
+    assert_eq!(handshakes(&metrics, "client", "failed"), 0.0);
+    assert!(handshakes(&metrics, "client-data", "ok") >= 2.0);
     // Without `ccc` in the rule: 534, and curl gives up rather than go on in TLS.
     let s = setup("optional", "");
     let ca = path_str(&s.pki.ca);
@@ -728,31 +716,6 @@ fn curl_clears_the_control_connection_with_ccc_where_the_rule_allows_it() {
     assert!(text(&out).contains("534 CCC"), "{}", text(&out));
 }
 
-/// Logs in with `PROT P`, says `ready`, waits for a line on standard input, then
-/// downloads offering the control connection's TLS session; prints `ok` and whether it
-/// was resumed.
-const AFTER_RELOAD: &str = r#"
-import ftplib, ssl, sys
-host, port, ca, expected = sys.argv[1:5]
-ctx = ssl.create_default_context(cafile=ca)
-ftp = ftplib.FTP_TLS(context=ctx, timeout=20)
-ftp.connect(host, int(port))
-ftp.login()
-ftp.prot_p()
-print("ready", flush=True)
-sys.stdin.readline()
-conn = ftplib.FTP.ntransfercmd(ftp, "RETR pub/one.bin")[0]
-conn = ctx.wrap_socket(conn, server_hostname=host, session=ftp.sock.session)
-data = b""
-while chunk := conn.recv(65536):
-    data += chunk
-reused = conn.session_reused
-conn.close()
-ftp.voidresp()
-assert data == open(expected, "rb").read(), len(data)
-print("ok", reused, flush=True)
-"#;
-
 #[test]
 fn a_reload_leaves_the_sessions_in_progress_their_tls_for_data() {
     if !prerequisites(&["vsftpd", "python3"]) {
@@ -764,11 +727,13 @@ fn a_reload_leaves_the_sessions_in_progress_their_tls_for_data() {
     let mut client = std::process::Command::new("python3")
         .args([
             "-c",
-            AFTER_RELOAD,
+            RESUMING,
             "127.0.0.1",
             &s.gate.addr.port().to_string(),
             &path_str(&s.pki.ca),
+            "own",
             &path_str(&s.server.public().join("one.bin")),
+            "pause",
         ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
