@@ -62,6 +62,7 @@ fn session_engine(c: &mut Criterion) {
         client_side: "198.51.100.1:21".parse().unwrap(),
         client_local: "198.51.100.1".parse().unwrap(),
         server: "203.0.113.2:21".parse().unwrap(),
+        server_name: None,
         server_side: "203.0.113.1:61000".parse().unwrap(),
         advertise: None,
         min_data_port: 1024,

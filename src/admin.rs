@@ -117,6 +117,7 @@ pub fn sessions_json(shared: &Shared) -> Value {
                 "idle_seconds": secs(now.saturating_duration_since(s.last_activity)),
                 "data_bytes": s.data_bytes + live,
                 "client_tls": s.client_tls,
+                "server_tls": s.server_tls,
                 "expectations": expectations,
             })
         })
@@ -192,11 +193,20 @@ pub fn render_table(v: &Value) -> String {
     };
     let seconds = |v: &Value| format!("{}s", v.as_f64().map_or(0, |s| s as u64));
     let header = [
-        "ID", "CLIENT", "SERVER", "USER", "STATE", "AGE", "IDLE", "BYTES", "TLS",
+        "ID",
+        "CLIENT",
+        "SERVER",
+        "USER",
+        "STATE",
+        "AGE",
+        "IDLE",
+        "BYTES",
+        "TLS",
+        "SERVER TLS",
     ];
     let empty = Vec::new();
     let sessions = v["sessions"].as_array().unwrap_or(&empty);
-    let rows: Vec<[String; 9]> = sessions
+    let rows: Vec<[String; 10]> = sessions
         .iter()
         .map(|s| {
             [
@@ -209,6 +219,7 @@ pub fn render_table(v: &Value) -> String {
                 seconds(&s["idle_seconds"]),
                 text(&s["data_bytes"]),
                 text(&s["client_tls"]),
+                text(&s["server_tls"]),
             ]
         })
         .collect();
@@ -273,6 +284,7 @@ mod tests {
             {"id": 1, "client": "198.51.100.2:50000", "server": "203.0.113.2:21", "user": "anonymous",
              "state": "logged-in", "age_seconds": 12.4, "idle_seconds": 0.2, "data_bytes": 1048576,
              "client_tls": "TLSv1.3 TLS13_AES_256_GCM_SHA384",
+             "server_tls": "TLSv1.3 TLS13_AES_128_GCM_SHA256",
              "expectations": [{"id": 2, "mode": "passive", "proxy": "198.51.100.1:40001",
                 "expected_peer": "198.51.100.2", "onward": "203.0.113.2:30001", "state": "connected",
                 "transfer": {"kind": "download", "path": "pub/one.bin", "binary": true},
@@ -285,11 +297,11 @@ mod tests {
              "expectations": []}
         ]});
         let expected = "\
-ID  CLIENT                 SERVER          USER       STATE       AGE  IDLE  BYTES    TLS
-1   198.51.100.2:50000     203.0.113.2:21  anonymous  logged-in   12s  0s    1048576  TLSv1.3 TLS13_AES_256_GCM_SHA384
+ID  CLIENT                 SERVER          USER       STATE       AGE  IDLE  BYTES    TLS                               SERVER TLS
+1   198.51.100.2:50000     203.0.113.2:21  anonymous  logged-in   12s  0s    1048576  TLSv1.3 TLS13_AES_256_GCM_SHA384  TLSv1.3 TLS13_AES_128_GCM_SHA256
   └ data 2 passive download pub/one.bin proxy 198.51.100.1:40001 peer 198.51.100.2 onward 203.0.113.2:30001 connected down 524288 up 0
   └ data 3 active proxy 203.0.113.1:40002 peer 203.0.113.2 onward 198.51.100.2:50001 waiting down 0 up 0 expires 27s
-12  [2001:db8:1::2]:50001  -               -          connecting  0s   0s    0        -
+12  [2001:db8:1::2]:50001  -               -          connecting  0s   0s    0        -                                 -
 2 sessions
 ";
         assert_eq!(render_table(&v), expected);

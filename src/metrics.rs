@@ -241,8 +241,9 @@ impl Metrics {
                 &r,
                 "tls_handshakes_total",
                 "TLS handshakes ftpgate made, by leg (client: the FTPS client's control \
-                 connection; client-data: its protected data connections) and outcome \
-                 (ok, failed).",
+                 connection; client-data: its protected data connections; server and \
+                 server-data: the same toward the FTP server, under tls server) and \
+                 outcome (ok, failed).",
                 &["leg", "outcome"],
             ),
             reload_last_success: gauge(
@@ -264,7 +265,7 @@ impl Metrics {
         for why in Refusal::ALL.iter().chain(&malformed) {
             self.refusals_of(*why).with_label_values(&[why.as_str()]);
         }
-        for leg in ["client", "client-data"] {
+        for leg in ["client", "client-data", "server", "server-data"] {
             for outcome in ["ok", "failed"] {
                 self.tls_handshakes_total.with_label_values(&[leg, outcome]);
             }
@@ -341,7 +342,8 @@ impl Metrics {
         self.admin_refusals_total.with_label_values(&[reason]).inc();
     }
 
-    /// A TLS handshake on `leg` (`client`) ended: `ok` or `failed`.
+    /// A TLS handshake on `leg` (`client`, `client-data`, `server`, `server-data`)
+    /// ended: `ok` or `failed`.
     pub fn tls_handshake(&self, leg: &'static str, ok: bool) {
         let outcome = if ok { "ok" } else { "failed" };
         self.tls_handshakes_total

@@ -1,15 +1,18 @@
-//! TLS for FTPS (RFC 4217): ftpgate's certificates (`tls cert FILE key FILE`) and the
-//! server side of a client's control connection. rustls with the *ring* provider; no
+//! TLS for FTPS (RFC 4217): ftpgate's certificates (`tls cert FILE key FILE`), the
+//! server side of a client's connections, and the client side of a server's
+//! (`tls server`). rustls with the *ring* provider; no
 //! OpenSSL. Pure: bytes in, configurations out; the driver moves the records.
 
 use std::fmt;
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
 use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -157,6 +160,162 @@ impl PartialEq for Server {
 }
 
 impl Eq for Server {}
+
+/// ftpgate as the TLS client of FTP servers (`tls server …`): what their certificates
+/// are checked against. Compared by identity (a reload builds a new one).
+#[derive(Clone)]
+pub struct Connector {
+    config: Arc<ClientConfig>,
+}
+
+impl Connector {
+    /// Checks servers' certificates against `roots` and the name ftpgate dialed.
+    pub fn verifying(roots: RootCertStore) -> Result<Connector, String> {
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Connector::from(config))
+    }
+
+    /// Takes any certificate (`no-verify`); the handshake's signatures are still
+    /// checked, so the server holds the key of the certificate it sent.
+    pub fn unverified() -> Result<Connector, String> {
+        let provider = provider();
+        let config = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        Ok(Connector::from(config))
+    }
+
+    /// The configuration for one session's connections to its server: its own
+    /// session cache, so that its data connections resume its control connection's
+    /// TLS session (vsftpd's `require_ssl_reuse`) and no other session's.
+    pub fn for_session(&self) -> Arc<ClientConfig> {
+        let mut config = (*self.config).clone();
+        config.resumption = rustls::client::Resumption::in_memory_sessions(16);
+        Arc::new(config)
+    }
+}
+
+impl From<ClientConfig> for Connector {
+    fn from(config: ClientConfig) -> Connector {
+        Connector {
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tls::Connector")
+    }
+}
+
+impl PartialEq for Connector {
+    fn eq(&self, other: &Connector) -> bool {
+        Arc::ptr_eq(&self.config, &other.config)
+    }
+}
+
+impl Eq for Connector {}
+
+/// The CA certificates of a PEM file (`tls server … ca FILE`).
+pub fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the CA file is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("the CA file holds no CERTIFICATE".into());
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("the CA file holds a certificate that cannot be used: {e}"))?;
+    }
+    Ok(roots)
+}
+
+/// The system's CA store (`ca system`): Debian's `ca-certificates`, or wherever
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR` point.
+pub fn system_roots() -> Result<RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "it is empty".to_string(), ToString::to_string);
+        return Err(format!(
+            "the system's CA store cannot be read ({why}): install ca-certificates, or \
+             name a CA file with `ca FILE`"
+        ));
+    }
+    Ok(roots)
+}
+
+/// The name a server's certificate must be valid for: the host as the rules or the
+/// client named it (a DNS name or an address).
+pub fn server_name(host: &str) -> Option<ServerName<'static>> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_string()).ok()
+}
+
+/// `no-verify`: every certificate is taken; the signatures of the handshake are
+/// checked as usual.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
 
 /// The negotiated version and cipher suite of a finished handshake, for the session
 /// table and logs: `TLSv1.3 TLS13_AES_256_GCM_SHA384`.

@@ -49,6 +49,8 @@ pub struct SessionEntry {
     pub data_bytes: u64,
     /// The client's control connection through TLS: version and cipher suite.
     pub client_tls: Option<String>,
+    /// The server's control connection through TLS (`tls server`): the same.
+    pub server_tls: Option<String>,
 }
 
 impl SessionEntry {
@@ -63,6 +65,7 @@ impl SessionEntry {
             last_activity: now,
             data_bytes: 0,
             client_tls: None,
+            server_tls: None,
         }
     }
 }

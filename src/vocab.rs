@@ -315,8 +315,55 @@ impl ClientTls {
     }
 }
 
-/// `tls client …` on a session pass rule: the session's FTPS toward its client.
+/// Whether ftpgate speaks TLS to a session's server (`tls server` on a session pass
+/// rule; RFC 4217, ftpgate the client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerTls {
+    /// The server leg stays clear whatever the client does.
+    #[default]
+    Off,
+    /// TLS to the server if and only if the client secured its own leg: the client's
+    /// `AUTH TLS` is answered only once the server has taken ftpgate's.
+    Match,
+    /// TLS to the server before anything of the client's reaches it; a server that
+    /// refuses fails the session.
+    Require,
+}
+
+impl ServerTls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerTls::Off => "off",
+            ServerTls::Match => "match",
+            ServerTls::Require => "require",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<ServerTls> {
+        match word {
+            "off" => Some(ServerTls::Off),
+            "match" => Some(ServerTls::Match),
+            "require" => Some(ServerTls::Require),
+            _ => None,
+        }
+    }
+}
+
+/// What the server's certificate is checked against (`tls server … ca …`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum Verify {
+    /// The system's CA store (`ca system`, the default).
+    #[default]
+    System,
+    /// The CA certificates of a PEM file (`ca FILE`).
+    CaFile(std::path::PathBuf),
+    /// No check at all (`no-verify`): only where the operator says so.
+    Off,
+}
+
+/// `tls client …` and `tls server …` on a session pass rule: the session's FTPS on
+/// each leg.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TlsPolicy {
     pub client: ClientTls,
     /// `require-reuse`: a protected data connection must resume its control
@@ -324,6 +371,13 @@ pub struct TlsPolicy {
     pub require_reuse: bool,
     /// `ccc`: the client may end TLS on its control connection (`CCC`).
     pub ccc: bool,
+    pub server: ServerTls,
+    pub verify: Verify,
+    /// `implicit`: the server leg is TLS from its first byte (port 990 servers).
+    pub server_implicit: bool,
+    /// The TLS client configuration `verify` builds, made when the rules load; set
+    /// whenever `server` is not `Off`.
+    pub connector: Option<crate::tls::Connector>,
 }
 
 /// The representation type in force for a transfer (`TYPE`): it decides only how
@@ -348,14 +402,18 @@ pub enum UpstreamFailure {
     GreetingTimeout,
     /// A reply owed to the client did not come within `reply-timeout`.
     ReplyTimeout,
+    /// The server refused ftpgate's `AUTH TLS`, or the TLS with it failed (its
+    /// handshake, its certificate, a record).
+    Tls,
 }
 
 impl UpstreamFailure {
-    pub const ALL: [UpstreamFailure; 4] = [
+    pub const ALL: [UpstreamFailure; 5] = [
         UpstreamFailure::Resolve,
         UpstreamFailure::Connect,
         UpstreamFailure::GreetingTimeout,
         UpstreamFailure::ReplyTimeout,
+        UpstreamFailure::Tls,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -364,6 +422,7 @@ impl UpstreamFailure {
             UpstreamFailure::Connect => "connect",
             UpstreamFailure::GreetingTimeout => "greeting-timeout",
             UpstreamFailure::ReplyTimeout => "reply-timeout",
+            UpstreamFailure::Tls => "tls",
         }
     }
 }

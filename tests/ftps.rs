@@ -9,55 +9,13 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use support::lab::path_str;
+use support::tls::*;
 use support::*;
-
-/// What a command printed, both streams.
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A CA, and a certificate it signed for 127.0.0.1 with its key, in `dir`.
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn pki(dir: &Path) -> Pki {
-    pki_for(dir, "127.0.0.1")
-}
-
-fn pki_for(dir: &Path, ip: &str) -> Pki {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "ftpgate test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA cert");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec![ip.to_string(), "localhost".to_string()])
-        .expect("params");
-    let cert = params.signed_by(&key, &ca).expect("cert");
-    let pki = Pki {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    };
-    std::fs::write(&pki.ca, ca.pem()).expect("write CA");
-    std::fs::write(&pki.cert, cert.pem()).expect("write cert");
-    std::fs::write(&pki.key, key.serialize_pem()).expect("write key");
-    pki
-}
 
 struct Setup {
     server: Vsftpd,
@@ -101,27 +59,6 @@ fn setup_with(ip: &str, gate: impl FnOnce(&Vsftpd, &Pki) -> Gate) -> Setup {
         _dir: dir,
         local: tempfile::tempdir().expect("tempdir"),
     }
-}
-
-/// `ftpgate_tls_handshakes_total{leg, outcome}` in `metrics`.
-fn handshakes(metrics: &str, leg: &str, outcome: &str) -> f64 {
-    let sample = format!(r#"ftpgate_tls_handshakes_total{{leg="{leg}",outcome="{outcome}"}}"#);
-    metric_value(metrics, &sample)
-}
-
-fn same_file(pa: &Path, pb: &Path) {
-    let (a, b) = (
-        std::fs::read(pa).expect("read"),
-        std::fs::read(pb).expect("read"),
-    );
-    assert!(
-        a.len() == b.len() && a == b,
-        "{} ({} bytes) and {} ({} bytes) differ",
-        pa.display(),
-        a.len(),
-        pb.display(),
-        b.len()
-    );
 }
 
 /// ftplib's `FTP_TLS`: `AUTH TLS` with certificate verification against the CA,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -22,6 +23,40 @@ use crate::session::{Conversion, DataOutcome, Event, ExpectationId, ExpectationR
 use crate::track::{self, ExpectationEntry, ExpectationState, Mismatch, SessionId, Transferred};
 use crate::vocab::{DataMode, DataPath};
 use crate::xferlog;
+
+/// What a session's control connections' TLS was made with, for its protected data
+/// connections.
+pub struct SessionTls {
+    /// Toward the client: ftpgate's certificates and ticket key, and the mark its
+    /// tickets carry.
+    pub client: Option<(crate::tls::Server, [u8; 16])>,
+    /// Toward the server.
+    pub server: Option<ServerTls>,
+}
+
+/// ftpgate's TLS toward a session's server: the configuration whose session cache
+/// holds the server's tickets from the control connection, and the name checked.
+#[derive(Clone)]
+pub struct ServerTls {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls_pki_types::ServerName<'static>,
+}
+
+impl ServerTls {
+    pub fn new(
+        config: Arc<rustls::ClientConfig>,
+        name: rustls_pki_types::ServerName<'static>,
+    ) -> ServerTls {
+        ServerTls {
+            connector: tokio_rustls::TlsConnector::from(config),
+            name,
+        }
+    }
+}
+
+/// A data leg in clear or through TLS.
+type ClientLeg = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+type ServerLeg = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// How much longer than ftpgate's own deadline the kernel keeps a hole.
 const HOLE_GRACE: Duration = Duration::from_secs(5);
@@ -76,7 +111,7 @@ pub fn open(
     shared: &Arc<Shared>,
     session: SessionId,
     req: &ExpectationRequest,
-    session_tls: Option<(crate::tls::Server, [u8; 16])>,
+    session_tls: SessionTls,
     events: mpsc::UnboundedSender<Event>,
     binding: Binding,
     path: DataPath,
@@ -99,7 +134,7 @@ pub fn open(
     // The client's TLS (`PROT P`) is ftpgate's to speak, with what its control
     // connection used: the same certificates and the same ticket key, which a reload
     // since would have replaced, so that its sessions resume.
-    let tls = match (req.client_tls, session_tls) {
+    let tls = match (req.client_tls, session_tls.client) {
         (false, _) => None,
         (true, Some((server, mark))) => Some(DataTls {
             acceptor: server.acceptor(),
@@ -111,11 +146,23 @@ pub fn open(
             return None;
         }
     };
+    // The server's TLS resumes the session of ftpgate's control connection to it.
+    let server_tls = match (req.server_tls, session_tls.server) {
+        (false, _) => None,
+        (true, Some(server)) => Some(server),
+        (true, None) => {
+            tracing::warn!("PROT P to a server without TLS");
+            return None;
+        }
+    };
     // Conversions need the proxy to dial a leg, which no kernel rule does, and TLS
     // needs it to hold one. The port of the hole's destination is chosen when it is
     // installed.
     let unported = SocketAddr::new(req.dst_ip, 0);
-    let kernel = path == DataPath::Kernel && req.conversion.is_none() && tls.is_none();
+    let kernel = path == DataPath::Kernel
+        && req.conversion.is_none()
+        && tls.is_none()
+        && server_tls.is_none();
     let hole = (kernel && shared.nft.is_some())
         .then(|| Hole::new(req.expected_peer, unported, req.onward, req.onward_from))
         .flatten();
@@ -169,6 +216,8 @@ pub fn open(
         announced,
         tls,
         tls_described: std::sync::OnceLock::new(),
+        server_tls,
+        server_tls_described: std::sync::OnceLock::new(),
     };
     shared
         .data_tasks
@@ -381,6 +430,10 @@ struct Expectation {
     tls: Option<DataTls>,
     /// That TLS's version and cipher suite once negotiated, for the transfer log.
     tls_described: std::sync::OnceLock<String>,
+    /// The server's leg is TLS (`tls server`), ftpgate its client.
+    server_tls: Option<ServerTls>,
+    /// The same for that TLS.
+    server_tls_described: std::sync::OnceLock<String>,
 }
 
 /// ftpgate's TLS toward the client on a protected data connection.
@@ -432,6 +485,10 @@ impl Expectation {
                 duration_ms = started.elapsed().as_millis() as u64,
                 outcome = outcome.as_str(),
                 tls = self.tls_described.get().map_or("none", String::as_str),
+                server_tls = self
+                    .server_tls_described
+                    .get()
+                    .map_or("none", String::as_str),
                 "transfer"
             );
             if let Some(t) = transfer {
@@ -538,23 +595,28 @@ impl Expectation {
         };
         let idle = self.data_idle_timeout;
         let relay = async {
-            match &self.tls {
-                None => net::relay(accepted, onward, &self.transferred, idle, drained).await,
-                // The client's leg: the accepted one in passive mode, the dialed one in
-                // active mode (RFC 4217: ftpgate is its TLS server either way).
-                Some(tls) => {
-                    let totals = &self.transferred;
-                    match self.req.mode {
-                        DataMode::Passive => {
-                            let client = self.handshake(tls, accepted).await?;
-                            net::relay_streams(client, onward, totals, idle, drained).await
-                        }
-                        DataMode::Active => {
-                            let client = self.handshake(tls, onward).await?;
-                            net::relay_streams(accepted, client, totals, idle, drained).await
-                        }
-                    }
+            if self.tls.is_none() && self.server_tls.is_none() {
+                return net::relay(accepted, onward, &self.transferred, idle, drained).await;
+            }
+            // The client's leg is the accepted one in passive mode, the dialed one in
+            // active mode, whatever the server leg's mode; ftpgate is the TLS server
+            // toward the client and the TLS client toward the server either way
+            // (RFC 4217). Both handshakes run at once: a server starts its own only
+            // once the client's transfer command has reached it.
+            let (client, server) = match self.req.mode {
+                DataMode::Passive => (accepted, onward),
+                DataMode::Active => (onward, accepted),
+            };
+            let (client, server) = tokio::try_join!(
+                self.secure_client_leg(client),
+                self.secure_server_leg(server)
+            )?;
+            let totals = &self.transferred;
+            match self.req.mode {
+                DataMode::Passive => {
+                    net::relay_streams(client, server, totals, idle, drained).await
                 }
+                DataMode::Active => net::relay_streams(server, client, totals, idle, drained).await,
             }
         };
         let result = tokio::select! {
@@ -570,6 +632,46 @@ impl Expectation {
                 DataOutcome::Failed
             }
         }
+    }
+
+    /// The client's leg as the session's `PROT` says.
+    async fn secure_client_leg(&self, stream: TcpStream) -> std::io::Result<ClientLeg> {
+        match &self.tls {
+            None => Ok(Either::Left(stream)),
+            Some(tls) => self.handshake(tls, stream).await.map(Either::Right),
+        }
+    }
+
+    /// The server's leg: TLS when ftpgate's `PROT P` to the server was taken, with
+    /// the control connection's TLS session resumed (vsftpd's `require_ssl_reuse`
+    /// refuses a data connection that does not), bounded by the connect timeout and
+    /// counted either way.
+    async fn secure_server_leg(&self, stream: TcpStream) -> std::io::Result<ServerLeg> {
+        let Some(tls) = &self.server_tls else {
+            return Ok(Either::Left(stream));
+        };
+        let connect = tls.connector.connect(tls.name.clone(), stream);
+        let result = tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no TLS handshake within the connect timeout",
+                ))
+            });
+        self.shared
+            .metrics
+            .tls_handshake("server-data", result.is_ok());
+        let stream = result.inspect_err(|e| {
+            tracing::warn!(reason = %e, "server data TLS failed");
+        })?;
+        let conn = stream.get_ref().1;
+        if let Some((version, suite)) = crate::tls::describe(conn) {
+            let _ = self.server_tls_described.set(format!("{version} {suite}"));
+        }
+        let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        tracing::debug!(resumed, "server data TLS up");
+        Ok(Either::Right(stream))
     }
 
     /// The TLS handshake with the client on its data connection, bounded by the

@@ -78,6 +78,13 @@ pub(super) struct Driver<'a> {
     /// and the mark it puts in the tickets it issues, which they must carry when they
     /// resume a session.
     client_tls_session: Option<(crate::tls::Server, [u8; 16])>,
+    /// The server's control connection through TLS, from [`Action::SecureServer`] on.
+    server_tls: Option<Box<rustls::ClientConnection>>,
+    /// Whether that TLS has finished its handshake (and been counted).
+    server_tls_up: bool,
+    /// What that TLS was made with (its session cache holds the server's tickets) and
+    /// the name checked, for the session's protected data connections to the server.
+    server_tls_session: Option<data::ServerTls>,
     /// The data connections of the session, to cancel or expire them.
     data: HashMap<ExpectationId, Handle>,
     /// Kernel holes to close once the output of the current turn has left.
@@ -132,6 +139,9 @@ impl<'a> Driver<'a> {
             client_tls_closing: false,
             client_records: Records::default(),
             client_tls_session: None,
+            server_tls: None,
+            server_tls_up: false,
+            server_tls_session: None,
             data: HashMap::new(),
             closing: Vec::new(),
             local: VecDeque::new(),
@@ -377,7 +387,17 @@ impl<'a> Driver<'a> {
             return Ok(());
         };
         let mut frames = Vec::new();
-        let ready = read_ready(server, &mut self.server_lines, &mut frames)?;
+        let ready = match self.server_tls.as_deref_mut() {
+            None => read_ready(server, &mut self.server_lines, &mut frames)?,
+            Some(tls) => match read_tls(server, tls, &mut self.server_lines, &mut frames) {
+                Ok(ready) => ready,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return self.server_tls_failed(&e.to_string()).await;
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        self.server_tls_progress();
         for frame in frames {
             self.feed(Event::Server(frame)).await?;
         }
@@ -385,6 +405,78 @@ impl<'a> Driver<'a> {
             self.feed(Event::ServerClosed).await?;
         }
         Ok(())
+    }
+
+    /// After [`Action::SecureServer`]: TLS starts on the server's leg, ftpgate the
+    /// client, with a session cache of the session's own.
+    fn secure_server(&mut self, connector: &crate::tls::Connector, name: &str) {
+        let Some(server_name) = crate::tls::server_name(name) else {
+            self.shared.metrics.tls_handshake("server", false);
+            tracing::warn!(%name, reason = "not a name a certificate can be checked against", "server TLS failed");
+            return self.local.push_back(Event::ServerTlsFailed);
+        };
+        let config = connector.for_session();
+        match rustls::ClientConnection::new(config.clone(), server_name.clone()) {
+            Ok(tls) => {
+                self.server_tls = Some(Box::new(tls));
+                self.server_tls_up = false;
+                self.server_tls_session = Some(data::ServerTls::new(config, server_name));
+                self.server_tls_progress();
+            }
+            Err(e) => {
+                self.shared.metrics.tls_handshake("server", false);
+                tracing::warn!(reason = %e, "server TLS failed");
+                self.local.push_back(Event::ServerTlsFailed);
+            }
+        }
+    }
+
+    /// Queues what the server's TLS has to send, and records the handshake's end once.
+    fn server_tls_progress(&mut self) {
+        let Some(tls) = self.server_tls.as_deref_mut() else {
+            return;
+        };
+        let mut records = Vec::new();
+        while tls.wants_write() {
+            if tls.write_tls(&mut records).is_err() {
+                break;
+            }
+        }
+        self.to_server.push(&records);
+        if !self.server_tls_up && !tls.is_handshaking() {
+            self.server_tls_up = true;
+            self.shared.metrics.tls_handshake("server", true);
+            if let Some((version, suite)) = crate::tls::describe(tls) {
+                tracing::debug!(%version, %suite, "server TLS up");
+                let described = format!("{version} {suite}");
+                self.shared
+                    .tracker
+                    .update_session(self.id, |s| s.server_tls = Some(described));
+            }
+        }
+    }
+
+    /// The server's TLS failed: counted, logged with the reason (a certificate that
+    /// does not check out says why), and the session ends with a `421` to the client.
+    async fn server_tls_failed(&mut self, why: &str) -> io::Result<()> {
+        if !self.server_tls_up {
+            self.shared.metrics.tls_handshake("server", false);
+        }
+        tracing::warn!(reason = why, "server TLS failed");
+        self.server_tls_progress();
+        self.server_tls = None;
+        self.feed(Event::ServerTlsFailed).await
+    }
+
+    /// Output for the server: through its TLS while that is on.
+    fn tell_server(&mut self, bytes: &[u8]) {
+        match self.server_tls.as_deref_mut() {
+            None => self.to_server.push_line(bytes),
+            Some(tls) => {
+                let _ = tls.writer().write_all(bytes);
+                self.server_tls_progress();
+            }
+        }
     }
 
     fn write_server(&mut self) -> io::Result<()> {
@@ -421,7 +513,8 @@ impl<'a> Driver<'a> {
                 Action::ToClient(bytes) => self.tell_client(&bytes),
                 Action::SecureClient => self.secure_client(),
                 Action::ClearClient => self.clear_client(),
-                Action::ToServer(bytes) => self.to_server.push_line(&bytes),
+                Action::ToServer(bytes) => self.tell_server(&bytes),
+                Action::SecureServer { connector, name } => self.secure_server(&connector, &name),
                 Action::Open(req) => {
                     let event = self.open(&req);
                     queue.extend(self.session.handle(Instant::now(), event));
@@ -471,7 +564,10 @@ impl<'a> Driver<'a> {
         let path = self.listener.data_path;
         let events = self.events.clone();
         let edge = matches!(self.listener.mode, ListenMode::Transparent(_));
-        let tls = self.client_tls_session.clone();
+        let tls = data::SessionTls {
+            client: self.client_tls_session.clone(),
+            server: self.server_tls_session.clone(),
+        };
         match data::open(self.shared, self.id, req, tls, events, binding, path, edge) {
             Some(opened) => {
                 self.data.insert(req.id, opened.handle);
@@ -513,6 +609,8 @@ impl<'a> Driver<'a> {
         // A fresh connection replaces one whose server never greeted; nothing of the
         // client's was sent on it.
         if self.server.take().is_some() {
+            self.server_tls = None;
+            self.server_tls_session = None;
             self.to_server = Outbox::default();
             self.server_lines = LineFramer::new(self.rules.settings.max_line + 1024);
         }
@@ -606,6 +704,11 @@ impl<'a> Driver<'a> {
             self.client_tls_progress();
             let _ = self.to_client.write_to(&self.client);
         }
+        if let Some(tls) = self.server_tls.as_deref_mut() {
+            tls.send_close_notify();
+            self.server_tls_progress();
+            let _ = self.write_server();
+        }
         for (_, handle) in self.data.drain() {
             match handle {
                 Handle::Task(handle) => handle.cancel(),
@@ -653,9 +756,9 @@ async fn until_done(pending: &mut Option<Pending>) -> Done {
 /// [`read_ready`] for a connection through TLS: the records read are decrypted into
 /// `lines`. The TLS's errors (a bad record, a failed handshake) are `InvalidData`; the
 /// others are the socket's.
-fn read_tls(
+fn read_tls<D>(
     stream: &TcpStream,
-    tls: &mut rustls::ServerConnection,
+    tls: &mut rustls::ConnectionCommon<D>,
     lines: &mut LineFramer,
     frames: &mut Vec<Frame>,
 ) -> io::Result<Ready> {
@@ -690,8 +793,8 @@ fn read_chunks(
 /// Feeds `records` to the TLS and what they decrypt to into `lines`, until they are
 /// used up or the peer closed its TLS (then `true`, with what follows its close left
 /// in `records`).
-fn decrypt(
-    tls: &mut rustls::ServerConnection,
+fn decrypt<D>(
+    tls: &mut rustls::ConnectionCommon<D>,
     records: &mut &[u8],
     lines: &mut LineFramer,
     frames: &mut Vec<Frame>,

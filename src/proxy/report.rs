@@ -59,6 +59,7 @@ pub(super) fn report(shared: &Shared, id: SessionId, action: Action) {
         | Action::Finished(_)
         | Action::Expire(_)
         | Action::SecureClient
+        | Action::SecureServer { .. }
         | Action::ClearClient
         | Action::Resolve { .. }
         | Action::Connect { .. }

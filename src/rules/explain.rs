@@ -9,7 +9,7 @@ use super::{
     Config, DataRequest, Decision, Family, Interception, ListenMode, Parties, Source, Subject,
     UnknownCommands, Verdict,
 };
-use crate::vocab::{ClientTls, DataMode, MIN_DATA_PORT};
+use crate::vocab::{ClientTls, DataMode, MIN_DATA_PORT, ServerTls, Verify};
 
 /// The compiled rule set, one line per setting, listener and rule.
 pub fn explain(c: &Config) -> String {
@@ -88,6 +88,7 @@ pub fn explain(c: &Config) -> String {
             ClientTls::Deny => String::new(),
             t => format!(" tls client {}{reuse}{ccc}", t.as_str()),
         };
+        let tls = format!("{tls}{}", server_tls(&r.tls));
         let _ = writeln!(
             out,
             "  {}{code}{log}{on} {subject} from {} to {}{port}{convert}{tls}    # {}",
@@ -239,6 +240,20 @@ fn verdict(d: Option<&Decision>, default: &str) -> String {
     }
 }
 
+/// ` tls server …` as a rule would say it, or nothing when the server leg is clear.
+fn server_tls(tls: &crate::vocab::TlsPolicy) -> String {
+    if tls.server == ServerTls::Off {
+        return String::new();
+    }
+    let verify = match &tls.verify {
+        Verify::System => " ca system".to_string(),
+        Verify::CaFile(path) => format!(" ca {}", path.display()),
+        Verify::Off => " no-verify".to_string(),
+    };
+    let implicit = if tls.server_implicit { " implicit" } else { "" };
+    format!(" tls server {}{verify}{implicit}", tls.server.as_str())
+}
+
 /// Which rule decides each step of `trial`, one line per step.
 pub fn run_trial(c: &Config, trial: &Trial) -> String {
     let mut out = String::new();
@@ -250,6 +265,14 @@ pub fn run_trial(c: &Config, trial: &Trial) -> String {
     let convert = match session.tls.client {
         ClientTls::Deny => convert,
         t => format!("{convert}, client TLS {}", t.as_str()),
+    };
+    let convert = match session.tls.server {
+        ServerTls::Off => convert,
+        t => format!(
+            "{convert}, server TLS {}{}",
+            t.as_str(),
+            server_tls(&session.tls).replace(&format!(" tls server {}", t.as_str()), "")
+        ),
     };
     let _ = writeln!(
         out,

@@ -17,7 +17,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::codec::TransferKind;
-pub use crate::vocab::{ClientTls, DataMode, DataPath, Family, PortRange, TlsPolicy};
+pub use crate::vocab::{
+    ClientTls, DataMode, DataPath, Family, PortRange, ServerTls, TlsPolicy, Verify,
+};
 
 pub use explain::{Trial, explain, parse_trial, run_trial};
 pub use parse::{parse_file, parse_str, read_token};
@@ -455,7 +457,7 @@ impl SessionRule {
             rule: Some(self.origin.clone()),
             reply: self.reply.clone(),
             server_mode: self.server_mode,
-            tls: self.tls,
+            tls: self.tls.clone(),
         }
     }
 }

@@ -18,8 +18,9 @@
 //!              ["on" SOCKADDR] ["from" ADDRS] ["to" ADDRS] ["port" PORTS]
 //!              [ "cmd" WORDS | "user" WORDS | "data" DATA* ]
 //!              [ "server-mode" ("active" | "passive" | "keep") ]   (session pass rules)
-//!              [ "tls" "client" ("deny" | "optional" | "require") ["require-reuse"] ]
-//!                                                                   (session pass rules)
+//!              [ "tls" "client" ("deny" | "optional" | "require") ["require-reuse"] ["ccc"] ]
+//!              [ "tls" "server" ("off" | "match" | "require")
+//!                ["ca" (PATH | "system") | "no-verify"] ["implicit"] ]  (session pass rules)
 //! DATA      := "active" | "passive" | "inet" | "inet6" | "ports" PORTS
 //!            | DIRECTION | "{" DIRECTION ("," DIRECTION)* "}"
 //! DIRECTION := "download" | "upload" | "listing"
@@ -46,8 +47,8 @@ use nom::{IResult, Parser};
 use super::settings::{self, Setting};
 use super::{
     AddrMatch, AddrSet, Admin, ClientTls, Config, DataMatch, DataPath, Family, Interception,
-    ListenMode, Listener, Origin, PortRange, PortSet, ReturnCode, RuleError, SessionRule, Settings,
-    Source, Subject, Table, TlsCert, TlsPolicy, Upstream, Verdict,
+    ListenMode, Listener, Origin, PortRange, PortSet, ReturnCode, RuleError, ServerTls,
+    SessionRule, Settings, Source, Subject, Table, TlsCert, TlsPolicy, Upstream, Verdict, Verify,
 };
 use crate::codec::TransferKind;
 use crate::vocab::DataMode;
@@ -702,45 +703,8 @@ fn rule_statement<'a>(
     } else {
         (rest, None)
     };
-    let (tls_at, _) = space0(rest)?;
-    let (rest, has_tls) = optional_keyword(rest, "tls");
-    let (rest, client) = if has_tls {
-        if verdict != Verdict::Pass || subject != Subject::Session {
-            return fail(tls_at, "tls client only goes with a session pass rule");
-        }
-        let (rest, _) = keyword("client")(rest)?;
-        next("deny, optional or require", ClientTls::parse)(rest)?
-    } else {
-        (rest, ClientTls::Deny)
-    };
-    // `require-reuse` and `ccc`, in either order.
-    let mut tls = TlsPolicy {
-        client,
-        ..TlsPolicy::default()
-    };
-    let mut rest = rest;
-    loop {
-        let (at, _) = space0(rest)?;
-        let (after, reuse) = optional_keyword(rest, "require-reuse");
-        let (after, ccc) = if reuse {
-            (after, false)
-        } else {
-            optional_keyword(rest, "ccc")
-        };
-        if !reuse && !ccc {
-            break;
-        }
-        if client == ClientTls::Deny {
-            let word = if reuse { "require-reuse" } else { "ccc" };
-            return fail(
-                at,
-                format!("{word} goes with tls client optional or require"),
-            );
-        }
-        tls.require_reuse |= reuse;
-        tls.ccc |= ccc;
-        rest = after;
-    }
+    let session_pass = verdict == Verdict::Pass && subject == Subject::Session;
+    let (rest, tls) = tls_clauses(rest, session_pass)?;
     let rule = SessionRule {
         verdict,
         log,
@@ -755,6 +719,107 @@ fn rule_statement<'a>(
         origin,
     };
     Ok((rest, Statement::Rule(rule)))
+}
+
+/// `tls client …` and `tls server …`, each at most once, in either order.
+fn tls_clauses(i: &str, session_pass: bool) -> PResult<'_, TlsPolicy> {
+    let mut tls = TlsPolicy::default();
+    let (mut client_seen, mut server_seen) = (false, false);
+    let mut rest = i;
+    loop {
+        let (tls_at, _) = space0(rest)?;
+        let (after, has_tls) = optional_keyword(rest, "tls");
+        if !has_tls {
+            return Ok((rest, tls));
+        }
+        if !session_pass {
+            return fail(
+                tls_at,
+                "tls client and tls server only go with a session pass rule",
+            );
+        }
+        let (side_at, _) = space0(after)?;
+        let (after, side) = next("client or server", |t| {
+            matches!(t, "client" | "server").then_some(t)
+        })(after)?;
+        let seen = if side == "client" {
+            &mut client_seen
+        } else {
+            &mut server_seen
+        };
+        if std::mem::replace(seen, true) {
+            return fail(side_at, format!("tls {side} is given twice"));
+        }
+        rest = if side == "client" {
+            tls_client(after, &mut tls)?.0
+        } else {
+            tls_server(after, &mut tls)?.0
+        };
+    }
+}
+
+/// `client (deny | optional | require) [require-reuse] [ccc]`, after `tls client`.
+fn tls_client<'a>(i: &'a str, tls: &mut TlsPolicy) -> PResult<'a, ()> {
+    let (mut rest, client) = next("deny, optional or require", ClientTls::parse)(i)?;
+    tls.client = client;
+    // `require-reuse` and `ccc`, in either order.
+    loop {
+        let (at, _) = space0(rest)?;
+        let (after, reuse) = optional_keyword(rest, "require-reuse");
+        let (after, ccc) = if reuse {
+            (after, false)
+        } else {
+            optional_keyword(rest, "ccc")
+        };
+        if !reuse && !ccc {
+            return Ok((rest, ()));
+        }
+        if client == ClientTls::Deny {
+            let word = if reuse { "require-reuse" } else { "ccc" };
+            return fail(
+                at,
+                format!("{word} goes with tls client optional or require"),
+            );
+        }
+        tls.require_reuse |= reuse;
+        tls.ccc |= ccc;
+        rest = after;
+    }
+}
+
+/// `(off | match | require) [ca (FILE | system) | no-verify] [implicit]`, after
+/// `tls server`.
+fn tls_server<'a>(i: &'a str, tls: &mut TlsPolicy) -> PResult<'a, ()> {
+    let (rest, server) = next("off, match or require", ServerTls::parse)(i)?;
+    tls.server = server;
+    let (at, _) = space0(rest)?;
+    let (rest, verify) = match peek(rest) {
+        Some("ca") => {
+            let (rest, _) = keyword("ca")(rest)?;
+            let (rest, path) = path(rest)?;
+            let verify = if path.as_os_str() == "system" {
+                Verify::System
+            } else {
+                Verify::CaFile(path)
+            };
+            (rest, Some(verify))
+        }
+        Some("no-verify") => (keyword("no-verify")(rest)?.0, Some(Verify::Off)),
+        _ => (rest, None),
+    };
+    let (implicit_at, _) = space0(rest)?;
+    let (rest, implicit) = optional_keyword(rest, "implicit");
+    if server == ServerTls::Off && (verify.is_some() || implicit) {
+        let at = if verify.is_some() { at } else { implicit_at };
+        return fail(at, "tls server off takes no ca, no-verify or implicit");
+    }
+    if implicit && server == ServerTls::Match {
+        // Implicit TLS starts before the client has said anything about TLS.
+        return fail(implicit_at, "implicit goes with tls server require");
+    }
+    tls.verify = verify.unwrap_or_default();
+    tls.server_implicit = implicit;
+    Ok((rest, ()))
 }
 
 /// `cmd VERB`, `cmd SITE SUB` or `cmd { VERB, SITE SUB, ... }`.
@@ -879,6 +944,9 @@ struct Builder {
     stack: Vec<PathBuf>,
     /// Every error so far, in file order.
     errors: Vec<RuleError>,
+    /// The TLS client configurations of `tls server` rules, one per way of checking
+    /// servers (the system store is read once).
+    connectors: HashMap<Verify, crate::tls::Connector>,
 }
 
 /// How many errors a file may have before reading stops (a file that is not a rule
@@ -1058,6 +1126,15 @@ impl Builder {
                         }
                     }
                 }
+                let mut rule = rule;
+                if rule.tls.server != ServerTls::Off {
+                    if let Verify::CaFile(path) = &rule.tls.verify {
+                        rule.tls.verify = Verify::CaFile(relative_to(file, path));
+                    }
+                    let at = code.find("tls server").map_or(argument, |p| &code[p..]);
+                    let connector = self.connector(&rule.tls.verify).map_err(|e| error(at, e))?;
+                    rule.tls.connector = Some(connector);
+                }
                 self.config.session_rules.push(rule);
             }
             Statement::Table(name, body) => {
@@ -1103,6 +1180,26 @@ impl Builder {
             }
         }
         Ok(())
+    }
+
+    /// The TLS client configuration for `verify`, made once per rule set.
+    fn connector(&mut self, verify: &Verify) -> Result<crate::tls::Connector, String> {
+        if let Some(connector) = self.connectors.get(verify) {
+            return Ok(connector.clone());
+        }
+        let connector = match verify {
+            Verify::System => crate::tls::Connector::verifying(crate::tls::system_roots()?)?,
+            Verify::CaFile(path) => {
+                let pem =
+                    read_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let roots = crate::tls::roots_from_pem(pem.as_bytes())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                crate::tls::Connector::verifying(roots)?
+            }
+            Verify::Off => crate::tls::Connector::unverified()?,
+        };
+        self.connectors.insert(verify.clone(), connector.clone());
+        Ok(connector)
     }
 
     fn include(&mut self, path: &Path) -> Result<(), String> {
@@ -1223,6 +1320,7 @@ fn builder(file: &str) -> Builder {
         tables: Tables::new(),
         stack: vec![key.canonicalize().unwrap_or_else(|_| key.to_path_buf())],
         errors: Vec::new(),
+        connectors: HashMap::new(),
     }
 }
 
@@ -1377,6 +1475,78 @@ mod tests {
     }
 
     #[test]
+    fn tls_server_takes_a_policy_a_way_to_check_the_server_and_implicit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = cert_files(dir.path());
+        let rule = |text: &str| {
+            let c = parse_str("x.rules", &format!("{LISTEN}\n{text}\n")).unwrap();
+            c.session_rules[0].tls.clone()
+        };
+        let t = rule("pass from any tls server require");
+        assert_eq!((t.server, &t.verify), (ServerTls::Require, &Verify::System));
+        assert!(t.connector.is_some() && !t.server_implicit);
+        let t = rule(&format!("pass from any tls server match ca {ca}"));
+        assert_eq!(t.verify, Verify::CaFile(ca.clone().into()));
+        let t = rule("pass tls server require no-verify implicit");
+        assert_eq!(t.verify, Verify::Off);
+        assert!(t.server_implicit);
+        // Without a certificate of ftpgate's own: it is the client on that leg.
+        assert_eq!(rule("pass tls server off").server, ServerTls::Off);
+        assert!(rule("pass tls server off").connector.is_none());
+        // Rules that check servers the same way share one configuration.
+        let c = parse_str(
+            "x.rules",
+            &format!("{LISTEN}\npass from 10.0.0.0/8 tls server require no-verify\npass tls server match no-verify\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.session_rules[0].tls.connector,
+            c.session_rules[1].tls.connector
+        );
+    }
+
+    #[test]
+    fn tls_server_mistakes_point_at_their_place() {
+        assert_eq!(
+            err(&format!("{LISTEN}\npass tls server maybe\n")),
+            "x.rules:2:17: expected off, match or require, found `maybe`"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\npass tls server off no-verify\n")),
+            "x.rules:2:21: tls server off takes no ca, no-verify or implicit"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\npass tls server match implicit\n")),
+            "x.rules:2:23: implicit goes with tls server require"
+        );
+        assert_eq!(
+            err(&format!(
+                "{LISTEN}\npass tls server require tls server off\n"
+            )),
+            "x.rules:2:29: tls server is given twice"
+        );
+        assert_eq!(
+            err(&format!("{LISTEN}\nblock tls server require\n")),
+            "x.rules:2:7: tls client and tls server only go with a session pass rule"
+        );
+        let e = err(&format!(
+            "{LISTEN}\npass tls server require ca /nonexistent.pem\n"
+        ));
+        assert!(
+            e.starts_with("x.rules:2:6: cannot read /nonexistent.pem"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no PEM here\n").unwrap();
+        let e = err(&format!(
+            "{LISTEN}\npass tls server require ca {}\n",
+            empty.display()
+        ));
+        assert!(e.ends_with("the CA file holds no CERTIFICATE"), "{e}");
+    }
+
+    #[test]
     fn tls_mistakes_point_at_their_place() {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = cert_files(dir.path());
@@ -1385,7 +1555,7 @@ mod tests {
             err(&format!(
                 "{LISTEN}\n{certs}\nblock from any tls client optional\n"
             )),
-            "x.rules:3:16: tls client only goes with a session pass rule"
+            "x.rules:3:16: tls client and tls server only go with a session pass rule"
         );
         assert_eq!(
             err(&format!(
@@ -1875,6 +2045,21 @@ mod tests {
                     std::fs::write(&cert, pair.cert.pem()).unwrap();
                     std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
                 }
+                // And the private CAs its `tls server … ca FILE` rules trust.
+                let cas = text
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with('#'))
+                    .filter_map(|l| l.split_once(" ca ").map(|(_, rest)| rest))
+                    .filter_map(|rest| rest.split_whitespace().next())
+                    .filter(|ca| *ca != "system");
+                for ca in cas {
+                    let ca = scratch.path().join(ca);
+                    std::fs::create_dir_all(ca.parent().unwrap()).unwrap();
+                    let pair =
+                        rcgen::generate_simple_self_signed(vec!["ca.example.net".to_string()])
+                            .unwrap();
+                    std::fs::write(&ca, pair.cert.pem()).unwrap();
+                }
                 let c = Config::load(&copy).unwrap_or_else(|e| panic!("{}", e.with_caret()));
                 assert!(!c.listeners.is_empty());
                 seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
@@ -1889,6 +2074,7 @@ mod tests {
                 "edge-tproxy.rules",
                 "example.rules",
                 "forward-proxy.rules",
+                "ftps-both-legs.rules",
                 "ftps-reverse.rules",
                 "outbound-lan.rules",
                 "server-farm.rules"

@@ -74,6 +74,10 @@ pub struct Params {
     /// bind here and active-mode connections to the client leave from here.
     pub client_local: IpAddr,
     pub server: ServerAddr,
+    /// The server's name as the rules (`upstream`) or the client (`USER name@host`)
+    /// gave it: what its certificate must be valid for under `tls server`. `None` for
+    /// an intercepted session, whose server is known by its address only.
+    pub server_name: Option<String>,
     /// The proxy's own address on the server control connection.
     pub server_side: LocalAddr,
     /// Announced in `227` instead of the proxy's own address (proxy behind NAT).
@@ -135,6 +139,10 @@ pub struct ExpectationRequest {
     pub client_tls: bool,
     /// With `client_tls`: its handshake must resume the control connection's session.
     pub tls_require_reuse: bool,
+    /// The server's leg is TLS (ftpgate's `PROT P` to a server under `tls server`),
+    /// ftpgate the TLS client in either mode, resuming the control connection's
+    /// session. Only the relay can do that.
+    pub server_tls: bool,
 }
 
 /// How the server leg differs from the client's mode (`server-mode` in the rules).
@@ -195,6 +203,9 @@ pub enum Event {
     /// The TLS the client started after [`Action::SecureClient`] failed (its
     /// handshake, or a record); nothing can be said to it any more.
     ClientTlsFailed,
+    /// The TLS with the server after [`Action::SecureServer`] failed (its handshake,
+    /// the server's certificate, or a record).
+    ServerTlsFailed,
     /// SIGTERM: end once no transfer is in flight.
     Drain,
     /// The drain time is over: end now.
@@ -326,6 +337,14 @@ pub enum Action {
     /// (the `200`) leaves through TLS, then TLS's close; output after it is clear, and
     /// so are the client's bytes after its own TLS close.
     ClearClient,
+    /// Start TLS on the server's control connection, ftpgate the client, checking the
+    /// server's certificate with `connector` against `name`: what was queued before
+    /// (the `AUTH TLS`) leaves in clear, everything after through TLS. Failure is
+    /// answered by [`Event::ServerTlsFailed`].
+    SecureServer {
+        connector: crate::tls::Connector,
+        name: String,
+    },
     /// Write what is queued, then close both control connections and cancel every data
     /// connection of the session. The engine ignores every later event.
     Close(CloseReason),

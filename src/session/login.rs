@@ -11,12 +11,14 @@ use super::{Action, CloseReason, Control, Origin, Params, Rejection, Session, St
 use crate::addrs::{LocalAddr, ServerAddr};
 use crate::codec::{Command, Frame, LineError, LineFramer, parse_forward_user, parse_line};
 use crate::rules::{Parties, Verdict};
-use crate::vocab::{DataMode, MIN_DATA_PORT, TlsPolicy, UpstreamFailure};
+use crate::vocab::{DataMode, MIN_DATA_PORT, ServerTls, TlsPolicy, UpstreamFailure};
 
 /// Where a session goes once its rules let it.
 #[derive(Debug)]
 pub(super) struct Route {
     pub server: ServerAddr,
+    /// The server's name, if one was given (see [`Params::server_name`]).
+    pub server_name: Option<String>,
     /// The address the client believes it is connected to.
     pub client_side: SocketAddr,
     /// Where data listeners for the client bind and active legs leave from.
@@ -35,10 +37,11 @@ impl Route {
     pub fn again(params: &Params, proxy_greeted: bool) -> Route {
         Route {
             server: params.server,
+            server_name: params.server_name.clone(),
             client_side: params.client_side,
             client_local: params.client_local,
             server_mode: params.server_mode,
-            tls: params.tls,
+            tls: params.tls.clone(),
             proxy_greeted,
         }
     }
@@ -67,7 +70,11 @@ impl Session {
                 self.stage = Stage::AwaitUser { local };
             }
             Origin::Upstream { host, port, local } => {
-                self.stage = Stage::Resolving { local, user: None };
+                self.stage = Stage::Resolving {
+                    local,
+                    host: host.clone(),
+                    user: None,
+                };
                 self.out.push(Action::Resolve { host, port });
             }
             Origin::Intercepted {
@@ -75,6 +82,7 @@ impl Session {
                 client_local,
             } => self.route(Route {
                 server: server.into(),
+                server_name: None,
                 client_side: server.get(),
                 client_local,
                 server_mode: None,
@@ -97,6 +105,7 @@ impl Session {
                     Some(f) => {
                         self.stage = Stage::Resolving {
                             local,
+                            host: f.host.clone(),
                             user: Some(f.user),
                         };
                         self.out.push(Action::Resolve {
@@ -115,7 +124,8 @@ impl Session {
     }
 
     pub(super) fn on_resolved(&mut self, now: Instant, server: Option<ServerAddr>) {
-        let Stage::Resolving { local, user } = std::mem::replace(&mut self.stage, Stage::Closed)
+        let Stage::Resolving { local, host, user } =
+            std::mem::replace(&mut self.stage, Stage::Closed)
         else {
             return;
         };
@@ -134,6 +144,7 @@ impl Session {
                 }
                 self.route(Route {
                     server,
+                    server_name: Some(host),
                     client_side: local.get(),
                     client_local: local.ip(),
                     server_mode: None,
@@ -160,7 +171,7 @@ impl Session {
             decision.refusal(code, text)
         });
         route.server_mode = decision.server_mode;
-        route.tls = decision.tls;
+        route.tls = decision.tls.clone();
         self.out.push(Action::Rule {
             decision,
             what: format!("session to {}", route.server),
@@ -178,12 +189,14 @@ impl Session {
         let Stage::Connecting(route) = std::mem::replace(&mut self.stage, Stage::Closed) else {
             return;
         };
+        let implicit = route.tls.server != ServerTls::Off && route.tls.server_implicit;
         let params = Params {
             listener: self.listener,
             client: self.client,
             client_side: route.client_side,
             client_local: route.client_local,
             server: route.server,
+            server_name: route.server_name,
             server_side,
             advertise: self.policy.settings.advertise,
             min_data_port: MIN_DATA_PORT,
@@ -195,6 +208,9 @@ impl Session {
         let mut control = Control::new(params, self.policy.clone(), now);
         if route.proxy_greeted {
             control.greeted_by_proxy();
+        }
+        if implicit {
+            self.out.extend(control.secure_server_implicitly());
         }
         // Client input waits for the server's greeting (see `upstream`).
         self.stage = Stage::Relaying(Box::new(control));

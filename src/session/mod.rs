@@ -68,6 +68,8 @@ enum Stage {
     /// Waiting for [`Event::Resolved`].
     Resolving {
         local: LocalAddr,
+        /// The name being resolved, which a server certificate must match.
+        host: String,
         /// The forward client's user name (without `@host`).
         user: Option<String>,
     },

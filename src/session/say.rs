@@ -85,6 +85,9 @@ pub(super) enum Say {
     CccOk,
     /// `AUTH` after `CCC`.
     AuthAfterCcc,
+    /// `tls server match`: the server refused ftpgate's `AUTH TLS`, so the client's
+    /// is refused too and both legs stay clear.
+    ServerRefusedTls,
     PasvAfterEpsvAll,
     PortAfterEpsvAll,
     PasvNeedsV4,
@@ -114,6 +117,13 @@ pub(super) enum Say {
     ServerSilent,
     ServerReplyTooLong,
     BufferLimit,
+    /// `tls server require`: the server refused ftpgate's `AUTH TLS`.
+    ServerWithoutTls,
+    /// The TLS with the server failed (handshake, certificate, record).
+    ServerTlsFailed,
+    /// The client sent more behind its `AUTH TLS` before the answer: clear text
+    /// where TLS must be.
+    ClearAfterAuth,
 }
 
 /// A reply's code and text, and the refusal it counts as.
@@ -220,6 +230,11 @@ impl Say {
                 Refusal::Tls,
             ),
             Say::CccRefused => refuse(534, "CCC is not allowed through this proxy.", Refusal::Tls),
+            Say::ServerRefusedTls => refuse(
+                534,
+                "The FTP server does not take TLS; the session stays in clear text.",
+                Refusal::Tls,
+            ),
             Say::PasvAfterEpsvAll => {
                 refuse(501, "PASV not allowed after EPSV ALL.", Refusal::EpsvAll)
             }
@@ -297,6 +312,15 @@ impl Say {
                 "Service not available: the server sent an over-long reply.",
             ),
             Say::BufferLimit => say(421, "Service not available: too much output held."),
+            Say::ServerWithoutTls => say(
+                421,
+                "Service not available: the FTP server does not take TLS, which this proxy requires.",
+            ),
+            Say::ServerTlsFailed => say(
+                421,
+                "Service not available: TLS with the FTP server failed.",
+            ),
+            Say::ClearAfterAuth => say(421, "Clear text after AUTH TLS; closing."),
         }
     }
 

@@ -18,6 +18,7 @@ pub const LOCALHOST: &str = "127.0.0.1";
 pub const LOCALHOST6: &str = "::1";
 
 pub mod lab;
+pub mod tls;
 
 /// `program` run inside network namespace `ns`, or directly when there is none.
 pub fn command_in(ns: Option<&str>, program: &str) -> Command {

@@ -7,6 +7,9 @@ use crate::rules::UnknownCommands;
 
 impl Control {
     pub(super) fn on_command(&mut self, line: Line) {
+        if self.client_auth_waits() {
+            return self.close_with(Say::ClearAfterAuth, CloseReason::TlsFailed);
+        }
         let cmd = match codec::parse_line(&line) {
             Ok(cmd) => cmd,
             Err(LineError::Malformed(why)) => {

@@ -50,6 +50,7 @@ impl Control {
             expires: self.expiry(),
             client_tls: self.tls.private,
             tls_require_reuse: self.tls.private && self.params.tls.require_reuse,
+            server_tls: self.server_tls.private,
         };
         self.data = Some(Data {
             id,

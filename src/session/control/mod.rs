@@ -23,7 +23,7 @@ use crate::codec::{
     self, Command, EpsvArg, Frame, Line, Reply, ReplyAssembler, TransferKind, addr,
 };
 use crate::rules::{Config, DataRequest, Decision, Parties, Verdict};
-use crate::vocab::{DataMode, DataPath, ExpectationId, Family, TransferType};
+use crate::vocab::{DataMode, DataPath, ExpectationId, Family, TransferType, UpstreamFailure};
 use queue::OutQueue;
 
 /// Which passive form a peer speaks.
@@ -70,6 +70,14 @@ enum Pending {
     },
     /// `FEAT`: its reply lists ftpgate's TLS, not the server's.
     Feat,
+    /// ftpgate's own `AUTH TLS` to the server (`tls server`); `for_client` when it
+    /// answers the client's `AUTH` (`match`). Its reply is not passed on.
+    ServerAuth {
+        for_client: bool,
+    },
+    /// ftpgate's own `PBSZ 0` and `PROT P` to a server it secured; not passed on.
+    ServerPbsz,
+    ServerProt,
     Other,
     Local(Vec<u8>),
 }
@@ -159,6 +167,12 @@ pub(super) struct Control {
     user: Option<String>,
     /// FTPS on the client's control connection.
     tls: tls::ClientLeg,
+    /// FTPS on the server's control connection (`tls server`).
+    server_tls: tls::ServerLeg,
+    /// The server's greeting, held while ftpgate secures the server leg before the
+    /// client may say anything (`tls server require`); empty when the proxy greeted
+    /// the client itself.
+    held_greeting: Option<Vec<u8>>,
     out: Vec<Action>,
     /// Once closed, the engine ignores every further event.
     closed: bool,
@@ -188,6 +202,8 @@ impl Control {
             next_id: 0,
             user: None,
             tls,
+            server_tls: tls::ServerLeg::default(),
+            held_greeting: None,
             out: Vec::new(),
             closed: false,
             rules,
@@ -197,6 +213,11 @@ impl Control {
 
     /// What the server owes the client, if anything (local replies aside).
     pub fn owed(&self) -> Option<Owed> {
+        // Securing the server leg is part of its greeting: the client waits, under
+        // the greeting's timeout.
+        if self.held_greeting.is_some() {
+            return Some(Owed::Greeting);
+        }
         match self
             .pending
             .iter()
@@ -323,6 +344,10 @@ impl Control {
                 self.to_client.lift_barrier(id);
             }
             Event::DataClosed { id, .. } => self.on_data_closed(id),
+            Event::ServerTlsFailed => self.close_with(
+                Say::ServerTlsFailed,
+                CloseReason::UpstreamFailed(UpstreamFailure::Tls),
+            ),
             Event::Resolved(_)
             | Event::Connected { .. }
             | Event::ConnectFailed

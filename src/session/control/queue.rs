@@ -14,6 +14,10 @@ enum Slot {
     Placeholder(ExpectationId),
     /// Nothing after this leaves until the data connection `id` has closed.
     Barrier(ExpectationId),
+    /// Nothing after this leaves until [`OutQueue::open_gate`]: the server's answer
+    /// to ftpgate's `AUTH TLS` decides whether what follows goes in clear or through
+    /// TLS, and what ftpgate sends first.
+    Gate,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +58,21 @@ impl OutQueue {
             }
         }
         true
+    }
+
+    pub fn push_gate(&mut self) {
+        self.slots.push_back(Slot::Gate);
+    }
+
+    /// Opens the gate, putting `first` where it stood, ahead of what waited behind it.
+    pub fn open_gate(&mut self, first: Vec<Vec<u8>>) {
+        let Some(pos) = self.slots.iter().position(|s| matches!(s, Slot::Gate)) else {
+            return;
+        };
+        self.slots.remove(pos);
+        for (i, bytes) in first.into_iter().enumerate() {
+            self.slots.insert(pos + i, Slot::Ready(bytes));
+        }
     }
 
     pub fn lift_barrier(&mut self, id: ExpectationId) {

@@ -37,7 +37,16 @@ impl Control {
                 client_port,
             }) => self.on_to_passive_reply(reply, form, sent, client_port),
             Some(Pending::ToActive { id }) => self.on_to_active_reply(reply, id),
+            Some(greeting @ (Pending::Greeting | Pending::HiddenGreeting))
+                if is_positive(&reply) && self.secures_server_first() =>
+            {
+                let hidden = matches!(greeting, Pending::HiddenGreeting);
+                self.secure_server_first(if hidden { Vec::new() } else { reply.raw });
+            }
             Some(Pending::HiddenGreeting) if is_positive(&reply) => {}
+            Some(Pending::ServerAuth { for_client }) => self.on_server_auth(&reply, for_client),
+            Some(Pending::ServerPbsz) => {}
+            Some(Pending::ServerProt) => self.on_server_prot(&reply),
             Some(Pending::Feat) => {
                 let raw = self.rewrite_feat(&reply);
                 self.forward_reply(Reply { raw, ..reply });

@@ -1,10 +1,12 @@
-//! FTPS on the client's control connection (RFC 4217), under the session rule's
-//! `tls client`: ftpgate answers `AUTH`, `PBSZ`, `PROT` and `CCC` itself, because the
-//! TLS it speaks is its own leg's, never the server's (whose leg stays in clear), and
-//! lists in `FEAT` what it offers, not what the server does.
+//! FTPS (RFC 4217) on each control connection, by the session rule's `tls client` and
+//! `tls server`. Each leg's TLS is ftpgate's own: it answers the client's `AUTH`,
+//! `PBSZ`, `PROT` and `CCC` itself and lists in `FEAT` what it offers, not what the
+//! server does; toward the server it sends its own `AUTH TLS`, `PBSZ 0` and `PROT P`,
+//! whose replies the client never sees, and holds everything of the client's behind
+//! them, so that nothing meant for the TLS leaves in clear.
 
 use super::*;
-use crate::vocab::ClientTls;
+use crate::vocab::{ClientTls, ServerTls};
 
 /// Where the client's control connection stands.
 #[derive(Debug, Default)]
@@ -17,6 +19,21 @@ pub(super) struct ClientLeg {
     /// `CCC` ended the TLS: the control connection is clear for good.
     pub cleared: bool,
 }
+
+/// Where the server's control connection stands.
+#[derive(Debug, Default)]
+pub(super) struct ServerLeg {
+    /// TLS is on: the server answered ftpgate's `AUTH TLS` with `234`, or the server
+    /// leg is implicit.
+    pub secured: bool,
+    /// The server took ftpgate's `PROT P`: data connections to it are TLS.
+    pub private: bool,
+}
+
+/// What ftpgate sends a server once its TLS is on: RFC 4217's buffer size for a stream
+/// protocol, and protected data, which servers such as vsftpd with
+/// `force_local_data_ssl` insist on.
+const SERVER_PROTECTION: [&[u8]; 2] = [b"PBSZ 0\r\n", b"PROT P\r\n"];
 
 /// The features a server's `FEAT` lists that are about its own TLS: not offered
 /// through ftpgate, which offers its own instead.
@@ -47,10 +64,133 @@ impl Control {
         if !self.pending.is_empty() || self.has_live_data() || self.to_client.held_bytes() > 0 {
             return self.refuse(Say::AuthBusy);
         }
+        // `match`: the client's TLS waits for the server's answer to ftpgate's own.
+        if self.params.tls.server == ServerTls::Match && !self.server_tls.secured {
+            return self.ask_server_for_tls(true);
+        }
+        self.secure_client();
+    }
+
+    /// Answers the client's `AUTH` with `234`; TLS starts behind it.
+    fn secure_client(&mut self) {
         self.tls.secured = true;
         self.to_client.push(Say::AuthOk.encode());
         self.flush();
         self.out.push(Action::SecureClient);
+    }
+
+    /// The client said more behind an `AUTH TLS` still waiting for the server's
+    /// answer: text in clear where TLS must be.
+    pub(super) fn client_auth_waits(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|p| matches!(p, Pending::ServerAuth { for_client: true }))
+    }
+
+    /// Whether the server leg is secured right after the server's greeting, before
+    /// the client may say anything: always under `require`, and under `match` when
+    /// the client's leg is TLS from its first byte (an implicit listener).
+    pub(super) fn secures_server_first(&self) -> bool {
+        match self.params.tls.server {
+            ServerTls::Off => false,
+            ServerTls::Match => self.tls.secured && !self.server_tls.secured,
+            ServerTls::Require => true,
+        }
+    }
+
+    /// The server greeted: the greeting waits while ftpgate secures the server leg
+    /// (or, implicit, only protects its data).
+    pub(super) fn secure_server_first(&mut self, greeting: Vec<u8>) {
+        self.held_greeting = Some(greeting);
+        if self.server_tls.secured {
+            // Client input waits for the greeting, so nothing is queued for the server.
+            self.to_server.push_gate();
+            self.protect_server_data();
+        } else {
+            self.ask_server_for_tls(false);
+        }
+    }
+
+    /// Sends ftpgate's `AUTH TLS`; nothing queued behind it leaves until the answer.
+    fn ask_server_for_tls(&mut self, for_client: bool) {
+        self.pending.push_back(Pending::ServerAuth { for_client });
+        self.to_server.push(b"AUTH TLS\r\n".to_vec());
+        self.to_server.push_gate();
+    }
+
+    /// Starts TLS on the server leg, checked against the server's name (as given,
+    /// else its address).
+    pub(super) fn secure_server(&mut self) {
+        let Some(connector) = self.params.tls.connector.clone() else {
+            // The rules give every `tls server` rule its connector.
+            return self.close_with(
+                Say::ServerTlsFailed,
+                CloseReason::UpstreamFailed(UpstreamFailure::Tls),
+            );
+        };
+        let name = self
+            .params
+            .server_name
+            .clone()
+            .unwrap_or_else(|| self.params.server.ip().to_string());
+        self.server_tls.secured = true;
+        self.out.push(Action::SecureServer { connector, name });
+    }
+
+    /// `tls server … implicit`: the server leg is TLS from its first byte, before the
+    /// greeting.
+    pub fn secure_server_implicitly(&mut self) -> Vec<Action> {
+        self.secure_server();
+        std::mem::take(&mut self.out)
+    }
+
+    /// The server's answer to ftpgate's `AUTH TLS`.
+    pub(super) fn on_server_auth(&mut self, reply: &Reply, for_client: bool) {
+        if reply.code == Some(234) {
+            self.secure_server();
+            // The client's 234 and its TLS first: ftpgate's PBSZ and PROT are no
+            // business of the client's leg.
+            if for_client {
+                self.secure_client();
+            }
+            return self.protect_server_data();
+        }
+        self.to_server.open_gate(Vec::new());
+        if for_client {
+            // Neither leg is TLS; the client may go on in clear or leave.
+            self.tell(Say::ServerRefusedTls);
+        } else {
+            self.close_with(
+                Say::ServerWithoutTls,
+                CloseReason::UpstreamFailed(UpstreamFailure::Tls),
+            );
+        }
+    }
+
+    /// `PBSZ 0` and `PROT P` to a secured server, first in line behind the gate.
+    fn protect_server_data(&mut self) {
+        let first = SERVER_PROTECTION.iter().map(|c| c.to_vec()).collect();
+        self.to_server.open_gate(first);
+        self.pending.push_front(Pending::ServerProt);
+        self.pending.push_front(Pending::ServerPbsz);
+    }
+
+    /// The server's answer to ftpgate's `PROT P`, the last step of securing it: its
+    /// data connections are TLS if it took it, and a held greeting goes on.
+    pub(super) fn on_server_prot(&mut self, reply: &Reply) {
+        self.server_tls.private = is_positive(reply);
+        // Under `require`, TLS toward the server covers its data too.
+        if !self.server_tls.private && self.params.tls.server == ServerTls::Require {
+            return self.close_with(
+                Say::ServerWithoutTls,
+                CloseReason::UpstreamFailed(UpstreamFailure::Tls),
+            );
+        }
+        if let Some(greeting) = self.held_greeting.take() {
+            if !greeting.is_empty() {
+                self.to_client.push(greeting);
+            }
+        }
     }
 
     /// `PBSZ`, `PROT` and `CCC`: about the client's leg only.

@@ -27,6 +27,7 @@ fn params() -> Params {
         client_side: "198.51.100.1:21".parse().unwrap(),
         client_local: "198.51.100.1".parse().unwrap(),
         server: SERVER.parse().unwrap(),
+        server_name: None,
         server_side: "203.0.113.1:61000".parse().unwrap(),
         advertise: None,
         min_data_port: 1024,
@@ -47,6 +48,7 @@ fn v6_params() -> Params {
         client_side: "[2001:db8:1::1]:21".parse().unwrap(),
         client_local: "2001:db8:1::1".parse().unwrap(),
         server: "[2001:db8:2::2]:21".parse().unwrap(),
+        server_name: None,
         server_side: "[2001:db8:2::1]:61000".parse().unwrap(),
         advertise: None,
         min_data_port: 1024,
@@ -75,7 +77,15 @@ struct Harness {
 
 impl Harness {
     fn new(params: Params) -> Self {
-        let mut h = Harness {
+        let mut h = Harness::ungreeted(params);
+        h.server(b"220 ready\r\n");
+        h.actions.clear();
+        h
+    }
+
+    /// Connected, and the server's greeting not yet in.
+    fn ungreeted(params: Params) -> Self {
+        Harness {
             session: Session::connected(params, Arc::default(), t0()),
             client: LineFramer::new(4096),
             server: LineFramer::new(4096),
@@ -83,10 +93,7 @@ impl Harness {
             actions: Vec::new(),
             kernel: false,
             now: t0(),
-        };
-        h.server(b"220 ready\r\n");
-        h.actions.clear();
-        h
+        }
     }
 
     fn feed(&mut self, event: Event) {

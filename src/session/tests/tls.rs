@@ -1,8 +1,8 @@
-//! FTPS on the client's leg: `AUTH`, `PBSZ`, `PROT`, `CCC` and `FEAT` under each
-//! `tls client` policy.
+//! FTPS on the client's leg (`AUTH`, `PBSZ`, `PROT`, `CCC` and `FEAT` under each
+//! `tls client` policy) and on the server's (`tls server`).
 
 use super::*;
-use crate::vocab::{ClientTls, TlsPolicy};
+use crate::vocab::{ClientTls, ServerTls, TlsPolicy, UpstreamFailure};
 
 fn harness(policy: ClientTls) -> Harness {
     Harness::new(Params {
@@ -209,7 +209,7 @@ fn require_reuse_goes_with_every_protected_data_connection() {
         tls: TlsPolicy {
             client: ClientTls::Optional,
             require_reuse: true,
-            ccc: false,
+            ..TlsPolicy::default()
         },
         ..params()
     });
@@ -249,8 +249,8 @@ fn ccc_clears_the_control_connection_only_where_the_rule_allows_it() {
     let mut h = Harness::new(Params {
         tls: TlsPolicy {
             client: ClientTls::Optional,
-            require_reuse: false,
             ccc: true,
+            ..TlsPolicy::default()
         },
         ..params()
     });
@@ -279,4 +279,217 @@ fn ccc_clears_the_control_connection_only_where_the_rule_allows_it() {
             .iter()
             .any(|a| matches!(a, Action::Open(r) if r.client_tls))
     );
+}
+
+// ----- the server's leg (`tls server`)
+
+fn server_harness(client: ClientTls, server: ServerTls) -> Harness {
+    Harness::ungreeted(Params {
+        server_name: Some("ftp.example.net".into()),
+        tls: TlsPolicy {
+            client,
+            server,
+            connector: Some(crate::tls::Connector::unverified().unwrap()),
+            ..TlsPolicy::default()
+        },
+        ..params()
+    })
+}
+
+fn secures_server(a: &[Action]) -> bool {
+    a.iter()
+        .any(|a| matches!(a, Action::SecureServer { name, .. } if name == "ftp.example.net"))
+}
+
+fn server_tls_of_opens(a: &[Action]) -> Vec<bool> {
+    opens(a).iter().map(|r| r.server_tls).collect()
+}
+
+#[test]
+fn require_secures_the_server_before_the_client_hears_its_greeting() {
+    let mut h = server_harness(ClientTls::Deny, ServerTls::Require);
+    let a = h.server(b"220 ready\r\n").take();
+    assert_eq!(to_client(&a), "", "the greeting waits");
+    assert_eq!(to_server(&a), "AUTH TLS\r\n");
+    // The client may not wait for the greeting; its line waits for the TLS.
+    assert_eq!(to_server(&h.client(b"USER ftp\r\n").take()), "");
+    let a = h.server(b"234 Proceed with negotiation.\r\n").take();
+    let secure = a
+        .iter()
+        .position(|a| matches!(a, Action::SecureServer { .. }));
+    let pbsz = a
+        .iter()
+        .position(|a| matches!(a, Action::ToServer(b) if b == b"PBSZ 0\r\n"));
+    assert!(secure.is_some() && secure < pbsz, "TLS before PBSZ: {a:?}");
+    assert!(secures_server(&a));
+    assert_eq!(to_server(&a), "PBSZ 0\r\nPROT P\r\n");
+    assert_eq!(to_client(&a), "", "the 234 is ftpgate's, not the client's");
+    let a = h.server(b"200 PBSZ set to 0.\r\n").take();
+    assert_eq!(
+        (to_client(&a), to_server(&a)),
+        (String::new(), String::new())
+    );
+    let a = h.server(b"200 PROT now Private.\r\n").take();
+    assert_eq!(to_client(&a), "220 ready\r\n");
+    assert_eq!(to_server(&a), "USER ftp\r\n", "the held line, through TLS");
+    // Data to the server is TLS now, whatever the client's leg is.
+    h.server(b"331 password\r\n")
+        .client(b"PASS x\r\n")
+        .server(b"230 in\r\n");
+    h.take();
+    h.client(b"PASV\r\n")
+        .server(b"227 Entering Passive Mode (203,0,113,2,117,49).\r\n");
+    let a = h.take();
+    assert_eq!(server_tls_of_opens(&a), [true]);
+    assert!(opens(&a).iter().all(|r| !r.client_tls));
+}
+
+#[test]
+fn require_closes_the_session_when_the_server_refuses_tls_or_protected_data() {
+    for (auth, prot) in [
+        ("530 Please login with USER and PASS.\r\n", ""),
+        ("234 go\r\n", "536 no\r\n"),
+    ] {
+        let mut h = server_harness(ClientTls::Optional, ServerTls::Require);
+        h.server(b"220 ready\r\n").server(auth.as_bytes());
+        if !prot.is_empty() {
+            h.server(b"200 PBSZ=0\r\n").server(prot.as_bytes());
+        }
+        let a = h.take();
+        assert!(
+            to_client(&a)
+                .starts_with("421 Service not available: the FTP server does not take TLS"),
+            "{}",
+            to_client(&a)
+        );
+        assert!(!to_client(&a).contains("220"), "no greeting before the 421");
+        assert_eq!(
+            a.last(),
+            Some(&Action::Close(CloseReason::UpstreamFailed(
+                UpstreamFailure::Tls
+            )))
+        );
+    }
+}
+
+#[test]
+fn match_answers_the_clients_auth_only_once_the_server_took_ftpgates() {
+    let mut h = server_harness(ClientTls::Optional, ServerTls::Match);
+    let a = h.server(b"220 ready\r\n").take();
+    assert_eq!(
+        to_client(&a),
+        "220 ready\r\n",
+        "no TLS before the client asks"
+    );
+    assert_eq!(to_server(&a), "");
+    let a = h.client(b"AUTH TLS\r\n").take();
+    assert_eq!(to_server(&a), "AUTH TLS\r\n");
+    assert_eq!(to_client(&a), "");
+    let a = h.server(b"234 Proceed\r\n").take();
+    assert!(secures_server(&a));
+    let reply = a
+        .iter()
+        .position(|a| matches!(a, Action::ToClient(b) if b.starts_with(b"234 ")));
+    let secure = a.iter().position(|a| *a == Action::SecureClient);
+    assert!(reply.is_some() && secure == reply.map(|r| r + 1), "{a:?}");
+    assert_eq!(to_server(&a), "PBSZ 0\r\nPROT P\r\n");
+    // The client's own PBSZ and PROT are answered for its leg, after ftpgate's.
+    let a = h.client(b"PBSZ 0\r\nPROT P\r\n").take();
+    assert_eq!(
+        (to_client(&a), to_server(&a)),
+        (String::new(), String::new())
+    );
+    let a = h.server(b"200 PBSZ=0\r\n200 PROT ok\r\n").take();
+    assert_eq!(
+        to_client(&a),
+        "200 PBSZ=0\r\n200 Protection level set to Private.\r\n"
+    );
+    h.client(b"EPSV\r\n")
+        .server(b"229 Entering Extended Passive Mode (|||30002|)\r\n");
+    let a = h.take();
+    assert_eq!(
+        opens(&a)
+            .iter()
+            .map(|r| (r.client_tls, r.server_tls))
+            .collect::<Vec<_>>(),
+        [(true, true)]
+    );
+}
+
+#[test]
+fn match_keeps_both_legs_clear_when_the_server_refuses_tls() {
+    let mut h = server_harness(ClientTls::Optional, ServerTls::Match);
+    h.server(b"220 ready\r\n").client(b"AUTH TLS\r\n").take();
+    let a = h.server(b"500 AUTH not understood\r\n").take();
+    assert!(to_client(&a).starts_with("534 "), "{}", to_client(&a));
+    assert_eq!(refusals(&a), [Refusal::Tls]);
+    assert!(!a.contains(&Action::SecureClient) && !secures_server(&a));
+    assert_eq!(to_server(&h.client(b"USER ftp\r\n").take()), "USER ftp\r\n");
+}
+
+#[test]
+fn a_line_behind_an_auth_that_waits_for_the_server_ends_the_session() {
+    let mut h = server_harness(ClientTls::Optional, ServerTls::Match);
+    h.server(b"220 ready\r\n").take();
+    let a = h.client(b"AUTH TLS\r\nUSER ftp\r\n").take();
+    assert_eq!(
+        to_server(&a),
+        "AUTH TLS\r\n",
+        "USER never reaches the server"
+    );
+    assert_eq!(a.last(), Some(&Action::Close(CloseReason::TlsFailed)));
+}
+
+#[test]
+fn a_failed_server_tls_ends_the_session_with_421() {
+    let mut h = server_harness(ClientTls::Deny, ServerTls::Require);
+    h.server(b"220 ready\r\n234 go\r\n").take();
+    h.feed(Event::ServerTlsFailed);
+    let a = h.take();
+    assert_eq!(
+        to_client(&a),
+        "421 Service not available: TLS with the FTP server failed.\r\n"
+    );
+    assert_eq!(
+        a.last(),
+        Some(&Action::Close(CloseReason::UpstreamFailed(
+            UpstreamFailure::Tls
+        )))
+    );
+}
+
+#[test]
+fn an_implicit_server_leg_is_secured_at_connect_and_protects_data_after_the_greeting() {
+    let rules = "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21\npass tls server require no-verify implicit\n";
+    let policy = Arc::new(crate::rules::parse_str("t.rules", rules).unwrap());
+    let start = Start {
+        listener: "127.0.0.1:2121".parse().unwrap(),
+        client: CLIENT.parse().unwrap(),
+        own: Arc::new(OwnSockets::default()),
+        origin: Origin::Upstream {
+            host: "ftps.example.net".into(),
+            port: 990,
+            local: "198.51.100.1:21".parse().unwrap(),
+        },
+        tls_implicit: false,
+    };
+    let mut s = Session::new(start, policy, t0());
+    s.poll_actions();
+    s.handle(t0(), Event::Resolved(Some(SERVER.parse().unwrap())));
+    let server_side = "203.0.113.1:61000".parse().unwrap();
+    let a = s.handle(t0(), Event::Connected { server_side });
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::SecureServer { name, .. } if name == "ftps.example.net")),
+        "{a:?}"
+    );
+    let mut frames = Vec::new();
+    LineFramer::new(4096).push(b"220 ready\r\n", &mut frames);
+    let a = s.handle(t0(), Event::Server(frames.remove(0)));
+    assert_eq!(
+        to_server(&a),
+        "PBSZ 0\r\nPROT P\r\n",
+        "no AUTH on implicit TLS"
+    );
+    assert_eq!(to_client(&a), "");
 }
