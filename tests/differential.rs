@@ -168,13 +168,7 @@ impl Witness for VsftpdWitness {
     }
 }
 
-/// Where `tests/support/ftp-servers.sh` unpacked pure-ftpd and ProFTPD.
-fn server_root() -> PathBuf {
-    std::env::var_os("FTPGATE_FTP_SERVERS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ftp-servers"))
-        .join("root/usr/sbin")
-}
+use support::server_root;
 
 fn wait_greeting(addr: SocketAddr, child: &mut Child, what: &str) {
     support::eventually(what, || {

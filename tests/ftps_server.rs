@@ -1,9 +1,10 @@
-//! FTPS toward the server (issue 17, `tls server`): ftpgate secures its own leg to a
-//! real vsftpd that insists on TLS for logins and data and on data connections that
-//! resume the control connection's TLS session (`force_anon_logins_ssl`,
-//! `force_anon_data_ssl`, `require_ssl_reuse`), for FTPS clients (`match`) and for
-//! clear ones (`require`); and the bad cases: a server whose certificate does not
-//! check out, a server without TLS under `require` and under `match`.
+//! FTPS toward the server (issue 17, `tls server`): ftpgate secures its own leg to real
+//! servers that insist on TLS: a vsftpd with `force_anon_logins_ssl`,
+//! `force_anon_data_ssl` and `require_ssl_reuse` (data connections must resume the
+//! control connection's TLS session), also implicit and behind a forward listener,
+//! pure-ftpd with `-Y 3` and ProFTPD's mod_tls (`TLSRequired on`); for FTPS clients
+//! (`match`) and for clear ones (`require`). And the bad cases: a server whose
+//! certificate does not check out, a server without TLS under `require` and `match`.
 
 mod support;
 
@@ -320,4 +321,266 @@ fn a_server_without_tls_is_refused_under_require_and_left_clear_under_match() {
         1.0,
         "{metrics}"
     );
+}
+
+/// pure-ftpd or ProFTPD as unpacked by `tests/support/ftp-servers.sh`, with TLS
+/// required on control and data, serving `one.bin` (1 MiB) to user `alice` (pure-ftpd)
+/// or anonymous (ProFTPD).
+struct TlsServer {
+    addr: std::net::SocketAddr,
+    child: std::process::Child,
+    /// Where `one.bin` is and uploads go.
+    files: std::path::PathBuf,
+    user: &'static str,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsServer {
+    /// A home for the FTP user, owned by `ftp`, with `one.bin` in it.
+    fn files(dir: &std::path::Path) -> std::path::PathBuf {
+        let files = dir.join("files");
+        std::fs::create_dir_all(&files).expect("mkdir");
+        make_file(&files.join("one.bin"), 1 << 20, 7);
+        let chown = Command::new("chown")
+            .args(["-R", "ftp", &path_str(&files)])
+            .status();
+        assert!(chown.is_ok_and(|s| s.success()), "chown ftp");
+        files
+    }
+
+    fn wait(mut self, what: &str) -> TlsServer {
+        eventually(what, || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{what}: the server exited with {status}");
+            }
+            TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+        });
+        self
+    }
+
+    /// pure-ftpd with `-Y 3` (clear sessions and clear data refused), a virtual user
+    /// in a PureDB.
+    fn pure_ftpd(pki: &Pki) -> TlsServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = TlsServer::files(dir.path());
+        let pdb = dir.path().join("users.pdb");
+        let mut pw = Command::new(server_root().join("../bin/pure-pw"))
+            .args(["useradd", "alice", "-u", "ftp", "-g", "nogroup", "-d"])
+            .arg(&files)
+            .arg("-f")
+            .arg(dir.path().join("passwd"))
+            .args(["-m", "-F"])
+            .arg(&pdb)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("pure-pw");
+        pw.stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"secret\nsecret\n")
+            .expect("password");
+        assert!(pw.wait().is_ok_and(|s| s.success()), "pure-pw useradd");
+        let addr = std::net::SocketAddr::new(
+            LOCALHOST.parse().expect("ip"),
+            free_port(LOCALHOST.parse().expect("ip")),
+        );
+        let child = Command::new(server_root().join("pure-ftpd"))
+            .arg(format!("-S{},{}", addr.ip(), addr.port()))
+            .arg(format!("-lpuredb:{}", path_str(&pdb)))
+            .args(["-H", "-E", "-Y", "3", "-2"])
+            .arg(format!("{},{}", path_str(&pki.cert), path_str(&pki.key)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start pure-ftpd");
+        TlsServer {
+            addr,
+            child,
+            files,
+            user: "alice:secret",
+            _dir: dir,
+        }
+        .wait("pure-ftpd to listen")
+    }
+
+    /// ProFTPD with mod_tls: `TLSRequired on`, and data connections must resume the
+    /// control connection's TLS session (mod_tls's default).
+    fn proftpd(pki: &Pki) -> TlsServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = TlsServer::files(dir.path());
+        let ip: std::net::IpAddr = LOCALHOST.parse().expect("ip");
+        let addr = std::net::SocketAddr::new(ip, free_port(ip));
+        let d = dir.path().display();
+        let conf = format!(
+            "ServerType standalone\nDefaultServer on\nPort {port}\nDefaultAddress {ip}\n\
+             SocketBindTight on\nUser nobody\nGroup nogroup\nUseIPv6 off\nWtmpLog off\n\
+             UseReverseDNS off\nScoreboardFile {d}/scoreboard\nPidFile {d}/proftpd.pid\n\
+             DelayTable none\nTransferLog none\nSystemLog {d}/system.log\n\
+             ModulePath {modules}\nLoadModule mod_tls.c\nTLSEngine on\nTLSRequired on\n\
+             TLSProtocol TLSv1.2 TLSv1.3\nTLSLog {d}/tls.log\n\
+             TLSECCertificateFile {cert}\nTLSECCertificateKeyFile {key}\n\
+             <Anonymous {files}>\nUser ftp\nGroup nogroup\nUserAlias anonymous ftp\n\
+             RequireValidShell off\n<Limit WRITE>\nAllowAll\n</Limit>\n</Anonymous>\n",
+            port = addr.port(),
+            modules = path_str(&server_root().join("../lib/proftpd")),
+            cert = path_str(&pki.cert),
+            key = path_str(&pki.key),
+            files = path_str(&files),
+        );
+        let conf_path = dir.path().join("proftpd.conf");
+        std::fs::write(&conf_path, conf).expect("write proftpd.conf");
+        let child = Command::new(server_root().join("proftpd"))
+            .args(["-n", "-c"])
+            .arg(&conf_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start proftpd");
+        TlsServer {
+            addr,
+            child,
+            files,
+            user: "anonymous:x",
+            _dir: dir,
+        }
+        .wait("proftpd to listen")
+    }
+}
+
+#[test]
+fn pure_ftpd_and_proftpd_requiring_tls_take_ftpgates_leg_for_ftps_and_clear_clients() {
+    if !prerequisites(&["curl"]) {
+        return;
+    }
+    let root = server_root();
+    let present =
+        root.join("pure-ftpd").exists() && root.join("../lib/proftpd/mod_tls.so").exists();
+    if !present {
+        assert!(
+            !ci(),
+            "pure-ftpd and ProFTPD's mod_tls are not unpacked in {}: run tests/support/ftp-servers.sh",
+            root.display()
+        );
+        eprintln!("SKIPPED: run tests/support/ftp-servers.sh to unpack pure-ftpd and proftpd");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki_for(dir.path(), LOCALHOST);
+    let local = tempfile::tempdir().expect("tempdir");
+    for server in [TlsServer::pure_ftpd(&pki), TlsServer::proftpd(&pki)] {
+        let original = server.files.join("one.bin");
+        let ca = path_str(&pki.ca);
+        // An FTPS client, passive (curl 7.88 never starts TLS on an active data
+        // connection), and clear clients in both modes.
+        let cases = [
+            (
+                "tls client optional tls server match",
+                vec!["--ssl-reqd", "--cacert", &ca],
+                "--ftp-pasv",
+            ),
+            ("tls server require", vec![], "--ftp-pasv"),
+            ("tls server require", vec![], "-P127.0.0.1"),
+        ];
+        for (i, (tls, client, mode)) in cases.into_iter().enumerate() {
+            let gate = Gate::reverse(
+                server.addr,
+                &format!(
+                    "tls cert {} key {}\npass from 127.0.0.0/8 {tls} ca {ca}",
+                    path_str(&pki.cert),
+                    path_str(&pki.key)
+                ),
+            );
+            let url = |path: &str| format!("ftp://127.0.0.1:{}/{path}", gate.addr.port());
+            let got = local.path().join(format!("got-{i}.bin"));
+            let curl = |args: &[&str], url: String| {
+                run_ok(
+                    Command::new("curl")
+                        .args(["-sS", "--max-time", "30", "-u", server.user, mode])
+                        .args(&client)
+                        .args(args)
+                        .arg(url),
+                )
+            };
+            curl(&["-o", &path_str(&got)], url("one.bin"));
+            same_file(&original, &got);
+            curl(&["-T", &path_str(&got)], url(&format!("up-{i}.bin")));
+            same_file(&original, &server.files.join(format!("up-{i}.bin")));
+            let metrics = gate.metrics();
+            assert_eq!(handshakes(&metrics, "server", "ok"), 2.0, "{tls} {mode}");
+            assert_eq!(
+                handshakes(&metrics, "server-data", "ok"),
+                2.0,
+                "{tls} {mode}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_implicit_tls_server_and_a_forward_listener_take_ftpgates_tls_too() {
+    if !prerequisites(&["vsftpd", "curl"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki_for(dir.path(), LOCALHOST);
+    let ca = path_str(&pki.ca);
+    // vsftpd speaking TLS from the first byte (port 990 style), strict as above.
+    let implicit = Vsftpd::start_implicit(
+        LOCALHOST,
+        &format!(
+            "ssl_enable=YES\nimplicit_ssl=YES\nrsa_cert_file={}\nrsa_private_key_file={}\n\
+             allow_anon_ssl=YES\nforce_anon_logins_ssl=YES\nforce_anon_data_ssl=YES\n\
+             require_ssl_reuse=YES\n",
+            path_str(&pki.cert),
+            path_str(&pki.key)
+        ),
+    );
+    make_file(&implicit.public().join("one.bin"), 1 << 20, 7);
+    let local = tempfile::tempdir().expect("tempdir");
+    let gate = Gate::reverse(
+        implicit.addr,
+        &format!("pass from 127.0.0.0/8 tls server require ca {ca} implicit"),
+    );
+    for mode in ["--ftp-pasv", "-P127.0.0.1"] {
+        let got = local.path().join(format!("implicit{mode}.bin"));
+        let url = format!("ftp://127.0.0.1:{}/pub/one.bin", gate.addr.port());
+        run_ok(
+            Command::new("curl")
+                .args(["-sS", mode, "-o", &path_str(&got)])
+                .arg(url),
+        );
+        same_file(&implicit.public().join("one.bin"), &got);
+    }
+    assert_eq!(handshakes(&gate.metrics(), "server", "ok"), 2.0);
+    assert_eq!(handshakes(&gate.metrics(), "server-data", "ok"), 2.0);
+    // A forward listener: the client names the server, and its certificate must be
+    // valid for that name.
+    let server = strict_vsftpd(LOCALHOST, &pki);
+    make_file(&server.public().join("one.bin"), 1 << 20, 7);
+    let ip: std::net::IpAddr = LOCALHOST.parse().expect("ip");
+    let listen = std::net::SocketAddr::new(ip, free_port(ip));
+    let gate = Gate::start(&format!(
+        "listen forward {listen}\npass from 127.0.0.0/8 to 127.0.0.1 tls server require ca {ca}\n"
+    ));
+    let got = local.path().join("forward.bin");
+    let url = format!(
+        "ftp://anonymous%40127.0.0.1%3A{}:guest@{}/pub/one.bin",
+        server.addr.port(),
+        gate.addr
+    );
+    run_ok(
+        Command::new("curl")
+            .args(["-sS", "-o", &path_str(&got)])
+            .arg(url),
+    );
+    same_file(&server.public().join("one.bin"), &got);
+    assert_eq!(handshakes(&gate.metrics(), "server", "ok"), 1.0);
 }

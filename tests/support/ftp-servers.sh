@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Unpacks pure-ftpd and ProFTPD for the differential tests (tests/differential.rs).
+# Unpacks pure-ftpd and ProFTPD (with mod_tls) for the differential tests
+# (tests/differential.rs) and the FTPS tests against them (tests/ftps_server.rs).
 # Both conflict with vsftpd as Debian packages, so they are fetched with
 # `apt-get download` and unpacked with `dpkg -x` into DIR (default target/ftp-servers)
 # instead of installed; the libraries ProFTPD links against are installed (they
@@ -14,13 +15,13 @@ if [ "$(id -u)" != 0 ]; then
     echo "ftp-servers.sh: run as root (apt-get, useradd)" >&2
     exit 1
 fi
-libs=(libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3)
+libs=(libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3 libsodium23)
 need_libs=()
 for lib in "${libs[@]}"; do
     dpkg -s "$lib" >/dev/null 2>&1 || need_libs+=("$lib")
 done
 if [ ! -x "$dir/root/usr/sbin/pure-ftpd" ] || [ ! -x "$dir/root/usr/sbin/proftpd" ] ||
-    ((${#need_libs[@]})); then
+    [ ! -e "$dir/root/usr/lib/proftpd/mod_tls.so" ] || ((${#need_libs[@]})); then
     apt-get update -qq
     if ((${#need_libs[@]})); then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_libs[@]}"
@@ -29,7 +30,8 @@ if [ ! -x "$dir/root/usr/sbin/pure-ftpd" ] || [ ! -x "$dir/root/usr/sbin/proftpd
     mkdir -p "$debs"
     # apt drops privileges to _apt for downloads; the folder must be writable by it.
     chmod 0777 "$debs"
-    (cd "$debs" && apt-get download -qq pure-ftpd proftpd-core)
+    # proftpd-mod-crypto carries mod_tls, for the FTPS tests (tests/ftps_server.rs).
+    (cd "$debs" && apt-get download -qq pure-ftpd proftpd-core proftpd-mod-crypto)
     for deb in "$debs"/*.deb; do
         dpkg -x "$deb" "$dir/root"
     done

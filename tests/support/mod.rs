@@ -20,6 +20,14 @@ pub const LOCALHOST6: &str = "::1";
 pub mod lab;
 pub mod tls;
 
+/// Where `tests/support/ftp-servers.sh` unpacked pure-ftpd and ProFTPD.
+pub fn server_root() -> PathBuf {
+    std::env::var_os("FTPGATE_FTP_SERVERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ftp-servers"))
+        .join("root/usr/sbin")
+}
+
 /// `program` run inside network namespace `ns`, or directly when there is none.
 pub fn command_in(ns: Option<&str>, program: &str) -> Command {
     match ns {
@@ -175,6 +183,24 @@ impl Vsftpd {
 
     /// Starts vsftpd on `ip` with extra configuration lines.
     pub fn start_with(ip: &str, extra: &str) -> Vsftpd {
+        let server = Vsftpd::spawn(ip, extra);
+        wait_for("vsftpd to greet", Duration::from_secs(10), || {
+            greets(server.addr)
+        });
+        server
+    }
+
+    /// Starts vsftpd with `implicit_ssl=YES` in `extra`: it listens, and greets only
+    /// through TLS.
+    pub fn start_implicit(ip: &str, extra: &str) -> Vsftpd {
+        let server = Vsftpd::spawn(ip, extra);
+        wait_for("vsftpd to listen", Duration::from_secs(10), || {
+            TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_ok()
+        });
+        server
+    }
+
+    fn spawn(ip: &str, extra: &str) -> Vsftpd {
         let ip: IpAddr = ip.parse().expect("ip");
         let dir = tempdir();
         let root = dir.path().join("root");
@@ -216,9 +242,7 @@ impl Vsftpd {
             .spawn()
             .expect("start vsftpd");
         let addr = SocketAddr::new(ip, port);
-        let server = Vsftpd { addr, dir, child };
-        wait_for("vsftpd to greet", Duration::from_secs(10), || greets(addr));
-        server
+        Vsftpd { addr, dir, child }
     }
 
     /// The world-writable directory inside the FTP root, `/pub`.
