@@ -118,6 +118,7 @@ pub fn sessions_json(shared: &Shared) -> Value {
                 "data_bytes": s.data_bytes + live,
                 "client_tls": s.client_tls,
                 "server_tls": s.server_tls,
+                "tls_passthrough_ports": s.passthrough.map(|p| p.to_string()),
                 "expectations": expectations,
             })
         })

@@ -57,6 +57,7 @@ pub struct Metrics {
     pub upstream_retries_total: IntCounterVec,
     pub reloads_total: IntCounterVec,
     pub tls_handshakes_total: IntCounterVec,
+    pub tls_passthrough_total: IntCounterVec,
     pub reload_last_success: IntGauge,
     pub reload_last_success_timestamp_seconds: Gauge,
 }
@@ -181,7 +182,8 @@ impl Metrics {
                 "kernel_hole_errors_total",
                 "nftables elements that could not be written or deleted, by operation \
                  (install/remove: kernel-path holes; announce/withdraw: relayed data \
-                 connections of transparent listeners).",
+                 connections of transparent listeners; passthrough: the passive ports of \
+                 a session whose TLS is passed through).",
                 &["op"],
             ),
             admin_refusals_total: counter(
@@ -246,6 +248,15 @@ impl Metrics {
                  outcome (ok, failed).",
                 &["leg", "outcome"],
             ),
+            tls_passthrough_total: counter(
+                &r,
+                "tls_passthrough_total",
+                "Sessions whose TLS ftpgate passed through (tls passthrough), by outcome: \
+                 opened (the control connection relayed blind, the server's passive ports \
+                 open to that client), failed (the ports could not be opened; the \
+                 session ended).",
+                &["outcome"],
+            ),
             reload_last_success: gauge(
                 &r,
                 "reload_last_success",
@@ -265,6 +276,9 @@ impl Metrics {
         for why in Refusal::ALL.iter().chain(&malformed) {
             self.refusals_of(*why).with_label_values(&[why.as_str()]);
         }
+        for outcome in ["opened", "failed"] {
+            self.tls_passthrough_total.with_label_values(&[outcome]);
+        }
         for leg in ["client", "client-data", "server", "server-data"] {
             for outcome in ["ok", "failed"] {
                 self.tls_handshakes_total.with_label_values(&[leg, outcome]);
@@ -283,7 +297,7 @@ impl Metrics {
         for reason in ["not-allowed", "token"] {
             self.admin_refusals_total.with_label_values(&[reason]);
         }
-        for op in ["install", "remove", "announce", "withdraw"] {
+        for op in ["install", "remove", "announce", "withdraw", "passthrough"] {
             self.kernel_hole_errors_total.with_label_values(&[op]);
         }
         for mode in DataMode::ALL {
@@ -348,6 +362,14 @@ impl Metrics {
         let outcome = if ok { "ok" } else { "failed" };
         self.tls_handshakes_total
             .with_label_values(&[leg, outcome])
+            .inc();
+    }
+
+    /// A session passed through: its ports `opened`, or not.
+    pub fn tls_passthrough(&self, opened: bool) {
+        let outcome = if opened { "opened" } else { "failed" };
+        self.tls_passthrough_total
+            .with_label_values(&[outcome])
             .inc();
     }
 

@@ -32,6 +32,8 @@ pub enum SessionState {
     Login,
     /// The server accepted a login.
     LoggedIn,
+    /// `tls passthrough`: the control connection is relayed blind.
+    Passthrough,
 }
 
 /// One live control session.
@@ -51,6 +53,8 @@ pub struct SessionEntry {
     pub client_tls: Option<String>,
     /// The server's control connection through TLS (`tls server`): the same.
     pub server_tls: Option<String>,
+    /// `tls passthrough`: the server's passive ports the client may reach.
+    pub passthrough: Option<crate::vocab::PortRange>,
 }
 
 impl SessionEntry {
@@ -66,6 +70,7 @@ impl SessionEntry {
             data_bytes: 0,
             client_tls: None,
             server_tls: None,
+            passthrough: None,
         }
     }
 }

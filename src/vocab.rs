@@ -378,6 +378,11 @@ pub struct TlsPolicy {
     /// The TLS client configuration `verify` builds, made when the rules load; set
     /// whenever `server` is not `Off`.
     pub connector: Option<crate::tls::Connector>,
+    /// `tls passthrough ports LOW-HIGH` (transparent listeners): ftpgate forwards the
+    /// client's `AUTH TLS` and, once the server takes it, relays the control
+    /// connection blind and lets the client reach the server's passive ports in this
+    /// range until the session ends.
+    pub passthrough: Option<PortRange>,
 }
 
 /// The representation type in force for a transfer (`TYPE`): it decides only how

@@ -138,6 +138,14 @@ impl LineFramer {
         self.raw.len()
     }
 
+    /// Takes the bytes of the unfinished line as they came, and starts afresh: for a
+    /// stream that stops being lines (a control connection passed through blind).
+    pub fn take_unfinished(&mut self) -> Vec<u8> {
+        let raw = std::mem::take(&mut self.raw);
+        *self = LineFramer::new(self.max_line);
+        raw
+    }
+
     fn push_byte(&mut self, b: u8, out: &mut Vec<Frame>) {
         if let Some(skipped) = self.overflow.as_mut() {
             *skipped += 1;

@@ -57,6 +57,8 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+/// The end of an interval element of a concatenation (Linux 5.6 and later).
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFPROTO_INET: u8 = 1;
 const AF_UNSPEC: u8 = 0;
@@ -82,12 +84,74 @@ fn relay_set(v4: bool) -> &'static str {
     if v4 { "relay4" } else { "relay6" }
 }
 
+/// The map of a family's sessions passed through (`tls passthrough`).
+fn passthrough_set(v4: bool) -> &'static str {
+    if v4 { "passthrough4" } else { "passthrough6" }
+}
+
 /// Every set and map the rulesets declare for ftpgate to write.
 fn every_name() -> impl Iterator<Item = &'static str> {
     names(true)
         .into_iter()
         .chain(names(false))
         .chain([relay_set(true), relay_set(false)])
+        .chain([passthrough_set(true), passthrough_set(false)])
+}
+
+/// A session passed through (`tls passthrough`): the ruleset lets `client` open
+/// connections to `server` on `ports` (the server's passive ports), marks them as
+/// ftpgate's and makes them leave from `from`, the address of ftpgate's control
+/// connection to the server, until the session ends. An interval element of the map
+/// `passthrough4`/`6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passage {
+    client: IpAddr,
+    server: IpAddr,
+    from: IpAddr,
+    ports: crate::vocab::PortRange,
+}
+
+impl Passage {
+    /// `None` across families: such a connection cannot exist.
+    pub fn new(
+        client: IpAddr,
+        server: IpAddr,
+        from: IpAddr,
+        ports: crate::vocab::PortRange,
+    ) -> Option<Passage> {
+        let [client, server, from] = [client, server, from].map(|ip| ip.to_canonical());
+        let v4 = client.is_ipv4();
+        (server.is_ipv4() == v4 && from.is_ipv4() == v4).then_some(Passage {
+            client,
+            server,
+            from,
+            ports,
+        })
+    }
+
+    /// The first and the last key of the interval.
+    fn keys(&self) -> (Vec<u8>, Vec<u8>) {
+        let key = |port| {
+            concat(&[
+                Field::Ip(self.client),
+                Field::Ip(self.server),
+                Field::Port(port),
+            ])
+        };
+        (key(self.ports.lo), key(self.ports.hi))
+    }
+
+    fn element(&self, message: u16) -> NftMessage {
+        let (start, end) = self.keys();
+        let mut attrs = vec![
+            data(NFTA_SET_ELEM_KEY, start),
+            data(NFTA_SET_ELEM_KEY_END, end),
+        ];
+        if message == NFT_MSG_NEWSETELEM {
+            attrs.push(data(NFTA_SET_ELEM_DATA, concat(&[Field::Ip(self.from)])));
+        }
+        list(message, passthrough_set(self.client.is_ipv4()), &attrs)
+    }
 }
 
 /// A data connection the relay announced: the ruleset hands the connection from
@@ -266,6 +330,11 @@ fn element(
             ms.to_be_bytes().to_vec(),
         ));
     }
+    list(message, set, &attrs)
+}
+
+/// A set-element message for the one element of `set` that `attrs` describe.
+fn list(message: u16, set: &str, attrs: &[DefaultNla]) -> NftMessage {
     NftMessage {
         message_type: NFNL_SUBSYS_NFTABLES << 8 | message,
         family: NFPROTO_INET,
@@ -275,7 +344,7 @@ fn element(
             string(NFTA_SET_ELEM_LIST_SET, set),
             nested(
                 NFTA_SET_ELEM_LIST_ELEMENTS,
-                &[nested(NFTA_LIST_ELEM, &attrs)],
+                &[nested(NFTA_LIST_ELEM, attrs)],
             ),
         ],
     }
@@ -468,6 +537,22 @@ impl Nft {
             self.snat_use(hole.forwarded(), -1);
         }
         result
+    }
+
+    /// Lets a passed-through session's client reach its server's passive ports, until
+    /// [`Nft::close_passage`] (or a restart, which empties the set). No timeout: the
+    /// session's length is unknown, and its end is seen.
+    pub fn open_passage(&self, passage: &Passage) -> io::Result<()> {
+        self.exchange(vec![passage.element(NFT_MSG_NEWSETELEM)], true, NEW)
+    }
+
+    pub fn close_passage(&self, passage: &Passage) -> io::Result<()> {
+        let message = if self.destroy {
+            NFT_MSG_DESTROYSETELEM
+        } else {
+            NFT_MSG_DELSETELEM
+        };
+        gone(self.exchange(vec![passage.element(message)], true, DEL)).map(|_| ())
     }
 
     /// Hands the connections `legs` to ftpgate for `timeout` (or until
@@ -731,6 +816,41 @@ mod tests {
             "203.0.113.1".parse().unwrap(),
         );
         assert_eq!(hole, None);
+    }
+
+    #[test]
+    fn a_passage_is_one_interval_element_from_the_first_port_to_the_last() {
+        let ports = crate::vocab::PortRange {
+            lo: 30000,
+            hi: 30999,
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let from = ip("203.0.113.1");
+        let p = Passage::new(ip("::ffff:198.51.100.2"), ip("203.0.113.2"), from, ports).unwrap();
+        let (start, end) = p.keys();
+        assert_eq!(start, [198, 51, 100, 2, 203, 0, 113, 2, 0x75, 0x30, 0, 0]);
+        assert_eq!(end, [198, 51, 100, 2, 203, 0, 113, 2, 0x79, 0x17, 0, 0]);
+        let msg = p.element(NFT_MSG_NEWSETELEM);
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        assert!(buf.windows(13).any(|w| w == b"passthrough4\0"));
+        // The start under NFTA_SET_ELEM_KEY, the end under NFTA_SET_ELEM_KEY_END.
+        let nested = |kind: u16, key: &[u8]| {
+            let mut attr = ((4 + 4 + key.len()) as u16).to_ne_bytes().to_vec();
+            attr.extend((kind | NLA_F_NESTED).to_ne_bytes());
+            attr.extend(((4 + key.len()) as u16).to_ne_bytes());
+            attr.extend(NFTA_DATA_VALUE.to_ne_bytes());
+            attr.extend(key);
+            attr
+        };
+        for (kind, key) in [(NFTA_SET_ELEM_KEY, &start), (NFTA_SET_ELEM_KEY_END, &end)] {
+            let attr = nested(kind, key);
+            assert!(buf.windows(attr.len()).any(|w| w == attr), "{kind}");
+        }
+        // The value: the address the data connections leave from.
+        assert!(buf.windows(4).any(|w| w == [203, 0, 113, 1]));
+        assert!(Passage::new(ip("198.51.100.2"), ip("2001:db8::2"), from, ports).is_none());
+        assert!(Passage::new(ip("198.51.100.2"), ip("203.0.113.2"), ip("::1"), ports).is_none());
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub(super) struct Driver<'a> {
     /// What that TLS was made with (its session cache holds the server's tickets) and
     /// the name checked, for the session's protected data connections to the server.
     server_tls_session: Option<data::ServerTls>,
+    /// `tls passthrough`: the control connection is relayed blind, and the ruleset
+    /// lets the client reach the server's passive ports while this is set.
+    passage: Option<crate::net::nft::Passage>,
     /// The data connections of the session, to cancel or expire them.
     data: HashMap<ExpectationId, Handle>,
     /// Kernel holes to close once the output of the current turn has left.
@@ -142,6 +145,7 @@ impl<'a> Driver<'a> {
             server_tls: None,
             server_tls_up: false,
             server_tls_session: None,
+            passage: None,
             data: HashMap::new(),
             closing: Vec::new(),
             local: VecDeque::new(),
@@ -255,6 +259,14 @@ impl<'a> Driver<'a> {
     }
 
     async fn read_client(&mut self) -> io::Result<()> {
+        if self.passage.is_some() {
+            let to_server = &mut self.to_server;
+            let ready = read_chunks(&self.client, |bytes| {
+                to_server.push(bytes);
+                Ok(false)
+            })?;
+            return self.blind_read(ready, Event::ClientClosed).await;
+        }
         let mut frames = Vec::new();
         let ready = match self.client_tls.as_deref_mut() {
             None => read_ready(&self.client, &mut self.client_lines, &mut frames)?,
@@ -386,6 +398,14 @@ impl<'a> Driver<'a> {
         let Some(server) = self.server.as_ref() else {
             return Ok(());
         };
+        if self.passage.is_some() {
+            let to_client = &mut self.to_client;
+            let ready = read_chunks(server, |bytes| {
+                to_client.push(bytes);
+                Ok(false)
+            })?;
+            return self.blind_read(ready, Event::ServerClosed).await;
+        }
         let mut frames = Vec::new();
         let ready = match self.server_tls.as_deref_mut() {
             None => read_ready(server, &mut self.server_lines, &mut frames)?,
@@ -479,6 +499,64 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// After a blind read: the bytes are queued for the other peer; a peer that
+    /// closed ends the session.
+    async fn blind_read(&mut self, ready: Ready, closed: Event) -> io::Result<()> {
+        let written = self
+            .to_client
+            .write_to(&self.client)
+            .and_then(|()| self.write_server());
+        if let Ready::Closed = ready {
+            self.feed(closed).await?;
+        }
+        written
+    }
+
+    /// After [`Action::PassThrough`]: the ruleset lets the client reach the server's
+    /// passive `ports`, and the control connection is relayed blind from now on. If
+    /// the ruleset cannot take the element, the session ends: the client has begun
+    /// TLS with the server, which ftpgate cannot speak for it.
+    fn pass_through(&mut self, ports: crate::vocab::PortRange) {
+        // The data connections leave from where the control connection does: servers
+        // refuse data from another address than their control peer's.
+        let ends = self
+            .server
+            .as_ref()
+            .and_then(|s| Some((s.peer_addr().ok()?, s.local_addr().ok()?)));
+        let passage = ends.and_then(|(server, from)| {
+            crate::net::nft::Passage::new(self.peer.ip(), server.ip(), from.ip(), ports)
+        });
+        let opened = match (self.shared.nft.as_ref(), passage) {
+            (Some(nft), Some(passage)) => nft.open_passage(&passage).map(|()| passage),
+            (None, _) => Err(io::Error::other(
+                "no netlink socket (a transparent listener without the edge ruleset)",
+            )),
+            (_, None) => Err(io::Error::other("no server address")),
+        };
+        match opened {
+            Ok(passage) => {
+                tracing::info!(%ports, "TLS passed through: the control connection is relayed blind");
+                self.shared.metrics.tls_passthrough(true);
+                self.shared.tracker.update_session(self.id, |s| {
+                    s.state = SessionState::Passthrough;
+                    s.passthrough = Some(ports);
+                });
+                // What was read past the `AUTH` line is the client's TLS already.
+                let rest = self.client_lines.take_unfinished();
+                self.to_server.push(&rest);
+                let rest = self.server_lines.take_unfinished();
+                self.to_client.push(&rest);
+                self.passage = Some(passage);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the passed-through session's data ports");
+                self.shared.metrics.tls_passthrough(false);
+                self.shared.metrics.kernel_hole_error("passthrough");
+                self.on_close(CloseReason::Refused);
+            }
+        }
+    }
+
     fn write_server(&mut self) -> io::Result<()> {
         match self.server.as_ref() {
             Some(server) => self.to_server.write_to(server),
@@ -515,6 +593,12 @@ impl<'a> Driver<'a> {
                 Action::ClearClient => self.clear_client(),
                 Action::ToServer(bytes) => self.tell_server(&bytes),
                 Action::SecureServer { connector, name } => self.secure_server(&connector, &name),
+                Action::PassThrough { ports } => {
+                    self.pass_through(ports);
+                    if self.closed.is_some() {
+                        break;
+                    }
+                }
                 Action::Open(req) => {
                     let event = self.open(&req);
                     queue.extend(self.session.handle(Instant::now(), event));
@@ -708,6 +792,12 @@ impl<'a> Driver<'a> {
             tls.send_close_notify();
             self.server_tls_progress();
             let _ = self.write_server();
+        }
+        if let (Some(passage), Some(nft)) = (self.passage.take(), self.shared.nft.as_ref()) {
+            if let Err(e) = nft.close_passage(&passage) {
+                tracing::warn!(error = %e, "cannot close the passed-through session's data ports");
+                self.shared.metrics.kernel_hole_error("passthrough");
+            }
         }
         for (_, handle) in self.data.drain() {
             match handle {

@@ -60,6 +60,7 @@ pub(super) fn report(shared: &Shared, id: SessionId, action: Action) {
         | Action::Expire(_)
         | Action::SecureClient
         | Action::SecureServer { .. }
+        | Action::PassThrough { .. }
         | Action::ClearClient
         | Action::Resolve { .. }
         | Action::Connect { .. }

@@ -88,7 +88,7 @@ pub fn explain(c: &Config) -> String {
             ClientTls::Deny => String::new(),
             t => format!(" tls client {}{reuse}{ccc}", t.as_str()),
         };
-        let tls = format!("{tls}{}", server_tls(&r.tls));
+        let tls = format!("{tls}{}{}", server_tls(&r.tls), passthrough(&r.tls));
         let _ = writeln!(
             out,
             "  {}{code}{log}{on} {subject} from {} to {}{port}{convert}{tls}    # {}",
@@ -254,6 +254,13 @@ fn server_tls(tls: &crate::vocab::TlsPolicy) -> String {
     format!(" tls server {}{verify}{implicit}", tls.server.as_str())
 }
 
+/// ` tls passthrough ports …` as a rule would say it, or nothing.
+fn passthrough(tls: &crate::vocab::TlsPolicy) -> String {
+    tls.passthrough.map_or(String::new(), |p| {
+        format!(" tls passthrough ports {}-{}", p.lo, p.hi)
+    })
+}
+
 /// Which rule decides each step of `trial`, one line per step.
 pub fn run_trial(c: &Config, trial: &Trial) -> String {
     let mut out = String::new();
@@ -265,6 +272,13 @@ pub fn run_trial(c: &Config, trial: &Trial) -> String {
     let convert = match session.tls.client {
         ClientTls::Deny => convert,
         t => format!("{convert}, client TLS {}", t.as_str()),
+    };
+    let convert = match session.tls.passthrough {
+        Some(p) => format!(
+            "{convert}, TLS passed through (server ports {}-{})",
+            p.lo, p.hi
+        ),
+        None => convert,
     };
     let convert = match session.tls.server {
         ServerTls::Off => convert,

@@ -21,6 +21,8 @@
 //!              [ "tls" "client" ("deny" | "optional" | "require") ["require-reuse"] ["ccc"] ]
 //!              [ "tls" "server" ("off" | "match" | "require")
 //!                ["ca" (PATH | "system") | "no-verify"] ["implicit"] ]  (session pass rules)
+//!              [ "tls" "passthrough" "ports" PORT "-" PORT ]   (session pass rules,
+//!                                                   without tls client or tls server)
 //! DATA      := "active" | "passive" | "inet" | "inet6" | "ports" PORTS
 //!            | DIRECTION | "{" DIRECTION ("," DIRECTION)* "}"
 //! DIRECTION := "download" | "upload" | "listing"
@@ -721,10 +723,11 @@ fn rule_statement<'a>(
     Ok((rest, Statement::Rule(rule)))
 }
 
-/// `tls client …` and `tls server …`, each at most once, in either order.
+/// `tls client …`, `tls server …` and `tls passthrough …`, each at most once, in any
+/// order.
 fn tls_clauses(i: &str, session_pass: bool) -> PResult<'_, TlsPolicy> {
     let mut tls = TlsPolicy::default();
-    let (mut client_seen, mut server_seen) = (false, false);
+    let (mut client_seen, mut server_seen, mut passthrough_seen) = (false, false, false);
     let mut rest = i;
     loop {
         let (tls_at, _) = space0(rest)?;
@@ -739,23 +742,53 @@ fn tls_clauses(i: &str, session_pass: bool) -> PResult<'_, TlsPolicy> {
             );
         }
         let (side_at, _) = space0(after)?;
-        let (after, side) = next("client or server", |t| {
-            matches!(t, "client" | "server").then_some(t)
+        let (after, side) = next("client, server or passthrough", |t| {
+            matches!(t, "client" | "server" | "passthrough").then_some(t)
         })(after)?;
-        let seen = if side == "client" {
-            &mut client_seen
-        } else {
-            &mut server_seen
+        let seen = match side {
+            "client" => &mut client_seen,
+            "server" => &mut server_seen,
+            _ => &mut passthrough_seen,
         };
         if std::mem::replace(seen, true) {
             return fail(side_at, format!("tls {side} is given twice"));
         }
-        rest = if side == "client" {
-            tls_client(after, &mut tls)?.0
-        } else {
-            tls_server(after, &mut tls)?.0
+        rest = match side {
+            "client" => tls_client(after, &mut tls)?.0,
+            "server" => tls_server(after, &mut tls)?.0,
+            _ => tls_passthrough(after, &mut tls)?.0,
         };
+        let terminated = tls.client != ClientTls::Deny || tls.server != ServerTls::Off;
+        if tls.passthrough.is_some() && terminated {
+            return fail(
+                tls_at,
+                "tls passthrough goes without tls client and tls server: ftpgate either \
+                 terminates a session's TLS or passes it through",
+            );
+        }
     }
+}
+
+/// `ports LOW-HIGH`, after `tls passthrough`: the server's passive ports.
+fn tls_passthrough<'a>(i: &'a str, tls: &mut TlsPolicy) -> PResult<'a, ()> {
+    let (rest, _) = keyword("ports")(i)?;
+    let (at, _) = space0(rest)?;
+    let (rest, range) = next("the server's passive ports, LOW-HIGH", |t| {
+        let (lo, hi) = t.split_once('-')?;
+        let (lo, hi) = (lo.parse().ok()?, hi.parse().ok()?);
+        (lo <= hi).then_some(PortRange { lo, hi })
+    })(rest)?;
+    if range.lo < crate::vocab::MIN_DATA_PORT {
+        return fail(
+            at,
+            format!(
+                "passthrough ports start at {} or above: below are the server's own services",
+                crate::vocab::MIN_DATA_PORT
+            ),
+        );
+    }
+    tls.passthrough = Some(range);
+    Ok((rest, ()))
 }
 
 /// `client (deny | optional | require) [require-reuse] [ccc]`, after `tls client`.
@@ -1269,6 +1302,26 @@ impl Builder {
                 }
             }
         }
+        let intercepts = self
+            .config
+            .listeners
+            .iter()
+            .any(|l| matches!(l.mode, ListenMode::Transparent(_)));
+        for rule in &self.config.session_rules {
+            if rule.tls.passthrough.is_some() && !intercepts {
+                self.errors.push(RuleError {
+                    file: rule.origin.file.to_string(),
+                    line: rule.origin.line,
+                    col: 1,
+                    message: "`tls passthrough` needs a `listen transparent`: its data \
+                              connections cross the edge to the server directly"
+                        .into(),
+                    source_line: String::new(),
+                    width: 1,
+                    more: Vec::new(),
+                });
+            }
+        }
         let certs: Vec<crate::tls::Certified> = self
             .config
             .tls_certs
@@ -1502,6 +1555,49 @@ mod tests {
         assert_eq!(
             c.session_rules[0].tls.connector,
             c.session_rules[1].tls.connector
+        );
+    }
+
+    #[test]
+    fn tls_passthrough_takes_a_port_range_on_an_edge_and_nothing_else_of_tls() {
+        let edge = "listen transparent 0.0.0.0:8021";
+        let c = parse_str(
+            "x.rules",
+            &format!("{edge}\npass from any tls passthrough ports 30000-30999\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.session_rules[0].tls.passthrough,
+            Some(PortRange {
+                lo: 30000,
+                hi: 30999
+            })
+        );
+        assert_eq!(
+            err(&format!("{edge}\npass tls passthrough\n")),
+            "x.rules:2:21: expected ports before the end of the line"
+        );
+        assert_eq!(
+            err(&format!("{edge}\npass tls passthrough ports 100-2000\n")),
+            "x.rules:2:28: passthrough ports start at 1024 or above: below are the server's own services"
+        );
+        assert_eq!(
+            err(&format!("{edge}\npass tls passthrough ports 3000-2000\n")),
+            "x.rules:2:28: expected the server's passive ports, LOW-HIGH, found `3000-2000`"
+        );
+        assert_eq!(
+            err(&format!(
+                "{edge}\npass tls passthrough ports 30000-30999 tls server require\n"
+            )),
+            "x.rules:2:40: tls passthrough goes without tls client and tls server: ftpgate \
+             either terminates a session's TLS or passes it through"
+        );
+        assert_eq!(
+            err(&format!(
+                "{LISTEN}\npass tls passthrough ports 30000-30999\n"
+            )),
+            "x.rules:2:1: `tls passthrough` needs a `listen transparent`: its data \
+             connections cross the edge to the server directly"
         );
     }
 
@@ -2075,6 +2171,7 @@ mod tests {
                 "example.rules",
                 "forward-proxy.rules",
                 "ftps-both-legs.rules",
+                "ftps-edge-passthrough.rules",
                 "ftps-reverse.rules",
                 "outbound-lan.rules",
                 "server-farm.rules"

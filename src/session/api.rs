@@ -345,6 +345,14 @@ pub enum Action {
         connector: crate::tls::Connector,
         name: String,
     },
+    /// The server took the client's `AUTH TLS` under `tls passthrough`: what was
+    /// queued (the server's `234`) goes out, then the control connection is relayed
+    /// blind both ways, and the client may reach the server's passive `ports` until
+    /// the session ends. The engine hears nothing more of the session's bytes; only
+    /// [`Event::ClientClosed`], [`Event::ServerClosed`] and [`Event::Shutdown`] end it.
+    PassThrough {
+        ports: crate::vocab::PortRange,
+    },
     /// Write what is queued, then close both control connections and cancel every data
     /// connection of the session. The engine ignores every later event.
     Close(CloseReason),

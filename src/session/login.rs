@@ -30,6 +30,9 @@ pub(super) struct Route {
     /// Forward listener: the proxy greeted the client, so the server's greeting is
     /// not passed on.
     pub proxy_greeted: bool,
+    /// Transparent listener: only its sessions may pass TLS through, since only on an
+    /// edge do their data connections cross to the server directly.
+    pub intercepted: bool,
 }
 
 impl Route {
@@ -43,6 +46,8 @@ impl Route {
             server_mode: params.server_mode,
             tls: params.tls.clone(),
             proxy_greeted,
+            // Decided once, at the session verdict.
+            intercepted: false,
         }
     }
 }
@@ -88,6 +93,7 @@ impl Session {
                 server_mode: None,
                 tls: TlsPolicy::default(),
                 proxy_greeted: false,
+                intercepted: true,
             }),
         }
     }
@@ -150,6 +156,7 @@ impl Session {
                     server_mode: None,
                     tls: TlsPolicy::default(),
                     proxy_greeted: user.is_some(),
+                    intercepted: false,
                 })
             }
         }
@@ -172,6 +179,9 @@ impl Session {
         });
         route.server_mode = decision.server_mode;
         route.tls = decision.tls.clone();
+        if !route.intercepted {
+            route.tls.passthrough = None;
+        }
         self.out.push(Action::Rule {
             decision,
             what: format!("session to {}", route.server),

@@ -76,6 +76,10 @@ enum Stage {
     /// Waiting for [`Event::Connected`].
     Connecting(Route),
     Relaying(Box<Control>),
+    /// `tls passthrough`: the server took the client's `AUTH TLS`, and the control
+    /// connection is relayed blind until a peer closes it. No timer runs: the session
+    /// cannot tell a transfer from silence, and the server keeps its own.
+    Blind,
     Closed,
 }
 
@@ -169,6 +173,16 @@ impl Session {
         if self.is_closed() {
             return Vec::new();
         }
+        if matches!(self.stage, Stage::Blind) {
+            match event {
+                Event::ClientClosed => self.close_quietly(CloseReason::ClientClosed),
+                Event::ServerClosed => self.close_quietly(CloseReason::ServerClosed),
+                // Nothing can be said inside the TLS that is not ftpgate's.
+                Event::Shutdown => self.close_quietly(CloseReason::Shutdown),
+                _ => {}
+            }
+            return std::mem::take(&mut self.out);
+        }
         match event {
             Event::Drain => self.draining = true,
             Event::Shutdown => self.end(Say::ShuttingDown, CloseReason::Shutdown),
@@ -254,7 +268,7 @@ impl Session {
                     self.end(Say::BufferLimit, CloseReason::BufferLimit);
                 }
             }
-            Stage::Closed => {}
+            Stage::Blind | Stage::Closed => {}
         }
     }
 
@@ -269,6 +283,12 @@ impl Session {
             match action {
                 Action::LoggedIn => self.timers.stop(Timer::Login),
                 Action::Close(_) => self.stage = Stage::Closed,
+                Action::PassThrough { .. } => {
+                    self.stage = Stage::Blind;
+                    for timer in Timer::ALL {
+                        self.timers.stop(timer);
+                    }
+                }
                 _ => {}
             }
         }
@@ -286,6 +306,9 @@ impl Session {
     /// connection is open), the server's silence is watched, and a draining session
     /// with no transfer left ends.
     fn settle(&mut self, now: Instant) -> Vec<Action> {
+        if matches!(self.stage, Stage::Blind) {
+            return std::mem::take(&mut self.out);
+        }
         self.watch_server(now);
         if !self.is_closed() {
             if self.has_live_data() {
@@ -305,6 +328,8 @@ impl Session {
     fn end(&mut self, say: Say, reason: CloseReason) {
         match std::mem::replace(&mut self.stage, Stage::Closed) {
             Stage::Relaying(mut control) => self.out.extend(control.close(say, reason)),
+            // Blind, the client's stream is the server's TLS: no word of ftpgate's.
+            Stage::Blind => self.out.push(Action::Close(reason)),
             Stage::Closed => {}
             _ => self.say_and_close(say, reason),
         }

@@ -237,6 +237,11 @@ pub struct LabServer {
 
 impl LabServer {
     pub fn start(lab: &Lab) -> LabServer {
+        LabServer::start_with(lab, "")
+    }
+
+    /// Like [`LabServer::start`], with extra lines for vsftpd.conf.
+    pub fn start_with(lab: &Lab, extra: &str) -> LabServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         let public = root.join("pub");
@@ -251,7 +256,7 @@ impl LabServer {
              local_enable=NO\nanon_root={}\nwrite_enable=YES\nanon_upload_enable=YES\n\
              anon_umask=022\nconnect_from_port_20=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\n\
              seccomp_sandbox=NO\npasv_min_port=30000\npasv_max_port=30999\n\
-             xferlog_enable=YES\nvsftpd_log_file={}\nlog_ftp_protocol=YES\nmax_clients=200\nmax_per_ip=200\n",
+             xferlog_enable=YES\nvsftpd_log_file={}\nlog_ftp_protocol=YES\nmax_clients=200\nmax_per_ip=200\n{extra}\n",
             root.display(),
             dir.path().join("vsftpd.log").display()
         );

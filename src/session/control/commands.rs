@@ -87,7 +87,7 @@ impl Control {
                 }
             }
             Command::Epsv(EpsvArg::All) => self.on_epsv_all(line),
-            Command::Auth(mechanism) => self.on_auth(&mechanism),
+            Command::Auth(mechanism) => self.on_auth(line, &mechanism),
             cmd if self.needs_tls_first(&cmd) => self.refuse(Say::TlsRequired),
             Command::Other { verb, arg } if matches!(verb.as_str(), "PBSZ" | "PROT" | "CCC") => {
                 self.on_protection(&verb, arg.as_deref())

@@ -78,6 +78,9 @@ enum Pending {
     /// ftpgate's own `PBSZ 0` and `PROT P` to a server it secured; not passed on.
     ServerPbsz,
     ServerProt,
+    /// The client's `AUTH` under `tls passthrough`, forwarded: a `234` makes the
+    /// session blind.
+    Passthrough,
     Other,
     Local(Vec<u8>),
 }

@@ -47,6 +47,7 @@ impl Control {
             Some(Pending::ServerAuth { for_client }) => self.on_server_auth(&reply, for_client),
             Some(Pending::ServerPbsz) => {}
             Some(Pending::ServerProt) => self.on_server_prot(&reply),
+            Some(Pending::Passthrough) => self.on_passthrough_auth(reply),
             Some(Pending::Feat) => {
                 let raw = self.rewrite_feat(&reply);
                 self.forward_reply(Reply { raw, ..reply });

@@ -40,7 +40,7 @@ const SERVER_PROTECTION: [&[u8]; 2] = [b"PBSZ 0\r\n", b"PROT P\r\n"];
 const TLS_FEATURES: [&str; 4] = ["AUTH", "PBSZ", "PROT", "CCC"];
 
 impl Control {
-    pub(super) fn on_auth(&mut self, mechanism: &[u8]) {
+    pub(super) fn on_auth(&mut self, line: Line, mechanism: &[u8]) {
         // Implicit TLS is secured whatever the rule says about AUTH.
         if self.tls.secured {
             return self.refuse(Say::AuthAgain);
@@ -48,7 +48,8 @@ impl Control {
         if self.tls.cleared {
             return self.refuse(Say::AuthAfterCcc);
         }
-        if self.params.tls.client == ClientTls::Deny {
+        let passthrough = self.params.tls.passthrough.is_some();
+        if self.params.tls.client == ClientTls::Deny && !passthrough {
             return self.refuse(Say::Auth);
         }
         let mechanism = String::from_utf8_lossy(mechanism).to_ascii_uppercase();
@@ -63,6 +64,10 @@ impl Control {
         }
         if !self.pending.is_empty() || self.has_live_data() || self.to_client.held_bytes() > 0 {
             return self.refuse(Say::AuthBusy);
+        }
+        // Passthrough: the server answers, and its TLS is the client's.
+        if passthrough {
+            return self.forward(line, Pending::Passthrough);
         }
         // `match`: the client's TLS waits for the server's answer to ftpgate's own.
         if self.params.tls.server == ServerTls::Match && !self.server_tls.secured {
@@ -82,9 +87,24 @@ impl Control {
     /// The client said more behind an `AUTH TLS` still waiting for the server's
     /// answer: text in clear where TLS must be.
     pub(super) fn client_auth_waits(&self) -> bool {
-        self.pending
-            .iter()
-            .any(|p| matches!(p, Pending::ServerAuth { for_client: true }))
+        self.pending.iter().any(|p| {
+            matches!(
+                p,
+                Pending::ServerAuth { for_client: true } | Pending::Passthrough
+            )
+        })
+    }
+
+    /// The server's answer to a client's `AUTH` under `tls passthrough`: on `234` the
+    /// session goes blind, else the client hears the refusal and goes on in clear.
+    pub(super) fn on_passthrough_auth(&mut self, reply: Reply) {
+        let taken = reply.code == Some(234);
+        self.forward_reply(reply);
+        if let (true, Some(ports)) = (taken, self.params.tls.passthrough) {
+            self.flush();
+            self.out.push(Action::PassThrough { ports });
+            self.closed = true;
+        }
     }
 
     /// Whether the server leg is secured right after the server's greeting, before
@@ -240,7 +260,8 @@ impl Control {
     /// The server's `FEAT` reply as ftpgate offers it: the server's TLS features
     /// out, ftpgate's in when the session may use TLS.
     pub(super) fn rewrite_feat(&self, reply: &Reply) -> Vec<u8> {
-        if reply.code != Some(211) {
+        // Passed through, the TLS is the server's, and so are its features.
+        if reply.code != Some(211) || self.params.tls.passthrough.is_some() {
             return reply.raw.clone();
         }
         let lines: Vec<&[u8]> = reply.raw.split_inclusive(|b| *b == b'\n').collect();

@@ -533,3 +533,30 @@ fn a_transfer_in_flight_is_not_a_silent_server() {
     });
     assert_eq!(l.s.poll_timeout(), Some(secs(920)));
 }
+
+#[test]
+fn only_an_intercepted_session_passes_tls_through() {
+    let rules =
+        policy("listen transparent 127.0.0.1:8021\npass tls passthrough ports 30000-30999\n");
+    let server_side: crate::addrs::LocalAddr = SERVER_SIDE.parse().unwrap();
+    // Reverse: the rule's passthrough does not apply, and it denies TLS.
+    let (mut l, _) = Life::new(reverse(), rules.clone());
+    connected_at(&mut l, t0());
+    l.server(b"220 ready\r\n");
+    let a = l.client(b"AUTH TLS\r\n");
+    assert!(to_client(&a).starts_with("534 "), "{}", to_client(&a));
+    assert_eq!(to_server(&a), "");
+    // Transparent: forwarded to the server, whose 234 makes the session blind.
+    let intercepted = Origin::Intercepted {
+        server: SERVER.parse().unwrap(),
+        client_local: "198.51.100.1".parse().unwrap(),
+    };
+    let (mut l, _) = Life::new(intercepted, rules);
+    l.event(Event::Connected { server_side });
+    l.server(b"220 ready\r\n");
+    assert_eq!(to_server(&l.client(b"AUTH TLS\r\n")), "AUTH TLS\r\n");
+    let a = l.server(b"234 go\r\n");
+    assert!(a.iter().any(|a| matches!(a, Action::PassThrough { .. })));
+    // Nothing times out a blind session: not the login timer, not the idle timer.
+    assert_eq!(l.s.poll_timeout(), None);
+}

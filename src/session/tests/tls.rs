@@ -493,3 +493,64 @@ fn an_implicit_server_leg_is_secured_at_connect_and_protects_data_after_the_gree
     );
     assert_eq!(to_client(&a), "");
 }
+
+// ----- passed through (`tls passthrough`)
+
+fn passthrough_harness() -> Harness {
+    Harness::new(Params {
+        tls: TlsPolicy {
+            passthrough: Some(crate::vocab::PortRange {
+                lo: 30000,
+                hi: 30999,
+            }),
+            ..TlsPolicy::default()
+        },
+        ..params()
+    })
+}
+
+#[test]
+fn passthrough_forwards_auth_and_goes_blind_once_the_server_takes_it() {
+    let mut h = passthrough_harness();
+    // The server's FEAT is its own, TLS lines and all.
+    h.client(b"FEAT\r\n").take();
+    let feat = "211-Features:\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n211 End\r\n";
+    assert_eq!(to_client(&h.server(feat.as_bytes()).take()), feat);
+    let a = h.client(b"AUTH TLS\r\n").take();
+    assert_eq!(to_server(&a), "AUTH TLS\r\n");
+    assert_eq!(to_client(&a), "");
+    let a = h.server(b"234 Proceed with negotiation.\r\n").take();
+    let reply = a
+        .iter()
+        .position(|a| matches!(a, Action::ToClient(b) if b.starts_with(b"234 ")));
+    let blind = a.iter().position(
+        |a| matches!(a, Action::PassThrough { ports } if ports.lo == 30000 && ports.hi == 30999),
+    );
+    assert!(reply.is_some() && blind == reply.map(|r| r + 1), "{a:?}");
+    // Blind: no line is read, no timer runs, only a close ends it, without a word.
+    assert_eq!(h.session.poll_timeout(), None);
+    assert_eq!(h.client(b"PORT 203,0,113,66,4,1\r\n").take(), []);
+    h.feed(Event::Shutdown);
+    assert_eq!(h.take(), [Action::Close(CloseReason::Shutdown)]);
+}
+
+#[test]
+fn passthrough_refused_by_the_server_leaves_the_session_clear_and_inspected() {
+    let mut h = passthrough_harness();
+    h.client(b"AUTH TLS\r\n").take();
+    let a = h.server(b"530 Please login with USER and PASS.\r\n").take();
+    assert_eq!(to_client(&a), "530 Please login with USER and PASS.\r\n");
+    assert!(!a.iter().any(|a| matches!(a, Action::PassThrough { .. })));
+    let a = h.client(b"PORT 203,0,113,66,4,1\r\n").take();
+    assert_eq!(refusals(&a), [Refusal::Bounce], "still read and ruled on");
+    // Not after a login, and not while a reply is owed, as for ftpgate's own TLS.
+    let mut h = passthrough_harness();
+    h.client(b"USER ftp\r\n").server(b"331 password\r\n").take();
+    let a = h.client(b"AUTH TLS\r\n").take();
+    assert!(to_client(&a).starts_with("503 ") && to_server(&a).is_empty());
+    // Clear text behind the AUTH before the server's answer ends the session.
+    let mut h = passthrough_harness();
+    let a = h.client(b"AUTH TLS\r\nPASV\r\n").take();
+    assert_eq!(to_server(&a), "AUTH TLS\r\n");
+    assert_eq!(a.last(), Some(&Action::Close(CloseReason::TlsFailed)));
+}
