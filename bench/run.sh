@@ -78,10 +78,14 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 90 \
 chmod 644 "$work/tls.key"
 # The shipped edge rules, as they are and with the kernel data path on every listener,
 # each with ftpgate's TLS offered to the clients (`tls client optional`): a clear client
-# sees no difference, an FTPS one (the ftps-* rows) is terminated by ftpgate.
+# sees no difference, an FTPS one (the ftps-* rows) is terminated by ftpgate. Over
+# IPv4 the server's leg stays clear (row ftps-epsv); over IPv6 ftpgate speaks TLS to
+# vsftpd too, both legs encrypted as ProFTPD's mod_proxy does it (row ftps-both-epsv6;
+# `no-verify`: the lab's certificate is a self-signed one, which no CA store holds).
 for flavour in redirect tproxy; do
     tls() {
-        sed -E 's/^(pass from [^#]*[^ #])( *#.*)?$/\1 tls client optional\2/'
+        sed -E -e '/2001:db8/ s/^(pass from [^#]*[^ #])( *#.*)?$/\1 tls client optional tls server match no-verify\2/' \
+            -e '/2001:db8/! s/^(pass from [^#]*[^ #])( *#.*)?$/\1 tls client optional\2/'
         echo "tls cert $work/tls.pem key $work/tls.key"
     }
     tls < "rules/edge-$flavour.rules" > "$work/edge-$flavour.rules"
@@ -223,11 +227,13 @@ measure() {
         down_and_up "$config" "$mode" "$(server_of "$mode")" $(curl_mode "$mode")
     done
     # FTPS with protected data (curl --ssl-reqd: AUTH TLS, PROT P), passive: directly
-    # to vsftpd's own TLS (routing), or terminated by ftpgate toward a clear vsftpd.
-    # curl 7.88 never starts TLS on an active-mode data connection, so passive only.
+    # to vsftpd's own TLS (routing), or terminated by ftpgate toward a clear vsftpd
+    # (IPv4) or toward vsftpd's TLS (IPv6: both legs). curl 7.88 never starts TLS on an
+    # active-mode data connection, so passive only.
     case "$config" in
         routing | redirect | tproxy | redirect-kernel | tproxy-kernel)
             down_and_up "$config" ftps-epsv "$SERVER" -k --ssl-reqd --ftp-pasv
+            down_and_up "$config" ftps-both-epsv6 "[$SERVER6]" -k --ssl-reqd --ftp-pasv
             ;;
     esac
     for mode in passive active; do

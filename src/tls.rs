@@ -96,12 +96,20 @@ impl ResolvesServerCert for BySni {
 }
 
 /// What ftpgate presents to FTPS clients: every `tls cert` of the rule file, chosen by
-/// SNI. Compared by identity (a reload builds a new one).
+/// SNI, or the certificates `tls intercept` issues. Compared by identity (a reload
+/// builds a new one).
 #[derive(Clone)]
 pub struct Server {
     config: Arc<ServerConfig>,
     /// For data connections: the same certificates and session cache, no tickets.
     data: Arc<ServerConfig>,
+}
+
+/// Stateless tickets: FTPS clients resume their control connection's session on every
+/// data connection with the one ticket they hold, which rustls's stateful TLS 1.3
+/// tickets allow only once. The key rotates every few hours.
+fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, String> {
+    rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS tickets: {e}"))
 }
 
 impl Server {
@@ -111,16 +119,20 @@ impl Server {
         if keys.is_empty() {
             return Ok(None);
         }
+        Server::with(Arc::new(BySni { keys }), ticketer()?).map(Some)
+    }
+
+    /// Certificates from `resolver`, tickets from `ticketer`.
+    fn with(
+        resolver: Arc<dyn ResolvesServerCert>,
+        ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    ) -> Result<Server, String> {
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(BySni { keys }));
-        // Stateless tickets: FTPS clients resume their control connection's session
-        // on every data connection with the one ticket they hold, which rustls's
-        // stateful TLS 1.3 tickets allow only once. The key rotates every few hours.
-        config.ticketer =
-            rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS tickets: {e}"))?;
+            .with_cert_resolver(resolver);
+        config.ticketer = ticketer;
         // A data connection resumes the control connection's session, with the same
         // ticket key; it gets no tickets of its own. A TLS 1.3 ticket is sent after the
         // handshake, and an uploading client never reads it: closing its socket with
@@ -128,10 +140,10 @@ impl Server {
         // of the upload still unread on ftpgate's side (lftp did, every time).
         let mut data = config.clone();
         data.send_tls13_tickets = 0;
-        Ok(Some(Server {
+        Ok(Server {
             config: Arc::new(config),
             data: Arc::new(data),
-        }))
+        })
     }
 
     /// The server side of one client's control connection, after its `234`.
@@ -160,6 +172,144 @@ impl PartialEq for Server {
 }
 
 impl Eq for Server {}
+
+/// `tls intercept ca FILE key FILE`: on an edge in front of clients, ftpgate presents
+/// each FTPS client a certificate for the server it asked for (its SNI name, else the
+/// server's address), issued on the spot and signed by the operator's CA, as
+/// TLS-inspecting firewalls do; the clients trust that CA. Issued certificates are
+/// kept for reuse. Compared by identity.
+#[derive(Clone)]
+pub struct Interceptor(Arc<Issuing>);
+
+struct Issuing {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca: CertificateDer<'static>,
+    /// Issued certificates by name, with when they were issued.
+    issued: std::sync::Mutex<
+        std::collections::HashMap<String, (std::time::Instant, Arc<CertifiedKey>)>,
+    >,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+}
+
+/// Issued certificates kept at most; past it the cache starts afresh (a name is
+/// issued again in well under a millisecond).
+const MAX_ISSUED: usize = 4096;
+/// An issued certificate is valid from a day before it was issued (clocks differ) for
+/// this long, and issued anew once half of it has passed.
+const ISSUED_VALIDITY: time::Duration = time::Duration::days(14);
+
+impl Interceptor {
+    /// The operator's CA certificate and its key, from PEM. The error says what is
+    /// wrong with which.
+    pub fn from_pem(ca_pem: &[u8], key_pem: &[u8]) -> Result<Interceptor, String> {
+        let ca = CertificateDer::pem_slice_iter(ca_pem)
+            .next()
+            .ok_or("the CA file holds no CERTIFICATE")?
+            .map_err(|e| format!("the CA file is not PEM: {e}"))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&ca)
+            .map_err(|e| format!("the CA file's certificate cannot be read: {e}"))?;
+        if !parsed.is_ca() {
+            return Err("the certificate is no CA (basicConstraints CA:TRUE)".into());
+        }
+        let key_pem = std::str::from_utf8(key_pem).map_err(|_| "the key file is not PEM")?;
+        let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| {
+            format!("the key file holds no PKCS#8 private key ring can sign with: {e}")
+        })?;
+        if key.public_key_raw() != &parsed.public_key().subject_public_key.data[..] {
+            return Err("the key does not belong to the CA certificate".into());
+        }
+        let issuer = rcgen::Issuer::from_ca_cert_der(&ca, key)
+            .map_err(|e| format!("the CA certificate cannot issue: {e}"))?;
+        Ok(Interceptor(Arc::new(Issuing {
+            issuer,
+            ca: ca.into_owned(),
+            issued: std::sync::Mutex::new(std::collections::HashMap::new()),
+            ticketer: ticketer()?,
+        })))
+    }
+
+    /// ftpgate's TLS toward one intercepted client whose server is at `address`.
+    pub fn server_for(&self, address: std::net::IpAddr) -> Result<Server, String> {
+        let resolver = Arc::new(Issue {
+            interceptor: self.clone(),
+            address,
+        });
+        Server::with(resolver, self.0.ticketer.clone())
+    }
+
+    /// A certificate for `name` (a DNS name or an address), from the cache or new.
+    pub fn issue(&self, name: &str) -> Result<Arc<CertifiedKey>, String> {
+        let fresh = std::time::Duration::try_from(ISSUED_VALIDITY / 2).unwrap_or_default();
+        {
+            let issued = self.0.issued.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, key)) = issued.get(name).filter(|(at, _)| at.elapsed() < fresh) {
+                return Ok(key.clone());
+            }
+        }
+        let key = Arc::new(self.sign(name)?);
+        let mut issued = self.0.issued.lock().unwrap_or_else(|e| e.into_inner());
+        if issued.len() >= MAX_ISSUED {
+            issued.clear();
+        }
+        issued.insert(name.to_string(), (std::time::Instant::now(), key.clone()));
+        Ok(key)
+    }
+
+    fn sign(&self, name: &str) -> Result<CertifiedKey, String> {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()])
+            .map_err(|e| format!("no certificate for {name}: {e}"))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + ISSUED_VALIDITY;
+        params.use_authority_key_identifier_extension = true;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().map_err(|e| format!("key for {name}: {e}"))?;
+        let cert = params
+            .signed_by(&key, &self.0.issuer)
+            .map_err(|e| format!("certificate for {name}: {e}"))?;
+        let chain = vec![cert.der().clone(), self.0.ca.clone()];
+        let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        CertifiedKey::from_der(chain, key, &provider())
+            .map_err(|e| format!("certificate for {name}: {e}"))
+    }
+}
+
+impl fmt::Debug for Interceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tls::Interceptor")
+    }
+}
+
+impl PartialEq for Interceptor {
+    fn eq(&self, other: &Interceptor) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Interceptor {}
+
+/// The resolver of one intercepted session: the client's SNI name, else the address
+/// of the server it connected to.
+#[derive(Debug)]
+struct Issue {
+    interceptor: Interceptor,
+    address: std::net::IpAddr,
+}
+
+impl ResolvesServerCert for Issue {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello
+            .server_name()
+            .map_or_else(|| self.address.to_string(), str::to_string);
+        self.interceptor
+            .issue(&name)
+            .inspect_err(|e| tracing::warn!(%name, error = %e, "cannot issue a certificate"))
+            .ok()
+    }
+}
 
 /// ftpgate as the TLS client of FTP servers (`tls server …`): what their certificates
 /// are checked against. Compared by identity (a reload builds a new one).
@@ -342,6 +492,76 @@ mod tests {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let cert = rcgen::generate_simple_self_signed(names).unwrap();
         (cert.cert.pem(), cert.signing_key.serialize_pem())
+    }
+
+    /// A CA certificate and its key, PEM.
+    fn ca() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "edge inspection CA");
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A full handshake in memory: a client that trusts `ca` asks `server` for `name`.
+    fn handshake(server: &Server, ca: &str, name: &str) -> Result<(), rustls::Error> {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(
+            CertificateDer::pem_slice_iter(ca.as_bytes()).map(Result::unwrap),
+        );
+        let client = Connector::verifying(roots).unwrap().for_session();
+        let mut client = rustls::ClientConnection::new(client, server_name(name).unwrap())?;
+        let mut server = server.accept()?;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).unwrap();
+            server.read_tls(&mut &buf[..]).unwrap();
+            server.process_new_packets()?;
+            let mut buf = Vec::new();
+            server.write_tls(&mut buf).unwrap();
+            client.read_tls(&mut &buf[..]).unwrap();
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn intercepted_clients_get_a_certificate_for_the_name_they_ask_for_signed_by_the_ca() {
+        let (ca_pem, key_pem) = ca();
+        let interceptor = Interceptor::from_pem(ca_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+        let server = interceptor
+            .server_for("203.0.113.2".parse().unwrap())
+            .unwrap();
+        handshake(&server, &ca_pem, "ftp.example.net").unwrap();
+        // No SNI (an address is never sent as one): the server's address.
+        handshake(&server, &ca_pem, "203.0.113.2").unwrap();
+        // Issued once, then reused.
+        let a = interceptor.issue("ftp.example.net").unwrap();
+        let b = interceptor.issue("ftp.example.net").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        // A client that does not trust the operator's CA refuses it.
+        let (other, _) = ca();
+        let e = handshake(&server, &other, "ftp.example.net").unwrap_err();
+        assert!(matches!(e, rustls::Error::InvalidCertificate(_)), "{e}");
+    }
+
+    #[test]
+    fn an_interception_ca_must_be_a_ca_with_its_own_key() {
+        let (ca_pem, key_pem) = ca();
+        let (_, other_key) = ca();
+        let e = Interceptor::from_pem(ca_pem.as_bytes(), other_key.as_bytes()).unwrap_err();
+        assert!(e.contains("does not belong"), "{e}");
+        let (leaf, leaf_key) = pair(&["ftp.example.net"]);
+        let e = Interceptor::from_pem(leaf.as_bytes(), leaf_key.as_bytes()).unwrap_err();
+        assert!(e.contains("no CA"), "{e}");
+        let e = Interceptor::from_pem(b"nothing", key_pem.as_bytes()).unwrap_err();
+        assert!(e.contains("CA file"), "{e}");
     }
 
     #[test]

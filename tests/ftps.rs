@@ -17,14 +17,6 @@ use support::lab::path_str;
 use support::tls::*;
 use support::*;
 
-struct Setup {
-    server: Vsftpd,
-    gate: Gate,
-    pki: Pki,
-    _dir: tempfile::TempDir,
-    local: tempfile::TempDir,
-}
-
 /// vsftpd with `one.bin` (1 MiB), and ftpgate in front of it with `tls client
 /// POLICY` for loopback clients.
 fn setup(policy: &str, settings: &str) -> Setup {
@@ -56,7 +48,7 @@ fn setup_with(ip: &str, gate: impl FnOnce(&Vsftpd, &Pki) -> Gate) -> Setup {
         server,
         gate,
         pki,
-        _dir: dir,
+        dir,
         local: tempfile::tempdir().expect("tempdir"),
     }
 }

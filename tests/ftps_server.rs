@@ -30,15 +30,6 @@ fn strict_vsftpd(ip: &str, pki: &Pki) -> Vsftpd {
     )
 }
 
-struct Setup {
-    server: Vsftpd,
-    gate: Gate,
-    /// ftpgate's certificate toward clients, and the CA that signed it and vsftpd's.
-    pki: Pki,
-    _dir: tempfile::TempDir,
-    local: tempfile::TempDir,
-}
-
 /// A strict vsftpd on `ip` with `one.bin` (1 MiB), and ftpgate in front of it whose
 /// pass rule for loopback clients ends in `tls` (with `CA` replaced by the path of
 /// the CA that signed vsftpd's certificate).
@@ -60,7 +51,7 @@ fn setup(ip: &str, tls: &str) -> Setup {
         server,
         gate,
         pki,
-        _dir: dir,
+        dir,
         local: tempfile::tempdir().expect("tempdir"),
     }
 }
@@ -283,7 +274,7 @@ fn a_server_without_tls_is_refused_under_require_and_left_clear_under_match() {
         gate: gate(&format!("tls server require ca {}", path_str(&pki.ca))),
         server,
         pki,
-        _dir: dir,
+        dir,
         local: tempfile::tempdir().expect("tempdir"),
     };
     let (_, _, line) = connect(&s);

@@ -85,6 +85,10 @@ pub(super) struct Driver<'a> {
     /// What that TLS was made with (its session cache holds the server's tickets) and
     /// the name checked, for the session's protected data connections to the server.
     server_tls_session: Option<data::ServerTls>,
+    /// [`Action::SecureServer`] waiting for the client's hello (its SNI name), with
+    /// the name to check otherwise, and what ftpgate says to the server meanwhile.
+    server_tls_waits: Option<(crate::tls::Connector, String)>,
+    server_held: Vec<u8>,
     /// `tls passthrough`: the control connection is relayed blind, and the ruleset
     /// lets the client reach the server's passive ports while this is set.
     passage: Option<crate::net::nft::Passage>,
@@ -145,6 +149,8 @@ impl<'a> Driver<'a> {
             server_tls: None,
             server_tls_up: false,
             server_tls_session: None,
+            server_tls_waits: None,
+            server_held: Vec::new(),
             passage: None,
             data: HashMap::new(),
             closing: Vec::new(),
@@ -318,7 +324,7 @@ impl<'a> Driver<'a> {
             tracing::info!(reason = "clear text after AUTH TLS", "client TLS failed");
             return self.local.push_back(Event::ClientTlsFailed);
         }
-        let server = self.rules.tls.clone();
+        let server = self.client_tls_server();
         match server.as_ref().map(|s| (s, s.accept())) {
             Some((server, Ok(mut tls))) => {
                 // Before the handshake, so that every ticket it issues carries it.
@@ -332,29 +338,57 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// What ftpgate presents to this client: on a transparent listener with `tls
+    /// intercept`, certificates issued for the server it asked for (or for the address
+    /// it connected to); else the `tls cert` certificates (the interception CA's,
+    /// should there be none).
+    fn client_tls_server(&self) -> Option<crate::tls::Server> {
+        let transparent = matches!(self.listener.mode, ListenMode::Transparent(_));
+        let intercept = self.rules.tls_intercept.as_ref().map(|i| &i.interceptor);
+        match intercept {
+            Some(interceptor) if transparent || self.rules.tls.is_none() => {
+                let dialed = if transparent {
+                    net::original_dst(&self.client)
+                } else {
+                    self.client.local_addr()
+                };
+                let address = dialed.ok()?.ip().to_canonical();
+                interceptor
+                    .server_for(address)
+                    .inspect_err(|e| tracing::warn!(error = %e, "cannot intercept"))
+                    .ok()
+            }
+            _ => self.rules.tls.clone(),
+        }
+    }
+
     /// Queues what the client's TLS has to send (handshake records, alerts, and the
     /// lines written to it), and records the handshake's end once.
     fn client_tls_progress(&mut self) {
         let Some(tls) = self.client_tls.as_deref_mut() else {
             return;
         };
-        let mut records = Vec::new();
-        while tls.wants_write() {
-            if tls.write_tls(&mut records).is_err() {
-                break;
+        let records = records_of(tls);
+        self.to_client.push(&records);
+        // The client's hello is in once ftpgate answers it: the server's TLS that
+        // waited for its name can start.
+        let hello = (!records.is_empty() || !tls.is_handshaking())
+            .then(|| tls.server_name().map(str::to_string));
+        if let Some(sni) = hello {
+            if let Some((connector, address)) = self.server_tls_waits.take() {
+                self.start_server_tls(&connector, sni.as_deref().unwrap_or(&address));
+                let held = std::mem::take(&mut self.server_held);
+                self.tell_server(&held);
             }
         }
-        self.to_client.push(&records);
+        let Some(tls) = self.client_tls.as_deref_mut() else {
+            return;
+        };
         if !self.client_tls_up && !tls.is_handshaking() {
             self.client_tls_up = true;
-            self.shared.metrics.tls_handshake("client", true);
-            if let Some((version, suite)) = crate::tls::describe(tls) {
-                tracing::debug!(%version, %suite, "client TLS up");
-                let described = format!("{version} {suite}");
-                self.shared
-                    .tracker
-                    .update_session(self.id, |s| s.client_tls = Some(described));
-            }
+            tls_up(self.shared, self.id, "client", tls, |s, d| {
+                s.client_tls = Some(d)
+            });
         }
     }
 
@@ -427,9 +461,20 @@ impl<'a> Driver<'a> {
         Ok(())
     }
 
-    /// After [`Action::SecureServer`]: TLS starts on the server's leg, ftpgate the
-    /// client, with a session cache of the session's own.
-    fn secure_server(&mut self, connector: &crate::tls::Connector, name: &str) {
+    /// After [`Action::SecureServer`]: TLS starts on the server's leg, at once or, to
+    /// check the server against the name the client asks for, once the client's
+    /// hello is in; what is meant for the server meanwhile waits.
+    fn secure_server(&mut self, connector: crate::tls::Connector, name: String, from_client: bool) {
+        if from_client {
+            self.server_tls_waits = Some((connector, name));
+        } else {
+            self.start_server_tls(&connector, &name);
+        }
+    }
+
+    /// TLS on the server's leg, ftpgate the client, with a session cache of the
+    /// session's own.
+    fn start_server_tls(&mut self, connector: &crate::tls::Connector, name: &str) {
         let Some(server_name) = crate::tls::server_name(name) else {
             self.shared.metrics.tls_handshake("server", false);
             tracing::warn!(%name, reason = "not a name a certificate can be checked against", "server TLS failed");
@@ -456,23 +501,12 @@ impl<'a> Driver<'a> {
         let Some(tls) = self.server_tls.as_deref_mut() else {
             return;
         };
-        let mut records = Vec::new();
-        while tls.wants_write() {
-            if tls.write_tls(&mut records).is_err() {
-                break;
-            }
-        }
-        self.to_server.push(&records);
+        self.to_server.push(&records_of(tls));
         if !self.server_tls_up && !tls.is_handshaking() {
             self.server_tls_up = true;
-            self.shared.metrics.tls_handshake("server", true);
-            if let Some((version, suite)) = crate::tls::describe(tls) {
-                tracing::debug!(%version, %suite, "server TLS up");
-                let described = format!("{version} {suite}");
-                self.shared
-                    .tracker
-                    .update_session(self.id, |s| s.server_tls = Some(described));
-            }
+            tls_up(self.shared, self.id, "server", tls, |s, d| {
+                s.server_tls = Some(d)
+            });
         }
     }
 
@@ -490,6 +524,9 @@ impl<'a> Driver<'a> {
 
     /// Output for the server: through its TLS while that is on.
     fn tell_server(&mut self, bytes: &[u8]) {
+        if self.server_tls_waits.is_some() {
+            return self.server_held.extend_from_slice(bytes);
+        }
         match self.server_tls.as_deref_mut() {
             None => self.to_server.push_line(bytes),
             Some(tls) => {
@@ -592,7 +629,11 @@ impl<'a> Driver<'a> {
                 Action::SecureClient => self.secure_client(),
                 Action::ClearClient => self.clear_client(),
                 Action::ToServer(bytes) => self.tell_server(&bytes),
-                Action::SecureServer { connector, name } => self.secure_server(&connector, &name),
+                Action::SecureServer {
+                    connector,
+                    name,
+                    name_from_client,
+                } => self.secure_server(connector, name, name_from_client),
                 Action::PassThrough { ports } => {
                     self.pass_through(ports);
                     if self.closed.is_some() {
@@ -695,6 +736,8 @@ impl<'a> Driver<'a> {
         if self.server.take().is_some() {
             self.server_tls = None;
             self.server_tls_session = None;
+            self.server_tls_waits = None;
+            self.server_held.clear();
             self.to_server = Outbox::default();
             self.server_lines = LineFramer::new(self.rules.settings.max_line + 1024);
         }
@@ -811,6 +854,35 @@ impl<'a> Driver<'a> {
         if let Some(server) = self.server.as_mut() {
             let _ = server.shutdown().await;
         }
+    }
+}
+
+/// What a TLS connection has to send: handshake records, alerts, and what was written
+/// to it.
+fn records_of<D>(tls: &mut rustls::ConnectionCommon<D>) -> Vec<u8> {
+    let mut records = Vec::new();
+    while tls.wants_write() {
+        if tls.write_tls(&mut records).is_err() {
+            break;
+        }
+    }
+    records
+}
+
+/// The TLS on a control leg finished its handshake: counted, and its version and
+/// cipher suite put in the session table by `put`.
+fn tls_up(
+    shared: &Shared,
+    id: SessionId,
+    leg: &'static str,
+    tls: &rustls::CommonState,
+    put: impl FnOnce(&mut crate::track::SessionEntry, String),
+) {
+    shared.metrics.tls_handshake(leg, true);
+    if let Some((version, suite)) = crate::tls::describe(tls) {
+        tracing::debug!(%version, %suite, leg, "TLS up");
+        let described = format!("{version} {suite}");
+        shared.tracker.update_session(id, |s| put(s, described));
     }
 }
 

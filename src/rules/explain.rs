@@ -98,6 +98,15 @@ pub fn explain(c: &Config) -> String {
             r.origin
         );
     }
+    if let Some(i) = &c.tls_intercept {
+        let _ = writeln!(
+            out,
+            "tls intercept ca {} key {}    # {}",
+            i.ca.display(),
+            i.key.display(),
+            i.origin
+        );
+    }
     for cert in &c.tls_certs {
         let _ = writeln!(
             out,

@@ -523,6 +523,20 @@ pub struct Config {
     pub tls_certs: Vec<TlsCert>,
     /// What FTPS clients are presented, built from `tls_certs`.
     pub tls: Option<crate::tls::Server>,
+    /// `tls intercept ca FILE key FILE`.
+    pub tls_intercept: Option<TlsIntercept>,
+}
+
+/// `tls intercept ca FILE key FILE`: the operator's CA, which signs the certificates
+/// ftpgate presents to the FTPS clients of transparent listeners, one per server name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsIntercept {
+    pub ca: PathBuf,
+    pub key: PathBuf,
+    pub interceptor: crate::tls::Interceptor,
+    /// When the CA certificate expires, in Unix seconds.
+    pub not_after: Option<i64>,
+    pub origin: Origin,
 }
 
 /// `tls cert FILE key FILE`: a certificate chain and key ftpgate presents to FTPS
@@ -690,6 +704,18 @@ impl Config {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        if let Some(i) = &self.tls_intercept {
+            if i.not_after
+                .is_some_and(|end| end <= now + CERT_WARN_DAYS * 86_400)
+            {
+                out.push(format!(
+                    "{}: warning: the interception CA {} expires within {CERT_WARN_DAYS} days \
+                     (or has): the certificates it issues will not be trusted",
+                    i.origin,
+                    i.ca.display()
+                ));
+            }
+        }
         for cert in &self.tls_certs {
             let Some(end) = cert.not_after else { continue };
             let days = (end - now).div_euclid(86_400);

@@ -13,7 +13,7 @@
 //!              ["token-file" PATH]
 //! table     := "table" "<" NAME ">" ( "{" TARGET ("," TARGET)* "}" | "file" PATH )
 //! include   := "include" PATH
-//! tls       := "tls" "cert" PATH "key" PATH
+//! tls       := "tls" "cert" PATH "key" PATH | "tls" "intercept" "ca" PATH "key" PATH
 //! rule      := ("pass" | "block" ["return-code" CODE [QUOTED]]) ["log"]   (or log first)
 //!              ["on" SOCKADDR] ["from" ADDRS] ["to" ADDRS] ["port" PORTS]
 //!              [ "cmd" WORDS | "user" WORDS | "data" DATA* ]
@@ -50,7 +50,8 @@ use super::settings::{self, Setting};
 use super::{
     AddrMatch, AddrSet, Admin, ClientTls, Config, DataMatch, DataPath, Family, Interception,
     ListenMode, Listener, Origin, PortRange, PortSet, ReturnCode, RuleError, ServerTls,
-    SessionRule, Settings, Source, Subject, Table, TlsCert, TlsPolicy, Upstream, Verdict, Verify,
+    SessionRule, Settings, Source, Subject, Table, TlsCert, TlsIntercept, TlsPolicy, Upstream,
+    Verdict, Verify,
 };
 use crate::codec::TransferKind;
 use crate::vocab::DataMode;
@@ -239,14 +240,29 @@ enum Statement {
         cert: PathBuf,
         key: PathBuf,
     },
+    /// `tls intercept ca FILE key FILE`.
+    TlsIntercept {
+        ca: PathBuf,
+        key: PathBuf,
+    },
 }
 
-/// `tls cert FILE key FILE`.
+/// `tls cert FILE key FILE` or `tls intercept ca FILE key FILE`.
 fn tls_statement(i: &str) -> PResult<'_, Statement> {
-    let (rest, _) = keyword("cert")(i)?;
+    let (rest, what) = next("cert or intercept", |t| {
+        matches!(t, "cert" | "intercept").then_some(t)
+    })(i)?;
+    let rest = if what == "intercept" {
+        keyword("ca")(rest)?.0
+    } else {
+        rest
+    };
     let (rest, cert) = path(rest)?;
     let (rest, _) = keyword("key")(rest)?;
     let (rest, key) = path(rest)?;
+    if what == "intercept" {
+        return Ok((rest, Statement::TlsIntercept { ca: cert, key }));
+    }
     Ok((rest, Statement::Tls { cert, key }))
 }
 
@@ -1024,6 +1040,24 @@ fn whole_file(file: &str, message: String) -> RuleError {
     }
 }
 
+/// A certificate and a key file a `tls` statement names, resolved against the rule
+/// file that names them, and read.
+fn read_pair(file: &str, paths: [&Path; 2]) -> Result<[(PathBuf, Vec<u8>); 2], String> {
+    let read = |p: &Path| {
+        let p = relative_to(file, p);
+        read_file(&p)
+            .map(|text| (p.clone(), text.into_bytes()))
+            .map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let [cert, key] = paths;
+    Ok([read(cert)?, read(key)?])
+}
+
+/// What is wrong with a certificate and its key, naming both files.
+fn pair_error(cert: &Path, key: &Path, e: &str) -> String {
+    format!("{} and {}: {e}", cert.display(), key.display())
+}
+
 /// Resolves `path` against the directory of the file that names it.
 fn relative_to(file: &str, path: &Path) -> PathBuf {
     match Path::new(file).parent() {
@@ -1182,25 +1216,38 @@ impl Builder {
                 self.config.tables.push(Table { name, nets, origin });
             }
             Statement::Tls { cert, key } => {
-                let (cert, key) = (relative_to(file, &cert), relative_to(file, &key));
-                let read = |p: &Path| {
-                    read_file(p)
-                        .map_err(|e| error(argument, format!("cannot read {}: {e}", p.display())))
-                };
-                let (cert_pem, key_pem) = (read(&cert)?.into_bytes(), read(&key)?.into_bytes());
-                let certified =
-                    crate::tls::Certified::from_pem(&cert_pem, &key_pem).map_err(|e| {
-                        error(
-                            argument,
-                            format!("{} and {}: {e}", cert.display(), key.display()),
-                        )
-                    })?;
+                let [(cert, cert_pem), (key, key_pem)] =
+                    read_pair(file, [&cert, &key]).map_err(|m| error(argument, m))?;
+                let certified = crate::tls::Certified::from_pem(&cert_pem, &key_pem)
+                    .map_err(|e| error(argument, pair_error(&cert, &key, &e)))?;
                 let not_after = crate::tls::not_after(&cert_pem);
                 self.config.tls_certs.push(TlsCert {
                     cert,
                     key,
                     certified,
                     not_after,
+                    origin,
+                });
+            }
+            Statement::TlsIntercept { ca, key } => {
+                if let Some(first) = &self.config.tls_intercept {
+                    return Err(error(
+                        argument,
+                        format!(
+                            "tls intercept again: one CA signs for ftpgate ({})",
+                            first.origin
+                        ),
+                    ));
+                }
+                let [(ca, ca_pem), (key, key_pem)] =
+                    read_pair(file, [&ca, &key]).map_err(|m| error(argument, m))?;
+                let interceptor = crate::tls::Interceptor::from_pem(&ca_pem, &key_pem)
+                    .map_err(|e| error(argument, pair_error(&ca, &key, &e)))?;
+                self.config.tls_intercept = Some(TlsIntercept {
+                    ca,
+                    key,
+                    interceptor,
+                    not_after: crate::tls::not_after(&ca_pem),
                     origin,
                 });
             }
@@ -1272,7 +1319,7 @@ impl Builder {
                 more: Vec::new(),
             });
         }
-        if self.config.tls_certs.is_empty() {
+        if self.config.tls_certs.is_empty() && self.config.tls_intercept.is_none() {
             for l in self.config.listeners.iter().filter(|l| l.tls_implicit) {
                 self.errors.push(RuleError {
                     file: l.origin.file.to_string(),
@@ -1598,6 +1645,52 @@ mod tests {
             )),
             "x.rules:2:1: `tls passthrough` needs a `listen transparent`: its data \
              connections cross the edge to the server directly"
+        );
+    }
+
+    #[test]
+    fn tls_intercept_takes_a_ca_and_its_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let (ca_path, key_path) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let line = format!(
+            "tls intercept ca {} key {}",
+            ca_path.display(),
+            key_path.display()
+        );
+        let edge = "listen transparent 0.0.0.0:8021";
+        // It alone lets a rule say `tls client`.
+        let c = parse_str(
+            "x.rules",
+            &format!("{edge}\n{line}\npass tls client optional\n"),
+        )
+        .unwrap();
+        assert!(c.tls_intercept.is_some() && c.tls.is_none());
+        assert!(crate::rules::explain::explain(&c).contains("tls intercept ca "));
+        let e = err(&format!("{edge}\n{line}\n{line}\n"));
+        assert!(e.starts_with("x.rules:3:5: tls intercept again"), "{e}");
+        // A certificate that is no CA, with its own key.
+        let (cert, leaf_key) = cert_files(dir.path());
+        let e = err(&format!("{edge}\ntls intercept ca {cert} key {leaf_key}\n"));
+        assert!(
+            e.ends_with("the certificate is no CA (basicConstraints CA:TRUE)"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{edge}\ntls intercept ca /nonexistent.pem key {leaf_key}\n"
+        ));
+        assert!(
+            e.starts_with("x.rules:2:5: cannot read /nonexistent.pem"),
+            "{e}"
+        );
+        assert_eq!(
+            err(&format!("{edge}\ntls intercept {cert} key {leaf_key}\n")),
+            format!("x.rules:2:15: expected ca, found `{cert}`")
         );
     }
 
@@ -2141,10 +2234,21 @@ mod tests {
                     std::fs::write(&cert, pair.cert.pem()).unwrap();
                     std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
                 }
+                // The inspection CA of its `tls intercept`.
+                for line in text.lines().filter(|l| l.starts_with("tls intercept ")) {
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    let (ca, key) = (scratch.path().join(words[3]), scratch.path().join(words[5]));
+                    std::fs::create_dir_all(ca.parent().unwrap()).unwrap();
+                    let pair = rcgen::KeyPair::generate().unwrap();
+                    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+                    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                    std::fs::write(&ca, params.self_signed(&pair).unwrap().pem()).unwrap();
+                    std::fs::write(&key, pair.serialize_pem()).unwrap();
+                }
                 // And the private CAs its `tls server … ca FILE` rules trust.
                 let cas = text
                     .lines()
-                    .filter(|l| !l.trim_start().starts_with('#'))
+                    .filter(|l| l.starts_with("pass") || l.starts_with("block"))
                     .filter_map(|l| l.split_once(" ca ").map(|(_, rest)| rest))
                     .filter_map(|rest| rest.split_whitespace().next())
                     .filter(|ca| *ca != "system");
@@ -2171,7 +2275,7 @@ mod tests {
                 "example.rules",
                 "forward-proxy.rules",
                 "ftps-both-legs.rules",
-                "ftps-edge-passthrough.rules",
+                "ftps-edge.rules",
                 "ftps-reverse.rules",
                 "outbound-lan.rules",
                 "server-farm.rules"

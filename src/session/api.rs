@@ -344,6 +344,11 @@ pub enum Action {
     SecureServer {
         connector: crate::tls::Connector,
         name: String,
+        /// The client is starting its own TLS with ftpgate, and the server is known
+        /// by its address only (a transparent listener): the name to check is the
+        /// one the client asks ftpgate for (its SNI) when it asks for one, so the
+        /// server's TLS waits for the client's hello.
+        name_from_client: bool,
     },
     /// The server took the client's `AUTH TLS` under `tls passthrough`: what was
     /// queued (the server's `234`) goes out, then the control connection is relayed

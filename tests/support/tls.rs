@@ -4,7 +4,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use super::metric_value;
+use super::{Gate, Vsftpd, metric_value};
+
+/// A vsftpd, the ftpgate in front of it, the certificates of either, and a directory
+/// for what the clients fetch.
+pub struct Setup {
+    pub server: Vsftpd,
+    pub gate: Gate,
+    pub pki: Pki,
+    /// Where the certificates are.
+    pub dir: tempfile::TempDir,
+    pub local: tempfile::TempDir,
+}
 
 /// What a command printed, both streams.
 pub fn text(out: &Output) -> String {
@@ -18,6 +29,8 @@ pub fn text(out: &Output) -> String {
 /// A CA, and a certificate it signed for 127.0.0.1 with its key, in `dir`.
 pub struct Pki {
     pub ca: PathBuf,
+    /// The CA's own key (PKCS#8), for `tls intercept`.
+    pub ca_key: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -27,23 +40,31 @@ pub fn pki(dir: &Path) -> Pki {
 }
 
 pub fn pki_for(dir: &Path, ip: &str) -> Pki {
+    pki_with(dir, &[ip, "localhost"])
+}
+
+/// A CA, and a certificate it signed for `names` (host names and addresses).
+pub fn pki_with(dir: &Path, names: &[&str]) -> Pki {
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "ftpgate test CA");
+    let ca_key_pem = ca_key.serialize_pem();
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA cert");
     let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec![ip.to_string(), "localhost".to_string()])
-        .expect("params");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let params = rcgen::CertificateParams::new(names).expect("params");
     let cert = params.signed_by(&key, &ca).expect("cert");
     let pki = Pki {
         ca: dir.join("ca.pem"),
+        ca_key: dir.join("ca-key.pem"),
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
     };
     std::fs::write(&pki.ca, ca.pem()).expect("write CA");
+    std::fs::write(&pki.ca_key, ca_key_pem).expect("write CA key");
     std::fs::write(&pki.cert, cert.pem()).expect("write cert");
     std::fs::write(&pki.key, key.serialize_pem()).expect("write key");
     pki

@@ -140,7 +140,7 @@ impl Control {
 
     /// Starts TLS on the server leg, checked against the server's name (as given,
     /// else its address).
-    pub(super) fn secure_server(&mut self) {
+    pub(super) fn secure_server(&mut self, client_starts_tls: bool) {
         let Some(connector) = self.params.tls.connector.clone() else {
             // The rules give every `tls server` rule its connector.
             return self.close_with(
@@ -153,21 +153,26 @@ impl Control {
             .server_name
             .clone()
             .unwrap_or_else(|| self.params.server.ip().to_string());
+        let name_from_client = client_starts_tls && self.params.server_name.is_none();
         self.server_tls.secured = true;
-        self.out.push(Action::SecureServer { connector, name });
+        self.out.push(Action::SecureServer {
+            connector,
+            name,
+            name_from_client,
+        });
     }
 
     /// `tls server … implicit`: the server leg is TLS from its first byte, before the
     /// greeting.
     pub fn secure_server_implicitly(&mut self) -> Vec<Action> {
-        self.secure_server();
+        self.secure_server(false);
         std::mem::take(&mut self.out)
     }
 
     /// The server's answer to ftpgate's `AUTH TLS`.
     pub(super) fn on_server_auth(&mut self, reply: &Reply, for_client: bool) {
         if reply.code == Some(234) {
-            self.secure_server();
+            self.secure_server(for_client);
             // The client's 234 and its TLS first: ftpgate's PBSZ and PROT are no
             // business of the client's leg.
             if for_client {
