@@ -3,7 +3,8 @@
 //! certificate (`AUTH TLS`), log in through it and move files over clear data
 //! connections (`PROT C`) from a real vsftpd, whose leg stays in clear. And the bad
 //! inputs: clear text where TLS belongs, a handshake that never finishes, a login
-//! before TLS under `tls client require`, a rule without a certificate.
+//! before TLS under `tls client require`, a rule without a certificate, a client that
+//! renegotiates (OpenSSL's `s_client`).
 
 mod support;
 
@@ -682,4 +683,64 @@ fn a_reload_leaves_the_sessions_in_progress_their_tls_for_data() {
     out.read_line(&mut line).expect("result");
     assert!(client.wait().expect("wait").success());
     assert_eq!(line.trim(), "ok True");
+}
+
+#[test]
+fn a_client_that_renegotiates_is_refused_and_ends_only_its_own_session() {
+    if !prerequisites(&["vsftpd", "openssl", "curl"]) {
+        return;
+    }
+    let s = setup("optional", "");
+    // OpenSSL's client renegotiates TLS 1.2 on a line "R"; rustls refuses it
+    // (no_renegotiation), and OpenSSL gives up on the connection.
+    // Its own messages go to stderr, interleaved here with what it received.
+    let mut client = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec openssl s_client -tls1_2 -starttls ftp -connect {} 2>&1",
+            s.gate.addr
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdin = client.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let mut until = |prefix: &str| {
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line"))
+    };
+    // The end of the session summary it prints once the handshake is done.
+    until("Verify return code");
+    stdin.write_all(b"USER anonymous\r\n").expect("USER");
+    until("331");
+    stdin.write_all(b"R\n").expect("R");
+    until("RENEGOTIATING");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("no renegotiation")),
+        "{rest:?}"
+    );
+    drop(stdin);
+    let _ = client.wait();
+    eventually("the session to end", || {
+        s.gate
+            .metric(r#"ftpgate_sessions_total{outcome="tls-failed"}"#)
+            == 1.0
+    });
+    // Nothing else is touched: the next client logs in and transfers.
+    let got = s.local.path().join("after.bin");
+    let url = format!("ftp://127.0.0.1:{}/pub/one.bin", s.gate.addr.port());
+    run_ok(
+        Command::new("curl")
+            .args(["-sS", "--ssl-reqd", "--cacert"])
+            .arg(&s.pki.ca)
+            .arg("-o")
+            .arg(&got)
+            .arg(url),
+    );
+    same_file(&s.server.public().join("one.bin"), &got);
 }
