@@ -220,7 +220,7 @@ fn upstream_failures(metrics: &str, reason: &str) -> f64 {
 }
 
 #[test]
-fn a_server_certificate_that_does_not_check_out_fails_the_session_with_421() {
+fn the_server_certificate_is_checked_and_one_that_does_not_check_out_fails_the_session() {
     if !prerequisites(&["vsftpd"]) {
         return;
     }
@@ -246,6 +246,26 @@ fn a_server_certificate_that_does_not_check_out_fails_the_session_with_421() {
         "the reason is logged: {log}"
     );
     assert!(!s.server.log().contains("USER"));
+    // The system's CA store (`ca system`, the default), here one whose file
+    // SSL_CERT_FILE names, as on any host: it holds vsftpd's CA, and the session goes on.
+    let listen = format!("127.0.0.1:{}", free_port(LOCALHOST.parse().expect("ip")));
+    let gate = Gate::start_env(
+        &format!(
+            "listen reverse {listen} upstream {}\npass from 127.0.0.0/8 tls server require\n",
+            s.server.addr
+        ),
+        &[("SSL_CERT_FILE", &path_str(&s.pki.ca))],
+    );
+    let stream = TcpStream::connect(gate.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .expect("greeting");
+    assert!(line.starts_with("220"), "{line}");
+    assert_eq!(handshakes(&gate.metrics(), "server", "ok"), 1.0);
     // The same server with `no-verify`, which the operator has to write out.
     let s = setup("127.0.0.1", "tls server require no-verify");
     let (_, _, line) = connect(&s);

@@ -328,6 +328,21 @@ impl Gate {
         args: &[&str],
         fd_limit: Option<u32>,
     ) -> Gate {
+        Gate::launch(netns, rules, args, fd_limit, &[])
+    }
+
+    /// Like [`Gate::start`], with variables in ftpgate's environment.
+    pub fn start_env(rules: &str, env: &[(&str, &str)]) -> Gate {
+        Gate::launch(None, rules, &[], None, env)
+    }
+
+    fn launch(
+        netns: Option<&str>,
+        rules: &str,
+        args: &[&str],
+        fd_limit: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Gate {
         let dir = tempdir();
         let stated = rules
             .lines()
@@ -360,6 +375,7 @@ impl Gate {
             .arg(&path)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
