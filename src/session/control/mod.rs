@@ -75,9 +75,12 @@ enum Pending {
     ServerAuth {
         for_client: bool,
     },
-    /// ftpgate's own `PBSZ 0` and `PROT P` to a server it secured; not passed on.
+    /// ftpgate's own `PBSZ 0` and `PROT` to a server it secured (`private`: `PROT P`);
+    /// not passed on.
     ServerPbsz,
-    ServerProt,
+    ServerProt {
+        private: bool,
+    },
     /// The client's `AUTH` under `tls passthrough`, forwarded: a `234` makes the
     /// session blind.
     Passthrough,

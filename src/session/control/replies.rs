@@ -45,8 +45,8 @@ impl Control {
             }
             Some(Pending::HiddenGreeting) if is_positive(&reply) => {}
             Some(Pending::ServerAuth { for_client }) => self.on_server_auth(&reply, for_client),
-            Some(Pending::ServerPbsz) => {}
-            Some(Pending::ServerProt) => self.on_server_prot(&reply),
+            Some(Pending::ServerPbsz) => self.on_server_pbsz(),
+            Some(Pending::ServerProt { private }) => self.on_server_prot(&reply, private),
             Some(Pending::Passthrough) => self.on_passthrough_auth(reply),
             Some(Pending::Feat) => {
                 let raw = self.rewrite_feat(&reply);

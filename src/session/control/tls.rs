@@ -1,9 +1,10 @@
 //! FTPS (RFC 4217) on each control connection, by the session rule's `tls client` and
 //! `tls server`. Each leg's TLS is ftpgate's own: it answers the client's `AUTH`,
 //! `PBSZ`, `PROT` and `CCC` itself and lists in `FEAT` what it offers, not what the
-//! server does; toward the server it sends its own `AUTH TLS`, `PBSZ 0` and `PROT P`,
-//! whose replies the client never sees, and holds everything of the client's behind
-//! them, so that nothing meant for the TLS leaves in clear.
+//! server does; toward the server it sends its own `AUTH TLS`, `PBSZ 0` and `PROT`
+//! (`P` under `require`, the client's own level under `match`), whose replies the
+//! client never sees, and holds everything of the client's behind its `AUTH`, so that
+//! nothing meant for the TLS leaves in clear.
 
 use super::*;
 use crate::vocab::{ClientTls, ServerTls};
@@ -29,11 +30,6 @@ pub(super) struct ServerLeg {
     /// The server took ftpgate's `PROT P`: data connections to it are TLS.
     pub private: bool,
 }
-
-/// What ftpgate sends a server once its TLS is on: RFC 4217's buffer size for a stream
-/// protocol, and protected data, which servers such as vsftpd with
-/// `force_local_data_ssl` insist on.
-const SERVER_PROTECTION: [&[u8]; 2] = [b"PBSZ 0\r\n", b"PROT P\r\n"];
 
 /// The features a server's `FEAT` lists that are about its own TLS: not offered
 /// through ftpgate, which offers its own instead.
@@ -192,18 +188,55 @@ impl Control {
         }
     }
 
-    /// `PBSZ 0` and `PROT P` to a secured server, first in line behind the gate.
+    /// What a secured server hears first, in line behind the gate: RFC 4217's buffer
+    /// size for a stream protocol, then, under `require`, protected data (which
+    /// servers such as vsftpd with `force_local_data_ssl` insist on, and a clear client
+    /// cannot ask for). Under `match` the server's data leg follows the client's own
+    /// `PROT`, clear until it asks for `P`, so that clear data keeps the splice relay
+    /// and the kernel path.
     fn protect_server_data(&mut self) {
-        let first = SERVER_PROTECTION.iter().map(|c| c.to_vec()).collect();
+        let private = self.params.tls.server == ServerTls::Require || self.tls.private;
+        let mut first = vec![b"PBSZ 0\r\n".to_vec()];
+        if private {
+            first.push(b"PROT P\r\n".to_vec());
+            self.pending.push_front(Pending::ServerProt { private });
+        }
         self.to_server.open_gate(first);
-        self.pending.push_front(Pending::ServerProt);
         self.pending.push_front(Pending::ServerPbsz);
     }
 
-    /// The server's answer to ftpgate's `PROT P`, the last step of securing it: its
-    /// data connections are TLS if it took it, and a held greeting goes on.
-    pub(super) fn on_server_prot(&mut self, reply: &Reply) {
-        self.server_tls.private = is_positive(reply);
+    /// The client set its `PROT`: under `match` the server's data leg follows, with a
+    /// `PROT` of ftpgate's whose reply the client does not see (its own `200` comes
+    /// after it).
+    fn mirror_protection(&mut self, private: bool) {
+        let mirrors = self.params.tls.server == ServerTls::Match && self.server_tls.secured;
+        if !mirrors || self.server_tls.private == private {
+            return;
+        }
+        let level: &[u8] = if private {
+            b"PROT P\r\n"
+        } else {
+            b"PROT C\r\n"
+        };
+        self.pending.push_back(Pending::ServerProt { private });
+        self.to_server.push(level.to_vec());
+    }
+
+    /// The server's answer to ftpgate's `PBSZ`: securing it is over unless a `PROT`
+    /// follows.
+    pub(super) fn on_server_pbsz(&mut self) {
+        if !matches!(self.pending.front(), Some(Pending::ServerProt { .. })) {
+            self.release_greeting();
+        }
+    }
+
+    /// The server's answer to ftpgate's `PROT`: its data connections are TLS or
+    /// clear as it took it (a refusal leaves them as they were), and a held greeting
+    /// goes on.
+    pub(super) fn on_server_prot(&mut self, reply: &Reply, private: bool) {
+        if is_positive(reply) {
+            self.server_tls.private = private;
+        }
         // Under `require`, TLS toward the server covers its data too.
         if !self.server_tls.private && self.params.tls.server == ServerTls::Require {
             return self.close_with(
@@ -211,6 +244,11 @@ impl Control {
                 CloseReason::UpstreamFailed(UpstreamFailure::Tls),
             );
         }
+        self.release_greeting();
+    }
+
+    /// The server leg is secured: the greeting held meanwhile goes to the client.
+    fn release_greeting(&mut self) {
         if let Some(greeting) = self.held_greeting.take() {
             if !greeting.is_empty() {
                 self.to_client.push(greeting);
@@ -231,10 +269,12 @@ impl Control {
             // `prot_c()` sends PROT C alone, so neither does ftpgate.
             ("PROT", Some("C")) => {
                 self.tls.private = false;
+                self.mirror_protection(false);
                 self.reply_locally(Say::ProtClear.encode());
             }
             ("PROT", Some("P")) => {
                 self.tls.private = true;
+                self.mirror_protection(true);
                 self.reply_locally(Say::ProtPrivate.encode());
             }
             // Safe and Confidential are RFC 2228's, with no TLS meaning (RFC 4217).

@@ -392,28 +392,45 @@ fn match_answers_the_clients_auth_only_once_the_server_took_ftpgates() {
         .position(|a| matches!(a, Action::ToClient(b) if b.starts_with(b"234 ")));
     let secure = a.iter().position(|a| *a == Action::SecureClient);
     assert!(reply.is_some() && secure == reply.map(|r| r + 1), "{a:?}");
-    assert_eq!(to_server(&a), "PBSZ 0\r\nPROT P\r\n");
-    // The client's own PBSZ and PROT are answered for its leg, after ftpgate's.
+    // No PROT yet: the server's data leg follows the client's, clear by default.
+    assert_eq!(to_server(&a), "PBSZ 0\r\n");
+    // The client's own PBSZ and PROT are answered for its leg, after ftpgate's, and
+    // its PROT P is mirrored to the server.
     let a = h.client(b"PBSZ 0\r\nPROT P\r\n").take();
     assert_eq!(
         (to_client(&a), to_server(&a)),
-        (String::new(), String::new())
+        (String::new(), "PROT P\r\n".into())
     );
     let a = h.server(b"200 PBSZ=0\r\n200 PROT ok\r\n").take();
     assert_eq!(
         to_client(&a),
         "200 PBSZ=0\r\n200 Protection level set to Private.\r\n"
     );
-    h.client(b"EPSV\r\n")
-        .server(b"229 Entering Extended Passive Mode (|||30002|)\r\n");
-    let a = h.take();
-    assert_eq!(
-        opens(&a)
+    let legs = |h: &mut Harness| -> Vec<(bool, bool)> {
+        h.client(b"EPSV\r\n")
+            .server(b"229 Entering Extended Passive Mode (|||30002|)\r\n");
+        opens(&h.take())
             .iter()
             .map(|r| (r.client_tls, r.server_tls))
-            .collect::<Vec<_>>(),
-        [(true, true)]
+            .collect()
+    };
+    assert_eq!(legs(&mut h), [(true, true)]);
+    // PROT C: clear on both legs again (the kernel path may carry it).
+    let a = h.client(b"PROT C\r\n").take();
+    assert_eq!(to_server(&a), "PROT C\r\n");
+    h.server(b"200 PROT now Clear.\r\n").take();
+    assert_eq!(legs(&mut h), [(false, false)]);
+    // A server that refuses a level leaves its leg as it was.
+    h.client(b"PROT P\r\n").server(b"200 ok\r\n").take();
+    let a = h
+        .client(b"PROT C\r\n")
+        .server(b"536 PROT C not allowed\r\n")
+        .take();
+    assert!(
+        to_client(&a).starts_with("200 "),
+        "the client's leg is ftpgate's"
     );
+    assert_eq!(legs(&mut h), [(false, true)]);
 }
 
 #[test]
