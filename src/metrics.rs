@@ -58,6 +58,7 @@ pub struct Metrics {
     pub reloads_total: IntCounterVec,
     pub tls_handshakes_total: IntCounterVec,
     pub tls_passthrough_total: IntCounterVec,
+    pub active_address_substituted_total: IntCounterVec,
     pub reload_last_success: IntGauge,
     pub reload_last_success_timestamp_seconds: Gauge,
 }
@@ -248,6 +249,14 @@ impl Metrics {
                  outcome (ok, failed).",
                 &["leg", "outcome"],
             ),
+            active_address_substituted_total: counter(
+                &r,
+                "active_address_substituted_total",
+                "PORT/EPRT commands whose address was not the client's, replaced by the \
+                 client's own under set active-address substitute, by the class of the \
+                 address replaced (private: RFC 1918, CGNAT, link-local, ULA; other).",
+                &["class"],
+            ),
             tls_passthrough_total: counter(
                 &r,
                 "tls_passthrough_total",
@@ -278,6 +287,10 @@ impl Metrics {
         }
         for outcome in ["opened", "failed"] {
             self.tls_passthrough_total.with_label_values(&[outcome]);
+        }
+        for class in crate::vocab::AddressClass::ALL {
+            self.active_address_substituted_total
+                .with_label_values(&[class.as_str()]);
         }
         for leg in ["client", "client-data", "server", "server-data"] {
             for outcome in ["ok", "failed"] {

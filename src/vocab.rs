@@ -396,6 +396,50 @@ pub enum TransferType {
     Image,
 }
 
+/// What kind of address a client announced in place of its own
+/// (`ftpgate_active_address_substituted_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressClass {
+    /// Private, shared (CGNAT), link-local, loopback or unique-local: a client
+    /// behind NAT naming its inside address.
+    Private,
+    /// Any other: a public address that is not the client's.
+    Other,
+}
+
+impl AddressClass {
+    pub const ALL: [AddressClass; 2] = [AddressClass::Private, AddressClass::Other];
+
+    pub fn of(ip: std::net::IpAddr) -> AddressClass {
+        let inside = match ip.to_canonical() {
+            std::net::IpAddr::V4(v4) => {
+                let [a, b, ..] = v4.octets();
+                v4.is_private()
+                    || v4.is_loopback()
+                    || v4.is_link_local()
+                    // 100.64.0.0/10, carrier-grade NAT (RFC 6598).
+                    || (a == 100 && (64..128).contains(&b))
+            }
+            std::net::IpAddr::V6(v6) => {
+                let [first, ..] = v6.segments();
+                v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+            }
+        };
+        if inside {
+            AddressClass::Private
+        } else {
+            AddressClass::Other
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressClass::Private => "private",
+            AddressClass::Other => "other",
+        }
+    }
+}
+
 /// Why a session's server leg failed it (`ftpgate_upstream_failures_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamFailure {
@@ -428,6 +472,32 @@ impl UpstreamFailure {
             UpstreamFailure::GreetingTimeout => "greeting-timeout",
             UpstreamFailure::ReplyTimeout => "reply-timeout",
             UpstreamFailure::Tls => "tls",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AddressClass;
+
+    #[test]
+    fn inside_addresses_are_private_and_the_rest_other() {
+        let class = |s: &str| AddressClass::of(s.parse().unwrap());
+        for inside in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.10",
+            "100.64.0.1",
+            "169.254.1.1",
+            "127.0.0.1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:192.168.1.10",
+        ] {
+            assert_eq!(class(inside), AddressClass::Private, "{inside}");
+        }
+        for outside in ["198.51.100.2", "100.128.0.1", "8.8.8.8", "2001:db8::1"] {
+            assert_eq!(class(outside), AddressClass::Other, "{outside}");
         }
     }
 }

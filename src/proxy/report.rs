@@ -43,6 +43,17 @@ pub(super) fn report(shared: &Shared, id: SessionId, action: Action) {
             }
             shared.metrics.refusal(why);
         }
+        Action::ActiveSubstituted { class } => {
+            tracing::info!(
+                class = class.as_str(),
+                "active address replaced by the client's own"
+            );
+            shared
+                .metrics
+                .active_address_substituted_total
+                .with_label_values(&[class.as_str()])
+                .inc();
+        }
         Action::MalformedReply => shared.metrics.parse_error("server", "reply"),
         Action::UnknownVerb { class, passed } => shared.metrics.unknown_command(class, passed),
         Action::UpstreamRetry(why) => {

@@ -241,6 +241,30 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Whether commands with a verb ftpgate does not know reach the server.
     pub unknown_commands: UnknownCommands,
+    /// What a `PORT`/`EPRT` naming another address than the client's gets.
+    pub active_address: ActiveAddress,
+}
+
+/// What ftpgate does with a `PORT`/`EPRT` whose address is not the client's own
+/// (`set active-address`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActiveAddress {
+    /// Refused with `504` (a bounce, or a client behind NAT announcing its private
+    /// address). The default.
+    Strict,
+    /// The address is ignored and the client's own (its control connection's peer,
+    /// the NAT's outside address) is dialed at the announced port: clients behind NAT
+    /// work in active mode where the NAT forwards that port. Never a third host.
+    Substitute,
+}
+
+impl ActiveAddress {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActiveAddress::Strict => "strict",
+            ActiveAddress::Substitute => "substitute",
+        }
+    }
 }
 
 impl Default for Settings {
@@ -266,6 +290,7 @@ impl Default for Settings {
             data_idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(20),
             unknown_commands: UnknownCommands::Block,
+            active_address: ActiveAddress::Strict,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::parse::{duration, port_range};
-use super::{PortRange, Settings, UnknownCommands};
+use super::{ActiveAddress, PortRange, Settings, UnknownCommands};
 
 /// One setting of the table.
 pub(super) struct Spec {
@@ -36,6 +36,7 @@ pub(super) enum Setting {
     DataPorts(PortRange),
     MaxLine(usize),
     UnknownCommands(UnknownCommands),
+    ActiveAddress(ActiveAddress),
     MaxSessions(usize),
     MaxSessionsPerClient(usize),
     MaxDataConnections(usize),
@@ -58,6 +59,7 @@ impl Setting {
             Setting::DataPorts(r) => s.data_ports = r,
             Setting::MaxLine(n) => s.max_line = n,
             Setting::UnknownCommands(u) => s.unknown_commands = u,
+            Setting::ActiveAddress(a) => s.active_address = a,
             Setting::MaxSessions(n) => s.max_sessions = n,
             Setting::MaxSessionsPerClient(n) => s.max_sessions_per_client = n,
             Setting::MaxDataConnections(n) => s.max_data_connections = n,
@@ -153,6 +155,16 @@ pub(super) const SETTINGS: &[Spec] = &[
             _ => Err(None),
         },
         show: |s| s.unknown_commands.as_str().to_string(),
+    },
+    Spec {
+        name: "active-address",
+        expects: "strict or substitute",
+        read: |t| match t {
+            "strict" => Ok(Setting::ActiveAddress(ActiveAddress::Strict)),
+            "substitute" => Ok(Setting::ActiveAddress(ActiveAddress::Substitute)),
+            _ => Err(None),
+        },
+        show: |s| s.active_address.as_str().to_string(),
     },
     Spec {
         name: "max-sessions",

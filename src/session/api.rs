@@ -297,6 +297,11 @@ pub enum Action {
         decision: Decision,
         what: String,
     },
+    /// `set active-address substitute`: a `PORT`/`EPRT` named another address than
+    /// the client's, of `class`; the client's own is dialed instead.
+    ActiveSubstituted {
+        class: crate::vocab::AddressClass,
+    },
     /// Something was refused; `target` is the data address it named, if any.
     Refused {
         why: Refusal,

@@ -2,6 +2,8 @@
 //! active request under `server-mode passive`.
 
 use super::*;
+use crate::rules::ActiveAddress;
+use crate::vocab::AddressClass;
 
 impl Control {
     /// Whether a data target is one of ftpgate's control listeners or its admin
@@ -26,7 +28,15 @@ impl Control {
             ip = self.params.client.ip();
         }
         if ip != self.params.client.ip() {
-            return self.refuse_target(Say::Bounce, Some(target));
+            if self.rules.settings.active_address != ActiveAddress::Substitute {
+                return self.refuse_target(Say::Bounce, Some(target));
+            }
+            // A client behind NAT names its inside address; the only host ftpgate ever
+            // dials instead is the client's own, the NAT's outside address.
+            self.out.push(Action::ActiveSubstituted {
+                class: AddressClass::of(ip),
+            });
+            ip = self.params.client.ip();
         }
         if target.port() < self.params.min_data_port {
             return self.refuse(Say::PrivilegedPort);

@@ -1367,3 +1367,35 @@ fn a_server_announcing_the_proxys_admin_port_on_the_proxy_host_is_refused() {
     assert_eq!(refusals(&a), [Refusal::OwnSocket]);
     assert!(to_client(&a).starts_with("425 "));
 }
+
+#[test]
+fn substitute_dials_the_client_itself_whatever_address_port_names() {
+    let mut h = with_rules("set active-address substitute\npass\n");
+    let substituted = |a: &[Action]| -> Vec<crate::vocab::AddressClass> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::ActiveSubstituted { class } => Some(*class),
+                _ => None,
+            })
+            .collect()
+    };
+    // A client behind NAT names its inside address.
+    let a = h.client(b"PORT 10,0,0,5,195,80\r\n").take();
+    assert_eq!(refusals(&a), []);
+    assert_eq!(substituted(&a), [crate::vocab::AddressClass::Private]);
+    let onward: Vec<SocketAddr> = opens(&a).iter().map(|r| r.onward).collect();
+    assert_eq!(onward, ["198.51.100.2:50000".parse().unwrap()]);
+    // A third host is never dialed: the client is, and it is counted as other.
+    h.server(b"200 PORT ok\r\n").take();
+    let a = h.client(b"EPRT |1|203.0.113.66|50001|\r\n").take();
+    assert_eq!(substituted(&a), [crate::vocab::AddressClass::Other]);
+    let onward: Vec<SocketAddr> = opens(&a).iter().map(|r| r.onward).collect();
+    assert_eq!(onward, ["198.51.100.2:50001".parse().unwrap()]);
+    // The client's own address is no substitution, and the port checks still hold.
+    h.server(b"200 EPRT ok\r\n").take();
+    let a = h.client(b"PORT 198,51,100,2,195,82\r\n").take();
+    assert_eq!(substituted(&a), []);
+    h.server(b"200 PORT ok\r\n").take();
+    let a = h.client(b"PORT 10,0,0,5,0,21\r\n").take();
+    assert_eq!(refusals(&a), [Refusal::PrivilegedPort]);
+}
