@@ -396,6 +396,24 @@ pub enum TransferType {
     Image,
 }
 
+/// HAProxy's PROXY protocol version (`send-proxy v1|v2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The text header: `PROXY TCP4 src dst sport dport`.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl ProxyVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyVersion::V1 => "v1",
+            ProxyVersion::V2 => "v2",
+        }
+    }
+}
+
 /// What kind of address a client announced in place of its own
 /// (`ftpgate_active_address_substituted_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

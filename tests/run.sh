@@ -2,8 +2,8 @@
 # The project's test command: installs what the tests need when it is missing
 # (Debian packages: vsftpd, curl, lftp, python3, prometheus for promtool, nftables
 # and iproute2 for the network-namespace lab, logrotate, ca-certificates for `tls
-# server … ca system`, openssl for a client that renegotiates; cargo-deb from
-# crates.io),
+# server … ca system`, openssl for a client that renegotiates, haproxy to read
+# ftpgate's PROXY headers; cargo-deb from crates.io),
 # builds the .deb tests/package.rs installs, then
 # unpacks pure-ftpd and ProFTPD for the differential test, then
 # runs formatting, lint and every test. Run it as root: vsftpd's anonymous chroot
@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl lftp:lftp python3:python3 \
     promtool:prometheus nft:nftables ip:iproute2 ss:iproute2 unshare:util-linux \
     setpriv:util-linux systemd-analyze:systemd \
-    logrotate:logrotate update-ca-certificates:ca-certificates openssl:openssl
+    logrotate:logrotate update-ca-certificates:ca-certificates openssl:openssl \
+    haproxy:haproxy
 # pure-ftpd and ProFTPD for the differential test, unpacked beside vsftpd (they
 # conflict with it as packages). Without root the test skips, or fails under CI=true.
 if [ "$(id -u)" = 0 ]; then

@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod command;
 pub mod line;
+pub mod proxy_header;
 pub mod reply;
 
 pub use command::{

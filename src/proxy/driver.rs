@@ -774,6 +774,7 @@ impl<'a> Driver<'a> {
             Done::Connected(Ok(stream)) => match stream.local_addr().map(LocalAddr::new) {
                 Ok(server_side) => {
                     self.server = Some(stream);
+                    self.send_proxy_header();
                     self.shared
                         .tracker
                         .update_session(self.id, |s| s.state = SessionState::Login);
@@ -789,6 +790,20 @@ impl<'a> Driver<'a> {
                 self.feed(Event::ConnectFailed).await
             }
         }
+    }
+
+    /// `send-proxy`: the PROXY header goes first on the server's connection, ahead
+    /// of anything else (an implicit TLS's hello too), naming the client and the
+    /// address it dialed.
+    fn send_proxy_header(&mut self) {
+        let ListenMode::Reverse { upstream } = &self.listener.mode else {
+            return;
+        };
+        let (Some(version), Ok(dialed)) = (upstream.send_proxy, self.client.local_addr()) else {
+            return;
+        };
+        let header = crate::codec::proxy_header::header(version, self.peer.get(), dialed);
+        self.to_server.push(&header);
     }
 
     fn on_close(&mut self, reason: CloseReason) {

@@ -24,7 +24,10 @@ pub fn explain(c: &Config) -> String {
     let _ = writeln!(out, "listeners:");
     for l in &c.listeners {
         let mode = match &l.mode {
-            ListenMode::Reverse { upstream } => format!("reverse upstream {upstream}"),
+            ListenMode::Reverse { upstream } => match upstream.send_proxy {
+                Some(v) => format!("reverse upstream {upstream} send-proxy {}", v.as_str()),
+                None => format!("reverse upstream {upstream}"),
+            },
             ListenMode::Transparent(Interception::Redirect) => "transparent (REDIRECT)".into(),
             ListenMode::Forward => "forward (USER name@host[:port])".into(),
             ListenMode::Transparent(Interception::Tproxy {

@@ -121,6 +121,8 @@ impl fmt::Display for PortSet {
 pub struct Upstream {
     pub host: String,
     pub port: u16,
+    /// `send-proxy v1|v2`: a PROXY protocol header ahead of each control connection.
+    pub send_proxy: Option<crate::vocab::ProxyVersion>,
 }
 
 impl fmt::Display for Upstream {

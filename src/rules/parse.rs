@@ -5,7 +5,7 @@
 //! ```text
 //! statement := set | listen | metrics | table | include | tls | rule
 //! set       := "set" NAME VALUE
-//! listen    := "listen" ( "reverse" SOCKADDR "upstream" HOST ":" PORT
+//! listen    := "listen" ( "reverse" SOCKADDR "upstream" HOST ":" PORT ["send-proxy" ("v1" | "v2")]
 //!                       | "transparent" SOCKADDR ["tproxy" ["preserve-source"]]
 //!                       | "forward" SOCKADDR )
 //!              ["data-path" ("relay" | "kernel")] ["tls" "implicit"]
@@ -54,7 +54,7 @@ use super::{
     Verdict, Verify,
 };
 use crate::codec::TransferKind;
-use crate::vocab::DataMode;
+use crate::vocab::{DataMode, ProxyVersion};
 
 /// A parse failure at a position inside the line.
 #[derive(Debug)]
@@ -183,6 +183,7 @@ fn upstream(t: &str) -> Option<Upstream> {
         return Some(Upstream {
             host: sa.ip().to_string(),
             port: sa.port(),
+            send_proxy: None,
         });
     }
     let (host, port) = t.rsplit_once(':')?;
@@ -193,6 +194,7 @@ fn upstream(t: &str) -> Option<Upstream> {
     Some(Upstream {
         host: host.to_string(),
         port: port_number(port)?,
+        send_proxy: None,
     })
 }
 
@@ -347,7 +349,18 @@ fn listen_mode(i: &str) -> PResult<'_, (SocketAddr, ListenMode)> {
         return Ok((rest, (addr, mode)));
     }
     let (rest, _) = keyword("upstream")(rest)?;
-    let (rest, up) = next("an upstream HOST:PORT", upstream)(rest)?;
+    let (rest, mut up) = next("an upstream HOST:PORT", upstream)(rest)?;
+    let (rest, send_proxy) = optional_keyword(rest, "send-proxy");
+    let (rest, version) = if send_proxy {
+        next("a PROXY protocol version, v1 or v2", |t| match t {
+            "v1" => Some(ProxyVersion::V1),
+            "v2" => Some(ProxyVersion::V2),
+            _ => None,
+        })(rest)?
+    } else {
+        (rest, ProxyVersion::V1)
+    };
+    up.send_proxy = send_proxy.then_some(version);
     Ok((rest, (addr, ListenMode::Reverse { upstream: up })))
 }
 
@@ -1695,6 +1708,23 @@ mod tests {
     }
 
     #[test]
+    fn an_upstream_may_send_a_proxy_header() {
+        let c = parse_str(
+            "x.rules",
+            "listen reverse 127.0.0.1:2121 upstream ftp.example.net:21 send-proxy v2 data-path relay\npass\n",
+        )
+        .unwrap();
+        let ListenMode::Reverse { upstream } = &c.listeners[0].mode else {
+            panic!("reverse");
+        };
+        assert_eq!(upstream.send_proxy, Some(ProxyVersion::V2));
+        assert_eq!(
+            err("listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21 send-proxy v3\npass\n"),
+            "x.rules:1:64: expected a PROXY protocol version, v1 or v2, found `v3`"
+        );
+    }
+
+    #[test]
     fn tls_server_mistakes_point_at_their_place() {
         assert_eq!(
             err(&format!("{LISTEN}\npass tls server maybe\n")),
@@ -1916,7 +1946,8 @@ mod tests {
             ListenMode::Reverse {
                 upstream: Upstream {
                     host: "ftp.example.net".into(),
-                    port: 21
+                    port: 21,
+                    send_proxy: None,
                 }
             }
         );
