@@ -59,6 +59,7 @@ pub struct Metrics {
     pub tls_handshakes_total: IntCounterVec,
     pub tls_passthrough_total: IntCounterVec,
     pub active_address_substituted_total: IntCounterVec,
+    pub proxy_headers_total: IntCounterVec,
     pub reload_last_success: IntGauge,
     pub reload_last_success_timestamp_seconds: Gauge,
 }
@@ -249,6 +250,16 @@ impl Metrics {
                  outcome (ok, failed).",
                 &["leg", "outcome"],
             ),
+            proxy_headers_total: counter(
+                &r,
+                "proxy_headers_total",
+                "PROXY protocol headers read on listeners with accept-proxy, by leg \
+                 (control, data) and outcome: ok, local (the balancer's own check), \
+                 untrusted (a source outside the list; closed), missing or malformed \
+                 (closed). A data connection whose header names another client than the \
+                 session's counts as ok here and in expectations_refused_total.",
+                &["leg", "outcome"],
+            ),
             active_address_substituted_total: counter(
                 &r,
                 "active_address_substituted_total",
@@ -287,6 +298,11 @@ impl Metrics {
         }
         for outcome in ["opened", "failed"] {
             self.tls_passthrough_total.with_label_values(&[outcome]);
+        }
+        for leg in ["control", "data"] {
+            for outcome in ["ok", "local", "untrusted", "missing", "malformed"] {
+                self.proxy_headers_total.with_label_values(&[leg, outcome]);
+            }
         }
         for class in crate::vocab::AddressClass::ALL {
             self.active_address_substituted_total
@@ -383,6 +399,13 @@ impl Metrics {
         let outcome = if opened { "opened" } else { "failed" };
         self.tls_passthrough_total
             .with_label_values(&[outcome])
+            .inc();
+    }
+
+    /// A PROXY header on `leg` was read (`ok`, `local`) or not.
+    pub fn proxy_header(&self, leg: &'static str, outcome: &'static str) {
+        self.proxy_headers_total
+            .with_label_values(&[leg, outcome])
             .inc();
     }
 

@@ -1,8 +1,12 @@
-//! PROXY protocol toward servers (issue 18, `send-proxy v1|v2` on an upstream): a real
-//! implementation reads ftpgate's header. HAProxy binds with `accept-proxy` in front of
-//! vsftpd, as a server farm's balancer or a PROXY-aware server would, and logs the
-//! client each connection's header names; curl connects to ftpgate from 127.0.0.2,
-//! while ftpgate itself connects from 127.0.0.1.
+//! PROXY protocol both ways (issue 18), with HAProxy as the real implementation.
+//! Toward servers (`send-proxy v1|v2` on an upstream): HAProxy binds with
+//! `accept-proxy` in front of vsftpd and logs the client each header names; curl
+//! connects to ftpgate from 127.0.0.2, while ftpgate itself connects from 127.0.0.1.
+//! From a balancer (`accept-proxy from ADDRS` on a listener): HAProxy runs
+//! `deploy/haproxy/ftpgate-front.cfg` in front of ftpgate, control port and data ports,
+//! with `send-proxy-v2`; clients from 127.0.0.3 transfer in every passive mode, a thief
+//! from 127.0.0.4 racing for a data port through the balancer gets nothing, and a
+//! connection from elsewhere or without a header is closed, each counted.
 
 mod support;
 
@@ -63,6 +67,185 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// HAProxy running a configuration file as it is, with `env` in its environment,
+/// once it listens on `listen`.
+fn haproxy_with(config: &std::path::Path, env: &[(&str, String)], listen: SocketAddr) -> Haproxy {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("haproxy.log");
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(config)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    eventually("haproxy to listen", || {
+        std::net::TcpStream::connect(listen).is_ok()
+    });
+    Haproxy {
+        child,
+        log,
+        _dir: dir,
+    }
+}
+
+/// Logs in through the balancer from 127.0.0.3 and asks for a passive port; a thief
+/// from 127.0.0.4 connects to it first (through the balancer too) and reports what it
+/// got; then the client downloads on it. Prints "thief: <bytes>" and the download's
+/// size.
+const RACE: &str = r#"
+import socket, sys
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+c = socket.create_connection((host, port), timeout=20, source_address=("127.0.0.3", 0))
+f = c.makefile("rb")
+def reply():
+    line = f.readline().decode()
+    while line[3:4] == "-":
+        line = f.readline().decode()
+    return line
+def cmd(line):
+    c.sendall(line.encode() + b"\r\n")
+    return reply()
+reply()
+cmd("USER anonymous"); cmd("PASS x"); cmd("TYPE I")
+r = cmd("EPSV")
+data_port = int(r.split("|||")[1].split("|")[0])
+thief = socket.create_connection((host, data_port), timeout=20, source_address=("127.0.0.4", 0))
+thief.settimeout(5)
+try:
+    stolen = thief.recv(65536)
+except socket.timeout:
+    stolen = b"(timeout)"
+print("thief:", len(stolen), flush=True)
+d = socket.create_connection((host, data_port), timeout=20, source_address=("127.0.0.3", 0))
+c.sendall(("RETR " + path + "\r\n").encode())
+reply()
+got = 0
+while True:
+    b = d.recv(65536)
+    if not b:
+        break
+    got += len(b)
+print(reply().strip())
+print("got", got)
+"#;
+
+#[test]
+fn behind_haproxy_the_header_names_the_client_on_control_and_data_connections() {
+    require!("haproxy", "vsftpd", "curl", "python3");
+    let server = Vsftpd::start(LOCALHOST);
+    make_file(&server.public().join("one.bin"), 1 << 20, 7);
+    let ip: IpAddr = LOCALHOST.parse().expect("ip");
+    let port = free_port(ip);
+    let (public, inside) = (
+        SocketAddr::new(ip, port),
+        SocketAddr::from(([127, 0, 0, 2], port)),
+    );
+    let gate = Gate::start(&format!(
+        "set data-ports 43100-43119\n\
+         listen reverse {inside} upstream {} accept-proxy from 127.0.0.1\npass from 127.0.0.0/8\n",
+        server.addr
+    ));
+    let config =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy/ftpgate-front.cfg");
+    let _haproxy = haproxy_with(
+        &config,
+        &[
+            ("FTP_PUBLIC", public.to_string()),
+            ("DATA_PUBLIC", "127.0.0.1:43100-43119".to_string()),
+            ("FTPGATE_CONTROL", inside.to_string()),
+            ("FTPGATE", "127.0.0.2".to_string()),
+        ],
+        // Ready once it listens; a port of the data range, whose connection reaches
+        // no listener of ftpgate's (the control port's would be a session).
+        SocketAddr::from(([127, 0, 0, 1], 43119)),
+    );
+    let local = tempfile::tempdir().expect("tempdir");
+    // EPSV, PASV (its 227 names the balancer), and an upload.
+    for (i, extra) in [[""; 0].as_slice(), &["--disable-epsv"]].iter().enumerate() {
+        let got = local.path().join(format!("{i}.bin"));
+        run_ok(
+            Command::new("curl")
+                .args(["-sS", "--max-time", "20", "--interface", "127.0.0.3"])
+                .args(*extra)
+                .arg("-o")
+                .arg(&got)
+                .arg(format!("ftp://{public}/pub/one.bin")),
+        );
+        assert_same_file(&got, &server.public().join("one.bin"));
+        run_ok(
+            Command::new("curl")
+                .args(["-sS", "--max-time", "20", "--interface", "127.0.0.3"])
+                .args(*extra)
+                .arg("-T")
+                .arg(&got)
+                .arg(format!("ftp://{public}/pub/up-{i}.bin")),
+        );
+        assert_same_file(&got, &server.public().join(format!("up-{i}.bin")));
+    }
+    assert!(gate.log().contains("client=127.0.0.3:"), "{}", gate.log());
+    assert_eq!(
+        gate.metric(r#"ftpgate_proxy_headers_total{leg="control",outcome="ok"}"#),
+        4.0
+    );
+    assert_eq!(
+        gate.metric(r#"ftpgate_proxy_headers_total{leg="data",outcome="ok"}"#),
+        4.0
+    );
+    // A thief racing for the port through the balancer: refused, and the client's
+    // download goes on.
+    let out = run_ok(Command::new("python3").args([
+        "-c",
+        RACE,
+        "127.0.0.1",
+        &port.to_string(),
+        "pub/one.bin",
+    ]));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("thief: 0") && said.contains("got 1048576"),
+        "{said}"
+    );
+    assert_eq!(
+        gate.metric(r#"ftpgate_expectations_refused_total{reason="wrong-peer"}"#),
+        1.0
+    );
+    // Not through the balancer: a client straight from 127.0.0.5, and the balancer's
+    // address without a header. Both closed before any greeting.
+    for (source, send) in [
+        ("127.0.0.5", &b""[..]),
+        ("127.0.0.1", b"USER anonymous\r\n"),
+    ] {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&SocketAddr::new(source.parse().expect("ip"), 0).into())
+            .expect("bind");
+        socket.connect(&inside.into()).expect("connect");
+        let mut stream: std::net::TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        std::io::Write::write_all(&mut stream, send).expect("write");
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stream, &mut got);
+        assert!(
+            got.is_empty(),
+            "{source}: {}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    assert_eq!(
+        gate.metric(r#"ftpgate_proxy_headers_total{leg="control",outcome="untrusted"}"#),
+        1.0
+    );
+    assert_eq!(
+        gate.metric(r#"ftpgate_proxy_headers_total{leg="control",outcome="malformed"}"#),
+        1.0
+    );
 }
 
 #[test]

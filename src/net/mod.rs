@@ -2,6 +2,7 @@
 //! port, onward connections from a chosen local address, and the byte relay.
 
 pub mod nft;
+pub mod proxy_header;
 mod relay;
 
 use std::io;

@@ -116,6 +116,7 @@ pub fn open(
     binding: Binding,
     path: DataPath,
     edge: bool,
+    balancers: Option<crate::rules::AddrMatch>,
 ) -> Option<Opened> {
     let key = (session, req.id);
     let transferred = Arc::new(Transferred::default());
@@ -159,10 +160,13 @@ pub fn open(
     // needs it to hold one. The port of the hole's destination is chosen when it is
     // installed.
     let unported = SocketAddr::new(req.dst_ip, 0);
+    // A balancer's PROXY header must be read off the connection, which the kernel
+    // does not do either.
     let kernel = path == DataPath::Kernel
         && req.conversion.is_none()
         && tls.is_none()
-        && server_tls.is_none();
+        && server_tls.is_none()
+        && balancers.is_none();
     let hole = (kernel && shared.nft.is_some())
         .then(|| Hole::new(req.expected_peer, unported, req.onward, req.onward_from))
         .flatten();
@@ -218,6 +222,7 @@ pub fn open(
         tls_described: std::sync::OnceLock::new(),
         server_tls,
         server_tls_described: std::sync::OnceLock::new(),
+        balancers,
     };
     shared
         .data_tasks
@@ -434,6 +439,9 @@ struct Expectation {
     server_tls: Option<ServerTls>,
     /// The same for that TLS.
     server_tls_described: std::sync::OnceLock<String>,
+    /// `accept-proxy`: the client's passive connection comes through one of these
+    /// balancers, with a PROXY header naming the client.
+    balancers: Option<crate::rules::AddrMatch>,
 }
 
 /// ftpgate's TLS toward the client on a protected data connection.
@@ -740,7 +748,12 @@ impl Expectation {
         let accepted = match (self.req.conversion, listener) {
             (Some(Conversion::DialServer { server, from }), _) => self.dial(from, server).await?,
             (_, Some(listener)) => self
-                .accept_expected_peer(listener, self.req.expected_peer, admits_peer)
+                .accept_expected_peer(
+                    listener,
+                    self.req.expected_peer,
+                    self.client_balancers(),
+                    admits_peer,
+                )
                 .await
                 .ok_or_else(|| self.no_peer())?,
             (_, None) => return Err(DataOutcome::Failed),
@@ -749,7 +762,7 @@ impl Expectation {
         let onward = match (self.req.conversion, second) {
             (Some(Conversion::AcceptServer { expected_peer, .. }), Some((listener, local))) => {
                 let admits = |peer, dst| track::admits(expected_peer, local, peer, dst);
-                self.accept_expected_peer(listener, expected_peer, admits)
+                self.accept_expected_peer(listener, expected_peer, None, admits)
                     .await
                     .ok_or_else(|| self.no_peer())?
             }
@@ -772,7 +785,8 @@ impl Expectation {
     ) -> Result<(TcpStream, TcpStream), DataOutcome> {
         let dial = self.dial(self.req.onward_from, self.req.onward);
         // It owns the listener and drops it when it returns (invariant 3).
-        let accept = self.accept_expected_peer(listener, self.req.expected_peer, admits);
+        let balancers = self.client_balancers();
+        let accept = self.accept_expected_peer(listener, self.req.expected_peer, balancers, admits);
         tokio::pin!(dial, accept);
         let mut dialed = None;
         let accepted = loop {
@@ -800,15 +814,26 @@ impl Expectation {
             .observe(since.elapsed().as_secs_f64());
     }
 
+    /// The balancers a connection on the listener for the client comes through: in
+    /// passive mode, that of a listener with `accept-proxy` (in active mode ftpgate
+    /// dials the client, and the server's connections come straight).
+    fn client_balancers(&self) -> Option<&crate::rules::AddrMatch> {
+        self.balancers
+            .as_ref()
+            .filter(|_| self.req.mode == DataMode::Passive)
+    }
+
     /// Waits for the expected peer until the engine expires the expectation; anyone
     /// else is refused and the expectation stays open for the right peer (invariant 2).
     /// The listener is dropped on return, so the port takes no second connection
     /// (invariant 3). `admits` judges a peer by its address and the connection's
-    /// original destination.
+    /// original destination; through `balancers`, by the client its PROXY header names
+    /// (a connection from elsewhere, or without a header, is refused the same way).
     async fn accept_expected_peer(
         &self,
         listener: TcpListener,
         expected: IpAddr,
+        balancers: Option<&crate::rules::AddrMatch>,
         admits: impl Fn(IpAddr, Option<SocketAddr>) -> Result<(), Mismatch>,
     ) -> Option<TcpStream> {
         loop {
@@ -817,34 +842,49 @@ impl Expectation {
                 _ = self.expire.cancelled() => return None,
                 r = listener.accept() => r,
             };
-            match accepted {
-                Ok((stream, peer)) => match admits(
-                    peer.ip(),
-                    net::original_dst(&stream)
-                        .map(|d| OrigDstAddr::new(d).get())
-                        .ok(),
-                ) {
-                    Ok(()) => {
-                        let _ = stream.set_nodelay(true);
-                        return Some(stream);
-                    }
-                    Err(mismatch) => {
-                        tracing::warn!(
-                            %peer,
-                            %expected,
-                            reason = mismatch.as_str(),
-                            "data connection refused"
-                        );
-                        self.shared
-                            .metrics
-                            .expectations_refused_total
-                            .with_label_values(&[mismatch.as_str()])
-                            .inc();
-                    }
-                },
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "data accept failed");
                     tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let (who, dst) = match balancers {
+                None => {
+                    let dst = net::original_dst(&stream).map(|d| OrigDstAddr::new(d).get());
+                    (peer.ip(), dst.ok())
+                }
+                Some(balancers) => {
+                    match super::session::proxied(&self.shared, balancers, &stream, peer, "data")
+                        .await
+                    {
+                        // The client dialed the balancer at the address and port
+                        // ftpgate announced (`set advertise`).
+                        Some((client, dialed)) => (client.ip(), Some(dialed)),
+                        // No client's connection at all: closed, counted there.
+                        None => continue,
+                    }
+                }
+            };
+            match admits(who, dst) {
+                Ok(()) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some(stream);
+                }
+                Err(mismatch) => {
+                    tracing::warn!(
+                        %peer,
+                        client = %who,
+                        %expected,
+                        reason = mismatch.as_str(),
+                        "data connection refused"
+                    );
+                    self.shared
+                        .metrics
+                        .expectations_refused_total
+                        .with_label_values(&[mismatch.as_str()])
+                        .inc();
                 }
             }
         }

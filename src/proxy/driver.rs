@@ -693,7 +693,18 @@ impl<'a> Driver<'a> {
             client: self.client_tls_session.clone(),
             server: self.server_tls_session.clone(),
         };
-        match data::open(self.shared, self.id, req, tls, events, binding, path, edge) {
+        let balancers = self.listener.accept_proxy.clone();
+        match data::open(
+            self.shared,
+            self.id,
+            req,
+            tls,
+            events,
+            binding,
+            path,
+            edge,
+            balancers,
+        ) {
             Some(opened) => {
                 self.data.insert(req.id, opened.handle);
                 Event::ExpectationOpened {

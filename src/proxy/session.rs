@@ -24,6 +24,14 @@ pub async fn serve(
     client: TcpStream,
     peer: SocketAddr,
 ) {
+    let (peer, dialed) = match &listener.accept_proxy {
+        None => (peer, None),
+        Some(balancers) => match proxied(&shared, balancers, &client, peer, "control").await {
+            Some((client, dialed)) => (client, Some(dialed)),
+            // Not a session: the balancer's health check, or a connection refused.
+            None => return,
+        },
+    };
     let peer = ClientAddr::new(peer);
     let started = Instant::now();
     let limits = {
@@ -41,6 +49,7 @@ pub async fn serve(
         own: shared.own_sockets.load_full(),
         origin,
         tls_implicit: listener.tls_implicit,
+        dialed,
     };
     let id = match shared.tracker.open_session(entry, limits) {
         Ok(id) => id,
@@ -68,6 +77,45 @@ pub async fn serve(
     count(&shared, outcome);
     shared.metrics.sessions_active.dec();
     shared.tracker.close_session(id);
+}
+
+/// Behind a load balancer (`accept-proxy`): the client the PROXY header of a
+/// connection from `peer` names, and the address the client dialed (the balancer's),
+/// when `peer` is a trusted balancer and the header one; counted either way. `None`
+/// leaves the connection to be closed.
+pub(super) async fn proxied(
+    shared: &Shared,
+    balancers: &crate::rules::AddrMatch,
+    stream: &TcpStream,
+    peer: SocketAddr,
+    leg: &'static str,
+) -> Option<(SocketAddr, SocketAddr)> {
+    use crate::net::proxy_header::{Header, read_header};
+    if !balancers.matches(peer.ip().to_canonical()) {
+        tracing::warn!(%peer, leg, "PROXY header refused: not from a trusted balancer");
+        shared.metrics.proxy_header(leg, "untrusted");
+        return None;
+    }
+    let limit = shared.config.load().settings.connect_timeout;
+    match read_header(stream, limit).await {
+        Ok(Header::Client {
+            source,
+            destination,
+        }) => {
+            shared.metrics.proxy_header(leg, "ok");
+            let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+            Some((canonical(source), canonical(destination)))
+        }
+        Ok(Header::Local) => {
+            shared.metrics.proxy_header(leg, "local");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%peer, leg, reason = e.as_str(), "PROXY header refused");
+            shared.metrics.proxy_header(leg, e.as_str());
+            None
+        }
+    }
 }
 
 fn count(shared: &Shared, outcome: SessionOutcome) {

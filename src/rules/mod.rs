@@ -181,6 +181,10 @@ pub struct Listener {
     pub data_path: DataPath,
     /// `tls implicit`: TLS from the first byte (FTPS on port 990), before the greeting.
     pub tls_implicit: bool,
+    /// `accept-proxy from ADDRS`: behind a load balancer, every connection (control,
+    /// and the client's passive data connections) starts with a PROXY protocol header
+    /// from one of these addresses, naming the real client.
+    pub accept_proxy: Option<AddrMatch>,
     pub origin: Origin,
 }
 

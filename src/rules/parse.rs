@@ -9,6 +9,7 @@
 //!                       | "transparent" SOCKADDR ["tproxy" ["preserve-source"]]
 //!                       | "forward" SOCKADDR )
 //!              ["data-path" ("relay" | "kernel")] ["tls" "implicit"]
+//!              ["accept-proxy" "from" ADDRS]              (reverse and forward)
 //! metrics   := "metrics" "listen" SOCKADDR ["sessions" ("on" | "off")] ["allow" ADDRS]
 //!              ["token-file" PATH]
 //! table     := "table" "<" NAME ">" ( "{" TARGET ("," TARGET)* "}" | "file" PATH )
@@ -230,8 +231,8 @@ enum TableBody {
 /// What one line says.
 enum Statement {
     Set(Setting),
-    /// The address, mode, data path and `tls implicit`.
-    Listen(SocketAddr, ListenMode, DataPath, bool),
+    /// The address, mode, data path, `tls implicit` and `accept-proxy from`.
+    Listen(SocketAddr, ListenMode, DataPath, bool, Option<AddrMatch>),
     /// The address, the options, and the `token-file` to read the token from.
     Metrics(SocketAddr, Admin, Option<PathBuf>),
     Rule(SessionRule),
@@ -288,7 +289,7 @@ fn set_statement(i: &str) -> PResult<'_, Statement> {
     }
 }
 
-fn listen_statement(i: &str) -> PResult<'_, Statement> {
+fn listen_statement<'a>(i: &'a str, tables: &Tables) -> PResult<'a, Statement> {
     let (rest, (addr, mode)) = listen_mode(i)?;
     let (rest, data_path) = if peek(rest) == Some("data-path") {
         let (rest, _) = keyword("data-path")(rest)?;
@@ -302,18 +303,34 @@ fn listen_statement(i: &str) -> PResult<'_, Statement> {
     };
     let (tls_at, _) = space0(rest)?;
     let (rest, tls) = optional_keyword(rest, "tls");
-    if !tls {
-        return Ok((rest, Statement::Listen(addr, mode, data_path, false)));
-    }
-    if mode == ListenMode::Forward {
+    if tls && mode == ListenMode::Forward {
         // The session is decided only at `USER name@host`, inside the TLS.
         return fail(
             tls_at,
             "tls implicit goes with reverse and transparent listeners",
         );
     }
-    let (rest, _) = keyword("implicit")(rest)?;
-    Ok((rest, Statement::Listen(addr, mode, data_path, true)))
+    let rest = if tls {
+        keyword("implicit")(rest)?.0
+    } else {
+        rest
+    };
+    let (proxy_at, _) = space0(rest)?;
+    let (rest, accept_proxy) = optional_keyword(rest, "accept-proxy");
+    if !accept_proxy {
+        return Ok((rest, Statement::Listen(addr, mode, data_path, tls, None)));
+    }
+    if matches!(mode, ListenMode::Transparent(_)) {
+        // An intercepted connection comes from the client itself.
+        return fail(
+            proxy_at,
+            "accept-proxy goes with reverse and forward listeners (behind a load balancer)",
+        );
+    }
+    let (rest, _) = keyword("from")(rest)?;
+    let (rest, trusted) = addrs(rest, tables)?;
+    let listen = Statement::Listen(addr, mode, data_path, tls, Some(trusted));
+    Ok((rest, listen))
 }
 
 fn listen_mode(i: &str) -> PResult<'_, (SocketAddr, ListenMode)> {
@@ -954,7 +971,7 @@ fn statement<'a>(i: &'a str, origin: Origin, tables: &Tables) -> PResult<'a, Sta
     let (rest, word) = token(at)?;
     let (rest, stmt) = match word {
         "set" => set_statement(rest)?,
-        "listen" => listen_statement(rest)?,
+        "listen" => listen_statement(rest, tables)?,
         "metrics" => metrics_statement(rest, tables)?,
         "table" => table_statement(rest, tables)?,
         "include" => {
@@ -1134,7 +1151,7 @@ impl Builder {
                 }
                 setting.apply(&mut self.settings);
             }
-            Statement::Listen(addr, mode, data_path, tls_implicit) => {
+            Statement::Listen(addr, mode, data_path, tls_implicit, accept_proxy) => {
                 let at = code.find(&addr.to_string()).map_or(code, |p| &code[p..]);
                 if self.config.listeners.iter().any(|l| l.addr == addr) {
                     return Err(error(at, format!("{addr} is already a listener")));
@@ -1163,6 +1180,7 @@ impl Builder {
                     mode,
                     data_path,
                     tls_implicit,
+                    accept_proxy,
                     origin,
                 });
             }
@@ -1704,6 +1722,35 @@ mod tests {
         assert_eq!(
             err(&format!("{edge}\ntls intercept {cert} key {leaf_key}\n")),
             format!("x.rules:2:15: expected ca, found `{cert}`")
+        );
+    }
+
+    #[test]
+    fn a_listener_behind_a_balancer_names_the_balancers_it_trusts() {
+        let c = parse_str(
+            "x.rules",
+            "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21 accept-proxy from { 10.0.0.2, 10.0.0.3 }\npass\n",
+        )
+        .unwrap();
+        let trusted = c.listeners[0].accept_proxy.as_ref().unwrap();
+        assert!(trusted.matches("10.0.0.3".parse().unwrap()));
+        assert!(!trusted.matches("10.0.0.4".parse().unwrap()));
+        assert!(
+            parse_str(
+                "x.rules",
+                "listen forward 127.0.0.1:2121 accept-proxy from any\npass\n"
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            err("listen transparent 0.0.0.0:8021 accept-proxy from 10.0.0.2\npass\n"),
+            "x.rules:1:33: accept-proxy goes with reverse and forward listeners (behind a load balancer)"
+        );
+        assert_eq!(
+            err(
+                "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21 accept-proxy 10.0.0.2\npass\n"
+            ),
+            "x.rules:1:66: expected from, found `10.0.0.2`"
         );
     }
 

@@ -24,6 +24,10 @@ pub struct Start {
     pub origin: Origin,
     /// `tls implicit`: the shell speaks TLS with the client from its first byte.
     pub tls_implicit: bool,
+    /// Behind a load balancer (`accept-proxy`): the address the client dialed, as the
+    /// balancer's PROXY header says; the client believes it is connected there, so
+    /// passive replies announce it and data connections must arrive for it.
+    pub dialed: Option<SocketAddr>,
 }
 
 /// Where a session's server comes from, by listener mode.

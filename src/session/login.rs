@@ -151,7 +151,7 @@ impl Session {
                 self.route(Route {
                     server,
                     server_name: Some(host),
-                    client_side: local.get(),
+                    client_side: self.dialed.unwrap_or(local.get()),
                     client_local: local.ip(),
                     server_mode: None,
                     tls: TlsPolicy::default(),

@@ -91,6 +91,8 @@ pub struct Session {
     own: Arc<OwnSockets>,
     /// `tls implicit`: the client's control connection is TLS already.
     tls_implicit: bool,
+    /// [`Start::dialed`].
+    dialed: Option<SocketAddr>,
     policy: Arc<Config>,
     stage: Stage,
     timers: Timers,
@@ -124,6 +126,7 @@ impl Session {
             client: start.client,
             own: start.own.clone(),
             tls_implicit: start.tls_implicit,
+            dialed: start.dialed,
             policy,
             stage: Stage::Closed,
             timers,
@@ -147,6 +150,7 @@ impl Session {
                 local: LocalAddr::new(params.client_side),
             },
             tls_implicit: params.tls_implicit,
+            dialed: None,
         };
         let mut session = Session::unstarted(&start, policy.clone(), now);
         session.stage = Stage::Relaying(Box::new(Control::new(params, policy, now)));

@@ -19,6 +19,7 @@ fn start(origin: Origin) -> Start {
         own: Arc::new(OwnSockets::default()),
         origin,
         tls_implicit: false,
+        dialed: None,
     }
 }
 
@@ -559,4 +560,56 @@ fn only_an_intercepted_session_passes_tls_through() {
     assert!(a.iter().any(|a| matches!(a, Action::PassThrough { .. })));
     // Nothing times out a blind session: not the login timer, not the idle timer.
     assert_eq!(l.s.poll_timeout(), None);
+}
+
+#[test]
+fn behind_a_balancer_passive_replies_announce_the_address_the_client_dialed() {
+    let start = Start {
+        dialed: Some("192.0.2.10:21".parse().unwrap()),
+        ..start(reverse())
+    };
+    let mut session = Session::new(start, policy("pass\n"), t0());
+    session.poll_actions();
+    session.handle(t0(), Event::Resolved(Some(SERVER.parse().unwrap())));
+    let server_side = SERVER_SIDE.parse().unwrap();
+    session.handle(t0(), Event::Connected { server_side });
+    let mut feed = |bytes: &[u8], client: bool| {
+        let mut frames = Vec::new();
+        LineFramer::new(4096).push(bytes, &mut frames);
+        let event = |f| {
+            if client {
+                Event::Client(f)
+            } else {
+                Event::Server(f)
+            }
+        };
+        frames
+            .into_iter()
+            .flat_map(|f| session.handle(t0(), event(f)))
+            .collect::<Vec<_>>()
+    };
+    feed(b"220 ready\r\n", false);
+    feed(b"PASV\r\n", true);
+    let a = feed(
+        b"227 Entering Passive Mode (203,0,113,2,117,49).\r\n",
+        false,
+    );
+    let open = opens(&a);
+    // The data listener binds ftpgate's own address; the connection must arrive for
+    // the balancer's, which the 227 names.
+    assert_eq!(open.len(), 1, "{a:?}");
+    assert_eq!(open[0].listen_ip, "198.51.100.1".parse::<IpAddr>().unwrap());
+    assert_eq!(open[0].dst_ip, "192.0.2.10".parse::<IpAddr>().unwrap());
+    let opened = Event::ExpectationOpened {
+        id: open[0].id,
+        proxy: "198.51.100.1:40001".parse().unwrap(),
+        server_port: None,
+        path: DataPath::Relay,
+    };
+    let a = session.handle(t0(), opened);
+    assert!(
+        to_client(&a).starts_with("227 Entering Passive Mode (192,0,2,10,156,65)"),
+        "{}",
+        to_client(&a)
+    );
 }

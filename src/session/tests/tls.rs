@@ -489,6 +489,7 @@ fn an_implicit_server_leg_is_secured_at_connect_and_protects_data_after_the_gree
             local: "198.51.100.1:21".parse().unwrap(),
         },
         tls_implicit: false,
+        dialed: None,
     };
     let mut s = Session::new(start, policy, t0());
     s.poll_actions();
