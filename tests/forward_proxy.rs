@@ -128,3 +128,39 @@ fn an_ambiguous_login_line_is_refused_before_any_server_is_named() {
     assert!(c.cmd(&user).starts_with("331"));
     assert!(c.cmd("PASS guest@").starts_with("230"));
 }
+
+/// Names the server with `HOST`, logs in, downloads `path`; prints the HOST reply and
+/// the size.
+const HOST: &str = r#"
+import ftplib, sys
+gate_host, gate_port, target, path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ftp = ftplib.FTP(timeout=20)
+print(ftp.connect(gate_host, gate_port))
+print(ftp.sendcmd("HOST " + target))
+ftp.login()
+data = []
+ftp.retrbinary("RETR " + path, data.append)
+print("got", sum(len(d) for d in data))
+ftp.quit()
+"#;
+
+#[test]
+fn a_client_names_its_server_with_host_then_logs_in_as_usual() {
+    require!("vsftpd", "python3");
+    let server = Vsftpd::start(LOCALHOST);
+    make_file(&server.public().join("data.bin"), 1 << 20, 5);
+    let gate = forward_gate(server.addr);
+    let out = run_ok(std::process::Command::new("python3").args([
+        "-c",
+        HOST,
+        &gate.addr.ip().to_string(),
+        &gate.addr.port().to_string(),
+        &server.addr.to_string(),
+        "pub/data.bin",
+    ]));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("220 HOST accepted"), "{said}");
+    assert!(said.contains("got 1048576"), "{said}");
+    // The server was chosen by address: it never hears HOST.
+    assert!(!server.log().contains("HOST"), "{}", server.log());
+}

@@ -73,7 +73,21 @@ pub struct ForwardUser {
 /// so user names may contain `@` themselves. The port defaults to 21.
 pub fn parse_forward_user(arg: &str) -> Option<ForwardUser> {
     let (user, target) = arg.rsplit_once('@')?;
-    if user.is_empty() || target.is_empty() {
+    if user.is_empty() {
+        return None;
+    }
+    let (host, port) = parse_forward_host(target)?;
+    Some(ForwardUser {
+        user: user.to_string(),
+        host,
+        port,
+    })
+}
+
+/// `host`, `host:port` or `[v6]:port` (port 21 by default): the server a forward
+/// client names, in `USER name@…` or in `HOST …` (RFC 7151).
+pub fn parse_forward_host(target: &str) -> Option<(String, u16)> {
+    if target.is_empty() {
         return None;
     }
     let (host, port) = if let Some(rest) = target.strip_prefix('[') {
@@ -93,11 +107,7 @@ pub fn parse_forward_user(arg: &str) -> Option<ForwardUser> {
     if host.is_empty() || !host.chars().all(valid) || port == 0 {
         return None;
     }
-    Some(ForwardUser {
-        user: user.to_string(),
-        host: host.to_string(),
-        port,
-    })
+    Some((host.to_string(), port))
 }
 
 /// A parsed client command.

@@ -12,8 +12,8 @@ pub mod reply;
 
 pub use command::{
     Command, EpsvArg, ForwardUser, LineError, Malformed, SyntaxError, TransferKind, canonical_verb,
-    command_words, is_known_verb, parse_command, parse_forward_user, parse_line, transfer_kind,
-    verb_class,
+    command_words, is_known_verb, parse_command, parse_forward_host, parse_forward_user,
+    parse_line, transfer_kind, verb_class,
 };
 pub use line::{Defect, Frame, Line, LineFramer, Signals};
 pub use reply::{Reply, ReplyAssembler, parse_227, parse_228, parse_229};

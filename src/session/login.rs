@@ -9,7 +9,9 @@ use std::time::Instant;
 use super::say::{Say, Scope};
 use super::{Action, CloseReason, Control, Origin, Params, Rejection, Session, Stage};
 use crate::addrs::{LocalAddr, ServerAddr};
-use crate::codec::{Command, Frame, LineError, LineFramer, parse_forward_user, parse_line};
+use crate::codec::{
+    Command, Frame, LineError, LineFramer, parse_forward_host, parse_forward_user, parse_line,
+};
 use crate::rules::{Parties, Verdict};
 use crate::vocab::{DataMode, MIN_DATA_PORT, ServerTls, TlsPolicy, UpstreamFailure};
 
@@ -30,14 +32,18 @@ pub(super) struct Route {
     /// Forward listener: the proxy greeted the client, so the server's greeting is
     /// not passed on.
     pub proxy_greeted: bool,
+    /// Replies of ftpgate's the client is owed once the server has greeted (the
+    /// answer to a forward client's `HOST`).
+    pub answers: Vec<Vec<u8>>,
     /// Transparent listener: only its sessions may pass TLS through, since only on an
     /// edge do their data connections cross to the server directly.
     pub intercepted: bool,
 }
 
 impl Route {
-    /// The same route again, for a fresh connection to the same server.
-    pub fn again(params: &Params, proxy_greeted: bool) -> Route {
+    /// The same route again, for a fresh connection to the same server, with the
+    /// replies still owed behind its greeting.
+    pub fn again(params: &Params, proxy_greeted: bool, answers: Vec<Vec<u8>>) -> Route {
         Route {
             server: params.server,
             server_name: params.server_name.clone(),
@@ -46,6 +52,7 @@ impl Route {
             server_mode: params.server_mode,
             tls: params.tls.clone(),
             proxy_greeted,
+            answers,
             // Decided once, at the session verdict.
             intercepted: false,
         }
@@ -79,6 +86,7 @@ impl Session {
                     local,
                     host: host.clone(),
                     user: None,
+                    by_host: false,
                 };
                 self.out.push(Action::Resolve { host, port });
             }
@@ -93,6 +101,7 @@ impl Session {
                 server_mode: None,
                 tls: TlsPolicy::default(),
                 proxy_greeted: false,
+                answers: Vec::new(),
                 intercepted: true,
             }),
         }
@@ -113,6 +122,7 @@ impl Session {
                             local,
                             host: f.host.clone(),
                             user: Some(f.user),
+                            by_host: false,
                         };
                         self.out.push(Action::Resolve {
                             host: f.host,
@@ -120,6 +130,22 @@ impl Session {
                         });
                     }
                     None => self.say_refusal(Say::ForwardUsage),
+                }
+            }
+            // RFC 7151: the server by name, before the login.
+            Ok(Command::Other { verb, arg }) if verb == "HOST" => {
+                let target = arg.map(|a| String::from_utf8_lossy(&a).trim().to_string());
+                match target.as_deref().and_then(parse_forward_host) {
+                    Some((host, port)) => {
+                        self.stage = Stage::Resolving {
+                            local,
+                            host: host.clone(),
+                            user: None,
+                            by_host: true,
+                        };
+                        self.out.push(Action::Resolve { host, port });
+                    }
+                    None => self.say_refusal(Say::HostUsage),
                 }
             }
             Ok(Command::Other { verb, .. }) if verb == "QUIT" => {
@@ -130,24 +156,35 @@ impl Session {
     }
 
     pub(super) fn on_resolved(&mut self, now: Instant, server: Option<ServerAddr>) {
-        let Stage::Resolving { local, host, user } =
-            std::mem::replace(&mut self.stage, Stage::Closed)
+        let Stage::Resolving {
+            local,
+            host,
+            user,
+            by_host,
+        } = std::mem::replace(&mut self.stage, Stage::Closed)
         else {
             return;
         };
-        match (server, user) {
-            (None, None) => self.say_and_close(
+        // A forward client named the server (in `USER` or `HOST`) and may name another.
+        let forward = user.is_some() || by_host;
+        match (server, forward) {
+            (None, false) => self.say_and_close(
                 Say::Unreachable,
                 CloseReason::UpstreamFailed(UpstreamFailure::Resolve),
             ),
-            (Some(server), Some(_)) if server.get() == local.get() => {
+            (Some(server), true) if server.get() == local.get() => {
                 self.retry_login(now, local, Say::ForwardIsProxy)
             }
-            (None, Some(_)) => self.retry_login(now, local, Say::ForwardUnresolved),
-            (Some(server), user) => {
+            (None, true) => self.retry_login(now, local, Say::ForwardUnresolved),
+            (Some(server), _) => {
                 if let Some(user) = &user {
                     self.hold_login(user);
                 }
+                let answers = if by_host {
+                    vec![Say::HostOk.encode()]
+                } else {
+                    Vec::new()
+                };
                 self.route(Route {
                     server,
                     server_name: Some(host),
@@ -155,7 +192,8 @@ impl Session {
                     client_local: local.ip(),
                     server_mode: None,
                     tls: TlsPolicy::default(),
-                    proxy_greeted: user.is_some(),
+                    proxy_greeted: forward,
+                    answers,
                     intercepted: false,
                 })
             }
@@ -218,6 +256,9 @@ impl Session {
         let mut control = Control::new(params, self.policy.clone(), now);
         if route.proxy_greeted {
             control.greeted_by_proxy();
+        }
+        for answer in route.answers {
+            control.answer_after_greeting(answer);
         }
         if implicit {
             self.out.extend(control.secure_server_implicitly());

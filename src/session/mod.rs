@@ -70,6 +70,9 @@ enum Stage {
         local: LocalAddr,
         /// The name being resolved, which a server certificate must match.
         host: String,
+        /// A forward client named it with `HOST` (RFC 7151), owed a reply once the
+        /// server has greeted.
+        by_host: bool,
         /// The forward client's user name (without `@host`).
         user: Option<String>,
     },

@@ -36,6 +36,10 @@ pub(super) enum Say {
     ForwardGreeting,
     /// `USER` without `@host`.
     ForwardUsage,
+    /// `HOST` without a usable `host[:port]`.
+    HostUsage,
+    /// `HOST host[:port]` on a forward listener: connected, the server greeted.
+    HostOk,
     /// Any other command before `USER name@host`.
     ForwardFirst,
     ForwardUnresolved,
@@ -145,6 +149,8 @@ impl Say {
         match self {
             Say::ForwardGreeting => say(220, "ftpgate: log in as USER name@host[:port]."),
             Say::ForwardUsage => say(501, "Log in as USER name@host[:port]."),
+            Say::HostUsage => say(501, "Name the server as HOST host[:port]."),
+            Say::HostOk => say(220, "HOST accepted: the server is ready for USER."),
             Say::ForwardFirst => say(530, "Log in with USER name@host[:port] first."),
             Say::ForwardUnresolved => say(530, "Cannot resolve that host."),
             Say::ForwardIsProxy => say(530, "That is this proxy; name an FTP server."),

@@ -81,7 +81,11 @@ impl Session {
         let Stage::Relaying(control) = std::mem::replace(&mut self.stage, Stage::Closed) else {
             return;
         };
-        let route = Route::again(control.params(), control.proxy_greeted());
+        let route = Route::again(
+            control.params(),
+            control.proxy_greeted(),
+            control.owed_local_replies(),
+        );
         self.reconnects += 1;
         self.out
             .push(Action::UpstreamRetry(UpstreamFailure::GreetingTimeout));

@@ -243,6 +243,22 @@ impl Control {
         matches!(self.pending.front(), Some(Pending::HiddenGreeting))
     }
 
+    /// A reply of ftpgate's, owed behind everything the server owes now (its greeting).
+    pub fn answer_after_greeting(&mut self, bytes: Vec<u8>) {
+        self.pending.push_back(Pending::Local(bytes));
+    }
+
+    /// The replies of ftpgate's still waiting behind the server's.
+    pub fn owed_local_replies(&self) -> Vec<Vec<u8>> {
+        self.pending
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Local(bytes) => Some(bytes.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The client was greeted by the proxy (forward listener): the server's own
     /// greeting is not passed on unless it refuses the session.
     pub fn greeted_by_proxy(&mut self) {

@@ -613,3 +613,36 @@ fn behind_a_balancer_passive_replies_announce_the_address_the_client_dialed() {
         to_client(&a)
     );
 }
+
+#[test]
+fn a_forward_client_may_name_its_server_with_host_before_the_login() {
+    let (mut l, _) = Life::new(forward(), policy("pass\n"));
+    let a = l.client(b"HOST\r\nHOST [bad\r\n");
+    assert_eq!(
+        to_client(&a),
+        "501 Name the server as HOST host[:port].\r\n501 Name the server as HOST host[:port].\r\n"
+    );
+    let a = l.client(b"HOST ftp.example:2121\r\n");
+    let resolve = Action::Resolve {
+        host: "ftp.example".into(),
+        port: 2121,
+    };
+    assert_eq!(a, [resolve]);
+    // A name that does not resolve may be corrected, as after USER name@host.
+    let a = l.event(Event::Resolved(None));
+    assert_eq!(to_client(&a), "530 Cannot resolve that host.\r\n");
+    let a = l.client(b"HOST ftp.example\r\nUSER alice\r\n");
+    assert_eq!(a.len(), 1);
+    l.event(Event::Resolved(Some(SERVER.parse().unwrap())));
+    let server_side = SERVER_SIDE.parse().unwrap();
+    l.event(Event::Connected { server_side });
+    // ftpgate answers HOST once the server greeted (its greeting is not passed on),
+    // and the login the client sent meanwhile goes to the server after it. The server
+    // never sees HOST: it was chosen by address.
+    let a = l.server(b"220 ready\r\n");
+    assert_eq!(
+        to_client(&a),
+        "220 HOST accepted: the server is ready for USER.\r\n"
+    );
+    assert_eq!(to_server(&a), "USER alice\r\n");
+}
