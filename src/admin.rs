@@ -119,6 +119,7 @@ pub fn sessions_json(shared: &Shared) -> Value {
                 "client_tls": s.client_tls,
                 "server_tls": s.server_tls,
                 "tls_passthrough_ports": s.passthrough.map(|p| p.to_string()),
+                "pool": s.pool,
                 "expectations": expectations,
             })
         })

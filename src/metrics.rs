@@ -60,6 +60,10 @@ pub struct Metrics {
     pub tls_passthrough_total: IntCounterVec,
     pub active_address_substituted_total: IntCounterVec,
     pub proxy_headers_total: IntCounterVec,
+    pub backend_up: IntGaugeVec,
+    pub backend_sessions: IntGaugeVec,
+    pub backend_sessions_total: IntCounterVec,
+    pub backend_connect_failures_total: IntCounterVec,
     pub reload_last_success: IntGauge,
     pub reload_last_success_timestamp_seconds: Gauge,
 }
@@ -80,6 +84,12 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
     let c = IntCounterVec::new(opts(name, help), labels)
         .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
     register(r, c)
+}
+
+fn gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(opts(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    register(r, g)
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -249,6 +259,32 @@ impl Metrics {
                  server-data: the same toward the FTP server, under tls server) and \
                  outcome (ok, failed).",
                 &["leg", "outcome"],
+            ),
+            backend_up: gauges(
+                &r,
+                "backend_up",
+                "1 while a pool's server is up (its health checks and connects pass), 0 \
+                 while it is out.",
+                &["pool", "backend"],
+            ),
+            backend_sessions: gauges(
+                &r,
+                "backend_sessions",
+                "Sessions on a pool's server now.",
+                &["pool", "backend"],
+            ),
+            backend_sessions_total: counter(
+                &r,
+                "backend_sessions_total",
+                "Sessions a pool sent to each of its servers.",
+                &["pool", "backend"],
+            ),
+            backend_connect_failures_total: counter(
+                &r,
+                "backend_connect_failures_total",
+                "Sessions that could not connect to the pool's server they were sent to \
+                 (each counts toward taking the server out, as a failed check does).",
+                &["pool", "backend"],
             ),
             proxy_headers_total: counter(
                 &r,

@@ -55,6 +55,8 @@ pub struct SessionEntry {
     pub server_tls: Option<String>,
     /// `tls passthrough`: the server's passive ports the client may reach.
     pub passthrough: Option<crate::vocab::PortRange>,
+    /// A pool listener's session: the pool (its server is `server`).
+    pub pool: Option<String>,
 }
 
 impl SessionEntry {
@@ -71,6 +73,7 @@ impl SessionEntry {
             client_tls: None,
             server_tls: None,
             passthrough: None,
+            pool: None,
         }
     }
 }

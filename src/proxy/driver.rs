@@ -92,6 +92,9 @@ pub(super) struct Driver<'a> {
     /// `tls passthrough`: the control connection is relayed blind, and the ruleset
     /// lets the client reach the server's passive ports while this is set.
     passage: Option<crate::net::nft::Passage>,
+    /// A pool listener's session: the server it was sent to, which a failed connect
+    /// counts against.
+    picked: Option<super::pools::Picked>,
     /// The data connections of the session, to cancel or expire them.
     data: HashMap<ExpectationId, Handle>,
     /// Kernel holes to close once the output of the current turn has left.
@@ -123,6 +126,7 @@ impl<'a> Driver<'a> {
         session: Session,
         client: TcpStream,
         peer: ClientAddr,
+        picked: Option<super::pools::Picked>,
     ) -> Self {
         let rules = shared.config.load_full();
         let max_line = rules.settings.max_line;
@@ -152,6 +156,7 @@ impl<'a> Driver<'a> {
             server_tls_waits: None,
             server_held: Vec::new(),
             passage: None,
+            picked,
             data: HashMap::new(),
             closing: Vec::new(),
             local: VecDeque::new(),
@@ -798,6 +803,9 @@ impl<'a> Driver<'a> {
             },
             Done::Connected(Err(e)) => {
                 tracing::warn!(error = %e, "cannot connect to the FTP server");
+                if let Some(picked) = &self.picked {
+                    self.shared.pools.connect_failed(self.shared, picked);
+                }
                 self.feed(Event::ConnectFailed).await
             }
         }

@@ -7,6 +7,7 @@
 mod data;
 mod driver;
 mod outbox;
+pub mod pools;
 mod report;
 mod session;
 
@@ -48,6 +49,8 @@ pub struct Shared {
     /// The sockets ftpgate listens on, which no data connection may target; the
     /// host's addresses are read again at each reload.
     pub own_sockets: ArcSwap<OwnSockets>,
+    /// Which servers of each pool are up, and their sessions.
+    pub pools: pools::Pools,
 }
 
 impl Shared {
@@ -77,6 +80,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             data_tasks: TaskTracker::new(),
             nft,
+            pools: pools::Pools::default(),
         })
     }
 
@@ -262,6 +266,7 @@ pub async fn serve_on(
     workers: Option<Arc<Workers>>,
 ) -> std::io::Result<()> {
     let sessions = TaskTracker::new();
+    tokio::spawn(pools::check_pools(shared.clone()));
     for (listener, socket) in listeners {
         let socket = TcpListener::from_std(socket)?;
         tracing::info!(addr = %listener.addr, rule = %listener.origin, "listening");

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::driver::Driver;
+use super::pools::Picked;
 use crate::addrs::{ClientAddr, LocalAddr, OrigDstAddr};
 use crate::net;
 use crate::rules::{Interception, ListenMode, Listener, Source};
@@ -63,10 +64,26 @@ pub async fn serve(
     };
     shared.metrics.sessions_active.inc();
     let span = tracing::info_span!("session", id, client = %peer, server = tracing::field::Empty);
-    let origin = origin(&listener, &client);
+    let picked = pick(&shared, &listener, peer);
+    if let Some(p) = &picked {
+        let pool = p.pool.clone();
+        shared.tracker.update_session(id, |s| s.pool = Some(pool));
+    }
+    let origin = origin(&listener, &client, picked.as_ref());
     let session = Session::new(start(origin), shared.config.load_full(), started);
-    let driver = Driver::new(&shared, id, &listener, session, client, peer);
+    let driver = Driver::new(
+        &shared,
+        id,
+        &listener,
+        session,
+        client,
+        peer,
+        picked.clone(),
+    );
     let outcome = driver.run().instrument(span.clone()).await;
+    if let Some(p) = &picked {
+        shared.pools.release(&shared, p);
+    }
     span.in_scope(|| {
         tracing::info!(
             outcome = outcome.as_str(),
@@ -151,8 +168,9 @@ fn refuse(shared: &Shared, client: TcpStream, start: Start) -> SessionOutcome {
     outcome
 }
 
-/// Where the session's server comes from, as far as the sockets tell.
-fn origin(listener: &Listener, client: &TcpStream) -> Origin {
+/// Where the session's server comes from, as far as the sockets tell (and, on a pool
+/// listener, the server `picked` for it).
+fn origin(listener: &Listener, client: &TcpStream, picked: Option<&Picked>) -> Origin {
     let Ok(local) = client.local_addr().map(LocalAddr::new) else {
         return Origin::Rejected(Rejection::Unreachable);
     };
@@ -163,8 +181,26 @@ fn origin(listener: &Listener, client: &TcpStream) -> Origin {
             port: upstream.port,
             local,
         },
+        ListenMode::Pool { .. } => match picked {
+            Some(picked) => Origin::Upstream {
+                host: picked.backend.host.clone(),
+                port: picked.backend.port,
+                local,
+            },
+            None => Origin::Rejected(Rejection::NoServerUp),
+        },
         ListenMode::Transparent(how) => intercepted(listener, client, local, *how),
     }
+}
+
+/// On a pool listener, the pool's server for a session of `client`.
+fn pick(shared: &Shared, listener: &Listener, client: ClientAddr) -> Option<Picked> {
+    let ListenMode::Pool { pool } = &listener.mode else {
+        return None;
+    };
+    let config = shared.config.load();
+    let pool = config.pools.iter().find(|p| &p.name == pool)?;
+    shared.pools.pick(shared, pool, client.ip())
 }
 
 fn intercepted(

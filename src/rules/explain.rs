@@ -30,6 +30,7 @@ pub fn explain(c: &Config) -> String {
             },
             ListenMode::Transparent(Interception::Redirect) => "transparent (REDIRECT)".into(),
             ListenMode::Forward => "forward (USER name@host[:port])".into(),
+            ListenMode::Pool { pool } => format!("reverse pool {pool}"),
             ListenMode::Transparent(Interception::Tproxy {
                 source: Source::Proxy,
             }) => "transparent (TPROXY)".into(),
@@ -99,6 +100,25 @@ pub fn explain(c: &Config) -> String {
             r.from,
             r.to,
             r.origin
+        );
+    }
+    for p in &c.pools {
+        let servers: Vec<String> = p.backends.iter().map(ToString::to_string).collect();
+        let check = p.check.map_or(String::new(), |c| {
+            format!(
+                " check interval {}ms fall {} rise {}",
+                c.interval.as_millis(),
+                c.fall,
+                c.rise
+            )
+        });
+        let _ = writeln!(
+            out,
+            "pool {} {{ {} }} balance {}{check}    # {}",
+            p.name,
+            servers.join(", "),
+            p.balance.as_str(),
+            p.origin
         );
     }
     if let Some(i) = &c.tls_intercept {

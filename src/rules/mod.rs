@@ -145,6 +145,51 @@ pub enum ListenMode {
     /// The client names the server when it logs in, `USER name@host[:port]`; the
     /// proxy greets it, resolves the host and applies the session rules to it.
     Forward,
+    /// Every session goes to one server of a `pool`, as its balance picks.
+    Pool { pool: String },
+}
+
+/// `pool NAME { HOST:PORT, … } …`: servers that share a reverse listener's sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub name: String,
+    pub backends: Vec<Upstream>,
+    pub balance: Balance,
+    /// `check interval D fall N rise N`: active health checks (a connect and a `220`).
+    pub check: Option<Check>,
+    pub origin: Origin,
+}
+
+/// How a pool picks a server for a new session, among those up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// In turn (the default).
+    RoundRobin,
+    /// The one with the fewest sessions now.
+    LeastSessions,
+    /// The same server for the same client address while the set of servers up stays
+    /// the same (rendezvous hashing: a server going down moves only its clients).
+    StickyClient,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round-robin",
+            Balance::LeastSessions => "least-sessions",
+            Balance::StickyClient => "sticky-client",
+        }
+    }
+}
+
+/// A pool's active health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Check {
+    pub interval: Duration,
+    /// Failed checks (or connects of sessions) in a row that take a server out.
+    pub fall: u32,
+    /// Passed checks in a row that bring it back.
+    pub rise: u32,
 }
 
 /// How the firewall hands a transparent listener its connections.
@@ -556,6 +601,8 @@ pub struct Config {
     pub tls: Option<crate::tls::Server>,
     /// `tls intercept ca FILE key FILE`.
     pub tls_intercept: Option<TlsIntercept>,
+    /// `pool` statements.
+    pub pools: Vec<Pool>,
 }
 
 /// `tls intercept ca FILE key FILE`: the operator's CA, which signs the certificates

@@ -15,6 +15,10 @@
 //! table     := "table" "<" NAME ">" ( "{" TARGET ("," TARGET)* "}" | "file" PATH )
 //! include   := "include" PATH
 //! tls       := "tls" "cert" PATH "key" PATH | "tls" "intercept" "ca" PATH "key" PATH
+//! pool      := "pool" NAME "{" HOST ":" PORT ("," HOST ":" PORT)* "}"
+//!              ["balance" ("round-robin" | "least-sessions" | "sticky-client")]
+//!              ["check" "interval" DURATION "fall" N "rise" N]
+//!              (and `listen reverse SOCKADDR pool NAME`)
 //! rule      := ("pass" | "block" ["return-code" CODE [QUOTED]]) ["log"]   (or log first)
 //!              ["on" SOCKADDR] ["from" ADDRS] ["to" ADDRS] ["port" PORTS]
 //!              [ "cmd" WORDS | "user" WORDS | "data" DATA* ]
@@ -49,10 +53,10 @@ use nom::{IResult, Parser};
 
 use super::settings::{self, Setting};
 use super::{
-    AddrMatch, AddrSet, Admin, ClientTls, Config, DataMatch, DataPath, Family, Interception,
-    ListenMode, Listener, Origin, PortRange, PortSet, ReturnCode, RuleError, ServerTls,
-    SessionRule, Settings, Source, Subject, Table, TlsCert, TlsIntercept, TlsPolicy, Upstream,
-    Verdict, Verify,
+    AddrMatch, AddrSet, Admin, Balance, Check, ClientTls, Config, DataMatch, DataPath, Family,
+    Interception, ListenMode, Listener, Origin, Pool, PortRange, PortSet, ReturnCode, RuleError,
+    ServerTls, SessionRule, Settings, Source, Subject, Table, TlsCert, TlsIntercept, TlsPolicy,
+    Upstream, Verdict, Verify,
 };
 use crate::codec::TransferKind;
 use crate::vocab::{DataMode, ProxyVersion};
@@ -248,6 +252,83 @@ enum Statement {
         ca: PathBuf,
         key: PathBuf,
     },
+    Pool(Pool),
+}
+
+/// `pool NAME { HOST:PORT, … } [balance B] [check interval D fall N rise N]`.
+fn pool_statement(i: &str, origin: Origin) -> PResult<'_, Statement> {
+    let (rest, name) = next("a pool name", |t| {
+        t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            .then_some(t)
+    })(i)?;
+    let (at, _) = space0(rest)?;
+    if !at.starts_with('{') {
+        return fail(at, "expected the pool's servers: { HOST:PORT, HOST:PORT }");
+    }
+    let Some(end) = at.find('}') else {
+        return fail(at, "a `{` list needs its closing `}`");
+    };
+    let mut backends = Vec::new();
+    for item in at.get(1..end).unwrap_or_default().split(',') {
+        let item_at = from_part(at, item.trim_start());
+        match upstream(item.trim()) {
+            Some(up) => backends.push(up),
+            None => {
+                return fail(
+                    item_at,
+                    format!("expected a server HOST:PORT, found `{}`", item.trim()),
+                );
+            }
+        }
+    }
+    let mut rest = at.get(end + 1..).unwrap_or_default();
+    let mut balance = Balance::RoundRobin;
+    let mut check = None;
+    loop {
+        match peek(rest) {
+            Some("balance") => {
+                let (r, _) = keyword("balance")(rest)?;
+                let (r, b) = next(
+                    "round-robin, least-sessions or sticky-client",
+                    |t| match t {
+                        "round-robin" => Some(Balance::RoundRobin),
+                        "least-sessions" => Some(Balance::LeastSessions),
+                        "sticky-client" => Some(Balance::StickyClient),
+                        _ => None,
+                    },
+                )(r)?;
+                balance = b;
+                rest = r;
+            }
+            Some("check") => {
+                let (r, _) = keyword("check")(rest)?;
+                let (r, _) = keyword("interval")(r)?;
+                let (r, interval) = next("a duration such as 2s", |t| {
+                    duration(t).filter(|d| !d.is_zero())
+                })(r)?;
+                let (r, _) = keyword("fall")(r)?;
+                let (r, fall) = next("a number above 0", |t| t.parse().ok().filter(|n| *n > 0))(r)?;
+                let (r, _) = keyword("rise")(r)?;
+                let (r, rise) = next("a number above 0", |t| t.parse().ok().filter(|n| *n > 0))(r)?;
+                check = Some(Check {
+                    interval,
+                    fall,
+                    rise,
+                });
+                rest = r;
+            }
+            _ => break,
+        }
+    }
+    let pool = Pool {
+        name: name.to_string(),
+        backends,
+        balance,
+        check,
+        origin,
+    };
+    Ok((rest, Statement::Pool(pool)))
 }
 
 /// `tls cert FILE key FILE` or `tls intercept ca FILE key FILE`.
@@ -364,6 +445,19 @@ fn listen_mode(i: &str) -> PResult<'_, (SocketAddr, ListenMode)> {
             },
         });
         return Ok((rest, (addr, mode)));
+    }
+    let (rest, pool) = optional_keyword(rest, "pool");
+    if pool {
+        let (rest, name) = next("a pool name", Some)(rest)?;
+        return Ok((
+            rest,
+            (
+                addr,
+                ListenMode::Pool {
+                    pool: name.to_string(),
+                },
+            ),
+        ));
     }
     let (rest, _) = keyword("upstream")(rest)?;
     let (rest, mut up) = next("an upstream HOST:PORT", upstream)(rest)?;
@@ -979,6 +1073,7 @@ fn statement<'a>(i: &'a str, origin: Origin, tables: &Tables) -> PResult<'a, Sta
             (rest, Statement::Include(p))
         }
         "tls" => tls_statement(rest)?,
+        "pool" => pool_statement(rest, origin.clone())?,
         "pass" => rule_statement(Verdict::Pass, rest, origin, tables)?,
         "block" => rule_statement(Verdict::Block, rest, origin, tables)?,
         other => {
@@ -1282,6 +1377,15 @@ impl Builder {
                     origin,
                 });
             }
+            Statement::Pool(pool) => {
+                if let Some(first) = self.config.pools.iter().find(|p| p.name == pool.name) {
+                    return Err(error(
+                        argument,
+                        format!("pool {} again (first at {})", pool.name, first.origin),
+                    ));
+                }
+                self.config.pools.push(pool);
+            }
             Statement::Include(path) => {
                 let path = relative_to(file, &path);
                 // A problem with the include itself points at this line; those
@@ -1378,6 +1482,22 @@ impl Builder {
                         more: Vec::new(),
                     });
                 }
+            }
+        }
+        for l in &self.config.listeners {
+            let ListenMode::Pool { pool } = &l.mode else {
+                continue;
+            };
+            if !self.config.pools.iter().any(|p| &p.name == pool) {
+                self.errors.push(RuleError {
+                    file: l.origin.file.to_string(),
+                    line: l.origin.line,
+                    col: 1,
+                    message: format!("no pool {pool}: add `pool {pool} {{ HOST:PORT, … }}`"),
+                    source_line: String::new(),
+                    width: 1,
+                    more: Vec::new(),
+                });
             }
         }
         let intercepts = self
@@ -1751,6 +1871,37 @@ mod tests {
                 "listen reverse 127.0.0.1:2121 upstream 127.0.0.1:21 accept-proxy 10.0.0.2\npass\n"
             ),
             "x.rules:1:66: expected from, found `10.0.0.2`"
+        );
+    }
+
+    #[test]
+    fn a_pool_lists_servers_a_balance_and_a_check_for_a_listener() {
+        let c = parse_str(
+            "x.rules",
+            "listen reverse 0.0.0.0:2121 pool web\n\
+             pool web { 10.0.0.1:21, ftp.example.net:2121, [2001:db8::5]:21 } balance least-sessions check interval 2s fall 3 rise 2\npass\n",
+        )
+        .unwrap();
+        let pool = &c.pools[0];
+        assert_eq!(pool.backends.len(), 3);
+        assert_eq!(pool.backends[2].to_string(), "[2001:db8::5]:21");
+        assert_eq!(pool.balance, Balance::LeastSessions);
+        let check = pool.check.unwrap();
+        assert_eq!(
+            (check.interval, check.fall, check.rise),
+            (Duration::from_secs(2), 3, 2)
+        );
+        assert_eq!(
+            err("listen reverse 0.0.0.0:2121 pool web\npass\n"),
+            "x.rules:1:1: no pool web: add `pool web { HOST:PORT, … }`"
+        );
+        assert_eq!(
+            err("pool web { 10.0.0.1:21, nope }\n"),
+            "x.rules:1:25: expected a server HOST:PORT, found `nope`"
+        );
+        assert_eq!(
+            err("pool web { 10.0.0.1:21 } balance random\n"),
+            "x.rules:1:34: expected round-robin, least-sessions or sticky-client, found `random`"
         );
     }
 
@@ -2356,6 +2507,7 @@ mod tests {
                 "ftps-edge.rules",
                 "ftps-reverse.rules",
                 "outbound-lan.rules",
+                "server-farm-pool.rules",
                 "server-farm.rules"
             ]
         );

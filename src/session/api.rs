@@ -62,6 +62,8 @@ pub enum Rejection {
     NotIntercepted,
     /// The connection's own addresses could not be read.
     Unreachable,
+    /// A pool listener: none of the pool's servers is up.
+    NoServerUp,
 }
 
 /// The addresses of one control session, all in canonical form (no IPv4-mapped IPv6).

@@ -69,7 +69,7 @@ impl Session {
                     }
                     Rejection::NoOriginalDst => (Say::NoOriginalDst, CloseReason::Refused),
                     Rejection::NotIntercepted => (Say::NotIntercepted, CloseReason::Refused),
-                    Rejection::Unreachable => (
+                    Rejection::Unreachable | Rejection::NoServerUp => (
                         Say::Unreachable,
                         CloseReason::UpstreamFailed(UpstreamFailure::Connect),
                     ),

@@ -1,0 +1,108 @@
+//! Server pools (issue 18): a reverse listener spreads its sessions over three real
+//! vsftpd servers as the pool's balance says, checks them (a connect and a `220`), takes
+//! out one that stops within `fall × interval` while the others go on serving, and
+//! keeps each client on one server under `sticky-client`.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+
+use support::*;
+
+fn servers() -> Vec<Vsftpd> {
+    (0..3)
+        .map(|i| {
+            let server = Vsftpd::start(LOCALHOST);
+            make_file(&server.public().join("one.bin"), 64 << 10, 10 + i);
+            server
+        })
+        .collect()
+}
+
+fn farm(servers: &[Vsftpd], balance: &str) -> Gate {
+    let ip: IpAddr = LOCALHOST.parse().expect("ip");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let list: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    Gate::start(&format!(
+        "listen reverse {listen} pool farm\n\
+         pool farm {{ {} }} balance {balance} check interval 200ms fall 2 rise 1\n\
+         pass from 127.0.0.0/8\n",
+        list.join(", ")
+    ))
+}
+
+/// Sessions each server of the pool got.
+fn spread(gate: &Gate, servers: &[Vsftpd]) -> Vec<f64> {
+    let metrics = gate.metrics();
+    servers
+        .iter()
+        .map(|s| {
+            metric_value(
+                &metrics,
+                &format!(
+                    r#"ftpgate_backend_sessions_total{{backend="{}",pool="farm"}}"#,
+                    s.addr
+                ),
+            )
+        })
+        .collect()
+}
+
+fn fetch(gate: &Gate, source: &str) {
+    run_ok(Command::new("curl").args([
+        "-sS",
+        "--max-time",
+        "20",
+        "--interface",
+        source,
+        "-o",
+        "/dev/null",
+        &format!("ftp://{}/pub/one.bin", gate.addr),
+    ]));
+}
+
+#[test]
+fn round_robin_spreads_sessions_and_a_server_that_stops_is_taken_out() {
+    require!("vsftpd", "curl");
+    let mut servers = servers();
+    let gate = farm(&servers, "round-robin");
+    for _ in 0..6 {
+        fetch(&gate, "127.0.0.1");
+    }
+    assert_eq!(spread(&gate, &servers), [2.0, 2.0, 2.0]);
+    // The third server stops: its checks fail, and within fall × interval (0.4 s) it
+    // is out; every session goes on, to the other two.
+    let stopped = servers.pop().expect("third");
+    let label = stopped.addr.to_string();
+    drop(stopped);
+    eventually("the stopped server to be taken out", || {
+        gate.metric(&format!(
+            r#"ftpgate_backend_up{{backend="{label}",pool="farm"}}"#
+        )) == 0.0
+    });
+    for _ in 0..4 {
+        fetch(&gate, "127.0.0.1");
+    }
+    assert_eq!(spread(&gate, &servers), [4.0, 4.0]);
+    assert!(gate.log().contains("server down"), "{}", gate.log());
+}
+
+#[test]
+fn sticky_client_keeps_each_client_on_one_server() {
+    require!("vsftpd", "curl");
+    let servers = servers();
+    let gate = farm(&servers, "sticky-client");
+    for source in ["127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        let before = spread(&gate, &servers);
+        for _ in 0..3 {
+            fetch(&gate, source);
+        }
+        let after = spread(&gate, &servers);
+        let moved: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        assert!(
+            moved.iter().filter(|n| **n == 3.0).count() == 1 && moved.iter().sum::<f64>() == 3.0,
+            "{source}: {moved:?}"
+        );
+    }
+}
