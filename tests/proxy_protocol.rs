@@ -140,8 +140,10 @@ fn behind_haproxy_the_header_names_the_client_on_control_and_data_connections() 
     make_file(&server.public().join("one.bin"), 1 << 20, 7);
     let ip: IpAddr = LOCALHOST.parse().expect("ip");
     let port = free_port(ip);
+    // The balancer on an address of its own: its 20 data ports are free there even
+    // while other tests' sockets come and go on 127.0.0.1.
     let (public, inside) = (
-        SocketAddr::new(ip, port),
+        SocketAddr::from(([127, 0, 0, 7], port)),
         SocketAddr::from(([127, 0, 0, 2], port)),
     );
     let gate = Gate::start(&format!(
@@ -155,13 +157,13 @@ fn behind_haproxy_the_header_names_the_client_on_control_and_data_connections() 
         &config,
         &[
             ("FTP_PUBLIC", public.to_string()),
-            ("DATA_PUBLIC", "127.0.0.1:43100-43119".to_string()),
+            ("DATA_PUBLIC", "127.0.0.7:43100-43119".to_string()),
             ("FTPGATE_CONTROL", inside.to_string()),
             ("FTPGATE", "127.0.0.2".to_string()),
         ],
         // Ready once it listens; a port of the data range, whose connection reaches
         // no listener of ftpgate's (the control port's would be a session).
-        SocketAddr::from(([127, 0, 0, 1], 43119)),
+        SocketAddr::from(([127, 0, 0, 7], 43119)),
     );
     let local = tempfile::tempdir().expect("tempdir");
     // EPSV, PASV (its 227 names the balancer), and an upload.
@@ -200,7 +202,7 @@ fn behind_haproxy_the_header_names_the_client_on_control_and_data_connections() 
     let out = run_ok(Command::new("python3").args([
         "-c",
         RACE,
-        "127.0.0.1",
+        "127.0.0.7",
         &port.to_string(),
         "pub/one.bin",
     ]));
@@ -249,20 +251,26 @@ fn behind_haproxy_the_header_names_the_client_on_control_and_data_connections() 
 }
 
 #[test]
-fn haproxy_reads_the_client_from_ftpgates_header_in_both_versions() {
+fn haproxy_reads_the_client_from_ftpgates_header_in_both_versions_and_from_a_pool() {
     require!("haproxy", "vsftpd", "curl");
     let server = Vsftpd::start(LOCALHOST);
     make_file(&server.public().join("one.bin"), 1 << 20, 7);
     let ip: IpAddr = LOCALHOST.parse().expect("ip");
     let local = tempfile::tempdir().expect("tempdir");
-    for version in ["v1", "v2"] {
+    // A reverse listener's upstream, and a pool's servers.
+    for (version, pool) in [("v1", false), ("v2", false), ("v2", true)] {
         let balancer = SocketAddr::new(ip, free_port(ip));
         let haproxy = Haproxy::start(balancer, server.addr);
         let listen = SocketAddr::new(ip, free_port(ip));
+        let target = if pool {
+            format!("pool farm\npool farm {{ {balancer} }} send-proxy {version}")
+        } else {
+            format!("upstream {balancer} send-proxy {version}")
+        };
         let gate = Gate::start(&format!(
-            "listen reverse {listen} upstream {balancer} send-proxy {version}\npass from 127.0.0.0/8\n"
+            "listen reverse {listen} {target}\npass from 127.0.0.0/8\n"
         ));
-        let got = local.path().join(format!("{version}.bin"));
+        let got = local.path().join(format!("{version}-{pool}.bin"));
         run_ok(
             Command::new("curl")
                 .args(["-sS", "--max-time", "20", "--interface", "127.0.0.2", "-o"])

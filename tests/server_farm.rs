@@ -106,3 +106,62 @@ fn sticky_client_keeps_each_client_on_one_server() {
         );
     }
 }
+
+/// Logs in as `user` (ftpgate greets first) and quits; prints the greeting and the
+/// server's answer to `USER`.
+const LOGIN: &str = r#"
+import socket, sys
+host, port, user = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+c = socket.create_connection((host, port), timeout=20)
+f = c.makefile("rb")
+print(f.readline().decode().strip())
+c.sendall(("USER " + user + "\r\n").encode())
+print(f.readline().decode().strip())
+c.sendall(b"QUIT\r\n")
+f.readline()
+"#;
+
+#[test]
+fn users_go_to_the_pool_that_takes_them_and_stay_on_one_server() {
+    require!("vsftpd", "python3");
+    let servers = servers();
+    let ip: IpAddr = LOCALHOST.parse().expect("ip");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let gate = Gate::start(&format!(
+        "listen reverse {listen} pool farm\n\
+         pool staff {{ {} }} users {{ alice, ops-* }}\n\
+         pool farm {{ {}, {} }} balance sticky-user\n\
+         pass from 127.0.0.0/8\n",
+        servers[0].addr, servers[1].addr, servers[2].addr
+    ));
+    let login = |user: &str| {
+        let out = run_ok(Command::new("python3").args([
+            "-c",
+            LOGIN,
+            &listen.ip().to_string(),
+            &listen.port().to_string(),
+            user,
+        ]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let total = |pool: &str, server: &Vsftpd| {
+        gate.metric(&format!(
+            r#"ftpgate_backend_sessions_total{{backend="{}",pool="{pool}"}}"#,
+            server.addr
+        ))
+    };
+    for user in ["alice", "ops-backup", "alice"] {
+        let said = login(user);
+        // ftpgate greets; the USER answer is the server's (vsftpd is anonymous-only).
+        assert!(said.starts_with("220 ftpgate ready."), "{said}");
+        assert!(said.contains("530"), "{said}");
+    }
+    assert_eq!(total("staff", &servers[0]), 3.0);
+    // Everyone else: the farm, each user always on the same one of its two servers.
+    for _ in 0..3 {
+        login("anonymous");
+    }
+    let farm = [total("farm", &servers[1]), total("farm", &servers[2])];
+    assert!(farm == [3.0, 0.0] || farm == [0.0, 3.0], "{farm:?}");
+    assert_eq!(total("staff", &servers[0]), 3.0);
+}

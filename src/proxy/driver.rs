@@ -657,6 +657,7 @@ impl<'a> Driver<'a> {
                     None => {}
                 },
                 Action::Resolve { host, port } => self.resolve(host, port),
+                Action::Pick { user } => self.pick_for(&user),
                 Action::Connect { server } => self.connect(server.get()),
                 Action::Close(reason) => {
                     self.on_close(reason);
@@ -724,6 +725,33 @@ impl<'a> Driver<'a> {
                 Event::ExpectationFailed { id: req.id }
             }
         }
+    }
+
+    /// A pool listener routing by user: the server of the pool that takes `user` (or
+    /// the listener's), looked up; none up answers at once.
+    fn pick_for(&mut self, user: &str) {
+        let picked = match &self.listener.mode {
+            crate::rules::ListenMode::Pool { pool } => {
+                self.rules.pool_for(pool, Some(user)).and_then(|pool| {
+                    self.shared
+                        .pools
+                        .pick(self.shared, pool, self.peer.ip(), Some(user))
+                })
+            }
+            _ => None,
+        };
+        let Some(picked) = picked else {
+            tracing::warn!(user, "no server of the pool is up");
+            self.pending = Some(Box::pin(async { Done::Resolved(None) }));
+            return;
+        };
+        let pool = picked.pool.clone();
+        self.shared
+            .tracker
+            .update_session(self.id, |s| s.pool = Some(pool));
+        let (host, port) = (picked.backend.host.clone(), picked.backend.port);
+        self.picked = Some(picked);
+        self.resolve(host, port);
     }
 
     fn resolve(&mut self, host: String, port: u16) {
@@ -815,10 +843,17 @@ impl<'a> Driver<'a> {
     /// of anything else (an implicit TLS's hello too), naming the client and the
     /// address it dialed.
     fn send_proxy_header(&mut self) {
-        let ListenMode::Reverse { upstream } = &self.listener.mode else {
-            return;
+        let version = match (&self.listener.mode, &self.picked) {
+            (ListenMode::Reverse { upstream }, _) => upstream.send_proxy,
+            (ListenMode::Pool { .. }, Some(picked)) => self
+                .rules
+                .pools
+                .iter()
+                .find(|p| p.name == picked.pool)
+                .and_then(|p| p.send_proxy),
+            _ => None,
         };
-        let (Some(version), Ok(dialed)) = (upstream.send_proxy, self.client.local_addr()) else {
+        let (Some(version), Ok(dialed)) = (version, self.client.local_addr()) else {
             return;
         };
         let header = crate::codec::proxy_header::header(version, self.peer.get(), dialed);
@@ -869,6 +904,9 @@ impl<'a> Driver<'a> {
             tls.send_close_notify();
             self.server_tls_progress();
             let _ = self.write_server();
+        }
+        if let Some(picked) = self.picked.take() {
+            self.shared.pools.release(self.shared, &picked);
         }
         if let (Some(passage), Some(nft)) = (self.passage.take(), self.shared.nft.as_ref()) {
             if let Err(e) = nft.close_passage(&passage) {

@@ -64,9 +64,15 @@ impl Picked {
 }
 
 impl Pools {
-    /// A server of `pool` for a session of `client`, counted as one of its sessions;
-    /// `None` when none is up.
-    pub fn pick(&self, shared: &Shared, pool: &Pool, client: IpAddr) -> Option<Picked> {
+    /// A server of `pool` for a session of `client` (logging in as `user`, when the
+    /// pool routes by user), counted as one of its sessions; `None` when none is up.
+    pub fn pick(
+        &self,
+        shared: &Shared,
+        pool: &Pool,
+        client: IpAddr,
+        user: Option<&str>,
+    ) -> Option<Picked> {
         let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
         let up: Vec<(usize, &Upstream)> = pool
             .backends
@@ -94,7 +100,11 @@ impl Pools {
             Balance::StickyClient => up
                 .iter()
                 .copied()
-                .max_by_key(|(_, b)| rendezvous(client, &b.to_string())),
+                .max_by_key(|(_, b)| rendezvous(&client, &b.to_string())),
+            Balance::StickyUser => up.iter().copied().max_by_key(|(_, b)| match user {
+                Some(user) => rendezvous(&user, &b.to_string()),
+                None => rendezvous(&client, &b.to_string()),
+            }),
         };
         let (_, backend) = chosen?;
         let label = backend.to_string();
@@ -213,10 +223,10 @@ impl Pools {
 
 /// The weight of `backend` for `client` (rendezvous hashing): the highest wins, and a
 /// server's leaving moves only the clients it had.
-fn rendezvous(client: IpAddr, backend: &str) -> u64 {
+fn rendezvous(key: &impl std::hash::Hash, backend: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    client.hash(&mut h);
+    key.hash(&mut h);
     backend.hash(&mut h);
     h.finish()
 }

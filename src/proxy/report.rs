@@ -72,6 +72,7 @@ pub(super) fn report(shared: &Shared, id: SessionId, action: Action) {
         | Action::SecureClient
         | Action::SecureServer { .. }
         | Action::PassThrough { .. }
+        | Action::Pick { .. }
         | Action::ClearClient
         | Action::Resolve { .. }
         | Action::Connect { .. }

@@ -64,26 +64,24 @@ pub async fn serve(
     };
     shared.metrics.sessions_active.inc();
     let span = tracing::info_span!("session", id, client = %peer, server = tracing::field::Empty);
-    let picked = pick(&shared, &listener, peer);
+    // A pool that routes by user picks at `USER` (the driver); the others now.
+    let by_user = match &listener.mode {
+        ListenMode::Pool { pool } => shared.config.load().routes_by_user(pool),
+        _ => false,
+    };
+    let picked = if by_user {
+        None
+    } else {
+        pick(&shared, &listener, peer)
+    };
     if let Some(p) = &picked {
         let pool = p.pool.clone();
         shared.tracker.update_session(id, |s| s.pool = Some(pool));
     }
-    let origin = origin(&listener, &client, picked.as_ref());
+    let origin = origin(&listener, &client, picked.as_ref(), by_user);
     let session = Session::new(start(origin), shared.config.load_full(), started);
-    let driver = Driver::new(
-        &shared,
-        id,
-        &listener,
-        session,
-        client,
-        peer,
-        picked.clone(),
-    );
+    let driver = Driver::new(&shared, id, &listener, session, client, peer, picked);
     let outcome = driver.run().instrument(span.clone()).await;
-    if let Some(p) = &picked {
-        shared.pools.release(&shared, p);
-    }
     span.in_scope(|| {
         tracing::info!(
             outcome = outcome.as_str(),
@@ -170,7 +168,12 @@ fn refuse(shared: &Shared, client: TcpStream, start: Start) -> SessionOutcome {
 
 /// Where the session's server comes from, as far as the sockets tell (and, on a pool
 /// listener, the server `picked` for it).
-fn origin(listener: &Listener, client: &TcpStream, picked: Option<&Picked>) -> Origin {
+fn origin(
+    listener: &Listener,
+    client: &TcpStream,
+    picked: Option<&Picked>,
+    by_user: bool,
+) -> Origin {
     let Ok(local) = client.local_addr().map(LocalAddr::new) else {
         return Origin::Rejected(Rejection::Unreachable);
     };
@@ -181,6 +184,7 @@ fn origin(listener: &Listener, client: &TcpStream, picked: Option<&Picked>) -> O
             port: upstream.port,
             local,
         },
+        ListenMode::Pool { .. } if by_user => Origin::Pooled { local },
         ListenMode::Pool { .. } => match picked {
             Some(picked) => Origin::Upstream {
                 host: picked.backend.host.clone(),
@@ -200,7 +204,7 @@ fn pick(shared: &Shared, listener: &Listener, client: ClientAddr) -> Option<Pick
     };
     let config = shared.config.load();
     let pool = config.pools.iter().find(|p| &p.name == pool)?;
-    shared.pools.pick(shared, pool, client.ip())
+    shared.pools.pick(shared, pool, client.ip(), None)
 }
 
 fn intercepted(

@@ -157,7 +157,41 @@ pub struct Pool {
     pub balance: Balance,
     /// `check interval D fall N rise N`: active health checks (a connect and a `220`).
     pub check: Option<Check>,
+    /// `users WORDS`: the users (names or patterns) whose sessions this pool takes, on
+    /// any pool listener; ftpgate then greets clients itself and picks after `USER`.
+    pub users: Vec<String>,
+    /// `send-proxy v1|v2`: a PROXY header ahead of each control connection to its
+    /// servers.
+    pub send_proxy: Option<crate::vocab::ProxyVersion>,
     pub origin: Origin,
+}
+
+impl Pool {
+    pub fn takes_user(&self, user: &str) -> bool {
+        self.users
+            .iter()
+            .any(|p| wildmatch::WildMatch::new(p).matches(user))
+    }
+}
+
+impl Config {
+    /// Whether a session of pool listener `pool` is routed by its user: the pool's
+    /// balance is `sticky-user`, or some pool takes users by name. Such sessions are
+    /// greeted by ftpgate and connected only after `USER`.
+    pub fn routes_by_user(&self, pool: &str) -> bool {
+        let sticky = self
+            .pools
+            .iter()
+            .any(|p| p.name == pool && p.balance == Balance::StickyUser);
+        sticky || self.pools.iter().any(|p| !p.users.is_empty())
+    }
+
+    /// The pool for `user` on a listener of pool `default`: the first pool that takes
+    /// the user by name, else `default`.
+    pub fn pool_for(&self, default: &str, user: Option<&str>) -> Option<&Pool> {
+        let named = user.and_then(|u| self.pools.iter().find(|p| p.takes_user(u)));
+        named.or_else(|| self.pools.iter().find(|p| p.name == default))
+    }
 }
 
 /// How a pool picks a server for a new session, among those up.
@@ -170,6 +204,9 @@ pub enum Balance {
     /// The same server for the same client address while the set of servers up stays
     /// the same (rendezvous hashing: a server going down moves only its clients).
     StickyClient,
+    /// The same for the same user name: ftpgate greets the client and picks after
+    /// `USER`.
+    StickyUser,
 }
 
 impl Balance {
@@ -178,6 +215,7 @@ impl Balance {
             Balance::RoundRobin => "round-robin",
             Balance::LeastSessions => "least-sessions",
             Balance::StickyClient => "sticky-client",
+            Balance::StickyUser => "sticky-user",
         }
     }
 }

@@ -16,8 +16,9 @@
 //! include   := "include" PATH
 //! tls       := "tls" "cert" PATH "key" PATH | "tls" "intercept" "ca" PATH "key" PATH
 //! pool      := "pool" NAME "{" HOST ":" PORT ("," HOST ":" PORT)* "}"
-//!              ["balance" ("round-robin" | "least-sessions" | "sticky-client")]
-//!              ["check" "interval" DURATION "fall" N "rise" N]
+//!              ["balance" ("round-robin" | "least-sessions" | "sticky-client" | "sticky-user")]
+//!              ["check" "interval" DURATION "fall" N "rise" N] ["users" WORDS]
+//!              ["send-proxy" ("v1" | "v2")]
 //!              (and `listen reverse SOCKADDR pool NAME`)
 //! rule      := ("pass" | "block" ["return-code" CODE [QUOTED]]) ["log"]   (or log first)
 //!              ["on" SOCKADDR] ["from" ADDRS] ["to" ADDRS] ["port" PORTS]
@@ -285,16 +286,19 @@ fn pool_statement(i: &str, origin: Origin) -> PResult<'_, Statement> {
     let mut rest = at.get(end + 1..).unwrap_or_default();
     let mut balance = Balance::RoundRobin;
     let mut check = None;
+    let mut users = Vec::new();
+    let mut send_proxy = None;
     loop {
         match peek(rest) {
             Some("balance") => {
                 let (r, _) = keyword("balance")(rest)?;
                 let (r, b) = next(
-                    "round-robin, least-sessions or sticky-client",
+                    "round-robin, least-sessions, sticky-client or sticky-user",
                     |t| match t {
                         "round-robin" => Some(Balance::RoundRobin),
                         "least-sessions" => Some(Balance::LeastSessions),
                         "sticky-client" => Some(Balance::StickyClient),
+                        "sticky-user" => Some(Balance::StickyUser),
                         _ => None,
                     },
                 )(r)?;
@@ -318,6 +322,23 @@ fn pool_statement(i: &str, origin: Origin) -> PResult<'_, Statement> {
                 });
                 rest = r;
             }
+            Some("send-proxy") => {
+                let (r, _) = keyword("send-proxy")(rest)?;
+                let (r, v) = next("a PROXY protocol version, v1 or v2", |t| match t {
+                    "v1" => Some(ProxyVersion::V1),
+                    "v2" => Some(ProxyVersion::V2),
+                    _ => None,
+                })(r)?;
+                send_proxy = Some(v);
+                rest = r;
+            }
+            Some("users") => {
+                let (r, _) = keyword("users")(rest)?;
+                let what = "user names or patterns such as alice or { ops-*, backup }";
+                let (r, names) = words(what)(r)?;
+                users = names;
+                rest = r;
+            }
             _ => break,
         }
     }
@@ -326,6 +347,8 @@ fn pool_statement(i: &str, origin: Origin) -> PResult<'_, Statement> {
         backends,
         balance,
         check,
+        users,
+        send_proxy,
         origin,
     };
     Ok((rest, Statement::Pool(pool)))
@@ -1901,7 +1924,7 @@ mod tests {
         );
         assert_eq!(
             err("pool web { 10.0.0.1:21 } balance random\n"),
-            "x.rules:1:34: expected round-robin, least-sessions or sticky-client, found `random`"
+            "x.rules:1:34: expected round-robin, least-sessions, sticky-client or sticky-user, found `random`"
         );
     }
 

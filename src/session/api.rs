@@ -48,6 +48,9 @@ pub enum Origin {
     },
     /// `listen forward`: the client names the server in `USER name@host[:port]`.
     Forward { local: LocalAddr },
+    /// A pool listener that routes by user: ftpgate greets the client and, at `USER`,
+    /// asks the shell for the server ([`Action::Pick`]).
+    Pooled { local: LocalAddr },
     /// The shell could not take the session on.
     Rejected(Rejection),
 }
@@ -320,6 +323,11 @@ pub enum Action {
     UnknownVerb {
         class: &'static str,
         passed: bool,
+    },
+    /// Pick the server of a pool that routes by user for `user`, and look it up;
+    /// answered by [`Event::Resolved`] (`None`: no server is up).
+    Pick {
+        user: String,
     },
     /// Look up the server's name (reverse listener, or forward `USER name@host`);
     /// answered by [`Event::Resolved`].

@@ -79,7 +79,17 @@ impl Session {
             Origin::Forward { local } => {
                 self.out
                     .push(Action::ToClient(Say::ForwardGreeting.encode()));
-                self.stage = Stage::AwaitUser { local };
+                self.stage = Stage::AwaitUser {
+                    local,
+                    by_user: false,
+                };
+            }
+            Origin::Pooled { local } => {
+                self.out.push(Action::ToClient(Say::PoolGreeting.encode()));
+                self.stage = Stage::AwaitUser {
+                    local,
+                    by_user: true,
+                };
             }
             Origin::Upstream { host, port, local } => {
                 self.stage = Stage::Resolving {
@@ -107,11 +117,15 @@ impl Session {
         }
     }
 
-    /// A forward client's line before it named its server.
-    pub(super) fn on_login_line(&mut self, local: LocalAddr, frame: Frame) {
+    /// A forward client's line before it named its server, or a pool client's before
+    /// its `USER` (`by_user`).
+    pub(super) fn on_login_line(&mut self, local: LocalAddr, by_user: bool, frame: Frame) {
         let Frame::Line(line) = frame else {
             return self.say_refusal(Say::LineTooLong);
         };
+        if by_user {
+            return self.on_pool_login_line(local, &line);
+        }
         match parse_line(&line) {
             Err(LineError::Malformed(why)) => self.say_refusal(Say::Malformed(why)),
             Ok(Command::User(name)) => {
@@ -155,6 +169,27 @@ impl Session {
         }
     }
 
+    /// A pool client's line before `USER`: the user picks the server.
+    fn on_pool_login_line(&mut self, local: LocalAddr, line: &crate::codec::Line) {
+        match parse_line(line) {
+            Err(LineError::Malformed(why)) => self.say_refusal(Say::Malformed(why)),
+            Ok(Command::User(name)) => {
+                let user = String::from_utf8_lossy(&name).into_owned();
+                self.stage = Stage::Resolving {
+                    local,
+                    host: String::new(),
+                    user: Some(user.clone()),
+                    by_host: false,
+                };
+                self.out.push(Action::Pick { user });
+            }
+            Ok(Command::Other { verb, .. }) if verb == "QUIT" => {
+                self.say_and_close(Say::Goodbye, CloseReason::ClientClosed)
+            }
+            _ => self.say_refusal(Say::LoginFirst),
+        }
+    }
+
     pub(super) fn on_resolved(&mut self, now: Instant, server: Option<ServerAddr>) {
         let Stage::Resolving {
             local,
@@ -165,17 +200,40 @@ impl Session {
         else {
             return;
         };
-        // A forward client named the server (in `USER` or `HOST`) and may name another.
+        // A forward client named the server (in `USER` or `HOST`) and may name another;
+        // a pool client's server was picked for its user (no host of its own).
+        let pooled = user.is_some() && host.is_empty();
         let forward = user.is_some() || by_host;
         match (server, forward) {
             (None, false) => self.say_and_close(
                 Say::Unreachable,
                 CloseReason::UpstreamFailed(UpstreamFailure::Resolve),
             ),
+            // No server of the pool is up (or its name does not resolve).
+            (None, true) if pooled => self.say_and_close(
+                Say::Unreachable,
+                CloseReason::UpstreamFailed(UpstreamFailure::Connect),
+            ),
             (Some(server), true) if server.get() == local.get() => {
                 self.retry_login(now, local, Say::ForwardIsProxy)
             }
             (None, true) => self.retry_login(now, local, Say::ForwardUnresolved),
+            (Some(server), true) if pooled => {
+                if let Some(user) = &user {
+                    self.hold_login(user);
+                }
+                self.route(Route {
+                    server,
+                    server_name: None,
+                    client_side: self.dialed.unwrap_or(local.get()),
+                    client_local: local.ip(),
+                    server_mode: None,
+                    tls: TlsPolicy::default(),
+                    proxy_greeted: true,
+                    answers: Vec::new(),
+                    intercepted: false,
+                })
+            }
             (Some(server), _) => {
                 if let Some(user) = &user {
                     self.hold_login(user);
@@ -203,7 +261,10 @@ impl Session {
     /// A forward client named a server it cannot have: it may name another.
     fn retry_login(&mut self, now: Instant, local: LocalAddr, say: Say) {
         self.out.push(Action::ToClient(say.encode()));
-        self.stage = Stage::AwaitUser { local };
+        self.stage = Stage::AwaitUser {
+            local,
+            by_user: false,
+        };
         self.release_held(now);
     }
 

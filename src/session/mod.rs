@@ -64,6 +64,8 @@ enum Stage {
     /// Forward listener: greeted, waiting for `USER name@host[:port]`.
     AwaitUser {
         local: LocalAddr,
+        /// A pool listener routing by user (plain `USER name`), not a forward one.
+        by_user: bool,
     },
     /// Waiting for [`Event::Resolved`].
     Resolving {
@@ -266,7 +268,7 @@ impl Session {
 
     fn on_client(&mut self, now: Instant, frame: Frame) {
         match self.stage {
-            Stage::AwaitUser { local } => self.on_login_line(local, frame),
+            Stage::AwaitUser { local, by_user } => self.on_login_line(local, by_user, frame),
             Stage::Relaying(_) if !self.awaiting_greeting => self.relay(now, Event::Client(frame)),
             Stage::Resolving { .. } | Stage::Connecting(_) | Stage::Relaying(_) => {
                 self.held_bytes += frame_len(&frame);

@@ -38,6 +38,10 @@ pub(super) enum Say {
     ForwardUsage,
     /// `HOST` without a usable `host[:port]`.
     HostUsage,
+    /// A pool listener routing by user: ftpgate's own greeting.
+    PoolGreeting,
+    /// Anything but `USER` (or `QUIT`) before it, there.
+    LoginFirst,
     /// `HOST host[:port]` on a forward listener: connected, the server greeted.
     HostOk,
     /// Any other command before `USER name@host`.
@@ -150,6 +154,8 @@ impl Say {
             Say::ForwardGreeting => say(220, "ftpgate: log in as USER name@host[:port]."),
             Say::ForwardUsage => say(501, "Log in as USER name@host[:port]."),
             Say::HostUsage => say(501, "Name the server as HOST host[:port]."),
+            Say::PoolGreeting => say(220, "ftpgate ready."),
+            Say::LoginFirst => say(530, "Log in with USER first."),
             Say::HostOk => say(220, "HOST accepted: the server is ready for USER."),
             Say::ForwardFirst => say(530, "Log in with USER name@host[:port] first."),
             Say::ForwardUnresolved => say(530, "Cannot resolve that host."),

@@ -646,3 +646,43 @@ fn a_forward_client_may_name_its_server_with_host_before_the_login() {
     );
     assert_eq!(to_server(&a), "USER alice\r\n");
 }
+
+#[test]
+fn a_pool_routing_by_user_greets_first_and_picks_at_user() {
+    let pooled = Origin::Pooled {
+        local: LOCAL.parse().unwrap(),
+    };
+    let (mut l, first) = Life::new(pooled.clone(), policy("pass\n"));
+    assert_eq!(to_client(&first), "220 ftpgate ready.\r\n");
+    assert_eq!(
+        to_client(&l.client(b"PWD\r\n")),
+        "530 Log in with USER first.\r\n"
+    );
+    let a = l.client(b"USER alice\r\nPASS secret\r\n");
+    assert_eq!(
+        a,
+        [Action::Pick {
+            user: "alice".into()
+        }]
+    );
+    let a = l.event(Event::Resolved(Some(SERVER.parse().unwrap())));
+    assert!(
+        a.iter().any(|a| matches!(a, Action::Connect { .. })),
+        "{a:?}"
+    );
+    let server_side = SERVER_SIDE.parse().unwrap();
+    l.event(Event::Connected { server_side });
+    // The server's greeting is not passed on; the login goes to it as the client sent it.
+    let a = l.server(b"220 ready\r\n");
+    assert_eq!(to_client(&a), "");
+    assert_eq!(to_server(&a), "USER alice\r\nPASS secret\r\n");
+    // No server up: 421, and the session ends.
+    let (mut l, _) = Life::new(pooled, policy("pass\n"));
+    l.client(b"USER bob\r\n");
+    let a = l.event(Event::Resolved(None));
+    assert!(to_client(&a).starts_with("421 "), "{}", to_client(&a));
+    assert_eq!(
+        closed(&a),
+        Some(CloseReason::UpstreamFailed(UpstreamFailure::Connect))
+    );
+}
