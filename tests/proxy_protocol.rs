@@ -135,7 +135,7 @@ print("got", got)
 
 #[test]
 fn behind_haproxy_the_header_names_the_client_on_control_and_data_connections() {
-    require!("haproxy", "vsftpd", "curl", "python3");
+    require!("haproxy", "vsftpd", "curl", "lftp", "python3");
     let server = Vsftpd::start(LOCALHOST);
     make_file(&server.public().join("one.bin"), 1 << 20, 7);
     let ip: IpAddr = LOCALHOST.parse().expect("ip");
@@ -188,14 +188,36 @@ fn behind_haproxy_the_header_names_the_client_on_control_and_data_connections() 
         );
         assert_same_file(&got, &server.public().join(format!("up-{i}.bin")));
     }
+    // lftp and Python's ftplib (passive) from the same client address.
+    let got = local.path().join("lftp.bin");
+    let script = format!(
+        "set net:socket-bind-ipv4 127.0.0.3; set net:max-retries 1; set net:timeout 20; \
+         open -u anonymous,x ftp://{public}; get pub/one.bin -o {}; bye",
+        got.display()
+    );
+    run_ok(Command::new("lftp").args(["-c", &script]));
+    assert_same_file(&got, &server.public().join("one.bin"));
+    let got = local.path().join("ftplib.bin");
+    run_ok(Command::new("python3").args([
+        "-c",
+        "import ftplib, sys\n\
+         ftp = ftplib.FTP(timeout=20, source_address=('127.0.0.3', 0))\n\
+         ftp.connect(sys.argv[1], int(sys.argv[2])); ftp.login()\n\
+         f = open(sys.argv[3], 'wb'); ftp.retrbinary('RETR pub/one.bin', f.write); f.close(); ftp.quit()",
+        &public.ip().to_string(),
+        &public.port().to_string(),
+        &got.display().to_string(),
+    ]));
+    assert_same_file(&got, &server.public().join("one.bin"));
     assert!(gate.log().contains("client=127.0.0.3:"), "{}", gate.log());
+    // Six sessions (curl's four, lftp's, ftplib's), a data connection each.
     assert_eq!(
         gate.metric(r#"ftpgate_proxy_headers_total{leg="control",outcome="ok"}"#),
-        4.0
+        6.0
     );
     assert_eq!(
         gate.metric(r#"ftpgate_proxy_headers_total{leg="data",outcome="ok"}"#),
-        4.0
+        6.0
     );
     // A thief racing for the port through the balancer: refused, and the client's
     // download goes on.

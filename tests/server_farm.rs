@@ -165,3 +165,77 @@ fn users_go_to_the_pool_that_takes_them_and_stay_on_one_server() {
     assert!(farm == [3.0, 0.0] || farm == [0.0, 3.0], "{farm:?}");
     assert_eq!(total("staff", &servers[0]), 3.0);
 }
+
+#[test]
+fn least_sessions_fills_the_emptiest_server_and_a_dead_one_is_ejected_by_its_sessions() {
+    require!("vsftpd", "curl", "python3");
+    let servers = servers();
+    let gate = farm(&servers, "least-sessions");
+    // Three sessions held open at once: one on each server.
+    let hold = |_: usize| {
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                "import socket, sys\n\
+                 c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)\n\
+                 print(c.makefile('rb').readline().decode().strip(), flush=True)\n\
+                 sys.stdin.readline()",
+                &gate.addr.ip().to_string(),
+                &gate.addr.port().to_string(),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("greeting");
+        assert!(line.starts_with("220"), "{line}");
+        child
+    };
+    let held: Vec<_> = (0..3).map(hold).collect();
+    let now: Vec<f64> = servers
+        .iter()
+        .map(|s| {
+            gate.metric(&format!(
+                r#"ftpgate_backend_sessions{{backend="{}",pool="farm"}}"#,
+                s.addr
+            ))
+        })
+        .collect();
+    assert_eq!(now, [1.0, 1.0, 1.0]);
+    for mut child in held {
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
+    // A server nobody listens on, without checks: the first session sent there fails
+    // (421) and takes it out; the others go to the live one.
+    let ip: IpAddr = LOCALHOST.parse().expect("ip");
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let gate = Gate::start(&format!(
+        "listen reverse {listen} pool farm\npool farm {{ {dead}, {} }}\npass from 127.0.0.0/8\n",
+        servers[0].addr
+    ));
+    let first = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o", "/dev/null"])
+        .arg(format!("ftp://{listen}/pub/one.bin"))
+        .output()
+        .expect("curl");
+    assert!(!first.status.success());
+    for _ in 0..3 {
+        fetch(&gate, "127.0.0.1");
+    }
+    let metric = |name: &str, backend: SocketAddr| {
+        gate.metric(&format!(r#"{name}{{backend="{backend}",pool="farm"}}"#))
+    };
+    assert_eq!(metric("ftpgate_backend_connect_failures_total", dead), 1.0);
+    assert_eq!(metric("ftpgate_backend_up", dead), 0.0);
+    assert_eq!(
+        metric("ftpgate_backend_sessions_total", servers[0].addr),
+        3.0
+    );
+}
