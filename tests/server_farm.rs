@@ -130,9 +130,10 @@ fn users_go_to_the_pool_that_takes_them_and_stay_on_one_server() {
     let gate = Gate::start(&format!(
         "listen reverse {listen} pool farm\n\
          pool staff {{ {} }} users {{ alice, ops-* }}\n\
+         pool files {{ {} }} hosts {{ files.example.org }}\n\
          pool farm {{ {}, {} }} balance sticky-user\n\
          pass from 127.0.0.0/8\n",
-        servers[0].addr, servers[1].addr, servers[2].addr
+        servers[0].addr, servers[0].addr, servers[1].addr, servers[2].addr
     ));
     let login = |user: &str| {
         let out = run_ok(Command::new("python3").args([
@@ -164,6 +165,25 @@ fn users_go_to_the_pool_that_takes_them_and_stay_on_one_server() {
     let farm = [total("farm", &servers[1]), total("farm", &servers[2])];
     assert!(farm == [3.0, 0.0] || farm == [0.0, 3.0], "{farm:?}");
     assert_eq!(total("staff", &servers[0]), 3.0);
+    // A virtual host named with HOST (RFC 7151) picks its pool; the server hears the
+    // HOST and answers it (vsftpd does not know it: 530 before a login).
+    let out = run_ok(Command::new("python3").args([
+        "-c",
+        &LOGIN.replace(
+            "c.sendall((\"USER \"",
+            "c.sendall(b\"HOST files.example.org\\r\\n\"); print(f.readline().decode().strip())\nc.sendall((\"USER \"",
+        ),
+        &listen.ip().to_string(),
+        &listen.port().to_string(),
+        "anonymous",
+    ]));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let replies: Vec<&str> = said.lines().collect();
+    assert!(
+        replies.len() == 3 && replies[1].starts_with('5') && replies[2].starts_with("331"),
+        "{said}"
+    );
+    assert_eq!(total("files", &servers[0]), 1.0);
 }
 
 #[test]

@@ -657,7 +657,7 @@ impl<'a> Driver<'a> {
                     None => {}
                 },
                 Action::Resolve { host, port } => self.resolve(host, port),
-                Action::Pick { user } => self.pick_for(&user),
+                Action::Pick { user, host } => self.pick_for(user.as_deref(), host.as_deref()),
                 Action::Connect { server } => self.connect(server.get()),
                 Action::Close(reason) => {
                     self.on_close(reason);
@@ -727,21 +727,22 @@ impl<'a> Driver<'a> {
         }
     }
 
-    /// A pool listener routing by user: the server of the pool that takes `user` (or
-    /// the listener's), looked up; none up answers at once.
-    fn pick_for(&mut self, user: &str) {
+    /// A pool listener routing by what the client says first: the server of the pool
+    /// that takes `host` or `user` (or the listener's), looked up; none up answers at
+    /// once.
+    fn pick_for(&mut self, user: Option<&str>, host: Option<&str>) {
         let picked = match &self.listener.mode {
             crate::rules::ListenMode::Pool { pool } => {
-                self.rules.pool_for(pool, Some(user)).and_then(|pool| {
+                self.rules.pool_for(pool, user, host).and_then(|pool| {
                     self.shared
                         .pools
-                        .pick(self.shared, pool, self.peer.ip(), Some(user))
+                        .pick(self.shared, pool, self.peer.ip(), user)
                 })
             }
             _ => None,
         };
         let Some(picked) = picked else {
-            tracing::warn!(user, "no server of the pool is up");
+            tracing::warn!(?user, ?host, "no server of the pool is up");
             self.pending = Some(Box::pin(async { Done::Resolved(None) }));
             return;
         };

@@ -160,6 +160,9 @@ pub struct Pool {
     /// `users WORDS`: the users (names or patterns) whose sessions this pool takes, on
     /// any pool listener; ftpgate then greets clients itself and picks after `USER`.
     pub users: Vec<String>,
+    /// `hosts WORDS`: the host names (or patterns) a client may name with `HOST`
+    /// (RFC 7151) to reach this pool, on any pool listener.
+    pub hosts: Vec<String>,
     /// `send-proxy v1|v2`: a PROXY header ahead of each control connection to its
     /// servers.
     pub send_proxy: Option<crate::vocab::ProxyVersion>,
@@ -172,25 +175,42 @@ impl Pool {
             .iter()
             .any(|p| wildmatch::WildMatch::new(p).matches(user))
     }
+
+    /// Host names are compared without case, as DNS does.
+    pub fn takes_host(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.hosts
+            .iter()
+            .any(|p| wildmatch::WildMatch::new(&p.to_ascii_lowercase()).matches(&host))
+    }
 }
 
 impl Config {
-    /// Whether a session of pool listener `pool` is routed by its user: the pool's
-    /// balance is `sticky-user`, or some pool takes users by name. Such sessions are
-    /// greeted by ftpgate and connected only after `USER`.
+    /// Whether a session of pool listener `pool` is routed by what the client says
+    /// first: the pool's balance is `sticky-user`, or some pool takes users or hosts by
+    /// name. Such sessions are greeted by ftpgate and connected only at `USER` (or
+    /// `HOST`).
     pub fn routes_by_user(&self, pool: &str) -> bool {
         let sticky = self
             .pools
             .iter()
             .any(|p| p.name == pool && p.balance == Balance::StickyUser);
-        sticky || self.pools.iter().any(|p| !p.users.is_empty())
+        sticky
+            || self
+                .pools
+                .iter()
+                .any(|p| !p.users.is_empty() || !p.hosts.is_empty())
     }
 
-    /// The pool for `user` on a listener of pool `default`: the first pool that takes
-    /// the user by name, else `default`.
-    pub fn pool_for(&self, default: &str, user: Option<&str>) -> Option<&Pool> {
-        let named = user.and_then(|u| self.pools.iter().find(|p| p.takes_user(u)));
-        named.or_else(|| self.pools.iter().find(|p| p.name == default))
+    /// The pool for a client of a listener of pool `default` that named `host` (with
+    /// `HOST`) or logs in as `user`: the first pool that takes the host, else the first
+    /// that takes the user, else `default`.
+    pub fn pool_for(&self, default: &str, user: Option<&str>, host: Option<&str>) -> Option<&Pool> {
+        let by_host = host.and_then(|h| self.pools.iter().find(|p| p.takes_host(h)));
+        let by_user = || user.and_then(|u| self.pools.iter().find(|p| p.takes_user(u)));
+        by_host
+            .or_else(by_user)
+            .or_else(|| self.pools.iter().find(|p| p.name == default))
     }
 }
 

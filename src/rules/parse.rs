@@ -17,7 +17,7 @@
 //! tls       := "tls" "cert" PATH "key" PATH | "tls" "intercept" "ca" PATH "key" PATH
 //! pool      := "pool" NAME "{" HOST ":" PORT ("," HOST ":" PORT)* "}"
 //!              ["balance" ("round-robin" | "least-sessions" | "sticky-client" | "sticky-user")]
-//!              ["check" "interval" DURATION "fall" N "rise" N] ["users" WORDS]
+//!              ["check" "interval" DURATION "fall" N "rise" N] ["users" WORDS] ["hosts" WORDS]
 //!              ["send-proxy" ("v1" | "v2")]
 //!              (and `listen reverse SOCKADDR pool NAME`)
 //! rule      := ("pass" | "block" ["return-code" CODE [QUOTED]]) ["log"]   (or log first)
@@ -287,6 +287,7 @@ fn pool_statement(i: &str, origin: Origin) -> PResult<'_, Statement> {
     let mut balance = Balance::RoundRobin;
     let mut check = None;
     let mut users = Vec::new();
+    let mut hosts = Vec::new();
     let mut send_proxy = None;
     loop {
         match peek(rest) {
@@ -339,6 +340,13 @@ fn pool_statement(i: &str, origin: Origin) -> PResult<'_, Statement> {
                 users = names;
                 rest = r;
             }
+            Some("hosts") => {
+                let (r, _) = keyword("hosts")(rest)?;
+                let what = "host names or patterns such as ftp.example.net or { *.example.org }";
+                let (r, names) = words(what)(r)?;
+                hosts = names;
+                rest = r;
+            }
             _ => break,
         }
     }
@@ -348,6 +356,7 @@ fn pool_statement(i: &str, origin: Origin) -> PResult<'_, Statement> {
         balance,
         check,
         users,
+        hosts,
         send_proxy,
         origin,
     };

@@ -324,10 +324,13 @@ pub enum Action {
         class: &'static str,
         passed: bool,
     },
-    /// Pick the server of a pool that routes by user for `user`, and look it up;
-    /// answered by [`Event::Resolved`] (`None`: no server is up).
+    /// Pick the server of a pool that routes by user for `user` (or, after `HOST`,
+    /// for `host`), and look it up; answered by [`Event::Resolved`] (`None`: no
+    /// server is up).
     Pick {
-        user: String,
+        user: Option<String>,
+        /// The name the client gave with `HOST`, before any `USER`.
+        host: Option<String>,
     },
     /// Look up the server's name (reverse listener, or forward `USER name@host`);
     /// answered by [`Event::Resolved`].

@@ -97,6 +97,7 @@ impl Session {
                     host: host.clone(),
                     user: None,
                     by_host: false,
+                    pooled: false,
                 };
                 self.out.push(Action::Resolve { host, port });
             }
@@ -137,6 +138,7 @@ impl Session {
                             host: f.host.clone(),
                             user: Some(f.user),
                             by_host: false,
+                            pooled: false,
                         };
                         self.out.push(Action::Resolve {
                             host: f.host,
@@ -156,6 +158,7 @@ impl Session {
                             host: host.clone(),
                             user: None,
                             by_host: true,
+                            pooled: false,
                         };
                         self.out.push(Action::Resolve { host, port });
                     }
@@ -180,8 +183,30 @@ impl Session {
                     host: String::new(),
                     user: Some(user.clone()),
                     by_host: false,
+                    pooled: true,
                 };
-                self.out.push(Action::Pick { user });
+                self.out.push(Action::Pick {
+                    user: Some(user),
+                    host: None,
+                });
+            }
+            // RFC 7151: a virtual host picks the pool; the server hears the HOST too.
+            Ok(Command::Other {
+                verb,
+                arg: Some(arg),
+            }) if verb == "HOST" => {
+                let host = String::from_utf8_lossy(&arg).trim().to_string();
+                self.stage = Stage::Resolving {
+                    local,
+                    host: host.clone(),
+                    user: None,
+                    by_host: true,
+                    pooled: true,
+                };
+                self.out.push(Action::Pick {
+                    user: None,
+                    host: Some(host),
+                });
             }
             Ok(Command::Other { verb, .. }) if verb == "QUIT" => {
                 self.say_and_close(Say::Goodbye, CloseReason::ClientClosed)
@@ -196,14 +221,14 @@ impl Session {
             host,
             user,
             by_host,
+            pooled,
         } = std::mem::replace(&mut self.stage, Stage::Closed)
         else {
             return;
         };
         // A forward client named the server (in `USER` or `HOST`) and may name another;
-        // a pool client's server was picked for its user (no host of its own).
-        let pooled = user.is_some() && host.is_empty();
-        let forward = user.is_some() || by_host;
+        // a pool client's server was picked for what it said first.
+        let forward = user.is_some() || by_host || pooled;
         match (server, forward) {
             (None, false) => self.say_and_close(
                 Say::Unreachable,
@@ -221,6 +246,9 @@ impl Session {
             (Some(server), true) if pooled => {
                 if let Some(user) = &user {
                     self.hold_login(user);
+                }
+                if by_host {
+                    self.hold_line(&format!("HOST {host}"));
                 }
                 self.route(Route {
                     server,
@@ -332,9 +360,14 @@ impl Session {
     /// Puts the forward client's login first in line for the server, without the
     /// `@host` the proxy consumed.
     fn hold_login(&mut self, user: &str) {
+        self.hold_line(&format!("USER {user}"));
+    }
+
+    /// Puts `line` first in line for the server.
+    fn hold_line(&mut self, line: &str) {
         let mut frames = Vec::new();
         LineFramer::new(self.policy.settings.max_line)
-            .push(format!("USER {user}\r\n").as_bytes(), &mut frames);
+            .push(format!("{line}\r\n").as_bytes(), &mut frames);
         self.held_bytes += frames.iter().map(super::frame_len).sum::<usize>();
         self.held.splice(0..0, frames);
     }

@@ -73,8 +73,11 @@ enum Stage {
         /// The name being resolved, which a server certificate must match.
         host: String,
         /// A forward client named it with `HOST` (RFC 7151), owed a reply once the
-        /// server has greeted.
+        /// server has greeted; a pool client named a virtual host, passed on to it.
         by_host: bool,
+        /// A pool listener's: the shell picks the server (`host` is empty, or the
+        /// virtual host a `HOST` named).
+        pooled: bool,
         /// The forward client's user name (without `@host`).
         user: Option<String>,
     },

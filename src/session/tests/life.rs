@@ -662,7 +662,8 @@ fn a_pool_routing_by_user_greets_first_and_picks_at_user() {
     assert_eq!(
         a,
         [Action::Pick {
-            user: "alice".into()
+            user: Some("alice".into()),
+            host: None,
         }]
     );
     let a = l.event(Event::Resolved(Some(SERVER.parse().unwrap())));
@@ -684,5 +685,32 @@ fn a_pool_routing_by_user_greets_first_and_picks_at_user() {
     assert_eq!(
         closed(&a),
         Some(CloseReason::UpstreamFailed(UpstreamFailure::Connect))
+    );
+}
+
+#[test]
+fn a_pool_client_may_name_a_virtual_host_which_picks_the_pool_and_reaches_the_server() {
+    let pooled = Origin::Pooled {
+        local: LOCAL.parse().unwrap(),
+    };
+    let (mut l, _) = Life::new(pooled, policy("pass\n"));
+    let a = l.client(b"HOST files.example.org\r\nUSER alice\r\n");
+    assert_eq!(
+        a,
+        [Action::Pick {
+            user: None,
+            host: Some("files.example.org".into()),
+        }]
+    );
+    l.event(Event::Resolved(Some(SERVER.parse().unwrap())));
+    let server_side = SERVER_SIDE.parse().unwrap();
+    l.event(Event::Connected { server_side });
+    // The server hears HOST first (virtual hosts), and answers it to the client.
+    let a = l.server(b"220 ready\r\n");
+    assert_eq!(to_server(&a), "HOST files.example.org\r\nUSER alice\r\n");
+    let a = l.server(b"220 files.example.org here\r\n331 password\r\n");
+    assert_eq!(
+        to_client(&a),
+        "220 files.example.org here\r\n331 password\r\n"
     );
 }
