@@ -259,3 +259,28 @@ fn least_sessions_fills_the_emptiest_server_and_a_dead_one_is_ejected_by_its_ses
         3.0
     );
 }
+
+#[test]
+fn a_server_taken_out_by_a_reload_keeps_its_sessions_and_gets_no_new_one() {
+    require!("vsftpd", "curl");
+    let servers = servers();
+    let gate = farm(&servers[..2], "round-robin");
+    // Two sessions held: one on each server.
+    let mut first = Control::login(gate.addr);
+    let mut second = Control::login(gate.addr);
+    assert_eq!(spread(&gate, &servers[..2]), [1.0, 1.0]);
+    // The second server leaves the pool: drained.
+    let rules = std::fs::read_to_string(&gate.rules).expect("rules");
+    let without = rules.replace(&format!(", {}", servers[1].addr), "");
+    assert_ne!(rules, without);
+    std::fs::write(&gate.rules, without).expect("write");
+    gate.signal("HUP");
+    gate.wait_log("rules reloaded");
+    for _ in 0..3 {
+        fetch(&gate, "127.0.0.1");
+    }
+    assert_eq!(spread(&gate, &servers[..2]), [4.0, 1.0]);
+    // Both sessions in progress go on, the drained server's too.
+    assert!(first.cmd("PWD").starts_with("257"));
+    assert!(second.cmd("PWD").starts_with("257"));
+}
