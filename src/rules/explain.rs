@@ -43,7 +43,15 @@ pub fn explain(c: &Config) -> String {
             super::DataPath::Kernel => " data-path kernel",
         };
         let tls = if l.tls_implicit { " tls implicit" } else { "" };
-        let _ = writeln!(out, "  {} {mode}{path}{tls}    # {}", l.addr, l.origin);
+        let proxy = l
+            .accept_proxy
+            .as_ref()
+            .map_or(String::new(), |from| format!(" accept-proxy from {from}"));
+        let _ = writeln!(
+            out,
+            "  {} {mode}{path}{tls}{proxy}    # {}",
+            l.addr, l.origin
+        );
     }
     if !c.tables.is_empty() {
         let _ = writeln!(out, "tables:");
@@ -112,9 +120,20 @@ pub fn explain(c: &Config) -> String {
                 c.rise
             )
         });
+        let list = |what: &str, names: &[String]| {
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(" {what} {{ {} }}", names.join(", "))
+            }
+        };
+        let routed = format!("{}{}", list("users", &p.users), list("hosts", &p.hosts));
+        let proxy = p
+            .send_proxy
+            .map_or(String::new(), |v| format!(" send-proxy {}", v.as_str()));
         let _ = writeln!(
             out,
-            "pool {} {{ {} }} balance {}{check}    # {}",
+            "pool {} {{ {} }} balance {}{check}{routed}{proxy}    # {}",
             p.name,
             servers.join(", "),
             p.balance.as_str(),
