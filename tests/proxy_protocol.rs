@@ -25,7 +25,8 @@ struct Haproxy {
 }
 
 impl Haproxy {
-    fn start(listen: SocketAddr, server: SocketAddr) -> Haproxy {
+    /// HAProxy with `accept-proxy` in front of `server`.
+    fn accepting(listen: SocketAddr, server: SocketAddr) -> Haproxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("haproxy.cfg");
         std::fs::write(
@@ -39,10 +40,22 @@ impl Haproxy {
             ),
         )
         .expect("write haproxy.cfg");
+        Haproxy::run(&config, &[], listen, dir)
+    }
+
+    /// HAProxy running a configuration file as it is, with `env` in its environment,
+    /// once it listens on `listen`; its log goes to `dir`.
+    fn run(
+        config: &std::path::Path,
+        env: &[(&str, String)],
+        listen: SocketAddr,
+        dir: tempfile::TempDir,
+    ) -> Haproxy {
         let log = dir.path().join("haproxy.log");
         let child = Command::new("haproxy")
             .args(["-db", "-f"])
-            .arg(&config)
+            .arg(config)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(std::fs::File::create(&log).expect("log"))
             .stderr(Stdio::null())
             .spawn()
@@ -66,29 +79,6 @@ impl Drop for Haproxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// HAProxy running a configuration file as it is, with `env` in its environment,
-/// once it listens on `listen`.
-fn haproxy_with(config: &std::path::Path, env: &[(&str, String)], listen: SocketAddr) -> Haproxy {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("haproxy.log");
-    let child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(config)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start haproxy");
-    eventually("haproxy to listen", || {
-        std::net::TcpStream::connect(listen).is_ok()
-    });
-    Haproxy {
-        child,
-        log,
-        _dir: dir,
     }
 }
 
@@ -153,7 +143,7 @@ fn behind_haproxy_the_header_names_the_client_on_control_and_data_connections() 
     ));
     let config =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy/ftpgate-front.cfg");
-    let _haproxy = haproxy_with(
+    let _haproxy = Haproxy::run(
         &config,
         &[
             ("FTP_PUBLIC", public.to_string()),
@@ -164,6 +154,7 @@ fn behind_haproxy_the_header_names_the_client_on_control_and_data_connections() 
         // Ready once it listens; a port of the data range, whose connection reaches
         // no listener of ftpgate's (the control port's would be a session).
         SocketAddr::from(([127, 0, 0, 7], 43119)),
+        tempfile::tempdir().expect("tempdir"),
     );
     let local = tempfile::tempdir().expect("tempdir");
     // EPSV, PASV (its 227 names the balancer), and an upload.
@@ -282,7 +273,7 @@ fn haproxy_reads_the_client_from_ftpgates_header_in_both_versions_and_from_a_poo
     // A reverse listener's upstream, and a pool's servers.
     for (version, pool) in [("v1", false), ("v2", false), ("v2", true)] {
         let balancer = SocketAddr::new(ip, free_port(ip));
-        let haproxy = Haproxy::start(balancer, server.addr);
+        let haproxy = Haproxy::accepting(balancer, server.addr);
         let listen = SocketAddr::new(ip, free_port(ip));
         let target = if pool {
             format!("pool farm\npool farm {{ {balancer} }} send-proxy {version}")
