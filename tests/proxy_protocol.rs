@@ -261,6 +261,11 @@ fn behind_haproxy_the_header_names_the_client_on_control_and_data_connections() 
         gate.metric(r#"ftpgate_proxy_headers_total{leg="control",outcome="malformed"}"#),
         1.0
     );
+    // HAProxy's own health checks (`check` in the example) carry a LOCAL header:
+    // counted, closed, and no session.
+    eventually("a health check of HAProxy's", || {
+        gate.metric(r#"ftpgate_proxy_headers_total{leg="control",outcome="local"}"#) >= 1.0
+    });
 }
 
 #[test]

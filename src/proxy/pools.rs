@@ -234,11 +234,14 @@ fn rendezvous(key: &impl std::hash::Hash, backend: &str) -> u64 {
 /// Runs every pool's health checks until shutdown, with the pools of the rule set in
 /// force (a reload's new pools and servers are checked from the next round on).
 pub async fn check_pools(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
+        // Fine enough for the shortest interval a rule file is likely to set; a rule
+        // set without checks is looked at again only every second.
+        let checks = shared.config.load().pools.iter().any(|p| p.check.is_some());
+        let tick = Duration::from_millis(if checks { 100 } else { 1000 });
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(tick) => {}
         }
         let config = shared.config.load_full();
         for (pool, backend, check) in shared.pools.due(&config.pools, Instant::now()) {
