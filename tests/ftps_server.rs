@@ -596,3 +596,33 @@ fn an_implicit_tls_server_and_a_forward_listener_take_ftpgates_tls_too() {
     same_file(&server.public().join("one.bin"), &got);
     assert_eq!(handshakes(&gate.metrics(), "server", "ok"), 1.0);
 }
+
+#[test]
+fn a_pool_that_picks_at_user_checks_its_server_by_the_name_in_the_pool() {
+    if !prerequisites(&["vsftpd", "python3"]) {
+        return;
+    }
+    // A certificate for the name only: checked against 127.0.0.1 it would not do.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki_with(dir.path(), &["localhost"]);
+    let server = strict_vsftpd(LOCALHOST, &pki);
+    make_file(&server.public().join("one.bin"), 1 << 20, 7);
+    let ip: std::net::IpAddr = LOCALHOST.parse().expect("ip");
+    let listen = std::net::SocketAddr::new(ip, free_port(ip));
+    let gate = Gate::start(&format!(
+        "listen reverse {listen} pool staff\n\
+         pool staff {{ localhost:{} }} users {{ anonymous }}\n\
+         pass from 127.0.0.0/8 tls server require ca {}\n",
+        server.addr.port(),
+        path_str(&pki.ca)
+    ));
+    let s = Setup {
+        server,
+        gate,
+        pki,
+        dir,
+        local: tempfile::tempdir().expect("tempdir"),
+    };
+    ftplib(&s, LOCALHOST, "none", "passive", "pooled.bin");
+    assert_eq!(handshakes(&s.gate.metrics(), "server", "ok"), 1.0);
+}

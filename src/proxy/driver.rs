@@ -470,6 +470,12 @@ impl<'a> Driver<'a> {
     /// check the server against the name the client asks for, once the client's
     /// hello is in; what is meant for the server meanwhile waits.
     fn secure_server(&mut self, connector: crate::tls::Connector, name: String, from_client: bool) {
+        // A pool's server is known by the name in its pool, which the engine may not
+        // have (a pool that picks at `USER` tells it only the address).
+        let name = self
+            .picked
+            .as_ref()
+            .map_or(name, |p| p.backend.host.clone());
         if from_client {
             self.server_tls_waits = Some((connector, name));
         } else {
