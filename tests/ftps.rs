@@ -40,18 +40,7 @@ fn setup_on(ip: &str, policy: &str, settings: &str) -> Setup {
 /// vsftpd on `ip` with `one.bin` (1 MiB), a certificate for `ip`, and the ftpgate
 /// `gate` makes in front of them.
 fn setup_with(ip: &str, gate: impl FnOnce(&Vsftpd, &Pki) -> Gate) -> Setup {
-    let server = Vsftpd::start(ip);
-    make_file(&server.public().join("one.bin"), 1 << 20, 7);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki_for(dir.path(), ip);
-    let gate = gate(&server, &pki);
-    Setup {
-        server,
-        gate,
-        pki,
-        dir,
-        local: tempfile::tempdir().expect("tempdir"),
-    }
+    Setup::new(ip, |_| Vsftpd::start(ip), gate)
 }
 
 /// ftplib's `FTP_TLS`: `AUTH TLS` with certificate verification against the CA,

@@ -34,26 +34,21 @@ fn strict_vsftpd(ip: &str, pki: &Pki) -> Vsftpd {
 /// pass rule for loopback clients ends in `tls` (with `CA` replaced by the path of
 /// the CA that signed vsftpd's certificate).
 fn setup(ip: &str, tls: &str) -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki_for(dir.path(), ip);
-    let server = strict_vsftpd(ip, &pki);
-    make_file(&server.public().join("one.bin"), 1 << 20, 7);
-    let tls = tls.replace("CA", &path_str(&pki.ca));
-    let gate = Gate::reverse(
-        server.addr,
-        &format!(
-            "tls cert {} key {}\npass from {{ 127.0.0.0/8, ::1 }} {tls}",
-            path_str(&pki.cert),
-            path_str(&pki.key)
-        ),
-    );
-    Setup {
-        server,
-        gate,
-        pki,
-        dir,
-        local: tempfile::tempdir().expect("tempdir"),
-    }
+    Setup::new(
+        ip,
+        |pki| strict_vsftpd(ip, pki),
+        |server, pki| {
+            let tls = tls.replace("CA", &path_str(&pki.ca));
+            Gate::reverse(
+                server.addr,
+                &format!(
+                    "tls cert {} key {}\npass from {{ 127.0.0.0/8, ::1 }} {tls}",
+                    path_str(&pki.cert),
+                    path_str(&pki.key)
+                ),
+            )
+        },
+    )
 }
 
 /// ftplib in `mode`, with TLS toward ftpgate (`tls` = "P": `AUTH TLS`, `PROT P`, and

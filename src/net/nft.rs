@@ -547,12 +547,18 @@ impl Nft {
     }
 
     pub fn close_passage(&self, passage: &Passage) -> io::Result<()> {
-        let message = if self.destroy {
+        let message = passage.element(self.delete_message());
+        gone(self.exchange(vec![message], true, DEL)).map(|_| ())
+    }
+
+    /// The message that deletes an element: one that tolerates its absence where the
+    /// kernel has it.
+    fn delete_message(&self) -> u16 {
+        if self.destroy {
             NFT_MSG_DESTROYSETELEM
         } else {
             NFT_MSG_DELSETELEM
-        };
-        gone(self.exchange(vec![passage.element(message)], true, DEL)).map(|_| ())
+        }
     }
 
     /// Hands the connections `legs` to ftpgate for `timeout` (or until
@@ -579,11 +585,7 @@ impl Nft {
         if legs.is_empty() {
             return Ok(());
         }
-        let message = if self.destroy {
-            NFT_MSG_DESTROYSETELEM
-        } else {
-            NFT_MSG_DELSETELEM
-        };
+        let message = self.delete_message();
         let del = |leg: &Announced| element(message, leg.set(), leg.key(), None, None);
         match self.exchange(legs.iter().map(del).collect(), true, DEL) {
             // One expired meanwhile and failed the batch: the rest goes one by one.

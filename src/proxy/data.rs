@@ -659,14 +659,7 @@ impl Expectation {
             return Ok(Either::Left(stream));
         };
         let connect = tls.connector.connect(tls.name.clone(), stream);
-        let result = tokio::time::timeout(self.connect_timeout, connect)
-            .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no TLS handshake within the connect timeout",
-                ))
-            });
+        let result = self.within_connect_timeout(connect).await;
         self.shared
             .metrics
             .tls_handshake("server-data", result.is_ok());
@@ -682,6 +675,21 @@ impl Expectation {
         Ok(Either::Right(stream))
     }
 
+    /// A data connection's TLS handshake, given the connect timeout to finish.
+    async fn within_connect_timeout<T>(
+        &self,
+        handshake: impl std::future::Future<Output = std::io::Result<T>>,
+    ) -> std::io::Result<T> {
+        tokio::time::timeout(self.connect_timeout, handshake)
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no TLS handshake within the connect timeout",
+                ))
+            })
+    }
+
     /// The TLS handshake with the client on its data connection, bounded by the
     /// connect timeout; counted either way, a failure logged with its reason.
     async fn handshake(
@@ -689,14 +697,9 @@ impl Expectation {
         tls: &DataTls,
         stream: TcpStream,
     ) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
-        let accept = tls.acceptor.accept(stream);
-        let handshake = tokio::time::timeout(self.connect_timeout, accept).await;
-        let result = handshake.unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no TLS handshake within the connect timeout",
-            ))
-        });
+        let result = self
+            .within_connect_timeout(tls.acceptor.accept(stream))
+            .await;
         self.shared
             .metrics
             .tls_handshake("client-data", result.is_ok());

@@ -852,12 +852,9 @@ impl<'a> Driver<'a> {
     fn send_proxy_header(&mut self) {
         let version = match (&self.listener.mode, &self.picked) {
             (ListenMode::Reverse { upstream }, _) => upstream.send_proxy,
-            (ListenMode::Pool { .. }, Some(picked)) => self
-                .rules
-                .pools
-                .iter()
-                .find(|p| p.name == picked.pool)
-                .and_then(|p| p.send_proxy),
+            (ListenMode::Pool { .. }, Some(picked)) => {
+                self.rules.pool(&picked.pool).and_then(|p| p.send_proxy)
+            }
             _ => None,
         };
         let (Some(version), Ok(dialed)) = (version, self.client.local_addr()) else {

@@ -149,9 +149,7 @@ impl Pools {
             .inc();
         let config = shared.config.load();
         let fall = config
-            .pools
-            .iter()
-            .find(|p| p.name == picked.pool)
+            .pool(&picked.pool)
             .and_then(|p| p.check)
             .map_or(1, |c| c.fall);
         self.record(shared, &picked.pool, &picked.label(), false, fall, u32::MAX);

@@ -203,7 +203,7 @@ fn pick(shared: &Shared, listener: &Listener, client: ClientAddr) -> Option<Pick
         return None;
     };
     let config = shared.config.load();
-    let pool = config.pools.iter().find(|p| &p.name == pool)?;
+    let pool = config.pool(pool)?;
     shared.pools.pick(shared, pool, client.ip(), None)
 }
 

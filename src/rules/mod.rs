@@ -192,14 +192,18 @@ impl Config {
     /// `HOST`).
     pub fn routes_by_user(&self, pool: &str) -> bool {
         let sticky = self
-            .pools
-            .iter()
-            .any(|p| p.name == pool && p.balance == Balance::StickyUser);
+            .pool(pool)
+            .is_some_and(|p| p.balance == Balance::StickyUser);
         sticky
             || self
                 .pools
                 .iter()
                 .any(|p| !p.users.is_empty() || !p.hosts.is_empty())
+    }
+
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
     }
 
     /// The pool for a client of a listener of pool `default` that named `host` (with
@@ -208,9 +212,7 @@ impl Config {
     pub fn pool_for(&self, default: &str, user: Option<&str>, host: Option<&str>) -> Option<&Pool> {
         let by_host = host.and_then(|h| self.pools.iter().find(|p| p.takes_host(h)));
         let by_user = || user.and_then(|u| self.pools.iter().find(|p| p.takes_user(u)));
-        by_host
-            .or_else(by_user)
-            .or_else(|| self.pools.iter().find(|p| p.name == default))
+        by_host.or_else(by_user).or_else(|| self.pool(default))
     }
 }
 

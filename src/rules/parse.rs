@@ -1410,7 +1410,7 @@ impl Builder {
                 });
             }
             Statement::Pool(pool) => {
-                if let Some(first) = self.config.pools.iter().find(|p| p.name == pool.name) {
+                if let Some(first) = self.config.pool(&pool.name) {
                     return Err(error(
                         argument,
                         format!("pool {} again (first at {})", pool.name, first.origin),
@@ -1520,7 +1520,7 @@ impl Builder {
             let ListenMode::Pool { pool } = &l.mode else {
                 continue;
             };
-            if !self.config.pools.iter().any(|p| &p.name == pool) {
+            if self.config.pool(pool).is_none() {
                 self.errors.push(RuleError {
                     file: l.origin.file.to_string(),
                     line: l.origin.line,

@@ -243,37 +243,24 @@ impl Session {
                 self.retry_login(now, local, Say::ForwardIsProxy)
             }
             (None, true) => self.retry_login(now, local, Say::ForwardUnresolved),
-            (Some(server), true) if pooled => {
-                if let Some(user) = &user {
-                    self.hold_login(user);
-                }
-                if by_host {
-                    self.hold_line(&format!("HOST {host}"));
-                }
-                self.route(Route {
-                    server,
-                    server_name: None,
-                    client_side: self.dialed.unwrap_or(local.get()),
-                    client_local: local.ip(),
-                    server_mode: None,
-                    tls: TlsPolicy::default(),
-                    proxy_greeted: true,
-                    answers: Vec::new(),
-                    intercepted: false,
-                })
-            }
             (Some(server), _) => {
                 if let Some(user) = &user {
                     self.hold_login(user);
                 }
-                let answers = if by_host {
-                    vec![Say::HostOk.encode()]
-                } else {
-                    Vec::new()
+                // A pool's server hears the virtual host a `HOST` named; a forward
+                // client's `HOST` named the server itself and is ftpgate's to answer.
+                let answers = match (by_host, pooled) {
+                    (true, true) => {
+                        self.hold_line(&format!("HOST {host}"));
+                        Vec::new()
+                    }
+                    (true, false) => vec![Say::HostOk.encode()],
+                    (false, _) => Vec::new(),
                 };
                 self.route(Route {
                     server,
-                    server_name: Some(host),
+                    // A pool's server is named by its pool (the shell knows it).
+                    server_name: (!pooled).then_some(host),
                     client_side: self.dialed.unwrap_or(local.get()),
                     client_local: local.ip(),
                     server_mode: None,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use super::{Gate, Vsftpd, metric_value};
+use super::{Gate, Vsftpd, make_file, metric_value};
 
 /// A vsftpd, the ftpgate in front of it, the certificates of either, and a directory
 /// for what the clients fetch.
@@ -15,6 +15,29 @@ pub struct Setup {
     /// Where the certificates are.
     pub dir: tempfile::TempDir,
     pub local: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A certificate for `ip` and its CA, the vsftpd `server` starts with them,
+    /// serving `one.bin` (1 MiB), and the ftpgate `gate` starts in front of it.
+    pub fn new(
+        ip: &str,
+        server: impl FnOnce(&Pki) -> Vsftpd,
+        gate: impl FnOnce(&Vsftpd, &Pki) -> Gate,
+    ) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = pki_for(dir.path(), ip);
+        let server = server(&pki);
+        make_file(&server.public().join("one.bin"), 1 << 20, 7);
+        let gate = gate(&server, &pki);
+        Setup {
+            server,
+            gate,
+            pki,
+            dir,
+            local: tempfile::tempdir().expect("tempdir"),
+        }
+    }
 }
 
 /// What a command printed, both streams.
