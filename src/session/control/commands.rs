@@ -46,7 +46,7 @@ impl Control {
         if let Command::User(name) = cmd {
             let name = String::from_utf8_lossy(name).into_owned();
             let decision = self.rules.login_decision(&parties, &name);
-            return self.blocked_reply(decision, &name, Scope::Login);
+            return self.blocked_reply(decision, || name, Scope::Login);
         }
         let site = match cmd {
             Command::Other {
@@ -61,11 +61,11 @@ impl Control {
         let decision = self
             .rules
             .command_decision(&parties, cmd.verb(), site.as_deref());
-        let what = match &site {
+        let what = || match &site {
             Some(sub) => format!("SITE {}", sub.to_ascii_uppercase()),
             None => cmd.verb().to_string(),
         };
-        self.blocked_reply(decision, &what, Scope::Command)
+        self.blocked_reply(decision, what, Scope::Command)
     }
 
     pub(super) fn dispatch(&mut self, line: Line, cmd: Command) {
@@ -162,12 +162,14 @@ impl Control {
                 direction: Some(transfer.kind),
             };
             let decision = self.rules.data_decision(&self.parties(), &request);
-            let what = format!(
-                "data {} {} port {port}",
-                mode.as_str(),
-                transfer.kind.as_str()
-            );
-            if let Some(say) = self.blocked_reply(decision, &what, Scope::Data) {
+            let what = || {
+                format!(
+                    "data {} {} port {port}",
+                    mode.as_str(),
+                    transfer.kind.as_str()
+                )
+            };
+            if let Some(say) = self.blocked_reply(decision, what, Scope::Data) {
                 self.cancel_if_current(id);
                 return self.refuse(say);
             }

@@ -277,7 +277,7 @@ impl Control {
     fn blocked_reply(
         &mut self,
         decision: Option<Decision>,
-        what: &str,
+        what: impl FnOnce() -> String,
         scope: Scope,
     ) -> Option<Say> {
         let decision = decision?;
@@ -288,7 +288,7 @@ impl Control {
         });
         self.out.push(Action::Rule {
             decision,
-            what: what.to_string(),
+            what: what(),
         });
         reply
     }
@@ -303,8 +303,8 @@ impl Control {
             direction: None,
         };
         let decision = self.rules.data_decision(&self.parties(), &request);
-        let what = format!("data {} port {port}", mode.as_str());
-        if let Some(say) = self.blocked_reply(decision, &what, Scope::Data) {
+        let what = || format!("data {} port {port}", mode.as_str());
+        if let Some(say) = self.blocked_reply(decision, what, Scope::Data) {
             return Some(say);
         }
         (self.live.len() >= self.rules.settings.max_data_connections).then_some(Say::DataLimit)
