@@ -31,17 +31,28 @@ def session(host, passive, epsv=False):
 
 def retrieve(ftp, path):
     """Downloads `path` over a new data connection; returns the seconds from the
-    announcement to the first data byte."""
+    announcement to the first data byte. A transfer that takes over a second is
+    reported on stderr with the phase it spent it in (a stall, not a slow machine:
+    one transfer takes well under a millisecond here)."""
     start = time.perf_counter()
     conn = ftp.transfercmd("RETR " + path)
+    opened = time.perf_counter()
     first = conn.recv(65536)
     elapsed = time.perf_counter() - start
     if not first:
         sys.exit("no data")
     while conn.recv(65536):
         pass
+    local = conn.getsockname()
+    peer = conn.getpeername()
     conn.close()
     ftp.voidresp()
+    total = time.perf_counter() - start
+    if total > 1:
+        print(f"{time.strftime('%H:%M:%S')} stall: {total:.3f} s (announce, connect and "
+              f"150: {opened - start:.3f} s; first byte: {elapsed - (opened - start):.3f} s; "
+              f"rest and 226: {total - elapsed:.3f} s), data connection {local} -> {peer}",
+              file=sys.stderr, flush=True)
     return elapsed
 
 
