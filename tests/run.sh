@@ -3,7 +3,10 @@
 # (Debian packages: vsftpd, curl, lftp, python3, prometheus for promtool, nftables
 # and iproute2 for the network-namespace lab, logrotate, ca-certificates for `tls
 # server … ca system`, openssl for a client that renegotiates, haproxy to read
-# ftpgate's PROXY headers; cargo-deb from crates.io),
+# ftpgate's PROXY headers, keepalived and ipvsadm for the scale-out test, which also
+# boots Debian's kernel in a VM where this one has no IPVS: tests/support/vm.sh
+# installs qemu-system-x86, busybox-static, kmod and cpio for that and fetches
+# linux-image-amd64; cargo-deb from crates.io),
 # builds the .deb tests/package.rs installs, then
 # unpacks pure-ftpd and ProFTPD for the differential test, then
 # runs formatting, lint and every test. Run it as root: vsftpd's anonymous chroot
@@ -16,7 +19,7 @@ bash deploy/prerequisites.sh vsftpd:vsftpd curl:curl lftp:lftp python3:python3 \
     promtool:prometheus nft:nftables ip:iproute2 ss:iproute2 unshare:util-linux \
     setpriv:util-linux systemd-analyze:systemd \
     logrotate:logrotate update-ca-certificates:ca-certificates openssl:openssl \
-    haproxy:haproxy
+    haproxy:haproxy keepalived:keepalived ipvsadm:ipvsadm
 # pure-ftpd and ProFTPD for the differential test, unpacked beside vsftpd (they
 # conflict with it as packages). Without root the test skips, or fails under CI=true.
 if [ "$(id -u)" = 0 ]; then
