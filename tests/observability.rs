@@ -385,6 +385,12 @@ fn shipped_prometheus_config_and_alerts_pass_promtool() {
     ] {
         run_ok(Command::new("promtool").args(&args).current_dir(dir));
     }
+    let scale_out = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/scale-out");
+    run_ok(
+        Command::new("promtool")
+            .args(["check", "config", "prometheus.yml"])
+            .current_dir(scale_out),
+    );
 }
 
 /// Metric names a PromQL text refers to.
