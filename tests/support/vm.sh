@@ -22,6 +22,11 @@ root=$PWD
 [ $# -gt 0 ] || { echo "usage: $0 COMMAND [ARGS…]" >&2; exit 2; }
 bash deploy/prerequisites.sh qemu-system-x86_64:qemu-system-x86 busybox:busybox-static \
     depmod:kmod cpio:cpio
+# The initramfs holds busybox alone, without a C library: Debian's plain busybox
+# package is linked dynamically, busybox-static (which replaces it) is not.
+if ldd "$(command -v busybox)" >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static
+fi
 
 cache=${FTPGATE_VM_CACHE:-$root/target/vm}
 mkdir -p "$cache"
