@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::lab::LabServer;
 use support::*;
 
 const VIP: &str = "198.51.100.10";
@@ -52,12 +53,14 @@ fn scale_out_behind_ipvs() {
         "python3"
     );
     let exe = std::env::current_exe().expect("test binary");
-    let mut scenarios = Command::new(if ipvs_here() { "env" } else { "bash" });
-    if !ipvs_here() {
-        scenarios.arg(repo().join("tests/support/vm.sh"));
-    }
+    let mut scenarios = if ipvs_here() {
+        Command::new(&exe)
+    } else {
+        let mut vm = Command::new("bash");
+        vm.arg(repo().join("tests/support/vm.sh")).arg(&exe);
+        vm
+    };
     scenarios
-        .arg(&exe)
         .args(["--ignored", "--exact", "--test-threads", "1", "--nocapture"])
         .args(SCENARIOS)
         .current_dir(repo());
@@ -144,7 +147,7 @@ struct Farm {
     dir: tempfile::TempDir,
     instances: Vec<Option<Daemon>>,
     directors: Vec<Daemon>,
-    _servers: Vec<Daemon>,
+    servers: Vec<LabServer>,
 }
 
 impl Farm {
@@ -155,34 +158,20 @@ impl Farm {
                 .arg("up"),
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(&root).expect("root");
-        for p in [dir.path(), root.as_path()] {
-            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .expect("chmod");
-        }
-        std::fs::create_dir_all("/var/run/vsftpd/empty").expect("vsftpd's empty dir");
-        make_file(&root.join("small.bin"), 200_000, 3);
-        // Larger than what socket buffers hold, so that it is still moving on every hop
-        // while the slow reader takes it.
-        make_file(&root.join("big.bin"), 24_000_000, 5);
-        let conf = dir.path().join("vsftpd.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen=YES\nbackground=NO\nanonymous_enable=YES\nlocal_enable=NO\n\
-                 anon_root={}\nno_anon_password=YES\nconnect_from_port_20=NO\n\
-                 secure_chroot_dir=/var/run/vsftpd/empty\nseccomp_sandbox=NO\n\
-                 pasv_min_port=30000\npasv_max_port=30999\nmax_per_ip=100\n",
-                root.display()
-            ),
-        )
-        .expect("vsftpd.conf");
-        let conf = conf.to_str().expect("path").to_owned();
-        let servers = ["so-s1", "so-s2"]
+        let servers: Vec<LabServer> = ["so-s1", "so-s2"]
             .iter()
-            .map(|ns| Daemon::start(ns, "vsftpd", &[&conf], dir.path()))
+            .map(|ns| LabServer::start_in(ns, ""))
             .collect();
+        // The same files on both servers: written once, linked into the other.
+        for (name, size, seed) in [
+            ("small.bin", 200_000, 3),
+            // Larger than what socket buffers hold, so that it is still moving on
+            // every hop while the slow reader takes it.
+            ("big.bin", 24_000_000, 5),
+        ] {
+            make_file(&servers[0].path(name), size, seed);
+            std::fs::hard_link(servers[0].path(name), servers[1].path(name)).expect("link");
+        }
         let instances = (1..=3)
             .map(|n| Some(Farm::instance(n, dir.path())))
             .collect();
@@ -190,7 +179,7 @@ impl Farm {
             dir,
             instances,
             directors: Vec::new(),
-            _servers: servers,
+            servers,
         };
         for n in 1..=3 {
             farm.wait_ready(n);
@@ -262,8 +251,9 @@ impl Farm {
         );
     }
 
+    /// Where the files served are (the first server's copy).
     fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
+        self.servers[0].public()
     }
 
     fn instance_mut(&mut self, n: usize) -> &mut Daemon {
@@ -320,38 +310,29 @@ fn http_status(n: usize, path: &str) -> String {
     ]))
 }
 
-fn metric(n: usize, sample: &str) -> f64 {
-    let text = output(command_in(Some(&format!("so-g{n}")), "curl").args([
+/// Instance `n`'s `/metrics`, asked from inside its namespace.
+fn metrics(n: usize) -> String {
+    output(command_in(Some(&format!("so-g{n}")), "curl").args([
         "-s",
         "--max-time",
         "5",
         "http://127.0.0.1:9121/metrics",
-    ]));
-    metric_value(&text, sample)
+    ]))
+}
+
+fn metric(n: usize, sample: &str) -> f64 {
+    metric_value(&metrics(n), sample)
 }
 
 /// Sessions the instance has served or serves: every ended outcome plus the open ones.
 fn sessions(n: usize) -> f64 {
-    let text = output(command_in(Some(&format!("so-g{n}")), "curl").args([
-        "-s",
-        "--max-time",
-        "5",
-        "http://127.0.0.1:9121/metrics",
-    ]));
+    let text = metrics(n);
     let ended: f64 = text
         .lines()
         .filter(|l| l.starts_with("ftpgate_sessions_total{"))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum();
     ended + metric_value(&text, "ftpgate_sessions_active")
-}
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn client(n: u8) -> String {
@@ -372,7 +353,7 @@ fn download(farm: &Farm, from: &str, mode: Mode, file: &str) -> Result<(), Strin
     let result = run(curl(from, mode)
         .args(["--connect-timeout", "3", "-o"])
         .arg(&out)
-        .arg(format!("ftp://{VIP}/{file}")));
+        .arg(format!("ftp://{VIP}/pub/{file}")));
     if !result.status.success() {
         return Err(String::from_utf8_lossy(&result.stderr).into_owned());
     }
@@ -389,7 +370,7 @@ ftp = ftplib.FTP(timeout=30)
 ftp.connect(sys.argv[1], 21, source_address=(sys.argv[2], 0))
 ftp.login()
 ftp.voidcmd("TYPE I")
-conn = ftp.transfercmd("RETR big.bin")
+conn = ftp.transfercmd("RETR pub/big.bin")
 print("transferring", flush=True)
 with open(sys.argv[3], "wb") as out:
     while True:
@@ -627,7 +608,7 @@ ftp.login()
 print("ready", flush=True)
 sys.stdin.readline()
 with open(sys.argv[3], "wb") as out:
-    ftp.retrbinary("RETR small.bin", out.write)
+    ftp.retrbinary("RETR pub/small.bin", out.write)
 ftp.quit()
 print("done", flush=True)
 "#;

@@ -242,6 +242,11 @@ impl LabServer {
 
     /// Like [`LabServer::start`], with extra lines for vsftpd.conf.
     pub fn start_with(lab: &Lab, extra: &str) -> LabServer {
+        LabServer::start_in(&lab.ns("server"), extra)
+    }
+
+    /// The same vsftpd in network namespace `ns` (another lab's server host).
+    pub fn start_in(ns: &str, extra: &str) -> LabServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         let public = root.join("pub");
@@ -262,8 +267,7 @@ impl LabServer {
         );
         let conf_path = dir.path().join("vsftpd.conf");
         fs::write(&conf_path, conf).expect("vsftpd.conf");
-        let child = lab
-            .on("server", "vsftpd")
+        let child = command_in(Some(ns), "vsftpd")
             .arg(&conf_path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -273,7 +277,7 @@ impl LabServer {
             "vsftpd to listen in the lab",
             Duration::from_secs(10),
             || {
-                let out = run(lab.on("server", "ss").args(["-Hltn", "sport = :21"]));
+                let out = run(command_in(Some(ns), "ss").args(["-Hltn", "sport = :21"]));
                 !out.stdout.is_empty()
             },
         );

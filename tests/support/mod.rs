@@ -155,7 +155,8 @@ pub fn free_port(ip: IpAddr) -> u16 {
         .unwrap_or_else(|e| panic!("cannot find a free port on {ip}: {e}"))
 }
 
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+/// Polls `ready` until it holds; fails the test with `what` after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
