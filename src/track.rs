@@ -197,15 +197,14 @@ impl PortPool {
     }
 
     /// Candidate ports not in use, random first, then every other free port once.
-    fn candidates<'a>(&'a self, rng: &mut impl rand::Rng) -> impl Iterator<Item = u16> + 'a {
+    fn candidates<'a>(&'a self, rng: &'a mut impl rand::Rng) -> impl Iterator<Item = u16> + 'a {
         let (lo, hi) = (self.range.lo, self.range.hi);
-        let random: Vec<u16> = (0..RANDOM_PROBES)
-            .map(|_| rng.random_range(lo..=hi))
-            .collect();
         let start = rng.random_range(lo..=hi);
         let scan = (start..=hi).chain(lo..start);
-        random
-            .into_iter()
+        // Drawn as they are tried: the first one almost always does, and drawing all
+        // of them up front was most of what reserving a port cost.
+        (0..RANDOM_PROBES)
+            .map(move |_| rng.random_range(lo..=hi))
             .chain(scan)
             .filter(|p| !self.in_use.contains(p))
     }

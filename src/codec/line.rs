@@ -142,6 +142,7 @@ impl LineFramer {
             let (run, rest) = bytes.split_at(plain);
             if rest.first() == Some(&b'\n') {
                 self.raw.reserve(plain + 1);
+                self.text.reserve(plain);
             }
             self.raw.extend_from_slice(run);
             self.text.extend_from_slice(run);
@@ -157,10 +158,7 @@ impl LineFramer {
             return 0;
         }
         let room = self.max_line.saturating_sub(self.raw.len() + 1);
-        let special = bytes
-            .iter()
-            .position(|&b| b == b'\n' || b == IAC)
-            .unwrap_or(bytes.len());
+        let special = memchr::memchr2(b'\n', IAC, bytes).unwrap_or(bytes.len());
         special.min(room)
     }
 

@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
@@ -121,14 +122,15 @@ pub(super) struct Driver<'a> {
     events: mpsc::UnboundedSender<Event>,
     data_events: mpsc::UnboundedReceiver<Event>,
     pending: Option<Pending>,
-    /// The engine's next timer, and the deadline it is set to. It, and the two
-    /// signals, live across turns: made afresh on every turn, each registered with
-    /// the runtime's timer wheel or the token's waiter list and left it again, per
-    /// line relayed.
+    /// The engine's next timer, and the deadline it is set to. It, and the signal,
+    /// live across turns: made afresh on every turn, each registered with the
+    /// runtime's timer wheel or the token's waiter list and left it again, per line
+    /// relayed.
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
-    drain: Signal<'a>,
-    shutdown: Signal<'a>,
+    /// The drain until it came, then the shutdown: one wait per turn covers both,
+    /// as a shutdown cancels the drain token too (its child).
+    signal: Signal<'a>,
     draining: bool,
     shutting_down: bool,
     closed: Option<CloseReason>,
@@ -181,8 +183,7 @@ impl<'a> Driver<'a> {
             pending: None,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             timer_at: None,
-            drain: Box::pin(shared.draining.cancelled()),
-            shutdown: Box::pin(shared.shutdown.cancelled()),
+            signal: Box::pin(shared.draining.cancelled()),
             draining: false,
             shutting_down: false,
             closed: None,
@@ -247,7 +248,7 @@ impl<'a> Driver<'a> {
             self.timer_at = Some(at);
         }
         tokio::select! {
-            r = self.client.readable(), if read_client => {
+            r = readable(Some(&self.client)), if read_client => {
                 r?;
                 self.read_client().await
             }
@@ -255,7 +256,7 @@ impl<'a> Driver<'a> {
                 r?;
                 self.read_server().await
             }
-            r = self.client.writable(), if !self.to_client.is_empty() => {
+            r = writable(Some(&self.client)), if !self.to_client.is_empty() => {
                 r?;
                 self.to_client.write_to(&self.client)
             }
@@ -274,13 +275,17 @@ impl<'a> Driver<'a> {
                 let actions = self.session.handle_timeout(Instant::now());
                 self.apply(actions).await
             }
-            () = &mut self.drain, if !self.draining => {
-                self.draining = true;
-                self.feed(Event::Drain).await
-            }
-            () = &mut self.shutdown, if !self.shutting_down => {
-                self.shutting_down = true;
-                self.feed(Event::Shutdown).await
+            () = &mut self.signal, if !self.shutting_down => {
+                if self.draining {
+                    self.shutting_down = true;
+                    self.feed(Event::Shutdown).await
+                } else {
+                    // A shutdown that came with the drain is seen on the next turn:
+                    // its wait is over at once.
+                    self.draining = true;
+                    self.signal = Box::pin(self.shared.shutdown.cancelled());
+                    self.feed(Event::Drain).await
+                }
             }
         }
     }
@@ -903,7 +908,7 @@ impl<'a> Driver<'a> {
         let deadline = tokio::time::Instant::now() + LINGER;
         while !self.to_client.is_empty() || !self.to_server.is_empty() {
             let progress = tokio::select! {
-                r = self.client.writable(), if !self.to_client.is_empty() => {
+                r = writable(Some(&self.client)), if !self.to_client.is_empty() => {
                     r.and_then(|()| self.to_client.write_to(&self.client))
                 }
                 r = writable(self.server.as_ref()), if !self.to_server.is_empty() => {
@@ -986,18 +991,22 @@ fn data_binding(listener: &Listener) -> Binding {
     }
 }
 
-async fn readable(stream: Option<&TcpStream>) -> io::Result<()> {
-    match stream {
-        Some(s) => s.readable().await,
-        None => std::future::pending().await,
-    }
+/// Waits until `stream` is readable, never without one. In the socket's own waker
+/// slot, not an entry made in its waiter list and unmade on every turn: the session
+/// task is the only one that waits on its control connections.
+fn readable(stream: Option<&TcpStream>) -> impl Future<Output = io::Result<()>> + '_ {
+    std::future::poll_fn(move |cx| match stream {
+        Some(s) => s.poll_read_ready(cx),
+        None => Poll::Pending,
+    })
 }
 
-async fn writable(stream: Option<&TcpStream>) -> io::Result<()> {
-    match stream {
-        Some(s) => s.writable().await,
-        None => std::future::pending().await,
-    }
+/// [`readable`], for writing.
+fn writable(stream: Option<&TcpStream>) -> impl Future<Output = io::Result<()>> + '_ {
+    std::future::poll_fn(move |cx| match stream {
+        Some(s) => s.poll_write_ready(cx),
+        None => Poll::Pending,
+    })
 }
 
 async fn until_done(pending: &mut Option<Pending>) -> Done {

@@ -35,7 +35,7 @@ pub struct Shared {
     pub tracker: Tracker,
     pub metrics: Metrics,
     /// Cancelled on SIGTERM: no new sessions, and sessions end once no transfer of
-    /// theirs is in flight.
+    /// theirs is in flight. A child of `shutdown`: stopping drains too.
     pub draining: CancellationToken,
     /// Cancelled when the process stops: every session ends now, with 421.
     pub shutdown: CancellationToken,
@@ -69,6 +69,7 @@ impl Shared {
             ips: net::local_addresses(),
             ports,
         };
+        let shutdown = CancellationToken::new();
         Arc::new(Shared {
             own_sockets: ArcSwap::from_pointee(own),
             xferlog: Mutex::new(config.settings.xferlog.clone().map(XferLog::start)),
@@ -76,8 +77,8 @@ impl Shared {
             tracker: Tracker::new(config.settings.data_ports),
             config: ArcSwap::from_pointee(config),
             metrics,
-            draining: CancellationToken::new(),
-            shutdown: CancellationToken::new(),
+            draining: shutdown.child_token(),
+            shutdown,
             data_tasks: TaskTracker::new(),
             nft,
             pools: pools::Pools::default(),

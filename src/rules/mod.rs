@@ -997,14 +997,18 @@ impl Config {
         match data.direction {
             Some(direction) => decide(direction),
             None => {
-                let all = TransferKind::ALL.map(decide);
-                let blocked =
-                    |d: &Option<Decision>| d.as_ref().is_some_and(|d| d.verdict == Verdict::Block);
-                if all.iter().all(blocked) {
-                    all.into_iter().flatten().next()
-                } else {
-                    None
+                // Refused only if every direction is, with the first direction's rule;
+                // the first direction that may pass settles it.
+                let mut first = None;
+                for direction in TransferKind::ALL {
+                    match decide(direction) {
+                        Some(d) if d.verdict == Verdict::Block => {
+                            first.get_or_insert(d);
+                        }
+                        _ => return None,
+                    }
                 }
+                first
             }
         }
     }

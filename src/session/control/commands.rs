@@ -134,10 +134,14 @@ impl Control {
     pub(super) fn transfer_of(&self, cmd: &Command) -> Option<Transfer> {
         let kind = cmd.transfer_kind()?;
         let path = match cmd {
-            Command::Other { arg: Some(arg), .. } => String::from_utf8_lossy(arg)
-                .chars()
-                .take(MAX_PATH)
-                .collect(),
+            Command::Other { arg: Some(arg), .. } => {
+                // Cut, not rebuilt a character at a time.
+                let text = String::from_utf8_lossy(arg);
+                match text.char_indices().nth(MAX_PATH) {
+                    Some((end, _)) => text.get(..end).unwrap_or_default().to_owned(),
+                    None => text.into_owned(),
+                }
+            }
             _ => String::new(),
         };
         Some(Transfer {

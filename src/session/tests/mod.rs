@@ -527,6 +527,24 @@ fn completion_reply_waits_for_the_data_connection_to_finish() {
 }
 
 #[test]
+fn a_transfer_path_is_kept_to_its_first_1024_characters() {
+    let mut h = Harness::new(params());
+    h.client(b"PASV\r\n")
+        .server(b"227 (203,0,113,2,200,10)\r\n");
+    // Multi-byte characters and an invalid byte, which is kept as U+FFFD.
+    let mut line = b"RETR \xfe".to_vec();
+    line.extend("\u{e9}".repeat(1200).as_bytes());
+    line.extend(b"\r\n");
+    let a = h.client(&line).take();
+    let path = a.iter().find_map(|a| match a {
+        Action::Transfer { transfer, .. } => Some(transfer.path.clone()),
+        _ => None,
+    });
+    let expected = format!("\u{fffd}{}", "\u{e9}".repeat(1023));
+    assert_eq!(path, Some(expected));
+}
+
+#[test]
 fn completion_reply_is_released_once_the_transfer_direction_drained() {
     let mut h = Harness::new(params());
     h.client(b"PASV\r\n")
