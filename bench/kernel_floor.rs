@@ -14,11 +14,17 @@
 //! single-threaded tokio runtime, as one of ftpgate's session workers, a task per
 //! direction; what separates ftpgate from this is its own work, what separates this
 //! from the blocking floor is the event loop's.
-//! usage: kernel_floor [--tokio] ADDR...     e.g. [::]:8021
+//!
+//! With `--tproxy` (configs `kernelfloor-tproxy`, `kernelfloor-tokio-tproxy`) it takes
+//! its connections as deploy/nftables/ftpgate-tproxy.nft hands them over (transparent
+//! listeners, the destination is the accepted socket's own address) and writes the
+//! holes ftpgate writes for a `tproxy` listener (no SNAT toward the client), so the
+//! TPROXY kernel path is measured against a floor under the same ruleset.
+//! usage: kernel_floor [--tokio] [--tproxy] ADDR...     e.g. [::]:8021
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -70,6 +76,54 @@ impl Session {
     fn ends(line: &str, to_server: bool) -> bool {
         !to_server && (line.starts_with("226 ") || line.starts_with("250 "))
     }
+}
+
+/// Whether connections come by TPROXY (`--tproxy`) rather than REDIRECT.
+static TPROXY: AtomicBool = AtomicBool::new(false);
+
+fn tproxy() -> bool {
+    TPROXY.load(Ordering::Relaxed)
+}
+
+/// Where the client was going: after REDIRECT the original destination, after TPROXY,
+/// which hands the connection over unchanged, the accepted socket's own address.
+fn destination(client: &TcpStream) -> Option<SocketAddr> {
+    if !tproxy() {
+        return floor::original_dst(client);
+    }
+    let local = client.local_addr().ok()?;
+    Some(SocketAddr::new(local.ip().to_canonical(), local.port()))
+}
+
+/// The source of the edge's legs toward the client, as ftpgate's holes have it: its
+/// own address after REDIRECT; after TPROXY the routing's choice (the accepted
+/// socket's address is the server's), which needs no SNAT element.
+fn client_local(near: IpAddr) -> IpAddr {
+    match (tproxy(), near.to_canonical()) {
+        (false, ip) => ip,
+        (true, IpAddr::V4(_)) => Ipv4Addr::UNSPECIFIED.into(),
+        (true, IpAddr::V6(_)) => Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+/// A listener on `addr`; transparent under TPROXY, as ftpgate's `tproxy` listeners.
+fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    if !tproxy() {
+        return TcpListener::bind(addr);
+    }
+    use socket2::{Domain, Socket, Type};
+    let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv4() {
+        socket.set_ip_transparent_v4(true)?;
+    } else {
+        socket.set_only_v6(true)?;
+        socket.set_ip_transparent_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 fn next_port() -> u16 {
@@ -150,7 +204,7 @@ fn serve(listener: TcpListener, nft: Arc<Nft>) {
     for client in listener.incoming().flatten() {
         let nft = nft.clone();
         thread::spawn(move || {
-            let Some(dst) = floor::original_dst(&client) else {
+            let Some(dst) = destination(&client) else {
                 return;
             };
             let Ok(server) = TcpStream::connect(dst) else {
@@ -167,7 +221,7 @@ fn serve(listener: TcpListener, nft: Arc<Nft>) {
                 nft,
                 client: v4(peer.ip()),
                 server: dst.ip(),
-                client_local: v4(client_near.ip()),
+                client_local: client_local(client_near.ip()),
                 server_local: v4(server_near.ip()),
                 open: Mutex::new(Vec::new()),
             });
@@ -218,7 +272,7 @@ mod event_loop {
 
     async fn session(client: tokio::net::TcpStream, nft: Arc<Nft>) -> Option<()> {
         let std_client = client.into_std().ok()?;
-        let dst = floor::original_dst(&std_client)?;
+        let dst = destination(&std_client)?;
         let client = tokio::net::TcpStream::from_std(std_client).ok()?;
         let server = tokio::net::TcpStream::connect(dst).await.ok()?;
         client.set_nodelay(true).ok()?;
@@ -228,7 +282,7 @@ mod event_loop {
             nft,
             client: v4(client.peer_addr().ok()?.ip()),
             server: dst.ip(),
-            client_local: v4(client.local_addr().ok()?.ip()),
+            client_local: client_local(client.local_addr().ok()?.ip()),
             server_local: v4(server.local_addr().ok()?.ip()),
             open: Mutex::new(Vec::new()),
         });
@@ -268,10 +322,14 @@ mod event_loop {
 
 fn main() {
     let nft = Arc::new(Nft::open().unwrap_or_else(|e| panic!("nftables: {e}")));
-    let event_loop = std::env::args().nth(1).as_deref() == Some("--tokio");
-    let listeners: Vec<TcpListener> = std::env::args()
-        .skip(if event_loop { 2 } else { 1 })
-        .map(|a| TcpListener::bind(a.as_str()).unwrap_or_else(|e| panic!("bind {a}: {e}")))
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let event_loop = flag("--tokio");
+    TPROXY.store(flag("--tproxy"), Ordering::Relaxed);
+    let listeners: Vec<TcpListener> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(|a| listen(a).unwrap_or_else(|e| panic!("bind {a}: {e}")))
         .collect();
     if event_loop {
         return event_loop::serve(listeners, nft);

@@ -17,7 +17,9 @@
 # "kernelfloor": bench/kernel_floor.rs, the line proxy plus the nftables hole per data
 # connection, written by ftpgate's own code, the floor for `data-path kernel`, with the
 # same limits; "kernelfloor-tokio": the same on one single-threaded tokio runtime, the
-# floor for the kernel path on ftpgate's design. None runs by default).
+# floor for the kernel path on ftpgate's design; "kernelfloor-tproxy",
+# "kernelfloor-tokio-tproxy": both under the TPROXY ruleset, taking connections as a
+# `tproxy` listener does, the floors for the TPROXY kernel path. None runs by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/vsftpd-anon.sh
@@ -146,6 +148,15 @@ edge_up() {
             if [ "$1" = kernelfloor ]; then flag=(); else flag=(--tokio); fi
             ip netns exec "$P-edge" target/release/examples/kernel_floor "${flag[@]}" '[::]:8021' \
                 >/dev/null 2>>"$work/ftpgate.log" &
+            gate_pid=$!
+            ;;
+        kernelfloor-tproxy | kernelfloor-tokio-tproxy)
+            on edge nft -f deploy/nftables/ftpgate-tproxy.nft
+            on edge bash deploy/tproxy-routing.sh add deploy/nftables/ftpgate-tproxy.nft
+            if [ "$1" = kernelfloor-tproxy ]; then flag=(--tproxy); else flag=(--tokio --tproxy); fi
+            # The addresses of rules/edge-tproxy.rules' listeners.
+            ip netns exec "$P-edge" target/release/examples/kernel_floor "${flag[@]}" \
+                0.0.0.0:8021 '[::]:8021' >/dev/null 2>>"$work/ftpgate.log" &
             gate_pid=$!
             ;;
         redirect | redirect-kernel)
@@ -305,6 +316,8 @@ names = {
     "tproxy-kernel": "TPROXY kernel path", "lineproxy": "line proxy (floor)",
     "relayfloor": "relay floor", "kernelfloor": "kernel-path floor",
     "kernelfloor-tokio": "kernel-path floor (event loop)",
+    "kernelfloor-tproxy": "TPROXY kernel-path floor",
+    "kernelfloor-tokio-tproxy": "TPROXY kernel-path floor (event loop)",
 }
 order = ["download", "upload", "ftps", "setup", "sessions", "latency", "edge"]
 metrics = sorted({m for m, _ in values}, key=lambda m: (order.index(m.split("-")[0]), m))
@@ -388,8 +401,15 @@ floors = [("relayfloor", "lineproxy"), ("kernelfloor", "lineproxy"),
           ("kernelfloor-tokio", "kernelfloor"),
           ("redirect", "relayfloor"), ("tproxy", "relayfloor"),
           ("redirect-kernel", "kernelfloor"), ("tproxy-kernel", "kernelfloor"),
-          ("redirect-kernel", "kernelfloor-tokio"), ("tproxy-kernel", "kernelfloor-tokio")]
+          ("redirect-kernel", "kernelfloor-tokio"), ("tproxy-kernel", "kernelfloor-tokio"),
+          ("kernelfloor-tproxy", "kernelfloor"),
+          ("kernelfloor-tokio-tproxy", "kernelfloor-tproxy"),
+          ("tproxy-kernel", "kernelfloor-tproxy"), ("tproxy-kernel", "kernelfloor-tokio-tproxy")]
 pairs = [(c, f) for c, f in floors if c in configs and f in configs]
+# The TPROXY kernel path against a floor under the REDIRECT ruleset measures the
+# rulesets' difference too: not shown when the floor under its own ruleset ran.
+pairs = [(c, f) for c, f in pairs
+         if not (c == "tproxy-kernel" and f + "-tproxy" in configs)]
 if pairs:
     print("\nRatio to the floor, the median of the ratios within each repetition (✓ within "
           "5 %).\n")
