@@ -47,15 +47,16 @@ results=$work/results
 pids=()
 on() { ip netns exec "$P-$1" "${@:2}"; }
 gate_pid=
+dump=
 cleanup() {
     local status=$?
     if [ "$status" != 0 ] && [ -s "$work/ftpgate.log" ]; then
         echo "--- the edge's log (warnings and errors), last 50 lines:" >&2
         tail -n 50 "$work/ftpgate.log" >&2 || true
     fi
-    # A failed transfer exits here with ftpgate still running: it must go too, or
-    # `wait` would wait for it forever.
-    for pid in "${pids[@]}" $gate_pid; do kill "$pid" 2>/dev/null || true; done
+    # A failed transfer exits here with ftpgate (and perhaps a capture) still running:
+    # they must go too, or `wait` would wait for them forever.
+    for pid in "${pids[@]}" $gate_pid $dump; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     bash deploy/lab.sh down "$P"
     rm -rf "$work"
@@ -275,6 +276,7 @@ measure() {
             { echo "$config phases-$mode: a transfer failed" >&2; exit 1; }
         kill -INT "$dump"
         wait "$dump" || true
+        dump=
         python3 bench/phases.py "$work/capture" > "$work/phases.json"
         python3 - "$work/phases.json" "$rep $config edge-$mode" >> "$results" <<'PY'
 import json, sys
