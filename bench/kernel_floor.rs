@@ -23,12 +23,13 @@
 //! usage: kernel_floor [--tokio] [--tproxy] ADDR...     e.g. [::]:8021
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use ftpgate::net;
 use ftpgate::net::nft::{Hole, Nft};
 
 #[path = "floor.rs"]
@@ -99,31 +100,25 @@ fn destination(client: &TcpStream) -> Option<SocketAddr> {
 /// own address after REDIRECT; after TPROXY the routing's choice (the accepted
 /// socket's address is the server's), which needs no SNAT element.
 fn client_local(near: IpAddr) -> IpAddr {
-    match (tproxy(), near.to_canonical()) {
-        (false, ip) => ip,
-        (true, IpAddr::V4(_)) => Ipv4Addr::UNSPECIFIED.into(),
-        (true, IpAddr::V6(_)) => Ipv6Addr::UNSPECIFIED.into(),
+    let near = near.to_canonical();
+    if tproxy() {
+        net::unspecified(near)
+    } else {
+        near
     }
 }
 
-/// A listener on `addr`; transparent under TPROXY, as ftpgate's `tproxy` listeners.
+/// A listener on `addr`; under TPROXY a transparent one, bound by ftpgate's own code
+/// for its `tproxy` listeners.
 fn listen(addr: &str) -> std::io::Result<TcpListener> {
     if !tproxy() {
         return TcpListener::bind(addr);
     }
-    use socket2::{Domain, Socket, Type};
     let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv4() {
-        socket.set_ip_transparent_v4(true)?;
-    } else {
-        socket.set_only_v6(true)?;
-        socket.set_ip_transparent_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
+    let listener = net::listen_std(addr, 1024, net::Binding::Transparent)?;
+    // ftpgate's listeners are non-blocking; the blocking floor accepts in a loop.
+    listener.set_nonblocking(false)?;
+    Ok(listener)
 }
 
 fn next_port() -> u16 {
